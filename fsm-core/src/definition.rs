@@ -1,0 +1,111 @@
+//! The machine's graph as static data, emitted by `#[derive(Fsm)]` at compile time.
+
+use core::fmt;
+
+/// How an execution relates to a state: whether it goes on from there, and how it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StateKind {
+    /// A state with a step: the execution leaves it through one of its events.
+    Step,
+    /// A terminal state where the execution ends successfully (`#[fsm(terminal)]`).
+    Success,
+    /// A terminal state where the execution ends as failed (`#[fsm(terminal(failure))]`).
+    Failure,
+}
+
+impl StateKind {
+    /// Whether an execution ends in a state of this kind.
+    pub const fn is_terminal(self) -> bool {
+        !matches!(self, StateKind::Step)
+    }
+}
+
+/// One state of a [`Definition`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StateInfo {
+    /// The variant's name, e.g. `"Paid"`.
+    pub name: &'static str,
+    /// Whether the state is terminal, and how.
+    pub kind: StateKind,
+}
+
+/// One edge of the graph: leaving `from` through `event` leads to `to`.
+///
+/// `from` and `to` index [`Definition::states`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Transition {
+    /// Index of the source state.
+    pub from: usize,
+    /// The event's name, e.g. `"ship"`.
+    pub event: &'static str,
+    /// Index of the target state.
+    pub to: usize,
+}
+
+/// The graph of a machine, as declared: states, the initial state, terminal states and
+/// transitions.
+///
+/// Every machine's definition is a `'static` value reachable as [`Fsm::DEFINITION`]; the
+/// derive has already checked it (one initial state, every state reachable, a terminal state
+/// reachable from every state), so readers of a definition can rely on those rules.
+///
+/// States appear in declaration order; transitions are grouped by source state in
+/// declaration order, then by event, then by target as written.
+///
+/// [`Fsm::DEFINITION`]: crate::Fsm::DEFINITION
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Definition {
+    /// The machine's name: the enum's identifier.
+    pub name: &'static str,
+    /// Every state, in declaration order.
+    pub states: &'static [StateInfo],
+    /// Index of the initial state in [`Definition::states`].
+    pub initial: usize,
+    /// Every transition.
+    pub transitions: &'static [Transition],
+}
+
+impl Definition {
+    /// The index of the state called `name`, if there is one.
+    pub fn state_index(&self, name: &str) -> Option<usize> {
+        self.states.iter().position(|s| s.name == name)
+    }
+
+    /// The initial state.
+    pub fn initial_state(&self) -> &'static StateInfo {
+        &self.states[self.initial]
+    }
+
+    /// The transitions that leave state `from`, in declaration order.
+    pub fn transitions_from(&self, from: usize) -> impl Iterator<Item = &'static Transition> {
+        self.transitions.iter().filter(move |t| t.from == from)
+    }
+
+    /// The transition from `from` to `to`, if the machine has one.
+    ///
+    /// A state reaches each target through at most one event (the derive enforces this), so
+    /// the answer is unique.
+    pub fn transition(&self, from: usize, to: usize) -> Option<&'static Transition> {
+        self.transitions.iter().find(|t| t.from == from && t.to == to)
+    }
+
+    /// The terminal states, in declaration order.
+    pub fn terminals(&self) -> impl Iterator<Item = &'static StateInfo> {
+        self.states.iter().filter(|s| s.kind.is_terminal())
+    }
+}
+
+impl fmt::Display for Definition {
+    /// One line per transition, `From --event--> To`, under the machine's name.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} (initial: {})", self.name, self.initial_state().name)?;
+        for t in self.transitions {
+            writeln!(
+                f,
+                "  {} --{}--> {}",
+                self.states[t.from].name, t.event, self.states[t.to].name
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! Typestate finite-state machines that orchestrate services.
+//!
+//! `#[derive(Fsm)]` on an enum turns each variant into a state and generates typed states, so
+//! that an illegal transition (shipping an order that was never paid) does not compile. The
+//! machine's graph is checked when it is declared, and is available as data through
+//! [`Fsm::DEFINITION`].
+//!
+//! ```
+//! use fsm_core::Fsm;
+//!
+//! #[derive(Fsm, Debug)]
+//! enum Door {
+//!     #[fsm(initial, on(open => Open))]
+//!     Closed,
+//!     #[fsm(on(close => Closed), on(remove => Removed))]
+//!     Open,
+//!     #[fsm(terminal)]
+//!     Removed,
+//! }
+//!
+//! let closed = door::Machine::new(door::Closed);
+//! let open = closed.open(|door::Closed| door::Open);
+//! let stored: Door = open.into(); // the enum is the storable form
+//! let open = door::Machine::<door::Open>::try_from(stored).unwrap();
+//! let removed = open.remove(|_| door::Removed);
+//! assert_eq!(Door::from(removed).state_name(), "Removed");
+//! ```
+//!
+//! Calling `open` on a door that is already open is refused by the compiler:
+//!
+//! ```compile_fail
+//! # use fsm_core::Fsm;
+//! # #[derive(Fsm)]
+//! # enum Door {
+//! #     #[fsm(initial, on(open => Open))] Closed,
+//! #     #[fsm(on(close => Closed), on(remove => Removed))] Open,
+//! #     #[fsm(terminal)] Removed,
+//! # }
+//! let open = door::Machine::new(door::Closed).open(|_| door::Open);
+//! let again = open.open(|_| door::Open); // `Open` has no event `open`
+//! ```
+//!
+//! The README describes the declaration, everything the derive generates and the errors it
+//! reports.
+#![warn(missing_docs, unreachable_pub)]
+
+mod definition;
+mod error;
+
+pub use definition::{Definition, StateInfo, StateKind, Transition};
+pub use error::WrongState;
+
+/// Derives a typestate machine from an enum: see the crate documentation and the README.
+pub use fsm_macros::Fsm;
+
+/// A machine declared with `#[derive(Fsm)]`: the enum is its storable form, one variant per
+/// state.
+pub trait Fsm: Sized + 'static {
+    /// The machine's graph.
+    const DEFINITION: &'static Definition;
+
+    /// The index in [`Definition::states`] of the state this value is in.
+    fn state_index(&self) -> usize;
+
+    /// The name of the state this value is in.
+    fn state_name(&self) -> &'static str {
+        Self::DEFINITION.states[self.state_index()].name
+    }
+
+    /// Whether this value is in a terminal state.
+    fn is_terminal(&self) -> bool {
+        Self::DEFINITION.states[self.state_index()].kind.is_terminal()
+    }
+}
+
+/// Items the generated code refers to. Not public API: no semver guarantees.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::{Definition, Fsm, StateInfo, StateKind, Transition, WrongState};
+
+    /// The data of one state of machine `Machine`: the link between a generated state struct
+    /// and its enum variant.
+    pub trait StateData: Sized {
+        /// The machine's enum.
+        type Machine: Fsm;
+        /// The state's name.
+        const NAME: &'static str;
+        /// Moves the data into its variant.
+        fn into_machine(self) -> Self::Machine;
+        /// Moves the data out of its variant, or gives the value back.
+        fn from_machine(m: Self::Machine) -> Result<Self, Self::Machine>;
+    }
+}

@@ -1,0 +1,127 @@
+//! The intermediate form of a machine. Each node keeps the syn node it came from, so that any
+//! later error can point at the user's tokens.
+
+use std::collections::HashMap;
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::{Attribute, Data, DeriveInput, Fields, Ident, Path, Visibility};
+
+use crate::attr::{self, On, Terminal};
+use crate::ctxt::Ctxt;
+
+pub(crate) struct Machine<'a> {
+    pub(crate) ident: &'a Ident,
+    pub(crate) vis: &'a Visibility,
+    pub(crate) docs: Vec<&'a Attribute>,
+    /// The generated module's name.
+    pub(crate) module: Ident,
+    /// The path to `fsm_core`.
+    pub(crate) krate: TokenStream,
+    pub(crate) derives: Vec<Path>,
+    pub(crate) states: Vec<State<'a>>,
+    /// State name to index, for resolving targets.
+    index: HashMap<String, usize>,
+}
+
+pub(crate) struct State<'a> {
+    pub(crate) ident: &'a Ident,
+    pub(crate) docs: Vec<&'a Attribute>,
+    pub(crate) fields: &'a Fields,
+    pub(crate) initial: Option<Ident>,
+    pub(crate) terminal: Option<Terminal>,
+    pub(crate) on: Vec<On>,
+}
+
+impl State<'_> {
+    pub(crate) fn is_terminal(&self) -> bool {
+        self.terminal.is_some()
+    }
+}
+
+impl<'a> Machine<'a> {
+    /// Builds the model, or records why the input cannot be a machine at all (a struct, a
+    /// union, a generic enum). Errors inside attributes are recorded and the model is still
+    /// built from what could be read, so that the checks can report their errors too.
+    pub(crate) fn from_input(cx: &mut Ctxt, input: &'a DeriveInput) -> Option<Self> {
+        let variants = match &input.data {
+            Data::Enum(data) => &data.variants,
+            Data::Struct(data) => {
+                cx.error(
+                    &data.struct_token,
+                    "`#[derive(Fsm)]` is for enums: each variant is a state; turn this struct into an enum",
+                );
+                return None;
+            }
+            Data::Union(data) => {
+                cx.error(
+                    &data.union_token,
+                    "`#[derive(Fsm)]` is for enums: each variant is a state; turn this union into an enum",
+                );
+                return None;
+            }
+        };
+        if !input.generics.params.is_empty() || input.generics.where_clause.is_some() {
+            cx.error(
+                &input.generics,
+                "a machine cannot be generic: its typed states are concrete structs; use concrete types in the variants' fields",
+            );
+            return None;
+        }
+        let attrs = attr::machine_attrs(cx, &input.attrs);
+        let module = attrs.module.unwrap_or_else(|| {
+            let name = crate::names::snake_case(&input.ident.to_string());
+            Ident::new(&name, input.ident.span())
+        });
+        let krate = match attrs.krate {
+            Some(path) => quote!(#path),
+            None => quote!(::fsm_core),
+        };
+        let states = variants
+            .iter()
+            .map(|v| {
+                let a = attr::state_attrs(cx, &v.attrs);
+                for field in &v.fields {
+                    attr::reject(cx, &field.attrs, "a field");
+                }
+                if let Some((_, discriminant)) = &v.discriminant {
+                    cx.error(
+                        discriminant,
+                        "a state cannot have an explicit discriminant; remove `= ...`",
+                    );
+                }
+                State {
+                    ident: &v.ident,
+                    docs: docs(&v.attrs),
+                    fields: &v.fields,
+                    initial: a.initial,
+                    terminal: a.terminal,
+                    on: a.on,
+                }
+            })
+            .collect::<Vec<_>>();
+        let index = states.iter().enumerate().map(|(i, s)| (s.ident.to_string(), i)).collect();
+        Some(Machine {
+            ident: &input.ident,
+            vis: &input.vis,
+            docs: docs(&input.attrs),
+            module,
+            krate,
+            derives: attrs.derives,
+            states,
+            index,
+        })
+    }
+
+    pub(crate) fn index_of(&self, name: &Ident) -> Option<usize> {
+        self.index_of_str(&name.to_string())
+    }
+
+    pub(crate) fn index_of_str(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+}
+
+fn docs(attrs: &[Attribute]) -> Vec<&Attribute> {
+    attrs.iter().filter(|a| a.path().is_ident("doc")).collect()
+}

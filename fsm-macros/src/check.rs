@@ -1,0 +1,294 @@
+//! The declaration and graph rules, one function per rule, each stated above it. Every rule
+//! runs even when another failed, so that one build reports every mistake; the graph rules
+//! use the edges whose targets exist.
+
+use std::collections::{HashMap, VecDeque};
+
+use syn::Ident;
+
+use crate::ast::Machine;
+use crate::ctxt::Ctxt;
+use crate::names;
+
+/// The machine's graph with targets resolved to state indices: what code generation sees.
+pub(crate) struct Graph<'a> {
+    pub(crate) initial: usize,
+    pub(crate) edges: Vec<Edge<'a>>,
+}
+
+pub(crate) struct Edge<'a> {
+    pub(crate) from: usize,
+    pub(crate) event: &'a Ident,
+    pub(crate) to: usize,
+}
+
+/// Names the generated module defines besides the states' own.
+pub(crate) const RESERVED_STATE_NAMES: &[&str] = &["Machine", "AnyState"];
+/// Methods of the typed state that an event cannot shadow.
+const RESERVED_EVENT_NAMES: &[&str] = &["new", "data", "into_data"];
+
+pub(crate) fn check<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> Option<Graph<'a>> {
+    let initial = one_initial(cx, m);
+    initial_is_not_terminal(cx, m);
+    terminal_has_no_events(cx, m);
+    non_terminal_has_events(cx, m);
+    events_are_unique_per_state(cx, m);
+    reserved_names_are_free(cx, m);
+    event_traits_are_distinct(cx, m);
+    let edges = targets_exist(cx, m);
+    targets_are_unique_per_state(cx, m);
+    let initial = initial?;
+    let reachable = every_state_is_reachable(cx, m, initial, &edges);
+    a_terminal_is_reachable(cx, m, &reachable, &edges);
+    if cx.has_errors() {
+        return None;
+    }
+    Some(Graph { initial, edges })
+}
+
+/// Exactly one state is `initial`: it is where every execution starts.
+fn one_initial(cx: &mut Ctxt, m: &Machine) -> Option<usize> {
+    let mut initials = m.states.iter().enumerate().filter_map(|(i, s)| Some((i, s.initial.as_ref()?)));
+    let Some((first, _)) = initials.next() else {
+        cx.error(
+            m.ident,
+            format!(
+                "machine `{}` has no initial state; mark the state where executions start with `#[fsm(initial)]`",
+                m.ident
+            ),
+        );
+        return None;
+    };
+    for (_, key) in initials {
+        cx.error(
+            key,
+            format!(
+                "more than one initial state: `{}` is already initial; keep `#[fsm(initial)]` on one state",
+                m.states[first].ident
+            ),
+        );
+    }
+    Some(first)
+}
+
+/// The initial state is not terminal: an execution would end before it began.
+fn initial_is_not_terminal(cx: &mut Ctxt, m: &Machine) {
+    for s in &m.states {
+        if let (Some(_), Some(t)) = (&s.initial, &s.terminal) {
+            cx.error(
+                &t.key,
+                format!("the initial state `{}` cannot be terminal: an execution would end before it began", s.ident),
+            );
+        }
+    }
+}
+
+/// A terminal state has no events: an execution ends there.
+fn terminal_has_no_events(cx: &mut Ctxt, m: &Machine) {
+    for s in &m.states {
+        if let (Some(_), Some(on)) = (&s.terminal, s.on.first()) {
+            cx.error(
+                &on.event,
+                format!(
+                    "terminal state `{}` cannot have events: an execution ends there; remove `on({} => ...)` or `terminal`",
+                    s.ident, on.event
+                ),
+            );
+        }
+    }
+}
+
+/// A non-terminal state has at least one event: otherwise an execution would be stuck there.
+fn non_terminal_has_events(cx: &mut Ctxt, m: &Machine) {
+    for s in &m.states {
+        if !s.is_terminal() && s.on.is_empty() {
+            cx.error(
+                s.ident,
+                format!(
+                    "state `{}` has no way out; add `#[fsm(on(event => Target))]`, or mark it `#[fsm(terminal)]` or `#[fsm(terminal(failure))]`",
+                    s.ident
+                ),
+            );
+        }
+    }
+}
+
+/// An event is declared once per state; a branching event lists all its targets in one `on`.
+fn events_are_unique_per_state(cx: &mut Ctxt, m: &Machine) {
+    for s in &m.states {
+        for (i, on) in s.on.iter().enumerate() {
+            if s.on[..i].iter().any(|prev| prev.event == on.event) {
+                cx.error(
+                    &on.event,
+                    format!(
+                        "event `{}` is declared twice on `{}`; list every target in one `on({} => A | B)`",
+                        on.event, s.ident, on.event
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Every target is a state of this machine.
+fn targets_exist<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> Vec<Edge<'a>> {
+    let mut edges = Vec::new();
+    for (from, s) in m.states.iter().enumerate() {
+        for on in &s.on {
+            for target in &on.targets {
+                match m.index_of(target) {
+                    Some(to) => edges.push(Edge { from, event: &on.event, to }),
+                    None => {
+                        let names = m.states.iter().map(|s| s.ident.to_string()).collect::<Vec<_>>();
+                        let hint = names::closest(&target.to_string(), names.iter().map(String::as_str))
+                            .map(|n| format!("; did you mean `{n}`?"))
+                            .unwrap_or_else(|| format!("; the states of `{}` are its variants", m.ident));
+                        cx.error(
+                            target,
+                            format!("unknown state `{target}` in `on({} => {target})`{hint}", on.event),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// A state reaches each target through one event, once: the typed state an event returns
+/// names its target, and a step's result must tell which event led there.
+fn targets_are_unique_per_state(cx: &mut Ctxt, m: &Machine) {
+    let mut seen: HashMap<(usize, usize), &Ident> = HashMap::new();
+    for s in m.states.iter().enumerate() {
+        for on in &s.1.on {
+            for target in &on.targets {
+                let Some(to) = m.index_of(target) else { continue };
+                match seen.get(&(s.0, to)) {
+                    Some(prev) if *prev == &on.event => cx.error(
+                        target,
+                        format!("`{target}` is listed twice in `on({} => ...)`; remove one", on.event),
+                    ),
+                    Some(prev) => cx.error(
+                        target,
+                        format!(
+                            "`{}` already reaches `{target}` through `{prev}`; a state reaches each target through one event, so merge them into one event",
+                            s.1.ident
+                        ),
+                    ),
+                    None => {
+                        seen.insert((s.0, to), &on.event);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every state is reachable from the initial state; an unreachable state is dead code.
+fn every_state_is_reachable(cx: &mut Ctxt, m: &Machine, initial: usize, edges: &[Edge]) -> Vec<bool> {
+    let reachable = search(m.states.len(), [initial], edges, |e| (e.from, e.to));
+    for (s, &r) in m.states.iter().zip(&reachable) {
+        if !r {
+            cx.error(
+                s.ident,
+                format!(
+                    "state `{}` is unreachable from the initial state `{}`; add an event that leads to it, or remove it",
+                    s.ident, m.states[initial].ident
+                ),
+            );
+        }
+    }
+    reachable
+}
+
+/// From every reachable state some terminal state can be reached: an execution can always end.
+fn a_terminal_is_reachable(cx: &mut Ctxt, m: &Machine, reachable: &[bool], edges: &[Edge]) {
+    let terminals = m.states.iter().enumerate().filter(|(_, s)| s.is_terminal()).map(|(i, _)| i);
+    let can_end = search(m.states.len(), terminals, edges, |e| (e.to, e.from));
+    for (i, s) in m.states.iter().enumerate() {
+        // A state with no events at all has its own error already.
+        if reachable[i] && !can_end[i] && !s.on.is_empty() {
+            cx.error(
+                s.ident,
+                format!(
+                    "no terminal state can be reached from `{}`: an execution that gets here never ends; add an event that leads towards a terminal state",
+                    s.ident
+                ),
+            );
+        }
+    }
+}
+
+/// The names the generated module defines are not taken by a state, and the typed state's own
+/// methods are not taken by an event.
+fn reserved_names_are_free(cx: &mut Ctxt, m: &Machine) {
+    for s in &m.states {
+        let name = s.ident.to_string();
+        let next_of = name.strip_suffix("Next").and_then(|base| m.index_of_str(base));
+        if RESERVED_STATE_NAMES.contains(&name.as_str()) || name.starts_with("__") || next_of.is_some() {
+            cx.error(
+                s.ident,
+                format!(
+                    "`{name}` is a name the generated module `{}` uses for itself; rename this state",
+                    m.module
+                ),
+            );
+        }
+        for on in &s.on {
+            let event = on.event.to_string();
+            if RESERVED_EVENT_NAMES.contains(&event.as_str()) || event.starts_with("__") {
+                cx.error(
+                    &on.event,
+                    format!("`{event}` is a method of every typed state; rename this event"),
+                );
+            }
+        }
+    }
+}
+
+/// Distinct events get distinct names in CamelCase (`ship_it` and `shipIt` would not).
+fn event_traits_are_distinct(cx: &mut Ctxt, m: &Machine) {
+    let mut seen: HashMap<String, &Ident> = HashMap::new();
+    for on in m.states.iter().flat_map(|s| &s.on) {
+        let camel = names::camel_case(&on.event.to_string());
+        match seen.get(camel.as_str()) {
+            Some(prev) if *prev != &on.event => cx.error(
+                &on.event,
+                format!("events `{prev}` and `{}` are too alike; rename one", on.event),
+            ),
+            _ => {
+                seen.insert(camel, &on.event);
+            }
+        }
+    }
+}
+
+/// Breadth-first search from `starts` over `edges`, each read as `dir(edge) = (a, b)`: which
+/// states can be reached.
+fn search(
+    n: usize,
+    starts: impl IntoIterator<Item = usize>,
+    edges: &[Edge],
+    dir: impl Fn(&Edge) -> (usize, usize),
+) -> Vec<bool> {
+    let mut next: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for e in edges {
+        let (a, b) = dir(e);
+        next[a].push(b);
+    }
+    let mut seen = vec![false; n];
+    let mut queue = VecDeque::new();
+    for s in starts {
+        seen[s] = true;
+        queue.push_back(s);
+    }
+    while let Some(at) = queue.pop_front() {
+        for &b in &next[at] {
+            if !seen[b] {
+                seen[b] = true;
+                queue.push_back(b);
+            }
+        }
+    }
+    seen
+}
