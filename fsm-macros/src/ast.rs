@@ -13,6 +13,8 @@ use crate::ctxt::Ctxt;
 pub(crate) struct Machine<'a> {
     pub(crate) ident: &'a Ident,
     pub(crate) vis: &'a Visibility,
+    /// The enum's visibility, as seen from inside the generated module.
+    pub(crate) inner_vis: TokenStream,
     pub(crate) docs: Vec<&'a Attribute>,
     /// The generated module's name.
     pub(crate) module: Ident,
@@ -31,6 +33,9 @@ pub(crate) struct State<'a> {
     pub(crate) initial: Option<Ident>,
     pub(crate) terminal: Option<Terminal>,
     pub(crate) on: Vec<On>,
+    /// Some of this state's `#[fsm]` keys could not be read: rules that depend on them are
+    /// skipped, so that one typo is reported once.
+    pub(crate) tainted: bool,
 }
 
 impl State<'_> {
@@ -80,7 +85,9 @@ impl<'a> Machine<'a> {
         let states = variants
             .iter()
             .map(|v| {
+                let before = cx.count();
                 let a = attr::state_attrs(cx, &v.attrs);
+                let tainted = cx.count() > before;
                 for field in &v.fields {
                     attr::reject(cx, &field.attrs, "a field");
                 }
@@ -97,6 +104,7 @@ impl<'a> Machine<'a> {
                     initial: a.initial,
                     terminal: a.terminal,
                     on: a.on,
+                    tainted,
                 }
             })
             .collect::<Vec<_>>();
@@ -104,6 +112,7 @@ impl<'a> Machine<'a> {
         Some(Machine {
             ident: &input.ident,
             vis: &input.vis,
+            inner_vis: inner_vis(&input.vis),
             docs: docs(&input.attrs),
             module,
             krate,
@@ -124,4 +133,26 @@ impl<'a> Machine<'a> {
 
 fn docs(attrs: &[Attribute]) -> Vec<&Attribute> {
     attrs.iter().filter(|a| a.path().is_ident("doc")).collect()
+}
+
+/// The visibility that, written on an item of the generated module, makes it as visible as the
+/// enum: a private enum's items are `pub(super)`, `pub(super)` becomes `pub(in super::super)`.
+fn inner_vis(vis: &Visibility) -> TokenStream {
+    match vis {
+        Visibility::Public(_) => quote!(pub),
+        Visibility::Inherited => quote!(pub(super)),
+        Visibility::Restricted(r) => {
+            let path = &r.path;
+            let first = path.segments.first().map(|s| s.ident.to_string());
+            match first.as_deref() {
+                Some("crate") if path.leading_colon.is_none() => quote!(pub(in #path)),
+                Some("self") if path.segments.len() == 1 => quote!(pub(super)),
+                Some("self") => {
+                    let rest = path.segments.iter().skip(1);
+                    quote!(pub(in super #(::#rest)*))
+                }
+                _ => quote!(pub(in super::#path)),
+            }
+        }
+    }
 }

@@ -170,6 +170,14 @@ fn set_once<T>(cx: &mut Ctxt, key: &Ident, slot: &mut Option<T>, value: syn::Res
 
 fn parse_on(input: ParseStream) -> syn::Result<On> {
     let event = input.parse::<Ident>()?;
+    if input.is_empty() {
+        let message = format!("`{event}` needs its targets, as in `on({event} => Target)`");
+        return Err(syn::Error::new(event.span(), message));
+    }
+    if !input.peek(Token![=>]) {
+        let message = format!("expected `=>` between the event and its targets, as in `on({event} => Target)`");
+        return Err(input.error(message));
+    }
     input.parse::<Token![=>]>()?;
     let mut targets = vec![input.parse::<Ident>()?];
     while input.parse::<Option<Token![|]>>()?.is_some() {

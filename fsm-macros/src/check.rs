@@ -20,12 +20,14 @@ pub(crate) struct Edge<'a> {
     pub(crate) from: usize,
     pub(crate) event: &'a Ident,
     pub(crate) to: usize,
+    /// The target as written in `on(...)`, for spans.
+    pub(crate) target: &'a Ident,
 }
 
 /// Names the generated module defines besides the states' own.
 pub(crate) const RESERVED_STATE_NAMES: &[&str] = &["Machine", "AnyState"];
 /// Methods of the typed state that an event cannot shadow.
-const RESERVED_EVENT_NAMES: &[&str] = &["new", "data", "into_data"];
+pub(crate) const RESERVED_EVENT_NAMES: &[&str] = &["new", "data", "into_data"];
 
 pub(crate) fn check<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> Option<Graph<'a>> {
     let initial = one_initial(cx, m);
@@ -35,9 +37,14 @@ pub(crate) fn check<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> Option<Graph<'a>> 
     events_are_unique_per_state(cx, m);
     reserved_names_are_free(cx, m);
     event_traits_are_distinct(cx, m);
-    let edges = targets_exist(cx, m);
+    let (edges, all_targets_exist) = targets_exist(cx, m);
     targets_are_unique_per_state(cx, m);
     let initial = initial?;
+    // With a misspelt target or an unreadable key the intended graph is unknown: reachability
+    // errors would only echo that mistake.
+    if !all_targets_exist || m.states.iter().any(|s| s.tainted) {
+        return None;
+    }
     let reachable = every_state_is_reachable(cx, m, initial, &edges);
     a_terminal_is_reachable(cx, m, &reachable, &edges);
     if cx.has_errors() {
@@ -50,6 +57,9 @@ pub(crate) fn check<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> Option<Graph<'a>> 
 fn one_initial(cx: &mut Ctxt, m: &Machine) -> Option<usize> {
     let mut initials = m.states.iter().enumerate().filter_map(|(i, s)| Some((i, s.initial.as_ref()?)));
     let Some((first, _)) = initials.next() else {
+        if m.states.iter().any(|s| s.tainted) {
+            return None;
+        }
         cx.error(
             m.ident,
             format!(
@@ -101,7 +111,7 @@ fn terminal_has_no_events(cx: &mut Ctxt, m: &Machine) {
 /// A non-terminal state has at least one event: otherwise an execution would be stuck there.
 fn non_terminal_has_events(cx: &mut Ctxt, m: &Machine) {
     for s in &m.states {
-        if !s.is_terminal() && s.on.is_empty() {
+        if !s.is_terminal() && s.on.is_empty() && !s.tainted {
             cx.error(
                 s.ident,
                 format!(
@@ -130,15 +140,18 @@ fn events_are_unique_per_state(cx: &mut Ctxt, m: &Machine) {
     }
 }
 
-/// Every target is a state of this machine.
-fn targets_exist<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> Vec<Edge<'a>> {
+/// Every target is a state of this machine. Returns the edges whose targets exist, and whether
+/// that is all of them.
+fn targets_exist<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> (Vec<Edge<'a>>, bool) {
     let mut edges = Vec::new();
+    let mut all = true;
     for (from, s) in m.states.iter().enumerate() {
         for on in &s.on {
             for target in &on.targets {
                 match m.index_of(target) {
-                    Some(to) => edges.push(Edge { from, event: &on.event, to }),
+                    Some(to) => edges.push(Edge { from, event: &on.event, to, target }),
                     None => {
+                        all = false;
                         let names = m.states.iter().map(|s| s.ident.to_string()).collect::<Vec<_>>();
                         let hint = names::closest(&target.to_string(), names.iter().map(String::as_str))
                             .map(|n| format!("; did you mean `{n}`?"))
@@ -152,7 +165,7 @@ fn targets_exist<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> Vec<Edge<'a>> {
             }
         }
     }
-    edges
+    (edges, all)
 }
 
 /// A state reaches each target through one event, once: the typed state an event returns
@@ -203,7 +216,10 @@ fn every_state_is_reachable(cx: &mut Ctxt, m: &Machine, initial: usize, edges: &
 
 /// From every reachable state some terminal state can be reached: an execution can always end.
 fn a_terminal_is_reachable(cx: &mut Ctxt, m: &Machine, reachable: &[bool], edges: &[Edge]) {
-    let terminals = m.states.iter().enumerate().filter(|(_, s)| s.is_terminal()).map(|(i, _)| i);
+    // A non-terminal state without events has its own error; counting it as an end here keeps
+    // that one mistake from being reported again for every state that leads to it.
+    let ends = m.states.iter().enumerate().filter(|(_, s)| s.is_terminal() || s.on.is_empty());
+    let terminals = ends.map(|(i, _)| i);
     let can_end = search(m.states.len(), terminals, edges, |e| (e.to, e.from));
     for (i, s) in m.states.iter().enumerate() {
         // A state with no events at all has its own error already.

@@ -22,6 +22,11 @@ impl Ctxt {
         }
     }
 
+    /// How many errors are recorded, to tell whether a stage added any.
+    pub(crate) fn count(&self) -> usize {
+        self.errors.as_ref().map_or(0, |e| e.into_iter().count())
+    }
+
     pub(crate) fn has_errors(&self) -> bool {
         self.errors.is_some()
     }

@@ -7,6 +7,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use crate::ast::Machine;
+use crate::check::{RESERVED_EVENT_NAMES, RESERVED_STATE_NAMES};
 use crate::ctxt::Ctxt;
 
 pub(crate) fn errors(cx: Ctxt) -> TokenStream {
@@ -20,25 +21,38 @@ pub(crate) fn stubs(m: &Machine, errors: syn::Error) -> TokenStream {
     let errors = errors.to_compile_error();
     let krate = &m.krate;
     let enum_ident = m.ident;
-    let structs = m.states.iter().map(|s| {
-        let ident = s.ident;
-        quote!(pub struct #ident;)
+    // Names the module defines for itself are left out: a state or an event that takes one is
+    // among the errors already.
+    let structs = m.states.iter().map(|s| s.ident).filter(|ident| {
+        let name = ident.to_string();
+        !RESERVED_STATE_NAMES.contains(&name.as_str()) && !name.starts_with("__")
     });
     let mut events: Vec<String> = m.states.iter().flat_map(|s| &s.on).map(|on| on.event.to_string()).collect();
+    events.retain(|e| !RESERVED_EVENT_NAMES.contains(&e.as_str()) && !e.starts_with("__"));
     events.sort();
     events.dedup();
     let events = events.iter().map(|e| syn::Ident::new(e, proc_macro2::Span::call_site()));
     let module = &m.module;
     let vis = m.vis;
+    // With one initial state `new` keeps its type, so that code using it infers its states.
+    let initials: Vec<_> = m.states.iter().filter(|s| s.initial.is_some()).map(|s| s.ident).collect();
+    let new = match initials.as_slice() {
+        [initial] if !RESERVED_STATE_NAMES.contains(&initial.to_string().as_str()) => quote! {
+            impl Machine<#initial> { pub fn new(_: #initial) -> Self { ::core::unreachable!() } }
+        },
+        _ => quote! {
+            impl<S> Machine<S> { pub fn new(_: S) -> Self { ::core::unreachable!() } }
+        },
+    };
     quote! {
         #errors
         #vis mod #module {
             #[allow(unused_imports)]
             use super::*;
-            #(#structs)*
+            #(pub struct #structs;)*
             pub struct Machine<S>(S);
+            #new
             impl<S> Machine<S> {
-                pub fn new<T>(_: T) -> Self { ::core::unreachable!() }
                 #( pub fn #events<T, F: ::core::ops::FnOnce(S) -> T>(self, _: F) -> Machine<T> { ::core::unreachable!() } )*
             }
             impl #krate::Fsm for super::#enum_ident {

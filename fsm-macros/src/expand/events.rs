@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
 use syn::Ident;
 
 use crate::ast::Machine;
@@ -23,11 +23,17 @@ pub(super) fn expand(m: &Machine, g: &Graph) -> TokenStream {
 
     let traits = events.iter().map(|(_, event, edges)| event_trait(m, event, edges));
     let methods = events.iter().map(|(_, event, edges)| event_method(m, event, edges));
-    let impls = g.edges.iter().map(|e| {
+    let impls = g.edges.iter().enumerate().map(|(i, e)| {
         let from = m.states[e.from].ident;
         let to = m.states[e.to].ident;
-        let tr = trait_ident(e.event);
-        quote!(impl __event::#tr<#to> for #from {})
+        let (tr, target_tr) = trait_idents(e.event);
+        // The first edge of each (state, event) also says that the state has the event.
+        let first = i == 0 || g.edges[i - 1].from != e.from || g.edges[i - 1].event != e.event;
+        // Spanned on the user's tokens, so that "the trait is implemented for `Paid`" points
+        // at the declaration.
+        let has = first.then(|| quote_spanned!(from.span()=> impl __event::#tr for #from { type State = #from; }));
+        let target = quote_spanned!(e.target.span()=> impl __event::#target_tr<#from> for #to {});
+        quote!(#has #target)
     });
     let nexts = (0..m.states.len()).filter_map(|i| next_enum(m, g, i));
     quote! {
@@ -43,8 +49,10 @@ pub(super) fn expand(m: &Machine, g: &Graph) -> TokenStream {
     }
 }
 
-fn trait_ident(event: &Ident) -> Ident {
-    format_ident!("{}", names::camel_case(&event.to_string()))
+/// `ship` -> (`Ship`, `ShipTarget`).
+fn trait_idents(event: &Ident) -> (Ident, Ident) {
+    let camel = names::camel_case(&event.to_string());
+    (format_ident!("{}", camel), format_ident!("{}Target", camel))
 }
 
 /// `from` `Paid` to `Shipped`, for docs and diagnostics.
@@ -70,25 +78,35 @@ fn legal_in(m: &Machine, edges: &[&Edge]) -> String {
     }
 }
 
-/// The sealed trait behind an event. Its message names the event, the state it was called on,
-/// the target asked for, and where the event is legal.
+/// The sealed traits behind an event: `Ship`, implemented by the states that have the event,
+/// and `ShipTarget<S>`, implemented by the targets of `ship` from `S`. Two traits, so that a
+/// call on the wrong state fails on `Ship` alone, before the target is even known, and names
+/// the event, the state and where the event is legal; the target bound goes through
+/// `<S as Ship>::State`, so that rustc does not report it again for a state without the event.
 fn event_trait(m: &Machine, event: &Ident, edges: &[&Edge]) -> TokenStream {
-    let tr = trait_ident(event);
-    let message = format!("`{event}` cannot move a `{}` from `{{Self}}` to `{{T}}`", m.ident);
-    let label = format!("`{event}` is not an event of `{{Self}}` that leads to `{{T}}`");
-    let note = format!("`{event}` is legal in {}", legal_in(m, edges));
+    let (tr, target_tr) = trait_idents(event);
+    let legal = legal_in(m, edges);
+    let message = format!("cannot `{event}` a `{}` in state `{{Self}}`", m.ident);
+    let label = format!("`{event}` is not an event of `{{Self}}`");
+    let note = format!("`{event}` is legal only in {legal}");
+    let target_message = format!("`{event}` cannot lead from `{{S}}` to `{{Self}}`");
+    let target_label = format!("`{{Self}}` is not a target of `{event}` from `{{S}}`");
     quote! {
         #[diagnostic::on_unimplemented(message = #message, label = #label, note = #note)]
-        pub trait #tr<T> {}
+        pub trait #tr {
+            type State;
+        }
+        #[diagnostic::on_unimplemented(message = #target_message, label = #target_label, note = #note)]
+        pub trait #target_tr<S> {}
     }
 }
 
 fn event_method(m: &Machine, event: &Ident, edges: &[&Edge]) -> TokenStream {
-    let tr = trait_ident(event);
+    let (tr, target_tr) = trait_idents(event);
     let doc = format!(
-        "Event `{event}`: legal in {}.\n\n\
+        "Event `{event}`: legal only in {}.\n\n\
          `f` builds the target state's data from this state's data; the result is the typed \
-         target. A branching event returns whichever target `f` builds.",
+         target. A branching event returns whichever of its targets `f` builds.",
         legal_in(m, edges)
     );
     quote! {
@@ -96,7 +114,8 @@ fn event_method(m: &Machine, event: &Ident, edges: &[&Edge]) -> TokenStream {
         #[inline]
         pub fn #event<T, F: ::core::ops::FnOnce(S) -> T>(self, f: F) -> Machine<T>
         where
-            S: __event::#tr<T>,
+            S: __event::#tr,
+            T: __event::#target_tr<<S as __event::#tr>::State>,
         {
             Machine { state: f(self.state) }
         }
@@ -111,6 +130,7 @@ fn next_enum(m: &Machine, g: &Graph, from: usize) -> Option<TokenStream> {
         return None;
     }
     let krate = &m.krate;
+    let vis = &m.inner_vis;
     let enum_ident = m.ident;
     let state = m.states[from].ident;
     let next = super::next_ident(state);
@@ -128,7 +148,7 @@ fn next_enum(m: &Machine, g: &Graph, from: usize) -> Option<TokenStream> {
     Some(quote! {
         #[doc = #doc]
         #debug
-        pub enum #next {
+        #vis enum #next {
             #( #[allow(missing_docs)] #targets(Machine<#targets>), )*
         }
 

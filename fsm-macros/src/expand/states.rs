@@ -1,7 +1,7 @@
 //! The state structs, the typed state `Machine<S>`, and the conversions to and from the enum.
 
 use proc_macro2::{TokenStream, TokenTree};
-use quote::{format_ident, quote, ToTokens};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::{Fields, Ident, Type};
 
 use crate::ast::{Machine, State};
@@ -21,11 +21,12 @@ fn state_struct(m: &Machine, s: &State) -> TokenStream {
     let docs = &s.docs;
     let derives = &m.derives;
     let derive = (!derives.is_empty()).then(|| quote!(#[derive(#(#derives),*)]));
+    let vis = &m.inner_vis;
     let fields = s.fields.iter().enumerate().map(|(i, f)| {
         let docs = f.attrs.iter().filter(|a| a.path().is_ident("doc"));
         let name = f.ident.as_ref().map(|n| quote!(#n:));
         let ty = field_type(m, s, i, &f.ty);
-        quote!(#(#docs)* pub #name #ty)
+        quote!(#(#docs)* #vis #name #ty)
     });
     let body = match s.fields {
         Fields::Named(_) => quote!({ #(#fields,)* }),
@@ -35,10 +36,12 @@ fn state_struct(m: &Machine, s: &State) -> TokenStream {
     let enum_ident = m.ident;
     let name = ident.to_string();
     let pat = pattern(s.fields);
+    // Spanned on the variant, so that diagnostics about a state point at its declaration.
+    let def = quote_spanned!(ident.span()=> #vis struct #ident #body);
     quote! {
         #(#docs)*
         #derive
-        pub struct #ident #body
+        #def
 
         #[automatically_derived]
         impl #krate::__private::StateData for #ident {
@@ -82,6 +85,7 @@ pub(super) fn pattern(fields: &Fields) -> TokenStream {
 /// so it is obtained only through `new`, an event, or `TryFrom` the enum.
 fn typed_state(m: &Machine, initial: &State) -> TokenStream {
     let krate = &m.krate;
+    let vis = &m.inner_vis;
     let enum_ident = m.ident;
     let initial_ident = initial.ident;
     let doc = format!(
@@ -94,7 +98,7 @@ fn typed_state(m: &Machine, initial: &State) -> TokenStream {
     let new_doc = format!("Starts a machine in its initial state, `{initial_ident}`.");
     quote! {
         #[doc = #doc]
-        pub struct Machine<S> {
+        #vis struct Machine<S> {
             state: S,
         }
 
@@ -163,6 +167,7 @@ fn typed_state(m: &Machine, initial: &State) -> TokenStream {
 /// `AnyState`: one of the typed states, for a value whose state is known only at run time.
 fn any_state(m: &Machine) -> TokenStream {
     let enum_ident = m.ident;
+    let vis = &m.inner_vis;
     let idents: Vec<&Ident> = m.states.iter().map(|s| s.ident).collect();
     let pats: Vec<TokenStream> = m.states.iter().map(|s| pattern(s.fields)).collect();
     let debug = m
@@ -178,7 +183,7 @@ fn any_state(m: &Machine) -> TokenStream {
     quote! {
         #[doc = #doc]
         #debug
-        pub enum AnyState {
+        #vis enum AnyState {
             #( #[allow(missing_docs)] #idents(Machine<#idents>), )*
         }
 

@@ -1,0 +1,8 @@
+use fsm_core::Fsm;
+
+#[derive(Fsm)]
+union Checkout {
+    paid: u8,
+}
+
+fn main() {}

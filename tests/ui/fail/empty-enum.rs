@@ -1,0 +1,6 @@
+use fsm_core::Fsm;
+
+#[derive(Fsm)]
+enum Checkout {}
+
+fn main() {}

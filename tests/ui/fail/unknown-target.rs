@@ -1,0 +1,11 @@
+use fsm_core::Fsm;
+
+#[derive(Fsm)]
+enum Checkout {
+    #[fsm(initial, on(ship => Delivered))]
+    Paid,
+    #[fsm(terminal)]
+    Shipped,
+}
+
+fn main() {}
