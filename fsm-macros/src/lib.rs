@@ -20,5 +20,12 @@ use proc_macro::TokenStream;
 #[proc_macro_derive(Fsm, attributes(fsm))]
 pub fn derive_fsm(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);
-    expand::derive(&input).into()
+    expand::derive(&input, &lex).into()
+}
+
+/// Lexes generated source text with the compiler's own lexer. (`proc_macro2`'s `FromStr`
+/// first re-lexes the text itself, in this crate's unoptimised build, which costs more than
+/// the whole derive.)
+fn lex(src: &str) -> Option<proc_macro2::TokenStream> {
+    src.parse::<TokenStream>().ok().map(Into::into)
 }

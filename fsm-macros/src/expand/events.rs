@@ -1,61 +1,54 @@
 //! Event methods, the sealed traits that say where each event is legal, and the `Next` enums
 //! of branching states.
 
-use std::collections::BTreeMap;
-
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote, quote_spanned};
+use quote::{format_ident, quote_spanned};
 use syn::Ident;
 
+use super::{lit, Src};
 use crate::ast::Machine;
 use crate::check::{Edge, Graph};
 use crate::names;
 
-pub(super) fn expand(m: &Machine, g: &Graph) -> TokenStream {
-    // Events in order of first declaration, each with its edges.
-    let mut events: BTreeMap<String, (usize, &Ident, Vec<&Edge>)> = BTreeMap::new();
-    for (i, e) in g.edges.iter().enumerate() {
-        let entry = events.entry(e.event.to_string()).or_insert((i, e.event, Vec::new()));
-        entry.2.push(e);
+/// The events in order of first declaration, each with its edges (grouped by source state,
+/// since edges are listed state by state).
+fn events<'g>(g: &'g Graph) -> Vec<(&'g Ident, Vec<&'g Edge<'g>>)> {
+    let mut out: Vec<(&Ident, Vec<&Edge>)> = Vec::new();
+    let mut index = std::collections::HashMap::new();
+    for e in &g.edges {
+        let i = *index.entry(e.event.to_string()).or_insert_with(|| {
+            out.push((e.event, Vec::new()));
+            out.len() - 1
+        });
+        out[i].1.push(e);
     }
-    let mut events: Vec<_> = events.into_values().collect();
-    events.sort_by_key(|(first, _, _)| *first);
+    out
+}
 
-    let traits = events.iter().map(|(_, event, edges)| event_trait(m, event, edges));
-    let methods = events.iter().map(|(_, event, edges)| event_method(m, event, edges));
-    let impls = g.edges.iter().enumerate().map(|(i, e)| {
-        let from = m.states[e.from].ident;
-        let to = m.states[e.to].ident;
-        let (tr, target_tr) = trait_idents(e.event);
-        // The first edge of each (state, event) also says that the state has the event.
-        let first = i == 0 || g.edges[i - 1].from != e.from || g.edges[i - 1].event != e.event;
-        // Spanned on the user's tokens, so that "the trait is implemented for `Paid`" points
-        // at the declaration.
-        let has = first.then(|| quote_spanned!(from.span()=> impl __event::#tr for #from { type State = #from; }));
-        let target = quote_spanned!(e.target.span()=> impl __event::#target_tr<#from> for #to {});
-        quote!(#has #target)
-    });
-    let nexts = (0..m.states.len()).filter_map(|i| next_enum(m, g, i));
-    quote! {
-        /// Where each event is legal: implemented only here, for the declared transitions.
-        mod __event {
-            #(#traits)*
-        }
-        impl<S> Machine<S> {
-            #(#methods)*
-        }
-        #(#impls)*
-        #(#nexts)*
+pub(super) fn write(src: &mut Src, g: &Graph) {
+    let events = events(g);
+    src.push("/// Where each event is legal: implemented only here, for the declared transitions.\nmod __event {");
+    for (event, edges) in &events {
+        event_traits(src, event, edges);
+    }
+    src.push("} impl<S> Machine<S> {");
+    for (event, edges) in &events {
+        event_method(src, event, edges);
+    }
+    src.push("}");
+    for from in 0..src.m.states.len() {
+        next_enum(src, g, from);
     }
 }
 
 /// `ship` -> (`Ship`, `ShipTarget`).
-fn trait_idents(event: &Ident) -> (Ident, Ident) {
+fn trait_names(event: &Ident) -> (String, String) {
     let camel = names::camel_case(&event.to_string());
-    (format_ident!("{}", camel), format_ident!("{}Target", camel))
+    let target = format!("{camel}Target");
+    (camel, target)
 }
 
-/// `from` `Paid` to `Shipped`, for docs and diagnostics.
+/// "`Paid` (to `Shipped`) and `Wrapped` (to `Shipped`)", for docs and diagnostics.
 fn legal_in(m: &Machine, edges: &[&Edge]) -> String {
     let mut out: Vec<String> = Vec::new();
     let mut i = 0;
@@ -69,12 +62,10 @@ fn legal_in(m: &Machine, edges: &[&Edge]) -> String {
         i += targets.len();
         out.push(format!("`{}` (to {})", m.states[from].ident, targets.join(" | ")));
     }
-    match out.len() {
-        1 => out.remove(0),
-        _ => {
-            let last = out.pop().unwrap_or_default();
-            format!("{} and {}", out.join(", "), last)
-        }
+    match out.pop() {
+        Some(last) if !out.is_empty() => format!("{} and {last}", out.join(", ")),
+        Some(last) => last,
+        None => String::new(),
     }
 }
 
@@ -83,103 +74,102 @@ fn legal_in(m: &Machine, edges: &[&Edge]) -> String {
 /// call on the wrong state fails on `Ship` alone, before the target is even known, and names
 /// the event, the state and where the event is legal; the target bound goes through
 /// `<S as Ship>::State`, so that rustc does not report it again for a state without the event.
-fn event_trait(m: &Machine, event: &Ident, edges: &[&Edge]) -> TokenStream {
-    let (tr, target_tr) = trait_idents(event);
-    let legal = legal_in(m, edges);
-    let message = format!("cannot `{event}` a `{}` in state `{{Self}}`", m.ident);
-    let label = format!("`{event}` is not an event of `{{Self}}`");
-    let note = format!("`{event}` is legal only in {legal}");
-    let target_message = format!("`{event}` cannot lead from `{{S}}` to `{{Self}}`");
-    let target_label = format!("`{{Self}}` is not a target of `{event}` from `{{S}}`");
-    quote! {
-        #[diagnostic::on_unimplemented(message = #message, label = #label, note = #note)]
-        pub trait #tr {
-            type State;
-        }
-        #[diagnostic::on_unimplemented(message = #target_message, label = #target_label, note = #note)]
-        pub trait #target_tr<S> {}
-    }
+fn event_traits(src: &mut Src, event: &Ident, edges: &[&Edge]) {
+    let (tr, target_tr) = trait_names(event);
+    let e = src.m.ident.to_string();
+    let note = lit(&format!("`{event}` is legal only in {}", legal_in(src.m, edges)));
+    let message = lit(&format!("cannot `{event}` a `{e}` in state `{{Self}}`"));
+    let label = lit(&format!("`{event}` is not an event of `{{Self}}`"));
+    let target_message = lit(&format!("`{event}` cannot lead from `{{S}}` to `{{Self}}`"));
+    let target_label = lit(&format!("`{{Self}}` is not a target of `{event}` from `{{S}}`"));
+    src.write(format_args!(
+        "#[diagnostic::on_unimplemented(message = {message}, label = {label}, note = {note})]\
+         pub trait {tr} {{ type State; }}\
+         #[diagnostic::on_unimplemented(message = {target_message}, label = {target_label}, note = {note})]\
+         pub trait {target_tr}<S> {{}}"
+    ));
 }
 
-fn event_method(m: &Machine, event: &Ident, edges: &[&Edge]) -> TokenStream {
-    let (tr, target_tr) = trait_idents(event);
-    let doc = format!(
+fn event_method(src: &mut Src, event: &Ident, edges: &[&Edge]) {
+    let (tr, target_tr) = trait_names(event);
+    let doc = lit(&format!(
         "Event `{event}`: legal only in {}.\n\n\
          `f` builds the target state's data from this state's data; the result is the typed \
          target. A branching event returns whichever of its targets `f` builds.",
-        legal_in(m, edges)
-    );
-    quote! {
-        #[doc = #doc]
-        #[inline]
-        pub fn #event<T, F: ::core::ops::FnOnce(S) -> T>(self, f: F) -> Machine<T>
-        where
-            S: __event::#tr,
-            T: __event::#target_tr<<S as __event::#tr>::State>,
-        {
-            Machine { state: f(self.state) }
+        legal_in(src.m, edges)
+    ));
+    src.write(format_args!(
+        "#[doc = {doc}]\
+         pub fn {event}<T, F: ::core::ops::FnOnce(S) -> T>(self, f: F) -> Machine<T>\
+         where S: __event::{tr}, T: __event::{target_tr}<<S as __event::{tr}>::State> {{\
+           Machine {{ state: f(self.state) }}\
+         }}"
+    ));
+}
+
+/// The impls that say where each event is legal. Built as tokens spanned on the declaration,
+/// so that "the trait is implemented for `Paid`" points at the state and at the target as
+/// written in `on(...)`.
+pub(super) fn spanned_impls(m: &Machine, g: &Graph) -> TokenStream {
+    let mut out = TokenStream::new();
+    for (i, e) in g.edges.iter().enumerate() {
+        let from = m.states[e.from].ident;
+        let to = m.states[e.to].ident;
+        let camel = names::camel_case(&e.event.to_string());
+        let tr = format_ident!("{}", camel);
+        let target_tr = format_ident!("{}Target", camel);
+        // The first edge of each (state, event) also says that the state has the event.
+        if i == 0 || g.edges[i - 1].from != e.from || g.edges[i - 1].event != e.event {
+            out.extend(quote_spanned!(from.span()=> impl __event::#tr for #from { type State = #from; }));
         }
+        out.extend(quote_spanned!(e.target.span()=> impl __event::#target_tr<#from> for #to {}));
     }
+    out
 }
 
 /// `PaidNext`: for a state with more than one target, one of its targets. Any of them
 /// converts into it with `.into()`, so a branch chosen at run time has one type.
-fn next_enum(m: &Machine, g: &Graph, from: usize) -> Option<TokenStream> {
+fn next_enum(src: &mut Src, g: &Graph, from: usize) {
     let edges: Vec<(usize, &Edge)> = g.edges.iter().enumerate().filter(|(_, e)| e.from == from).collect();
     if edges.len() < 2 {
-        return None;
+        return;
     }
-    let krate = &m.krate;
-    let vis = &m.inner_vis;
-    let enum_ident = m.ident;
-    let state = m.states[from].ident;
-    let next = super::next_ident(state);
-    let targets: Vec<&Ident> = edges.iter().map(|(_, e)| m.states[e.to].ident).collect();
-    let indices = edges.iter().map(|(i, _)| *i);
-    let debug = m
-        .derives
-        .iter()
-        .any(|d| d.is_ident("Debug"))
-        .then(|| quote!(#[derive(Debug)]));
-    let doc = format!(
+    let (k, vis) = (src.krate.clone(), src.vis.clone());
+    let state = src.state(from);
+    let next = format!("{state}Next");
+    let targets: Vec<String> = edges.iter().map(|(_, e)| src.state(e.to)).collect();
+    let debug = if src.m.derives.iter().any(|d| d.is_ident("Debug")) { "#[derive(Debug)]" } else { "" };
+    let doc = lit(&format!(
         "The states `{state}` can move to: {}. Each converts into this enum with `.into()`.",
         targets.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
-    );
-    Some(quote! {
-        #[doc = #doc]
-        #debug
-        #vis enum #next {
-            #( #[allow(missing_docs)] #targets(Machine<#targets>), )*
-        }
-
-        impl #next {
-            /// The transition that leads here, from the machine's definition.
-            pub fn transition(&self) -> &'static #krate::Transition {
-                let i = match self {
-                    #( #next::#targets(_) => #indices, )*
-                };
-                &<super::#enum_ident as #krate::Fsm>::DEFINITION.transitions[i]
-            }
-        }
-
-        #(
-            #[automatically_derived]
-            impl ::core::convert::From<Machine<#targets>> for #next {
-                #[inline]
-                fn from(m: Machine<#targets>) -> Self {
-                    #next::#targets(m)
-                }
-            }
-        )*
-
-        #[automatically_derived]
-        impl ::core::convert::From<#next> for super::#enum_ident {
-            #[inline]
-            fn from(n: #next) -> Self {
-                match n {
-                    #( #next::#targets(m) => m.into(), )*
-                }
-            }
-        }
-    })
+    ));
+    src.write(format_args!("#[doc = {doc}] {debug} #[allow(missing_docs)] {vis} enum {next} {{"));
+    for t in &targets {
+        src.write(format_args!("{t}(Machine<{t}>),"));
+    }
+    src.write(format_args!(
+        "}} impl {next} {{\
+           /// The transition that leads here, from the machine's definition.\n\
+           pub fn transition(&self) -> &'static {k}::Transition {{\
+             let i = match self {{"
+    ));
+    for (t, (i, _)) in targets.iter().zip(&edges) {
+        src.write(format_args!("{next}::{t}(_) => {i},"));
+    }
+    src.write(format_args!(
+        "}}; &<__Enum as {k}::Fsm>::DEFINITION.transitions[i] }} }}\
+         #[automatically_derived] impl ::core::convert::From<{next}> for __Enum {{\
+           #[inline] fn from(n: {next}) -> Self {{ match n {{"
+    ));
+    for t in &targets {
+        src.write(format_args!("{next}::{t}(m) => m.into(),"));
+    }
+    src.push("} } }");
+    for t in &targets {
+        src.write(format_args!(
+            "#[automatically_derived] impl ::core::convert::From<Machine<{t}>> for {next} {{\
+               #[inline] fn from(m: Machine<{t}>) -> Self {{ {next}::{t}(m) }}\
+             }}"
+        ));
+    }
 }

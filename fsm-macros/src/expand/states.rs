@@ -4,207 +4,165 @@ use proc_macro2::{TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::{Fields, Ident, Type};
 
+use super::{lit, Src};
 use crate::ast::{Machine, State};
 use crate::check::Graph;
 
-pub(super) fn expand(m: &Machine, g: &Graph) -> TokenStream {
-    let structs = m.states.iter().map(|s| state_struct(m, s));
-    let typed = typed_state(m, &m.states[g.initial]);
-    let any = any_state(m);
-    quote! { #(#structs)* #typed #any }
-}
-
-/// One struct per state holding that state's data, shaped like the variant.
-fn state_struct(m: &Machine, s: &State) -> TokenStream {
-    let krate = &m.krate;
-    let ident = s.ident;
-    let docs = &s.docs;
-    let derives = &m.derives;
-    let derive = (!derives.is_empty()).then(|| quote!(#[derive(#(#derives),*)]));
-    let vis = &m.inner_vis;
-    let fields = s.fields.iter().enumerate().map(|(i, f)| {
-        let docs = f.attrs.iter().filter(|a| a.path().is_ident("doc"));
-        let name = f.ident.as_ref().map(|n| quote!(#n:));
-        let ty = field_type(m, s, i, &f.ty);
-        quote!(#(#docs)* #vis #name #ty)
-    });
-    let body = match s.fields {
-        Fields::Named(_) => quote!({ #(#fields,)* }),
-        Fields::Unnamed(_) => quote!(( #(#fields,)* );),
-        Fields::Unit => quote!(;),
-    };
-    let enum_ident = m.ident;
-    let name = ident.to_string();
-    let pat = pattern(s.fields);
-    // Spanned on the variant, so that diagnostics about a state point at its declaration.
-    let def = quote_spanned!(ident.span()=> #vis struct #ident #body);
-    quote! {
-        #(#docs)*
-        #derive
-        #def
-
-        #[automatically_derived]
-        impl #krate::__private::StateData for #ident {
-            type Machine = super::#enum_ident;
-            const NAME: &'static str = #name;
-            #[inline]
-            fn into_machine(self) -> super::#enum_ident {
-                let #ident #pat = self;
-                super::#enum_ident::#ident #pat
-            }
-            #[inline]
-            fn from_machine(m: super::#enum_ident) -> ::core::result::Result<Self, super::#enum_ident> {
-                // A machine of one state would make the second arm unreachable.
-                #[allow(unreachable_patterns)]
-                match m {
-                    super::#enum_ident::#ident #pat => ::core::result::Result::Ok(#ident #pat),
-                    other => ::core::result::Result::Err(other),
-                }
-            }
-        }
+pub(super) fn write(src: &mut Src, g: &Graph) {
+    let k = src.krate.clone();
+    src.push("use ::core::result::Result as __Result;");
+    // Hidden impls, one per state, carry no `#[automatically_derived]`: nothing lints them, and
+    // at hundreds of states every attribute is paid for on each build.
+    for i in 0..src.m.states.len() {
+        let s = src.state(i);
+        let pat = pattern(src.m.states[i].fields);
+        src.write(format_args!(
+            "impl {k}::__private::StateData for {s} {{\
+               type Machine = __Enum; const NAME: &'static str = {name};\
+               fn into_machine(self) -> __Enum {{ let {s}{pat} = self; __Enum::{s}{pat} }}\
+               fn from_machine(m: __Enum) -> __Result<Self, __Enum> {{\
+                 match m {{ __Enum::{s}{pat} => __Result::Ok({s}{pat}), m => __Result::Err(m) }}\
+               }}\
+             }}",
+            name = lit(&s),
+        ));
     }
+    typed_state(src, g);
+    any_state(src);
 }
 
 /// The destructuring pattern shared by a variant and its state struct: `{ a, b }`, `(__0, __1)`
 /// or nothing.
-pub(super) fn pattern(fields: &Fields) -> TokenStream {
+pub(super) fn pattern(fields: &Fields) -> String {
+    let mut out = String::new();
     match fields {
         Fields::Named(f) => {
-            let names = f.named.iter().map(|f| &f.ident);
-            quote!({ #(#names),* })
+            out.push('{');
+            for f in &f.named {
+                if let Some(name) = &f.ident {
+                    out.push_str(&name.to_string());
+                    out.push(',');
+                }
+            }
+            out.push('}');
         }
         Fields::Unnamed(f) => {
-            let names = (0..f.unnamed.len()).map(|i| format_ident!("__{}", i));
-            quote!(( #(#names),* ))
+            out.push('(');
+            for i in 0..f.unnamed.len() {
+                out.push_str(&format!("__{i},"));
+            }
+            out.push(')');
         }
-        Fields::Unit => TokenStream::new(),
+        Fields::Unit => {}
     }
+    out
+}
+
+/// One struct per state holding that state's data, shaped like the variant. Built as tokens:
+/// the field types keep the user's spans.
+pub(super) fn structs(m: &Machine) -> TokenStream {
+    let vis = &m.inner_vis;
+    let derives = &m.derives;
+    let derive = (!derives.is_empty()).then(|| quote!(#[derive(#(#derives),*)]));
+    let mut out = TokenStream::new();
+    for s in &m.states {
+        let ident = s.ident;
+        let docs = &s.docs;
+        let fields = s.fields.iter().enumerate().map(|(i, f)| {
+            let docs = f.attrs.iter().filter(|a| a.path().is_ident("doc"));
+            let name = f.ident.as_ref().map(|n| quote!(#n:));
+            let ty = field_type(m, s, i, &f.ty);
+            quote!(#(#docs)* #vis #name #ty)
+        });
+        let body = match s.fields {
+            Fields::Named(_) => quote!({ #(#fields,)* }),
+            Fields::Unnamed(_) => quote!(( #(#fields,)* );),
+            Fields::Unit => quote!(;),
+        };
+        // Spanned on the variant, so that diagnostics about a state point at its declaration.
+        let def = quote_spanned!(ident.span()=> #vis struct #ident #body);
+        out.extend(quote!(#(#docs)* #derive #def));
+    }
+    out
 }
 
 /// `Machine<S>`: the machine, known to be in state `S`. Its field is private to the module,
 /// so it is obtained only through `new`, an event, or `TryFrom` the enum.
-fn typed_state(m: &Machine, initial: &State) -> TokenStream {
-    let krate = &m.krate;
-    let vis = &m.inner_vis;
-    let enum_ident = m.ident;
-    let initial_ident = initial.ident;
-    let doc = format!(
-        "A [`{0}`](super::{0}) known to be in state `S`.\n\n\
-         Obtained only by [`Machine::new`] (the initial state `{1}`), by an event of another \
-         typed state, or by `TryFrom<{0}>` (the way back from storage). It is the size of `S`, \
-         and it dereferences to `S` to read the state's data.",
-        enum_ident, initial_ident
-    );
-    let new_doc = format!("Starts a machine in its initial state, `{initial_ident}`.");
-    quote! {
-        #[doc = #doc]
-        #vis struct Machine<S> {
-            state: S,
-        }
-
-        impl Machine<#initial_ident> {
-            #[doc = #new_doc]
-            #[inline]
-            pub fn new(state: #initial_ident) -> Self {
-                Machine { state }
-            }
-        }
-
-        impl<S> Machine<S> {
-            /// The state's data.
-            #[inline]
-            pub fn data(&self) -> &S {
-                &self.state
-            }
-
-            /// Gives up the typed state and keeps its data.
-            #[inline]
-            pub fn into_data(self) -> S {
-                self.state
-            }
-        }
-
-        impl<S> ::core::ops::Deref for Machine<S> {
-            type Target = S;
-            #[inline]
-            fn deref(&self) -> &S {
-                &self.state
-            }
-        }
-
-        impl<S: ::core::fmt::Debug> ::core::fmt::Debug for Machine<S> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                ::core::fmt::Debug::fmt(&self.state, f)
-            }
-        }
-
-        #[automatically_derived]
-        impl<S: #krate::__private::StateData<Machine = super::#enum_ident>>
-            ::core::convert::From<Machine<S>> for super::#enum_ident
-        {
-            #[inline]
-            fn from(m: Machine<S>) -> Self {
-                m.state.into_machine()
-            }
-        }
-
-        #[automatically_derived]
-        impl<S: #krate::__private::StateData<Machine = super::#enum_ident>>
-            ::core::convert::TryFrom<super::#enum_ident> for Machine<S>
-        {
-            type Error = #krate::WrongState<super::#enum_ident>;
-            #[inline]
-            fn try_from(m: super::#enum_ident) -> ::core::result::Result<Self, Self::Error> {
-                match S::from_machine(m) {
-                    ::core::result::Result::Ok(state) => ::core::result::Result::Ok(Machine { state }),
-                    ::core::result::Result::Err(m) => ::core::result::Result::Err(#krate::WrongState::new(S::NAME, m)),
-                }
-            }
-        }
-    }
+fn typed_state(src: &mut Src, g: &Graph) {
+    let (k, vis) = (src.krate.clone(), src.vis.clone());
+    let e = src.m.ident.to_string();
+    let init = src.state(g.initial);
+    let doc = lit(&format!(
+        "A [`{e}`](super::{e}) known to be in state `S`.\n\n\
+         Obtained only by [`Machine::new`] (the initial state `{init}`), by an event of another \
+         typed state, or by `TryFrom<{e}>` (the way back from storage). It is the size of `S`, \
+         and it dereferences to `S` to read the state's data."
+    ));
+    let new_doc = lit(&format!("Starts a machine in its initial state, `{init}`."));
+    src.write(format_args!(
+        "#[doc = {doc}] {vis} struct Machine<S> {{ state: S }}\
+         impl Machine<{init}> {{\
+           #[doc = {new_doc}] #[inline] pub fn new(state: {init}) -> Self {{ Machine {{ state }} }}\
+         }}\
+         impl<S> Machine<S> {{\
+           /// The state's data.\n\
+           #[inline] pub fn data(&self) -> &S {{ &self.state }}\
+           /// Gives up the typed state and keeps its data.\n\
+           #[inline] pub fn into_data(self) -> S {{ self.state }}\
+         }}\
+         impl<S> ::core::ops::Deref for Machine<S> {{\
+           type Target = S;\
+           #[inline] fn deref(&self) -> &S {{ &self.state }}\
+         }}\
+         impl<S: ::core::fmt::Debug> ::core::fmt::Debug for Machine<S> {{\
+           fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {{\
+             ::core::fmt::Debug::fmt(&self.state, f)\
+           }}\
+         }}\
+         #[automatically_derived]\
+         impl<S: {k}::__private::StateData<Machine = __Enum>> ::core::convert::From<Machine<S>> for __Enum {{\
+           #[inline] fn from(m: Machine<S>) -> Self {{ m.state.into_machine() }}\
+         }}\
+         #[automatically_derived]\
+         impl<S: {k}::__private::StateData<Machine = __Enum>> ::core::convert::TryFrom<__Enum> for Machine<S> {{\
+           type Error = {k}::WrongState<__Enum>;\
+           #[inline] fn try_from(m: __Enum) -> __Result<Self, Self::Error> {{\
+             match S::from_machine(m) {{\
+               __Result::Ok(state) => __Result::Ok(Machine {{ state }}),\
+               __Result::Err(m) => __Result::Err({k}::WrongState::new(S::NAME, m)),\
+             }}\
+           }}\
+         }}"
+    ));
 }
 
 /// `AnyState`: one of the typed states, for a value whose state is known only at run time.
-fn any_state(m: &Machine) -> TokenStream {
-    let enum_ident = m.ident;
-    let vis = &m.inner_vis;
-    let idents: Vec<&Ident> = m.states.iter().map(|s| s.ident).collect();
-    let pats: Vec<TokenStream> = m.states.iter().map(|s| pattern(s.fields)).collect();
-    let debug = m
-        .derives
-        .iter()
-        .any(|d| d.is_ident("Debug"))
-        .then(|| quote!(#[derive(Debug)]));
-    let doc = format!(
-        "A [`{0}`](super::{0}) as one of its typed states, to match on: how a loader resumes \
-         work on a stored value. `AnyState::from(value)` never fails.",
-        enum_ident
-    );
-    quote! {
-        #[doc = #doc]
-        #debug
-        #vis enum AnyState {
-            #( #[allow(missing_docs)] #idents(Machine<#idents>), )*
-        }
-
-        #[automatically_derived]
-        impl ::core::convert::From<super::#enum_ident> for AnyState {
-            fn from(m: super::#enum_ident) -> Self {
-                match m {
-                    #( super::#enum_ident::#idents #pats => AnyState::#idents(Machine { state: #idents #pats }), )*
-                }
-            }
-        }
-
-        #[automatically_derived]
-        impl ::core::convert::From<AnyState> for super::#enum_ident {
-            fn from(m: AnyState) -> Self {
-                match m {
-                    #( AnyState::#idents(m) => m.into(), )*
-                }
-            }
-        }
+fn any_state(src: &mut Src) {
+    let vis = src.vis.clone();
+    let e = src.m.ident.to_string();
+    let doc = lit(&format!(
+        "A [`{e}`](super::{e}) as one of its typed states, to match on: how a loader resumes \
+         work on a stored value. `AnyState::from(value)` never fails."
+    ));
+    let debug = if src.m.derives.iter().any(|d| d.is_ident("Debug")) { "#[derive(Debug)]" } else { "" };
+    // The variants are the states, documented on their structs.
+    src.write(format_args!("#[doc = {doc}] {debug} #[allow(missing_docs)] {vis} enum AnyState {{"));
+    for i in 0..src.m.states.len() {
+        let s = src.state(i);
+        src.write(format_args!("{s}(Machine<{s}>),"));
     }
+    src.push("} #[automatically_derived] impl ::core::convert::From<__Enum> for AnyState { fn from(m: __Enum) -> Self { match m {");
+    for i in 0..src.m.states.len() {
+        let s = src.state(i);
+        let pat = pattern(src.m.states[i].fields);
+        src.write(format_args!("__Enum::{s}{pat} => AnyState::{s}(Machine {{ state: {s}{pat} }}),"));
+    }
+    src.push("} } } #[automatically_derived] impl ::core::convert::From<AnyState> for __Enum { fn from(m: AnyState) -> Self { match m {");
+    for i in 0..src.m.states.len() {
+        let s = src.state(i);
+        src.write(format_args!("AnyState::{s}(m) => m.into(),"));
+    }
+    src.push("} } }");
 }
 
 /// Inside the module, a field type that names one of the module's own items (a state called
@@ -249,6 +207,7 @@ fn needs_alias(m: &Machine, tokens: TokenStream) -> bool {
             name == "Self"
                 || m.index_of_str(&name).is_some()
                 || crate::check::RESERVED_STATE_NAMES.contains(&name.as_str())
+                || name.starts_with("__")
                 || name.strip_suffix("Next").is_some_and(|b| m.index_of_str(b).is_some())
         }
         TokenTree::Group(g) => needs_alias(m, g.stream()),
