@@ -86,7 +86,9 @@ impl Definition {
     /// A state reaches each target through at most one event (the derive enforces this), so
     /// the answer is unique.
     pub fn transition(&self, from: usize, to: usize) -> Option<&'static Transition> {
-        self.transitions.iter().find(|t| t.from == from && t.to == to)
+        self.transitions
+            .iter()
+            .find(|t| t.from == from && t.to == to)
     }
 
     /// The terminal states, in declaration order.

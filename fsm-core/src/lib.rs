@@ -18,17 +18,19 @@
 //!     Removed,
 //! }
 //!
-//! let closed = door::Machine::new(door::Closed);
-//! let open = closed.open(|door::Closed| door::Open);
-//! let stored: Door = open.into(); // the enum is the storable form
-//! let open = door::Machine::<door::Open>::try_from(stored).unwrap();
-//! let removed = open.remove(|_| door::Removed);
-//! assert_eq!(Door::from(removed).state_name(), "Removed");
+//! fn main() {
+//!     let closed = door::Machine::new(door::Closed);
+//!     let open = closed.open(|door::Closed| door::Open);
+//!     let stored: Door = open.into(); // the enum is the storable form
+//!     let open = door::Machine::<door::Open>::try_from(stored).unwrap();
+//!     let removed = open.remove(|_| door::Removed);
+//!     assert_eq!(Door::from(removed).state_name(), "Removed");
+//! }
 //! ```
 //!
-//! Calling `open` on a door that is already open is refused by the compiler:
+//! Opening a door that is already open is refused by the compiler:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0277
 //! # use fsm_core::Fsm;
 //! # #[derive(Fsm)]
 //! # enum Door {
@@ -36,9 +38,14 @@
 //! #     #[fsm(on(close => Closed), on(remove => Removed))] Open,
 //! #     #[fsm(terminal)] Removed,
 //! # }
+//! # fn main() {
 //! let open = door::Machine::new(door::Closed).open(|_| door::Open);
-//! let again = open.open(|_| door::Open); // `Open` has no event `open`
+//! let again = open.open(|_| door::Open); // cannot `open` a `Door` in state `door::Open`
+//! # }
 //! ```
+//!
+//! The derive generates a module (here `door`) next to the enum, so the enum must be declared
+//! at module level, not inside a function body.
 //!
 //! The README describes the declaration, everything the derive generates and the errors it
 //! reports.
@@ -69,7 +76,9 @@ pub trait Fsm: Sized + 'static {
 
     /// Whether this value is in a terminal state.
     fn is_terminal(&self) -> bool {
-        Self::DEFINITION.states[self.state_index()].kind.is_terminal()
+        Self::DEFINITION.states[self.state_index()]
+            .kind
+            .is_terminal()
     }
 }
 

@@ -108,7 +108,11 @@ impl<'a> Machine<'a> {
                 }
             })
             .collect::<Vec<_>>();
-        let index = states.iter().enumerate().map(|(i, s)| (s.ident.to_string(), i)).collect();
+        let index = states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.ident.to_string(), i))
+            .collect();
         Some(Machine {
             ident: &input.ident,
             vis: &input.vis,

@@ -125,7 +125,10 @@ pub(crate) fn state_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> StateAttrs {
                 if out.terminal.is_some() {
                     cx.error(&meta.key, "duplicate key `terminal`");
                 } else if let Some(failure) = failure {
-                    out.terminal = Some(Terminal { key: meta.key, failure });
+                    out.terminal = Some(Terminal {
+                        key: meta.key,
+                        failure,
+                    });
                 }
             }
             // on(event => Target) | on(event => A | B | C)
@@ -175,7 +178,9 @@ fn parse_on(input: ParseStream) -> syn::Result<On> {
         return Err(syn::Error::new(event.span(), message));
     }
     if !input.peek(Token![=>]) {
-        let message = format!("expected `=>` between the event and its targets, as in `on({event} => Target)`");
+        let message = format!(
+            "expected `=>` between the event and its targets, as in `on({event} => Target)`"
+        );
         return Err(input.error(message));
     }
     input.parse::<Token![=>]>()?;

@@ -55,7 +55,11 @@ pub(crate) fn check<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> Option<Graph<'a>> 
 
 /// Exactly one state is `initial`: it is where every execution starts.
 fn one_initial(cx: &mut Ctxt, m: &Machine) -> Option<usize> {
-    let mut initials = m.states.iter().enumerate().filter_map(|(i, s)| Some((i, s.initial.as_ref()?)));
+    let mut initials = m
+        .states
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| Some((i, s.initial.as_ref()?)));
     let Some((first, _)) = initials.next() else {
         if m.states.iter().any(|s| s.tainted) {
             return None;
@@ -149,16 +153,31 @@ fn targets_exist<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> (Vec<Edge<'a>>, bool)
         for on in &s.on {
             for target in &on.targets {
                 match m.index_of(target) {
-                    Some(to) => edges.push(Edge { from, event: &on.event, to, target }),
+                    Some(to) => edges.push(Edge {
+                        from,
+                        event: &on.event,
+                        to,
+                        target,
+                    }),
                     None => {
                         all = false;
-                        let names = m.states.iter().map(|s| s.ident.to_string()).collect::<Vec<_>>();
-                        let hint = names::closest(&target.to_string(), names.iter().map(String::as_str))
-                            .map(|n| format!("; did you mean `{n}`?"))
-                            .unwrap_or_else(|| format!("; the states of `{}` are its variants", m.ident));
+                        let names = m
+                            .states
+                            .iter()
+                            .map(|s| s.ident.to_string())
+                            .collect::<Vec<_>>();
+                        let hint =
+                            names::closest(&target.to_string(), names.iter().map(String::as_str))
+                                .map(|n| format!("; did you mean `{n}`?"))
+                                .unwrap_or_else(|| {
+                                    format!("; the states of `{}` are its variants", m.ident)
+                                });
                         cx.error(
                             target,
-                            format!("unknown state `{target}` in `on({} => {target})`{hint}", on.event),
+                            format!(
+                                "unknown state `{target}` in `on({} => {target})`{hint}",
+                                on.event
+                            ),
                         );
                     }
                 }
@@ -175,7 +194,9 @@ fn targets_are_unique_per_state(cx: &mut Ctxt, m: &Machine) {
     for s in m.states.iter().enumerate() {
         for on in &s.1.on {
             for target in &on.targets {
-                let Some(to) = m.index_of(target) else { continue };
+                let Some(to) = m.index_of(target) else {
+                    continue;
+                };
                 match seen.get(&(s.0, to)) {
                     Some(prev) if *prev == &on.event => cx.error(
                         target,
@@ -198,7 +219,12 @@ fn targets_are_unique_per_state(cx: &mut Ctxt, m: &Machine) {
 }
 
 /// Every state is reachable from the initial state; an unreachable state is dead code.
-fn every_state_is_reachable(cx: &mut Ctxt, m: &Machine, initial: usize, edges: &[Edge]) -> Vec<bool> {
+fn every_state_is_reachable(
+    cx: &mut Ctxt,
+    m: &Machine,
+    initial: usize,
+    edges: &[Edge],
+) -> Vec<bool> {
     let reachable = search(m.states.len(), [initial], edges, |e| (e.from, e.to));
     for (s, &r) in m.states.iter().zip(&reachable) {
         if !r {
@@ -218,7 +244,11 @@ fn every_state_is_reachable(cx: &mut Ctxt, m: &Machine, initial: usize, edges: &
 fn a_terminal_is_reachable(cx: &mut Ctxt, m: &Machine, reachable: &[bool], edges: &[Edge]) {
     // A non-terminal state without events has its own error; counting it as an end here keeps
     // that one mistake from being reported again for every state that leads to it.
-    let ends = m.states.iter().enumerate().filter(|(_, s)| s.is_terminal() || s.on.is_empty());
+    let ends = m
+        .states
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.is_terminal() || s.on.is_empty());
     let terminals = ends.map(|(i, _)| i);
     let can_end = search(m.states.len(), terminals, edges, |e| (e.to, e.from));
     for (i, s) in m.states.iter().enumerate() {
@@ -240,8 +270,13 @@ fn a_terminal_is_reachable(cx: &mut Ctxt, m: &Machine, reachable: &[bool], edges
 fn reserved_names_are_free(cx: &mut Ctxt, m: &Machine) {
     for s in &m.states {
         let name = s.ident.to_string();
-        let next_of = name.strip_suffix("Next").and_then(|base| m.index_of_str(base));
-        if RESERVED_STATE_NAMES.contains(&name.as_str()) || name.starts_with("__") || next_of.is_some() {
+        let next_of = name
+            .strip_suffix("Next")
+            .and_then(|base| m.index_of_str(base));
+        if RESERVED_STATE_NAMES.contains(&name.as_str())
+            || name.starts_with("__")
+            || next_of.is_some()
+        {
             cx.error(
                 s.ident,
                 format!(
@@ -270,7 +305,10 @@ fn event_traits_are_distinct(cx: &mut Ctxt, m: &Machine) {
         match seen.get(camel.as_str()) {
             Some(prev) if *prev != &on.event => cx.error(
                 &on.event,
-                format!("events `{prev}` and `{}` are too alike; rename one", on.event),
+                format!(
+                    "events `{prev}` and `{}` are too alike; rename one",
+                    on.event
+                ),
             ),
             _ => {
                 seen.insert(camel, &on.event);

@@ -27,15 +27,27 @@ pub(crate) fn stubs(m: &Machine, errors: syn::Error) -> TokenStream {
         let name = ident.to_string();
         !RESERVED_STATE_NAMES.contains(&name.as_str()) && !name.starts_with("__")
     });
-    let mut events: Vec<String> = m.states.iter().flat_map(|s| &s.on).map(|on| on.event.to_string()).collect();
+    let mut events: Vec<String> = m
+        .states
+        .iter()
+        .flat_map(|s| &s.on)
+        .map(|on| on.event.to_string())
+        .collect();
     events.retain(|e| !RESERVED_EVENT_NAMES.contains(&e.as_str()) && !e.starts_with("__"));
     events.sort();
     events.dedup();
-    let events = events.iter().map(|e| syn::Ident::new(e, proc_macro2::Span::call_site()));
+    let events = events
+        .iter()
+        .map(|e| syn::Ident::new(e, proc_macro2::Span::call_site()));
     let module = &m.module;
     let vis = m.vis;
     // With one initial state `new` keeps its type, so that code using it infers its states.
-    let initials: Vec<_> = m.states.iter().filter(|s| s.initial.is_some()).map(|s| s.ident).collect();
+    let initials: Vec<_> = m
+        .states
+        .iter()
+        .filter(|s| s.initial.is_some())
+        .map(|s| s.ident)
+        .collect();
     let new = match initials.as_slice() {
         [initial] if !RESERVED_STATE_NAMES.contains(&initial.to_string().as_str()) => quote! {
             impl Machine<#initial> { pub fn new(_: #initial) -> Self { ::core::unreachable!() } }

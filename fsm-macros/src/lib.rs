@@ -14,6 +14,8 @@ mod ctxt;
 mod expand;
 mod fallback;
 mod names;
+#[cfg(test)]
+mod robustness;
 
 use proc_macro::TokenStream;
 

@@ -6,7 +6,8 @@ pub(crate) fn snake_case(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 4);
     for (i, &c) in chars.iter().enumerate() {
         if c.is_uppercase() {
-            let prev_lower = i > 0 && (chars[i - 1].is_lowercase() || chars[i - 1].is_ascii_digit());
+            let prev_lower =
+                i > 0 && (chars[i - 1].is_lowercase() || chars[i - 1].is_ascii_digit());
             let acronym_end = i > 0
                 && chars[i - 1].is_uppercase()
                 && chars.get(i + 1).is_some_and(|n| n.is_lowercase());
@@ -34,7 +35,10 @@ pub(crate) fn camel_case(name: &str) -> String {
 }
 
 /// The candidate closest to `name` by edit distance, if it is close enough to be a typo.
-pub(crate) fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (name.chars().count() / 3).max(1);
     candidates
         .into_iter()

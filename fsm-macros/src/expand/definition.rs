@@ -17,12 +17,17 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
             Some(_) => "Success",
         };
         let name = lit(&src.state(i));
-        src.write(format_args!("{k}::StateInfo {{ name: {name}, kind: {k}::StateKind::{kind} }},"));
+        src.write(format_args!(
+            "{k}::StateInfo {{ name: {name}, kind: {k}::StateKind::{kind} }},"
+        ));
     }
     src.write(format_args!("], initial: {}, transitions: &[", g.initial));
     for e in &g.edges {
         let event = lit(&e.event.to_string());
-        src.write(format_args!("{k}::Transition {{ from: {}, event: {event}, to: {} }},", e.from, e.to));
+        src.write(format_args!(
+            "{k}::Transition {{ from: {}, event: {event}, to: {} }},",
+            e.from, e.to
+        ));
     }
     src.push("] }; #[inline] fn state_index(&self) -> usize { match self {");
     for i in 0..src.m.states.len() {

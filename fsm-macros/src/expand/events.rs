@@ -60,7 +60,11 @@ fn legal_in(m: &Machine, edges: &[&Edge]) -> String {
             .map(|e| format!("`{}`", m.states[e.to].ident))
             .collect();
         i += targets.len();
-        out.push(format!("`{}` (to {})", m.states[from].ident, targets.join(" | ")));
+        out.push(format!(
+            "`{}` (to {})",
+            m.states[from].ident,
+            targets.join(" | ")
+        ));
     }
     match out.pop() {
         Some(last) if !out.is_empty() => format!("{} and {last}", out.join(", ")),
@@ -77,11 +81,16 @@ fn legal_in(m: &Machine, edges: &[&Edge]) -> String {
 fn event_traits(src: &mut Src, event: &Ident, edges: &[&Edge]) {
     let (tr, target_tr) = trait_names(event);
     let e = src.m.ident.to_string();
-    let note = lit(&format!("`{event}` is legal only in {}", legal_in(src.m, edges)));
+    let note = lit(&format!(
+        "`{event}` is legal only in {}",
+        legal_in(src.m, edges)
+    ));
     let message = lit(&format!("cannot `{event}` a `{e}` in state `{{Self}}`"));
     let label = lit(&format!("`{event}` is not an event of `{{Self}}`"));
     let target_message = lit(&format!("`{event}` cannot lead from `{{S}}` to `{{Self}}`"));
-    let target_label = lit(&format!("`{{Self}}` is not a target of `{event}` from `{{S}}`"));
+    let target_label = lit(&format!(
+        "`{{Self}}` is not a target of `{event}` from `{{S}}`"
+    ));
     src.write(format_args!(
         "#[diagnostic::on_unimplemented(message = {message}, label = {label}, note = {note})]\
          pub trait {tr} {{ type State; }}\
@@ -120,7 +129,9 @@ pub(super) fn spanned_impls(m: &Machine, g: &Graph) -> TokenStream {
         let target_tr = format_ident!("{}Target", camel);
         // The first edge of each (state, event) also says that the state has the event.
         if i == 0 || g.edges[i - 1].from != e.from || g.edges[i - 1].event != e.event {
-            out.extend(quote_spanned!(from.span()=> impl __event::#tr for #from { type State = #from; }));
+            out.extend(
+                quote_spanned!(from.span()=> impl __event::#tr for #from { type State = #from; }),
+            );
         }
         out.extend(quote_spanned!(e.target.span()=> impl __event::#target_tr<#from> for #to {}));
     }
@@ -130,7 +141,12 @@ pub(super) fn spanned_impls(m: &Machine, g: &Graph) -> TokenStream {
 /// `PaidNext`: for a state with more than one target, one of its targets. Any of them
 /// converts into it with `.into()`, so a branch chosen at run time has one type.
 fn next_enum(src: &mut Src, g: &Graph, from: usize) {
-    let edges: Vec<(usize, &Edge)> = g.edges.iter().enumerate().filter(|(_, e)| e.from == from).collect();
+    let edges: Vec<(usize, &Edge)> = g
+        .edges
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.from == from)
+        .collect();
     if edges.len() < 2 {
         return;
     }
@@ -138,12 +154,22 @@ fn next_enum(src: &mut Src, g: &Graph, from: usize) {
     let state = src.state(from);
     let next = format!("{state}Next");
     let targets: Vec<String> = edges.iter().map(|(_, e)| src.state(e.to)).collect();
-    let debug = if src.m.derives.iter().any(|d| d.is_ident("Debug")) { "#[derive(Debug)]" } else { "" };
+    let debug = if src.m.derives.iter().any(|d| d.is_ident("Debug")) {
+        "#[derive(Debug)]"
+    } else {
+        ""
+    };
     let doc = lit(&format!(
         "The states `{state}` can move to: {}. Each converts into this enum with `.into()`.",
-        targets.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+        targets
+            .iter()
+            .map(|t| format!("`{t}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
-    src.write(format_args!("#[doc = {doc}] {debug} #[allow(missing_docs)] {vis} enum {next} {{"));
+    src.write(format_args!(
+        "#[doc = {doc}] {debug} #[allow(missing_docs)] {vis} enum {next} {{"
+    ));
     for t in &targets {
         src.write(format_args!("{t}(Machine<{t}>),"));
     }

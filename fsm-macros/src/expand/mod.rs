@@ -26,7 +26,10 @@ use crate::ctxt::Ctxt;
 use crate::fallback;
 
 /// `lex` turns generated source text into tokens.
-pub(crate) fn derive(input: &DeriveInput, lex: &dyn Fn(&str) -> Option<TokenStream>) -> TokenStream {
+pub(crate) fn derive(
+    input: &DeriveInput,
+    lex: &dyn Fn(&str) -> Option<TokenStream>,
+) -> TokenStream {
     let mut cx = Ctxt::default();
     let Some(machine) = Machine::from_input(&mut cx, input) else {
         return fallback::errors(cx);
@@ -88,7 +91,8 @@ fn expand(m: &Machine, g: &Graph, lex: &dyn Fn(&str) -> Option<TokenStream>) -> 
         Some(body) => body,
         // Our own output always lexes; if it ever did not, say so rather than panic.
         None => {
-            let message = "internal error in #[derive(Fsm)]: generated code did not lex; please report it";
+            let message =
+                "internal error in #[derive(Fsm)]: generated code did not lex; please report it";
             return syn::Error::new_spanned(m.ident, message).to_compile_error();
         }
     };

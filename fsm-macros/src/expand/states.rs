@@ -144,9 +144,15 @@ fn any_state(src: &mut Src) {
         "A [`{e}`](super::{e}) as one of its typed states, to match on: how a loader resumes \
          work on a stored value. `AnyState::from(value)` never fails."
     ));
-    let debug = if src.m.derives.iter().any(|d| d.is_ident("Debug")) { "#[derive(Debug)]" } else { "" };
+    let debug = if src.m.derives.iter().any(|d| d.is_ident("Debug")) {
+        "#[derive(Debug)]"
+    } else {
+        ""
+    };
     // The variants are the states, documented on their structs.
-    src.write(format_args!("#[doc = {doc}] {debug} #[allow(missing_docs)] {vis} enum AnyState {{"));
+    src.write(format_args!(
+        "#[doc = {doc}] {debug} #[allow(missing_docs)] {vis} enum AnyState {{"
+    ));
     for i in 0..src.m.states.len() {
         let s = src.state(i);
         src.write(format_args!("{s}(Machine<{s}>),"));
@@ -155,7 +161,9 @@ fn any_state(src: &mut Src) {
     for i in 0..src.m.states.len() {
         let s = src.state(i);
         let pat = pattern(src.m.states[i].fields);
-        src.write(format_args!("__Enum::{s}{pat} => AnyState::{s}(Machine {{ state: {s}{pat} }}),"));
+        src.write(format_args!(
+            "__Enum::{s}{pat} => AnyState::{s}(Machine {{ state: {s}{pat} }}),"
+        ));
     }
     src.push("} } } #[automatically_derived] impl ::core::convert::From<AnyState> for __Enum { fn from(m: AnyState) -> Self { match m {");
     for i in 0..src.m.states.len() {
@@ -208,7 +216,9 @@ fn needs_alias(m: &Machine, tokens: TokenStream) -> bool {
                 || m.index_of_str(&name).is_some()
                 || crate::check::RESERVED_STATE_NAMES.contains(&name.as_str())
                 || name.starts_with("__")
-                || name.strip_suffix("Next").is_some_and(|b| m.index_of_str(b).is_some())
+                || name
+                    .strip_suffix("Next")
+                    .is_some_and(|b| m.index_of_str(b).is_some())
         }
         TokenTree::Group(g) => needs_alias(m, g.stream()),
         _ => false,
@@ -221,7 +231,8 @@ fn replace_self(tokens: TokenStream, enum_ident: &Ident) -> TokenStream {
         .map(|tt| match tt {
             TokenTree::Ident(id) if id == "Self" => TokenTree::Ident(enum_ident.clone()),
             TokenTree::Group(g) => {
-                let mut group = proc_macro2::Group::new(g.delimiter(), replace_self(g.stream(), enum_ident));
+                let mut group =
+                    proc_macro2::Group::new(g.delimiter(), replace_self(g.stream(), enum_ident));
                 group.set_span(g.span());
                 TokenTree::Group(group)
             }
