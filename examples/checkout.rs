@@ -1,15 +1,20 @@
 //! The flagship: an order's checkout across inventory, payment, gift wrapping and shipping,
-//! driven through the typed states `#[derive(Fsm)]` generates.
+//! run on the executor against simulated services.
 //!
-//! Each step is a function that receives a typed state and can only return the states its
-//! events lead to: shipping an unpaid order would not compile. One order is stored half-way
-//! through (as the enum, the storable form) and resumed from storage.
+//! - order 1: the payment gateway fails twice, then succeeds (retries with backoff);
+//! - order 2: the card is declined: the reservation is released, customer and support told;
+//! - order 3: a gift: wrapped before it ships;
+//! - order 4: out of stock;
+//! - order 5: stored half-way (paid) by an earlier process, loaded back and resumed.
 //!
-//! Run with `cargo run --example checkout`.
+//! Each step receives a typed state and returns only what its events allow: a step that
+//! tried to ship an unpaid order would not compile. Run with `cargo run --example checkout`.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
 
-use fsm_core::Fsm;
+use fsm_core::{Context, Executor, Fsm, StepError};
 
 pub type OrderId = u32;
 pub type Sku = &'static str;
@@ -19,14 +24,19 @@ pub type Sku = &'static str;
 #[fsm(derive(Debug, Clone, PartialEq))]
 pub enum Checkout {
     /// The customer placed the order.
-    #[fsm(initial, on(reserve => Reserved | OutOfStock))]
+    #[fsm(initial, on(reserve => Reserved | OutOfStock), timeout_ms = 2000)]
     Submitted {
         order: OrderId,
         items: Vec<Sku>,
         gift: bool,
     },
-    /// Inventory is held for the order.
-    #[fsm(on(charge => Paid | PaymentDeclined))]
+    /// Inventory is held for the order; charge the customer.
+    #[fsm(
+        on(charge => Paid | PaymentDeclined),
+        retry(max_attempts = 3, interval_ms = 100, backoff_rate = 2.0, jitter = full),
+        timeout_ms = 1000,
+        catch(gateway_unavailable | timeout => PaymentDeclined)
+    )]
     Reserved {
         order: OrderId,
         reservation: u64,
@@ -42,8 +52,8 @@ pub enum Checkout {
     /// Gift-wrapped, ready to ship.
     #[fsm(on(ship => Shipped))]
     Wrapped { order: OrderId },
-    /// The payment was refused; the reservation must be released.
-    #[fsm(on(release => Cancelled))]
+    /// The payment failed; release the reservation and tell the customer and support.
+    #[fsm(on(release => Cancelled), retry(max_attempts = 5, interval_ms = 50))]
     PaymentDeclined {
         order: OrderId,
         reservation: u64,
@@ -51,199 +61,291 @@ pub enum Checkout {
     },
     /// On its way to the customer.
     #[fsm(terminal)]
-    Shipped { tracking: String },
+    Shipped { order: OrderId, tracking: String },
     /// Nothing to sell.
     #[fsm(terminal(failure))]
-    OutOfStock,
-    /// Cancelled after a declined payment.
+    OutOfStock { order: OrderId },
+    /// Cancelled after a failed payment.
     #[fsm(terminal(failure))]
-    Cancelled { reason: String },
+    Cancelled { order: OrderId, reason: String },
 }
 
 use checkout::*;
 
-/// The services the checkout orchestrates, simulated in memory.
+/// Simulated services: each call takes a few milliseconds, like a network round trip.
+#[derive(Default)]
 struct Services {
-    stock: HashMap<Sku, u32>,
-    next_reservation: u64,
-    declined_cards: Vec<OrderId>,
-    outbox: Vec<String>,
+    stock: Mutex<HashMap<Sku, u32>>,
+    reservations: Mutex<HashMap<u64, Vec<Sku>>>,
+    /// How many more times the gateway fails for an order before it answers.
+    gateway_failures: Mutex<HashMap<OrderId, u32>>,
+    declined: Vec<OrderId>,
+    /// Idempotency keys of the charges made, so that a retried charge is not made twice.
+    charges: Mutex<HashMap<String, String>>,
+    outbox: Mutex<Vec<String>>,
+}
+
+async fn latency() {
+    tokio::time::sleep(Duration::from_millis(5)).await;
 }
 
 impl Services {
-    fn reserve(&mut self, items: &[Sku]) -> Option<u64> {
+    async fn reserve(&self, items: &[Sku]) -> Option<u64> {
+        latency().await;
+        let mut stock = self.stock.lock().unwrap();
         if items
             .iter()
-            .any(|sku| self.stock.get(sku).copied().unwrap_or(0) == 0)
+            .any(|sku| stock.get(sku).copied().unwrap_or(0) == 0)
         {
             return None;
         }
         for sku in items {
-            *self.stock.entry(sku).or_default() -= 1;
+            *stock.entry(sku).or_default() -= 1;
         }
-        self.next_reservation += 1;
-        Some(self.next_reservation)
+        let mut reservations = self.reservations.lock().unwrap();
+        let id = 100 + reservations.len() as u64;
+        reservations.insert(id, items.to_vec());
+        Some(id)
     }
 
-    fn charge(&mut self, order: OrderId) -> Result<String, String> {
-        if self.declined_cards.contains(&order) {
-            Err("card declined by issuer".to_owned())
-        } else {
-            Ok(format!("pay_{order:04}"))
+    async fn release(&self, reservation: u64) {
+        latency().await;
+        let items = self
+            .reservations
+            .lock()
+            .unwrap()
+            .remove(&reservation)
+            .unwrap_or_default();
+        let mut stock = self.stock.lock().unwrap();
+        for sku in items {
+            *stock.entry(sku).or_default() += 1;
         }
     }
 
-    fn notify(&mut self, to: &str, message: String) {
-        self.outbox.push(format!("to {to}: {message}"));
+    /// `Ok(Ok(payment))` charged, `Ok(Err(reason))` declined, `Err` the gateway is down.
+    async fn charge(
+        &self,
+        order: OrderId,
+        key: String,
+    ) -> Result<Result<String, String>, StepError> {
+        latency().await;
+        if let Some(left) = self
+            .gateway_failures
+            .lock()
+            .unwrap()
+            .get_mut(&order)
+            .filter(|n| **n > 0)
+        {
+            *left -= 1;
+            return Err(StepError::retryable(
+                "gateway_unavailable",
+                "payment gateway answered 503",
+            ));
+        }
+        if self.declined.contains(&order) {
+            return Ok(Err("card declined by issuer".to_owned()));
+        }
+        let mut charges = self.charges.lock().unwrap();
+        let payment = charges
+            .entry(key)
+            .or_insert_with(|| format!("pay_{order:04}"));
+        Ok(Ok(payment.clone()))
+    }
+
+    async fn notify(&self, to: &str, message: String) {
+        latency().await;
+        self.outbox
+            .lock()
+            .unwrap()
+            .push(format!("to {to}: {message}"));
     }
 }
 
-// The steps: each takes a typed state and returns what its events allow.
-
-fn reserve(order: Machine<Submitted>, services: &mut Services) -> SubmittedNext {
-    match services.reserve(&order.items) {
-        Some(reservation) => order
-            .reserve(|s| Reserved {
-                order: s.order,
-                reservation,
-                gift: s.gift,
-            })
-            .into(),
-        None => order.reserve(|_| OutOfStock).into(),
-    }
-}
-
-fn charge(order: Machine<Reserved>, services: &mut Services) -> ReservedNext {
-    match services.charge(order.order) {
-        Ok(payment) => order
-            .charge(|r| Paid {
-                order: r.order,
-                payment,
-                gift: r.gift,
-            })
-            .into(),
-        Err(reason) => order
-            .charge(|r| PaymentDeclined {
-                order: r.order,
-                reservation: r.reservation,
-                reason,
-            })
-            .into(),
-    }
-}
-
-fn fulfil(order: Machine<Paid>) -> Machine<Shipped> {
-    let tracking = format!("1Z{:06}", order.order);
-    if order.gift {
-        order
-            .wrap(|p| Wrapped { order: p.order })
-            .ship(|_| Shipped { tracking })
-    } else {
-        order.ship(|_| Shipped { tracking })
-    }
-}
-
-fn release(order: Machine<PaymentDeclined>, services: &mut Services) -> Machine<Cancelled> {
-    services.notify(
-        "customer",
-        format!("order {} cancelled: {}", order.order, order.reason),
-    );
-    services.notify(
-        "support",
-        format!("order {} payment declined ({})", order.order, order.reason),
-    );
-    order.release(|d| Cancelled { reason: d.reason })
-}
-
-/// Drives one stored order from whatever state it is in to a terminal state.
-fn resume(stored: Checkout, services: &mut Services) -> Checkout {
-    let mut current = stored;
-    loop {
-        let before = current.state_name();
-        current = match AnyState::from(current) {
-            AnyState::Submitted(o) => reserve(o, services).into(),
-            AnyState::Reserved(o) => charge(o, services).into(),
-            AnyState::Paid(o) => fulfil(o).into(),
-            AnyState::Wrapped(o) => o
-                .ship(|w| Shipped {
-                    tracking: format!("1Z{:06}", w.order),
+impl Steps for Services {
+    async fn submitted(
+        &self,
+        order: Machine<Submitted>,
+        _: Context,
+    ) -> Result<SubmittedNext, StepError> {
+        Ok(match self.reserve(&order.items).await {
+            Some(reservation) => order
+                .reserve(|s| Reserved {
+                    order: s.order,
+                    reservation,
+                    gift: s.gift,
                 })
                 .into(),
-            AnyState::PaymentDeclined(o) => release(o, services).into(),
-            terminal => return terminal.into(),
-        };
-        println!("    {before} -> {}", current.state_name());
+            None => order.reserve(|s| OutOfStock { order: s.order }).into(),
+        })
+    }
+
+    async fn reserved(
+        &self,
+        order: Machine<Reserved>,
+        cx: Context,
+    ) -> Result<ReservedNext, StepError> {
+        // The key is the same on every retry of this step: the gateway charges once.
+        Ok(
+            match self
+                .charge(order.order, cx.idempotency_key.to_string())
+                .await?
+            {
+                Ok(payment) => order
+                    .charge(|r| Paid {
+                        order: r.order,
+                        payment,
+                        gift: r.gift,
+                    })
+                    .into(),
+                Err(reason) => order
+                    .charge(|r| PaymentDeclined {
+                        order: r.order,
+                        reservation: r.reservation,
+                        reason,
+                    })
+                    .into(),
+            },
+        )
+    }
+
+    async fn paid(&self, order: Machine<Paid>, _: Context) -> Result<PaidNext, StepError> {
+        latency().await;
+        Ok(if order.gift {
+            order.wrap(|p| Wrapped { order: p.order }).into()
+        } else {
+            order
+                .ship(|p| Shipped {
+                    order: p.order,
+                    tracking: format!("1Z{:06}", p.order),
+                })
+                .into()
+        })
+    }
+
+    async fn wrapped(
+        &self,
+        order: Machine<Wrapped>,
+        _: Context,
+    ) -> Result<Machine<Shipped>, StepError> {
+        latency().await;
+        Ok(order.ship(|w| Shipped {
+            order: w.order,
+            tracking: format!("1Z{:06}", w.order),
+        }))
+    }
+
+    async fn payment_declined(
+        &self,
+        order: Machine<PaymentDeclined>,
+        _: Context,
+    ) -> Result<Machine<Cancelled>, StepError> {
+        self.release(order.reservation).await;
+        self.notify(
+            "customer",
+            format!("order {} cancelled: {}", order.order, order.reason),
+        )
+        .await;
+        self.notify(
+            "support",
+            format!("order {}: payment failed ({})", order.order, order.reason),
+        )
+        .await;
+        Ok(order.release(|d| Cancelled {
+            order: d.order,
+            reason: d.reason,
+        }))
+    }
+
+    fn catch_reserved_to_payment_declined(
+        &self,
+        failed: Reserved,
+        error: &StepError,
+    ) -> PaymentDeclined {
+        PaymentDeclined {
+            order: failed.order,
+            reservation: failed.reservation,
+            reason: format!("payment could not be taken: {}", error.message()),
+        }
     }
 }
 
-fn main() {
-    let mut services = Services {
-        stock: HashMap::from([("mug", 5), ("tea", 3), ("kettle", 0)]),
-        next_reservation: 100,
-        declined_cards: vec![3],
-        outbox: Vec::new(),
+#[tokio::main]
+async fn main() {
+    let services = Services {
+        stock: Mutex::new(HashMap::from([("mug", 10), ("tea", 10), ("kettle", 0)])),
+        gateway_failures: Mutex::new(HashMap::from([(1, 2)])),
+        declined: vec![2],
+        ..Services::default()
     };
-    println!("{}", Checkout::DEFINITION);
+    print!("{}", Checkout::DEFINITION);
+    let executor = Executor::<Checkout, _>::new(services);
 
-    // Order 1, straight through the typed API: every line is a legal transition.
-    println!("order 1 (typed, step by step):");
-    let order = Machine::new(Submitted {
-        order: 1,
-        items: vec!["mug"],
+    // Order 5 was paid by an earlier process and stored as the enum; load it back as a typed
+    // state (which checks the state it is in) before handing it to the executor.
+    let stored = Checkout::Paid {
+        order: 5,
+        payment: "pay_0005".into(),
         gift: false,
-    });
-    let SubmittedNext::Reserved(order) = reserve(order, &mut services) else {
-        panic!("mugs are in stock");
     };
-    println!("    Submitted -> {}", Checkout::from(order).state_name());
-
-    // Order 2, a gift: stored as the enum after payment, then loaded and resumed.
-    println!("order 2 (gift, stored after payment and resumed):");
-    let order = Machine::new(Submitted {
-        order: 2,
-        items: vec!["tea", "mug"],
-        gift: true,
-    });
-    let SubmittedNext::Reserved(order) = reserve(order, &mut services) else {
-        panic!("tea and mugs are in stock");
-    };
-    let ReservedNext::Paid(order) = charge(order, &mut services) else {
-        panic!("order 2's card is accepted");
-    };
-    let stored: Checkout = order.into();
-    println!("    stored as {stored:?}");
     let loaded = Machine::<Paid>::try_from(stored.clone()).expect("stored as paid");
-    let wrong = Machine::<Reserved>::try_from(stored).expect_err("it is paid, not reserved");
-    println!("    loading it as `Reserved` fails: {wrong}");
-    let done = resume(loaded.into(), &mut services);
-    println!("    ended as {done:?}");
+    if let Err(wrong) = Machine::<Reserved>::try_from(stored) {
+        println!("\nloading order 5 as `Reserved` is refused: {wrong}");
+    }
 
-    // Order 3: the card is declined; the reservation is released, customer and support told.
-    println!("order 3 (payment declined):");
-    let done = resume(
-        Checkout::Submitted {
-            order: 3,
-            items: vec!["mug"],
-            gift: false,
-        },
-        &mut services,
-    );
-    println!("    ended as {done:?}");
-
-    // Order 4: a kettle, which is out of stock.
-    println!("order 4 (out of stock):");
-    let done = resume(
-        Checkout::Submitted {
-            order: 4,
-            items: vec!["kettle"],
-            gift: false,
-        },
-        &mut services,
-    );
-    println!("    ended as {done:?}");
+    let orders = [
+        (
+            "order 1: gateway fails twice, then succeeds",
+            Machine::new(Submitted {
+                order: 1,
+                items: vec!["mug"],
+                gift: false,
+            })
+            .into(),
+        ),
+        (
+            "order 2: card declined",
+            Machine::new(Submitted {
+                order: 2,
+                items: vec!["tea"],
+                gift: false,
+            })
+            .into(),
+        ),
+        (
+            "order 3: a gift",
+            Machine::new(Submitted {
+                order: 3,
+                items: vec!["tea", "mug"],
+                gift: true,
+            })
+            .into(),
+        ),
+        (
+            "order 4: out of stock",
+            Machine::new(Submitted {
+                order: 4,
+                items: vec!["kettle"],
+                gift: false,
+            })
+            .into(),
+        ),
+        ("order 5: resumed from storage", Checkout::from(loaded)),
+    ];
+    // All orders run at once on the executor.
+    let running: Vec<_> = orders
+        .into_iter()
+        .map(|(title, start)| (title, executor.spawn(start)))
+        .collect();
+    for (title, handle) in running {
+        let outcome = handle.await.expect("the execution task finished");
+        println!(
+            "\n{title}: {:?}, ended in {:?}\n{}",
+            outcome.status, outcome.state, outcome.history
+        );
+    }
 
     println!("notifications:");
-    for message in &services.outbox {
+    for message in executor.steps().outbox.lock().unwrap().iter() {
         println!("    {message}");
     }
 }

@@ -1,6 +1,9 @@
 //! The machine's graph as static data, emitted by `#[derive(Fsm)]` at compile time.
 
 use core::fmt;
+use core::time::Duration;
+
+use crate::RetryPolicy;
 
 /// How an execution relates to a state: whether it goes on from there, and how it ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,26 +23,34 @@ impl StateKind {
     }
 }
 
-/// One state of a [`Definition`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// One state of a [`Definition`], with the policies declared for its step.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StateInfo {
     /// The variant's name, e.g. `"Paid"`.
     pub name: &'static str,
     /// Whether the state is terminal, and how.
     pub kind: StateKind,
+    /// How the state's step is retried (`#[fsm(retry(...))]`); `None` means no retries.
+    pub retry: Option<RetryPolicy>,
+    /// How long one attempt of the state's step may take (`#[fsm(timeout_ms = ...)]`).
+    pub timeout: Option<Duration>,
 }
 
 /// One edge of the graph: leaving `from` through `event` leads to `to`.
 ///
-/// `from` and `to` index [`Definition::states`].
+/// `from` and `to` index [`Definition::states`]. An edge declared with
+/// `#[fsm(catch(kind => Target))]` has `catch` set and the error kind it matches as its
+/// `event` (`"*"` for any error): it is taken when the step fails for good with that error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Transition {
     /// Index of the source state.
     pub from: usize,
-    /// The event's name, e.g. `"ship"`.
+    /// The event's name, e.g. `"ship"`; for a catch edge, the error kind.
     pub event: &'static str,
     /// Index of the target state.
     pub to: usize,
+    /// Whether this edge routes a failed step rather than an event.
+    pub catch: bool,
 }
 
 /// The graph of a machine, as declared: states, the initial state, terminal states and
@@ -53,7 +64,7 @@ pub struct Transition {
 /// declaration order, then by event, then by target as written.
 ///
 /// [`Fsm::DEFINITION`]: crate::Fsm::DEFINITION
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Definition {
     /// The machine's name: the enum's identifier.
     pub name: &'static str,
@@ -102,11 +113,12 @@ impl fmt::Display for Definition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} (initial: {})", self.name, self.initial_state().name)?;
         for t in self.transitions {
-            writeln!(
-                f,
-                "  {} --{}--> {}",
-                self.states[t.from].name, t.event, self.states[t.to].name
-            )?;
+            let (from, to) = (self.states[t.from].name, self.states[t.to].name);
+            if t.catch {
+                writeln!(f, "  {from} --error({})--> {to}", t.event)?;
+            } else {
+                writeln!(f, "  {from} --{}--> {to}", t.event)?;
+            }
         }
         Ok(())
     }

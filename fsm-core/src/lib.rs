@@ -53,9 +53,19 @@
 
 mod definition;
 mod error;
+#[cfg(feature = "runtime")]
+mod executor;
+mod history;
+mod policy;
+mod step;
 
 pub use definition::{Definition, StateInfo, StateKind, Transition};
 pub use error::WrongState;
+#[cfg(feature = "runtime")]
+pub use executor::{Executor, ExecutorBuilder, Observer, Outcome, Status, UnknownState};
+pub use history::{EventKind, History, HistoryEvent};
+pub use policy::{Jitter, RetryPolicy};
+pub use step::{Context, Dispatch, ExecutionId, IdempotencyKey, StepError};
 
 /// Derives a typestate machine from an enum: see the crate documentation and the README.
 pub use fsm_macros::Fsm;
@@ -85,7 +95,12 @@ pub trait Fsm: Sized + 'static {
 /// Items the generated code refers to. Not public API: no semver guarantees.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::{Definition, Fsm, StateInfo, StateKind, Transition, WrongState};
+    pub use crate::{
+        Context, Definition, Dispatch, Fsm, Jitter, RetryPolicy, StateInfo, StateKind, StepError,
+        Transition, WrongState,
+    };
+    pub use core::future::Future;
+    pub use core::time::Duration;
 
     /// The data of one state of machine `Machine`: the link between a generated state struct
     /// and its enum variant.

@@ -7,7 +7,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use syn::{Attribute, Data, DeriveInput, Fields, Ident, Path, Visibility};
 
-use crate::attr::{self, On, Terminal};
+use crate::attr::{self, Catch, On, Retry, Terminal};
 use crate::ctxt::Ctxt;
 
 pub(crate) struct Machine<'a> {
@@ -33,6 +33,9 @@ pub(crate) struct State<'a> {
     pub(crate) initial: Option<Ident>,
     pub(crate) terminal: Option<Terminal>,
     pub(crate) on: Vec<On>,
+    pub(crate) retry: Option<Retry>,
+    pub(crate) timeout_ms: Option<(Ident, u64)>,
+    pub(crate) catch: Vec<Catch>,
     /// Some of this state's `#[fsm]` keys could not be read: rules that depend on them are
     /// skipped, so that one typo is reported once.
     pub(crate) tainted: bool,
@@ -104,6 +107,9 @@ impl<'a> Machine<'a> {
                     initial: a.initial,
                     terminal: a.terminal,
                     on: a.on,
+                    retry: a.retry,
+                    timeout_ms: a.timeout_ms,
+                    catch: a.catch,
                     tainted,
                 }
             })

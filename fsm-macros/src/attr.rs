@@ -41,6 +41,32 @@ pub(crate) struct StateAttrs {
     pub(crate) terminal: Option<Terminal>,
     /// Each `on(event => A | B)`, in order.
     pub(crate) on: Vec<On>,
+    /// `retry(...)`: how the state's step is retried.
+    pub(crate) retry: Option<Retry>,
+    /// `timeout_ms = N`: how long one attempt of the state's step may take.
+    pub(crate) timeout_ms: Option<(Ident, u64)>,
+    /// Each `catch(kind | kind => Target)`, in order.
+    pub(crate) catch: Vec<Catch>,
+}
+
+/// `retry(max_attempts = 3, interval_ms = 1000, backoff_rate = 2.0, max_delay_ms = 5000,
+/// jitter = full)`; every field is optional, with Amazon States Language's defaults.
+pub(crate) struct Retry {
+    pub(crate) key: Ident,
+    pub(crate) max_attempts: u32,
+    pub(crate) interval_ms: u64,
+    pub(crate) backoff_rate: f64,
+    pub(crate) max_delay_ms: Option<u64>,
+    pub(crate) jitter_full: bool,
+}
+
+/// `catch(kind => Target)`: when the step fails for good with an error of kind `kind` (`_`:
+/// any), the execution moves to `Target`.
+pub(crate) struct Catch {
+    pub(crate) key: Ident,
+    /// The kinds matched, `"*"` for `_`, each with the token that named it.
+    pub(crate) kinds: Vec<(String, Span)>,
+    pub(crate) target: Ident,
 }
 
 pub(crate) struct Terminal {
@@ -79,7 +105,7 @@ pub(crate) fn machine_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> MachineAttrs 
                 cx.error(&meta.key, format!("expected `{key} = ...`"))
             }
             ("derive", _) => cx.error(&meta.key, "expected `derive(Trait, ...)`"),
-            ("initial" | "terminal" | "on", _) => cx.error(
+            ("initial" | "terminal" | "on" | "retry" | "timeout_ms" | "catch", _) => cx.error(
                 &meta.key,
                 format!("`{key}` belongs on a variant, not on the enum"),
             ),
@@ -136,6 +162,48 @@ pub(crate) fn state_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> StateAttrs {
                 Ok(on) => out.on.push(on),
                 Err(e) => cx.push(e),
             },
+            // retry | retry(max_attempts = 3, interval_ms = 1000, ...)
+            ("retry", value) => {
+                let tokens = match value {
+                    Value::Flag => TokenStream::new(),
+                    Value::List(tokens) => tokens,
+                    Value::Eq(_) => {
+                        cx.error(
+                            &meta.key,
+                            "expected `retry(max_attempts = N, interval_ms = N, ...)`",
+                        );
+                        continue;
+                    }
+                };
+                let key = meta.key.clone();
+                match (|input: ParseStream| parse_retry(input, key)).parse2(tokens) {
+                    Ok(retry) if out.retry.is_some() => {
+                        cx.error(&retry.key, "duplicate key `retry`")
+                    }
+                    Ok(retry) => out.retry = Some(retry),
+                    Err(e) => cx.push(e),
+                }
+            }
+            // timeout_ms = 500
+            ("timeout_ms", Value::Eq(tokens)) => {
+                match syn::parse2::<syn::LitInt>(tokens).and_then(|lit| positive(&lit)) {
+                    Ok(_) if out.timeout_ms.is_some() => {
+                        cx.error(&meta.key, "duplicate key `timeout_ms`")
+                    }
+                    Ok(ms) => out.timeout_ms = Some((meta.key, ms)),
+                    Err(e) => cx.push(e),
+                }
+            }
+            // catch(kind => Target) | catch(a | b => Target) | catch(_ => Target)
+            ("catch", Value::List(tokens)) => {
+                let key = meta.key.clone();
+                match (|input: ParseStream| parse_catch(input, key)).parse2(tokens) {
+                    Ok(catch) => out.catch.push(catch),
+                    Err(e) => cx.push(e),
+                }
+            }
+            ("timeout_ms", _) => cx.error(&meta.key, "expected `timeout_ms = N` (milliseconds)"),
+            ("catch", _) => cx.error(&meta.key, "expected `catch(error_kind => Target)`"),
             ("initial", _) => cx.error(&meta.key, "`initial` takes no value"),
             ("on", _) => cx.error(&meta.key, "expected `on(event => Target)`"),
             ("module" | "crate" | "derive", _) => cx.error(
@@ -143,10 +211,11 @@ pub(crate) fn state_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> StateAttrs {
                 format!("`{key}` belongs on the enum, not on a variant"),
             ),
             _ => {
-                let hint = crate::names::closest(&key, ["initial", "terminal", "on"])
+                let keys = ["initial", "terminal", "on", "retry", "timeout_ms", "catch"];
+                let hint = crate::names::closest(&key, keys)
                     .map(|k| format!("; did you mean `{k}`?"))
                     .unwrap_or_else(|| {
-                        "; expected `initial`, `terminal`, `terminal(failure)` or `on(event => Target)`"
+                        "; expected `initial`, `terminal`, `on(...)`, `retry(...)`, `timeout_ms = N` or `catch(...)`"
                             .to_owned()
                     });
                 cx.error(&meta.key, format!("unknown key `{key}`{hint}"))
@@ -256,4 +325,131 @@ fn tokens_until_comma(input: ParseStream, key: Span) -> syn::Result<TokenStream>
         return Err(syn::Error::new(key, "expected a value after `=`"));
     }
     Ok(tokens)
+}
+
+fn positive(lit: &syn::LitInt) -> syn::Result<u64> {
+    match lit.base10_parse::<u64>()? {
+        0 => Err(syn::Error::new(
+            lit.span(),
+            "expected a number greater than zero",
+        )),
+        n => Ok(n),
+    }
+}
+
+fn parse_retry(input: ParseStream, key: Ident) -> syn::Result<Retry> {
+    // Amazon States Language's defaults.
+    let mut retry = Retry {
+        key,
+        max_attempts: 3,
+        interval_ms: 1000,
+        backoff_rate: 2.0,
+        max_delay_ms: None,
+        jitter_full: false,
+    };
+    let mut seen: Vec<String> = Vec::new();
+    while !input.is_empty() {
+        let field = input.parse::<Ident>()?;
+        let name = field.to_string();
+        if seen.contains(&name) {
+            return Err(syn::Error::new(
+                field.span(),
+                format!("duplicate `{name}` in `retry(...)`"),
+            ));
+        }
+        seen.push(name.clone());
+        input.parse::<Token![=]>()?;
+        match name.as_str() {
+            "max_attempts" => {
+                let lit = input.parse::<syn::LitInt>()?;
+                retry.max_attempts = lit.base10_parse()?;
+            }
+            "interval_ms" => retry.interval_ms = positive(&input.parse()?)?,
+            "max_delay_ms" => retry.max_delay_ms = Some(positive(&input.parse()?)?),
+            "backoff_rate" => {
+                let lit = input.parse::<syn::Lit>()?;
+                let rate = match &lit {
+                    syn::Lit::Float(f) => f.base10_parse::<f64>()?,
+                    syn::Lit::Int(i) => i.base10_parse::<f64>()?,
+                    _ => {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            "expected a number, such as `2.0`",
+                        ))
+                    }
+                };
+                if !(1.0..=1000.0).contains(&rate) {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        "`backoff_rate` must be between 1.0 and 1000.0",
+                    ));
+                }
+                retry.backoff_rate = rate;
+            }
+            "jitter" => {
+                let kind = input.parse::<Ident>()?;
+                retry.jitter_full = match kind.to_string().as_str() {
+                    "full" => true,
+                    "none" => false,
+                    _ => {
+                        return Err(syn::Error::new(
+                            kind.span(),
+                            "expected `jitter = full` or `jitter = none`",
+                        ))
+                    }
+                };
+            }
+            _ => {
+                let fields = [
+                    "max_attempts",
+                    "interval_ms",
+                    "backoff_rate",
+                    "max_delay_ms",
+                    "jitter",
+                ];
+                let hint = crate::names::closest(&name, fields)
+                    .map(|f| format!("; did you mean `{f}`?"))
+                    .unwrap_or_else(|| {
+                        format!(
+                            "; expected one of {}",
+                            fields.map(|f| format!("`{f}`")).join(", ")
+                        )
+                    });
+                return Err(syn::Error::new(
+                    field.span(),
+                    format!("unknown retry field `{name}`{hint}"),
+                ));
+            }
+        }
+        if !input.is_empty() {
+            input.parse::<Token![,]>()?;
+        }
+    }
+    Ok(retry)
+}
+
+fn parse_catch(input: ParseStream, key: Ident) -> syn::Result<Catch> {
+    let mut kinds = Vec::new();
+    loop {
+        if let Some(underscore) = input.parse::<Option<Token![_]>>()? {
+            kinds.push(("*".to_owned(), underscore.span));
+        } else {
+            let kind = Ident::parse_any(input)?;
+            kinds.push((kind.to_string(), kind.span()));
+        }
+        if input.parse::<Option<Token![|]>>()?.is_none() {
+            break;
+        }
+    }
+    if !input.peek(Token![=>]) {
+        return Err(
+            input.error("expected `=>` and the state to route to, as in `catch(kind => State)`")
+        );
+    }
+    input.parse::<Token![=>]>()?;
+    let target = input.parse::<Ident>()?;
+    if !input.is_empty() {
+        return Err(input.error("expected the end of `catch(...)`: one target state"));
+    }
+    Ok(Catch { key, kinds, target })
 }

@@ -13,7 +13,17 @@ use crate::names;
 /// The machine's graph with targets resolved to state indices: what code generation sees.
 pub(crate) struct Graph<'a> {
     pub(crate) initial: usize,
+    /// The event transitions, state by state, in declaration order.
     pub(crate) edges: Vec<Edge<'a>>,
+    /// The catch edges, one per error kind, after the events in the definition.
+    pub(crate) catches: Vec<CatchEdge>,
+}
+
+/// `catch(kind => Target)` on state `from`, for one kind (`"*"` for any).
+pub(crate) struct CatchEdge {
+    pub(crate) from: usize,
+    pub(crate) kind: String,
+    pub(crate) to: usize,
 }
 
 pub(crate) struct Edge<'a> {
@@ -37,20 +47,32 @@ pub(crate) fn check<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> Option<Graph<'a>> 
     events_are_unique_per_state(cx, m);
     reserved_names_are_free(cx, m);
     event_traits_are_distinct(cx, m);
+    step_policies_are_on_steps(cx, m);
     let (edges, all_targets_exist) = targets_exist(cx, m);
+    let (catches, all_catch_targets_exist) = catch_targets_exist(cx, m);
+    catch_kinds_are_unique_per_state(cx, m);
     targets_are_unique_per_state(cx, m);
     let initial = initial?;
     // With a misspelt target or an unreadable key the intended graph is unknown: reachability
     // errors would only echo that mistake.
-    if !all_targets_exist || m.states.iter().any(|s| s.tainted) {
+    if !all_targets_exist || !all_catch_targets_exist || m.states.iter().any(|s| s.tainted) {
         return None;
     }
-    let reachable = every_state_is_reachable(cx, m, initial, &edges);
-    a_terminal_is_reachable(cx, m, &reachable, &edges);
+    let pairs: Vec<(usize, usize)> = edges
+        .iter()
+        .map(|e| (e.from, e.to))
+        .chain(catches.iter().map(|c| (c.from, c.to)))
+        .collect();
+    let reachable = every_state_is_reachable(cx, m, initial, &pairs);
+    a_terminal_is_reachable(cx, m, &reachable, &pairs);
     if cx.has_errors() {
         return None;
     }
-    Some(Graph { initial, edges })
+    Some(Graph {
+        initial,
+        edges,
+        catches,
+    })
 }
 
 /// Exactly one state is `initial`: it is where every execution starts.
@@ -187,6 +209,82 @@ fn targets_exist<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> (Vec<Edge<'a>>, bool)
     (edges, all)
 }
 
+/// Retries, timeouts and error routes belong to states with a step: a terminal state runs
+/// nothing.
+fn step_policies_are_on_steps(cx: &mut Ctxt, m: &Machine) {
+    for s in m.states.iter().filter(|s| s.is_terminal()) {
+        let keys = s
+            .retry
+            .iter()
+            .map(|r| &r.key)
+            .chain(s.timeout_ms.iter().map(|t| &t.0));
+        for key in keys.chain(s.catch.iter().map(|c| &c.key)) {
+            cx.error(
+                key,
+                format!(
+                    "terminal state `{}` has no step to apply `{key}` to; remove it",
+                    s.ident
+                ),
+            );
+        }
+    }
+}
+
+/// Every `catch` target is a state of this machine.
+fn catch_targets_exist(cx: &mut Ctxt, m: &Machine) -> (Vec<CatchEdge>, bool) {
+    let mut out = Vec::new();
+    let mut all = true;
+    for (from, s) in m.states.iter().enumerate() {
+        for catch in &s.catch {
+            let target = &catch.target;
+            match m.index_of(target) {
+                Some(to) => out.extend(catch.kinds.iter().map(|(kind, _)| CatchEdge {
+                    from,
+                    kind: kind.clone(),
+                    to,
+                })),
+                None => {
+                    all = false;
+                    let names = m
+                        .states
+                        .iter()
+                        .map(|s| s.ident.to_string())
+                        .collect::<Vec<_>>();
+                    let hint =
+                        names::closest(&target.to_string(), names.iter().map(String::as_str))
+                            .map(|n| format!("; did you mean `{n}`?"))
+                            .unwrap_or_default();
+                    cx.error(
+                        target,
+                        format!("unknown state `{target}` in `catch(... => {target})`{hint}"),
+                    );
+                }
+            }
+        }
+    }
+    (out, all)
+}
+
+/// An error kind is routed once per state: otherwise which route wins would be a guess.
+fn catch_kinds_are_unique_per_state(cx: &mut Ctxt, m: &Machine) {
+    for s in &m.states {
+        let mut seen: Vec<&str> = Vec::new();
+        for (kind, span) in s.catch.iter().flat_map(|c| &c.kinds) {
+            if seen.contains(&kind.as_str()) {
+                let shown = if kind == "*" { "_" } else { kind };
+                cx.push(syn::Error::new(
+                    *span,
+                    format!(
+                        "error kind `{shown}` is caught twice on `{}`; keep one route",
+                        s.ident
+                    ),
+                ));
+            }
+            seen.push(kind);
+        }
+    }
+}
+
 /// A state reaches each target through one event, once: the typed state an event returns
 /// names its target, and a step's result must tell which event led there.
 fn targets_are_unique_per_state(cx: &mut Ctxt, m: &Machine) {
@@ -223,9 +321,9 @@ fn every_state_is_reachable(
     cx: &mut Ctxt,
     m: &Machine,
     initial: usize,
-    edges: &[Edge],
+    edges: &[(usize, usize)],
 ) -> Vec<bool> {
-    let reachable = search(m.states.len(), [initial], edges, |e| (e.from, e.to));
+    let reachable = search(m.states.len(), [initial], edges, |&(a, b)| (a, b));
     for (s, &r) in m.states.iter().zip(&reachable) {
         if !r {
             cx.error(
@@ -241,7 +339,12 @@ fn every_state_is_reachable(
 }
 
 /// From every reachable state some terminal state can be reached: an execution can always end.
-fn a_terminal_is_reachable(cx: &mut Ctxt, m: &Machine, reachable: &[bool], edges: &[Edge]) {
+fn a_terminal_is_reachable(
+    cx: &mut Ctxt,
+    m: &Machine,
+    reachable: &[bool],
+    edges: &[(usize, usize)],
+) {
     // A non-terminal state without events has its own error; counting it as an end here keeps
     // that one mistake from being reported again for every state that leads to it.
     let ends = m
@@ -250,7 +353,7 @@ fn a_terminal_is_reachable(cx: &mut Ctxt, m: &Machine, reachable: &[bool], edges
         .enumerate()
         .filter(|(_, s)| s.is_terminal() || s.on.is_empty());
     let terminals = ends.map(|(i, _)| i);
-    let can_end = search(m.states.len(), terminals, edges, |e| (e.to, e.from));
+    let can_end = search(m.states.len(), terminals, edges, |&(a, b)| (b, a));
     for (i, s) in m.states.iter().enumerate() {
         // A state with no events at all has its own error already.
         if reachable[i] && !can_end[i] && !s.on.is_empty() {
@@ -322,8 +425,8 @@ fn event_traits_are_distinct(cx: &mut Ctxt, m: &Machine) {
 fn search(
     n: usize,
     starts: impl IntoIterator<Item = usize>,
-    edges: &[Edge],
-    dir: impl Fn(&Edge) -> (usize, usize),
+    edges: &[(usize, usize)],
+    dir: impl Fn(&(usize, usize)) -> (usize, usize),
 ) -> Vec<bool> {
     let mut next: Vec<Vec<usize>> = vec![Vec::new(); n];
     for e in edges {

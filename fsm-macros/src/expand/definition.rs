@@ -17,16 +17,40 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
             Some(_) => "Success",
         };
         let name = lit(&src.state(i));
+        let duration = |ms: u64| format!("Some({k}::__private::Duration::from_millis({ms}))");
+        let retry = match &s.retry {
+            None => "None".to_owned(),
+            Some(r) => format!(
+                "Some({k}::RetryPolicy {{ max_attempts: {}, interval: {k}::__private::Duration::from_millis({}), \
+                 backoff_rate: {:?}, max_delay: {}, jitter: {k}::Jitter::{} }})",
+                r.max_attempts,
+                r.interval_ms,
+                r.backoff_rate,
+                r.max_delay_ms.map_or("None".to_owned(), duration),
+                if r.jitter_full { "Full" } else { "None" },
+            ),
+        };
+        let timeout = s
+            .timeout_ms
+            .as_ref()
+            .map_or("None".to_owned(), |(_, ms)| duration(*ms));
         src.write(format_args!(
-            "{k}::StateInfo {{ name: {name}, kind: {k}::StateKind::{kind} }},"
+            "{k}::StateInfo {{ name: {name}, kind: {k}::StateKind::{kind}, retry: {retry}, timeout: {timeout} }},"
         ));
     }
     src.write(format_args!("], initial: {}, transitions: &[", g.initial));
     for e in &g.edges {
         let event = lit(&e.event.to_string());
         src.write(format_args!(
-            "{k}::Transition {{ from: {}, event: {event}, to: {} }},",
+            "{k}::Transition {{ from: {}, event: {event}, to: {}, catch: false }},",
             e.from, e.to
+        ));
+    }
+    for c in &g.catches {
+        let kind = lit(&c.kind);
+        src.write(format_args!(
+            "{k}::Transition {{ from: {}, event: {kind}, to: {}, catch: true }},",
+            c.from, c.to
         ));
     }
     src.push("] }; #[inline] fn state_index(&self) -> usize { match self {");

@@ -177,13 +177,15 @@ fn next_enum(src: &mut Src, g: &Graph, from: usize) {
         "}} impl {next} {{\
            /// The transition that leads here, from the machine's definition.\n\
            pub fn transition(&self) -> &'static {k}::Transition {{\
-             let i = match self {{"
+             &<__Enum as {k}::Fsm>::DEFINITION.transitions[self.__index()]\
+           }}\
+           #[doc(hidden)] #[inline] pub fn __index(&self) -> usize {{ match self {{"
     ));
     for (t, (i, _)) in targets.iter().zip(&edges) {
         src.write(format_args!("{next}::{t}(_) => {i},"));
     }
     src.write(format_args!(
-        "}}; &<__Enum as {k}::Fsm>::DEFINITION.transitions[i] }} }}\
+        "}} }} }}\
          #[automatically_derived] impl ::core::convert::From<{next}> for __Enum {{\
            #[inline] fn from(n: {next}) -> Self {{ match n {{"
     ));

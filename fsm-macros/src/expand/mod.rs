@@ -13,6 +13,8 @@
 mod definition;
 mod events;
 mod states;
+#[cfg(feature = "steps")]
+mod steps;
 
 use std::fmt::Write as _;
 
@@ -87,6 +89,8 @@ fn expand(m: &Machine, g: &Graph, lex: &dyn Fn(&str) -> Option<TokenStream>) -> 
     states::write(&mut src, g);
     events::write(&mut src, g);
     definition::write(&mut src, g);
+    #[cfg(feature = "steps")]
+    steps::write(&mut src, g);
     let body = match lex(&src.out) {
         Some(body) => body,
         // Our own output always lexes; if it ever did not, say so rather than panic.

@@ -1,0 +1,498 @@
+//! The executor: drives executions from their state to a terminal state through the
+//! generated step dispatch, with retries, timeouts, error routing, panic isolation, history
+//! and observation.
+
+use core::future::{poll_fn, Future};
+use core::marker::PhantomData;
+use core::pin::pin;
+use core::task::Poll;
+use core::time::Duration;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::policy::JitterSource;
+use crate::{
+    Context, Dispatch, EventKind, ExecutionId, History, HistoryEvent, IdempotencyKey, RetryPolicy,
+    StateKind, StepError,
+};
+
+/// A function that sees every history event of every execution as it happens.
+pub type Observer = Arc<dyn Fn(ExecutionId, &HistoryEvent) + Send + Sync>;
+
+/// Runs executions of machine `M` with the step handlers `H` (an implementation of the
+/// machine's generated `Steps` trait).
+///
+/// Cheap to clone: clones share the handlers, the policies and the execution counter, so many
+/// executions run concurrently on one executor ([`Executor::spawn`]).
+pub struct Executor<M, H> {
+    inner: Arc<Inner<H>>,
+    machine: PhantomData<fn() -> M>,
+}
+
+struct Inner<H> {
+    steps: H,
+    policies: Box<[Policy]>,
+    record_history: bool,
+    observer: Option<Observer>,
+    next_id: AtomicU64,
+}
+
+#[derive(Clone, Copy)]
+struct Policy {
+    retry: RetryPolicy,
+    timeout: Option<Duration>,
+    has_catch: bool,
+}
+
+impl<M, H> Clone for Executor<M, H> {
+    fn clone(&self) -> Self {
+        Executor {
+            inner: Arc::clone(&self.inner),
+            machine: PhantomData,
+        }
+    }
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    /// It reached a terminal state of kind success.
+    Succeeded,
+    /// It reached a terminal state of kind failure (`#[fsm(terminal(failure))]`).
+    Failed,
+    /// A step failed for good and no `catch` routed its error: the execution stopped in that
+    /// step's state.
+    Errored {
+        /// How many attempts the step had.
+        attempts: u32,
+        /// The last attempt's error.
+        error: StepError,
+    },
+}
+
+/// The result of one execution.
+#[derive(Debug, Clone)]
+pub struct Outcome<M> {
+    /// The execution.
+    pub id: ExecutionId,
+    /// The state it ended in, as the enum.
+    pub state: M,
+    /// How it ended.
+    pub status: Status,
+    /// What happened, in order (empty when recording is switched off).
+    pub history: History,
+}
+
+impl<M> Outcome<M> {
+    /// Whether the execution ended in a terminal state of kind success.
+    pub fn is_success(&self) -> bool {
+        self.status == Status::Succeeded
+    }
+}
+
+/// A state name given to [`ExecutorBuilder`] that the machine does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownState {
+    /// The machine.
+    pub machine: &'static str,
+    /// The name that was given.
+    pub name: String,
+}
+
+impl core::fmt::Display for UnknownState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "machine `{}` has no state `{}`", self.machine, self.name)
+    }
+}
+
+impl std::error::Error for UnknownState {}
+
+/// Builds an [`Executor`], overriding the policies the declaration gives.
+pub struct ExecutorBuilder<M, H> {
+    steps: H,
+    policies: Vec<Policy>,
+    record_history: bool,
+    observer: Option<Observer>,
+    machine: PhantomData<fn() -> M>,
+}
+
+impl<M: crate::Fsm, H> ExecutorBuilder<M, H> {
+    fn state(&mut self, name: &str) -> Result<&mut Policy, UnknownState> {
+        let def = M::DEFINITION;
+        match def.state_index(name) {
+            Some(i) => Ok(&mut self.policies[i]),
+            None => Err(UnknownState {
+                machine: def.name,
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    /// Retries the step of `state` with `policy` instead of its declared `retry(...)`.
+    pub fn retry(mut self, state: &str, policy: RetryPolicy) -> Result<Self, UnknownState> {
+        self.state(state)?.retry = policy;
+        Ok(self)
+    }
+
+    /// Gives each attempt of `state`'s step `timeout` (or none), instead of its declared
+    /// `timeout_ms`.
+    pub fn timeout(mut self, state: &str, timeout: Option<Duration>) -> Result<Self, UnknownState> {
+        self.state(state)?.timeout = timeout;
+        Ok(self)
+    }
+
+    /// Whether executions record their history (on by default). Switched off, an
+    /// [`Outcome::history`] is empty and the hot path takes no timestamps; observers still
+    /// see every event.
+    pub fn record_history(mut self, record: bool) -> Self {
+        self.record_history = record;
+        self
+    }
+
+    /// Calls `observer` with every history event of every execution as it happens (for logs,
+    /// metrics, alerts). It runs inline on the execution's task: keep it quick.
+    pub fn observer(
+        mut self,
+        observer: impl Fn(ExecutionId, &HistoryEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// The executor.
+    pub fn build(self) -> Executor<M, H> {
+        Executor {
+            inner: Arc::new(Inner {
+                steps: self.steps,
+                policies: self.policies.into_boxed_slice(),
+                record_history: self.record_history,
+                observer: self.observer,
+                next_id: AtomicU64::new(1),
+            }),
+            machine: PhantomData,
+        }
+    }
+}
+
+impl<M, H> Executor<M, H>
+where
+    M: Dispatch<H> + Clone,
+    H: Send + Sync + 'static,
+{
+    /// An executor with the policies the declaration gives.
+    pub fn new(steps: H) -> Self {
+        Self::builder(steps).build()
+    }
+
+    /// A builder, to override policies, switch history off or add an observer.
+    pub fn builder(steps: H) -> ExecutorBuilder<M, H> {
+        let def = M::DEFINITION;
+        let policies = def
+            .states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Policy {
+                retry: s.retry.unwrap_or(RetryPolicy::NONE),
+                timeout: s.timeout,
+                has_catch: def.transitions.iter().any(|t| t.catch && t.from == i),
+            })
+            .collect();
+        ExecutorBuilder {
+            steps,
+            policies,
+            record_history: true,
+            observer: None,
+            machine: PhantomData,
+        }
+    }
+
+    /// The step handlers.
+    pub fn steps(&self) -> &H {
+        &self.inner.steps
+    }
+
+    /// Starts an execution from `start` (a typed state or the enum; normally the initial
+    /// state, any other state resumes from there) and drives it to a terminal state, or until
+    /// a step fails for good.
+    pub async fn run(&self, start: impl Into<M>) -> Outcome<M> {
+        let id = ExecutionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
+        let run = self.drive(id, start.into());
+        #[cfg(feature = "tracing")]
+        let run = tracing::Instrument::instrument(
+            run,
+            tracing::info_span!("execution", machine = M::DEFINITION.name, execution = id.0),
+        );
+        run.await
+    }
+
+    /// Runs [`Executor::run`] as a task of the current tokio runtime.
+    pub fn spawn(&self, start: impl Into<M>) -> tokio::task::JoinHandle<Outcome<M>>
+    where
+        M: Sync,
+    {
+        let this = self.clone();
+        let start = start.into();
+        tokio::spawn(async move { this.run(start).await })
+    }
+
+    async fn drive(&self, id: ExecutionId, mut state: M) -> Outcome<M> {
+        let def = M::DEFINITION;
+        let inner = &*self.inner;
+        let mut rec = Recorder::new(id, inner, def);
+        rec.event(|| EventKind::ExecutionStarted {
+            state: state.state_name(),
+        });
+        let mut jitter = JitterSource::new(id.0);
+        let mut step = 0u32;
+        loop {
+            let index = state.state_index();
+            let name = def.states[index].name;
+            match def.states[index].kind {
+                StateKind::Step => {}
+                kind => {
+                    let status = if kind == StateKind::Success {
+                        rec.event(|| EventKind::ExecutionSucceeded { state: name });
+                        Status::Succeeded
+                    } else {
+                        rec.event(|| EventKind::ExecutionFailed {
+                            state: name,
+                            attempts: 0,
+                            error: None,
+                        });
+                        Status::Failed
+                    };
+                    return Outcome {
+                        id,
+                        state,
+                        status,
+                        history: rec.finish(),
+                    };
+                }
+            }
+            let policy = inner.policies[index];
+            let idempotency_key = IdempotencyKey {
+                execution: id,
+                step,
+            };
+            step += 1;
+            let mut attempt = 1;
+            let result = loop {
+                rec.event(|| EventKind::StepStarted {
+                    state: name,
+                    attempt,
+                });
+                let started = rec.now();
+                let cx = Context {
+                    execution: id,
+                    attempt,
+                    idempotency_key,
+                };
+                match self.attempt(state.clone(), cx, policy.timeout, name).await {
+                    Ok(next) => {
+                        let duration = rec.since(started);
+                        rec.event(|| EventKind::StepSucceeded {
+                            state: name,
+                            attempt,
+                            duration,
+                        });
+                        break Ok(next);
+                    }
+                    Err(error) => {
+                        let duration = rec.since(started);
+                        match (error.kind() == StepError::TIMEOUT, policy.timeout) {
+                            (true, Some(timeout)) => rec.event(|| EventKind::StepTimedOut {
+                                state: name,
+                                attempt,
+                                timeout,
+                            }),
+                            _ => rec.event(|| EventKind::StepFailed {
+                                state: name,
+                                attempt,
+                                duration,
+                                error: error.clone(),
+                            }),
+                        }
+                        if error.is_retryable() && attempt <= policy.retry.max_attempts {
+                            let delay = policy.retry.delay(attempt, jitter.next_unit());
+                            attempt += 1;
+                            rec.event(|| EventKind::RetryScheduled {
+                                state: name,
+                                attempt,
+                                delay,
+                            });
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
+                        break Err(error);
+                    }
+                }
+            };
+            let routed = match result {
+                Ok(next) => Ok(next),
+                Err(error) if policy.has_catch => {
+                    // The catch handler is the user's code too: a panic in it fails this
+                    // execution, not the executor.
+                    let input = state.clone();
+                    match catch_unwind(AssertUnwindSafe(|| input.recover(&inner.steps, &error))) {
+                        Ok(Ok(next)) => Ok(next),
+                        Ok(Err(_)) => Err(error),
+                        Err(payload) => {
+                            Err(StepError::fatal(StepError::PANIC, panic_message(&*payload)))
+                        }
+                    }
+                }
+                Err(error) => Err(error),
+            };
+            match routed {
+                Ok((next, t)) => {
+                    rec.transition(t);
+                    state = next;
+                }
+                Err(error) => {
+                    rec.event(|| EventKind::ExecutionFailed {
+                        state: name,
+                        attempts: attempt,
+                        error: Some(error.clone()),
+                    });
+                    let status = Status::Errored {
+                        attempts: attempt,
+                        error,
+                    };
+                    return Outcome {
+                        id,
+                        state,
+                        status,
+                        history: rec.finish(),
+                    };
+                }
+            }
+        }
+    }
+
+    /// One attempt of a step: panics become errors of kind `panic`, and an attempt past its
+    /// timeout is dropped and becomes a retryable error of kind `timeout`.
+    async fn attempt(
+        &self,
+        input: M,
+        cx: Context,
+        timeout: Option<Duration>,
+        #[allow(unused_variables)] state: &'static str,
+    ) -> Result<(M, usize), StepError> {
+        let step = guarded(input.step(&self.inner.steps, cx));
+        #[cfg(feature = "tracing")]
+        let step = tracing::Instrument::instrument(
+            step,
+            tracing::info_span!(
+                "step",
+                state,
+                attempt = cx.attempt,
+                execution = cx.execution.0
+            ),
+        );
+        match timeout {
+            None => step.await,
+            Some(limit) => match tokio::time::timeout(limit, step).await {
+                Ok(result) => result,
+                Err(_) => Err(StepError::retryable(
+                    StepError::TIMEOUT,
+                    format_args!("attempt ran past {limit:?}"),
+                )),
+            },
+        }
+    }
+}
+
+/// Polls `step`, turning a panic into a failed attempt.
+async fn guarded<T>(step: impl Future<Output = Result<T, StepError>>) -> Result<T, StepError> {
+    let mut step = pin!(step);
+    poll_fn(
+        move |cx| match catch_unwind(AssertUnwindSafe(|| step.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => Poll::Ready(Err(StepError::fatal(
+                StepError::PANIC,
+                panic_message(&*payload),
+            ))),
+        },
+    )
+    .await
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("step panicked: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("step panicked: {s}")
+    } else {
+        "step panicked".to_owned()
+    }
+}
+
+/// Records history events and hands them to the observer. With neither, it does nothing and
+/// takes no timestamps.
+struct Recorder<'a> {
+    id: ExecutionId,
+    start: Option<Instant>,
+    history: Option<History>,
+    observer: Option<&'a Observer>,
+    definition: &'static crate::Definition,
+}
+
+impl<'a> Recorder<'a> {
+    fn new<H>(
+        id: ExecutionId,
+        inner: &'a Inner<H>,
+        definition: &'static crate::Definition,
+    ) -> Self {
+        let active = inner.record_history || inner.observer.is_some();
+        Recorder {
+            id,
+            start: active.then(Instant::now),
+            history: inner.record_history.then(|| History::with_capacity(16)),
+            observer: inner.observer.as_ref(),
+            definition,
+        }
+    }
+
+    fn now(&self) -> Option<Instant> {
+        self.start.map(|_| Instant::now())
+    }
+
+    fn since(&self, started: Option<Instant>) -> Duration {
+        started.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    #[inline]
+    fn event(&mut self, kind: impl FnOnce() -> EventKind) {
+        let Some(start) = self.start else { return };
+        let event = HistoryEvent {
+            at: start.elapsed(),
+            kind: kind(),
+        };
+        if let Some(observer) = self.observer {
+            observer(self.id, &event);
+        }
+        if let Some(history) = &mut self.history {
+            history.push(event);
+        }
+    }
+
+    fn transition(&mut self, index: usize) {
+        let def = self.definition;
+        self.event(|| {
+            let t = &def.transitions[index];
+            EventKind::Transition {
+                from: def.states[t.from].name,
+                event: t.event,
+                to: def.states[t.to].name,
+                index,
+            }
+        });
+    }
+
+    fn finish(self) -> History {
+        self.history.unwrap_or_default()
+    }
+}

@@ -1,0 +1,243 @@
+//! The ordered record of an execution, modelled on Step Functions' execution history.
+
+use core::fmt;
+use core::time::Duration;
+
+use crate::StepError;
+
+/// What happened, in order, during one execution.
+///
+/// Its `Display` is a readable table, one event per line.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    events: Vec<HistoryEvent>,
+}
+
+/// One event of a [`History`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEvent {
+    /// When it happened, measured from the start of the execution.
+    pub at: Duration,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// The kinds of [`HistoryEvent`]. State and event names come from the machine's
+/// [`Definition`](crate::Definition).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// The execution began in `state`.
+    ExecutionStarted {
+        /// The state it began in.
+        state: &'static str,
+    },
+    /// An attempt of `state`'s step began.
+    StepStarted {
+        /// The state whose step runs.
+        state: &'static str,
+        /// The attempt, from 1.
+        attempt: u32,
+    },
+    /// An attempt of `state`'s step returned the next state.
+    StepSucceeded {
+        /// The state whose step ran.
+        state: &'static str,
+        /// The attempt, from 1.
+        attempt: u32,
+        /// How long the attempt took.
+        duration: Duration,
+    },
+    /// An attempt of `state`'s step returned an error or panicked.
+    StepFailed {
+        /// The state whose step ran.
+        state: &'static str,
+        /// The attempt, from 1.
+        attempt: u32,
+        /// How long the attempt took.
+        duration: Duration,
+        /// The error; [`StepError::is_retryable`] tells whether it may be retried.
+        error: StepError,
+    },
+    /// An attempt of `state`'s step ran past its timeout and was abandoned.
+    StepTimedOut {
+        /// The state whose step ran.
+        state: &'static str,
+        /// The attempt, from 1.
+        attempt: u32,
+        /// The timeout it ran past.
+        timeout: Duration,
+    },
+    /// Another attempt of `state`'s step will start after `delay`.
+    RetryScheduled {
+        /// The state whose step will run again.
+        state: &'static str,
+        /// The attempt that will start, from 2.
+        attempt: u32,
+        /// How long the executor waits before it.
+        delay: Duration,
+    },
+    /// The machine moved along one of its transitions.
+    Transition {
+        /// The source state.
+        from: &'static str,
+        /// The event, or for a catch edge the error kind it matched.
+        event: &'static str,
+        /// The target state.
+        to: &'static str,
+        /// The transition's index in [`Definition::transitions`](crate::Definition::transitions).
+        index: usize,
+    },
+    /// The execution ended in a terminal state of kind success.
+    ExecutionSucceeded {
+        /// The terminal state.
+        state: &'static str,
+    },
+    /// The execution ended in a terminal state of kind failure, or a step failed for good
+    /// with no route for its error (then `error` says why).
+    ExecutionFailed {
+        /// The state it ended in.
+        state: &'static str,
+        /// The attempts of the failed step, when a step failed for good.
+        attempts: u32,
+        /// The error, when a step failed for good.
+        error: Option<StepError>,
+    },
+}
+
+impl History {
+    /// The events, in order.
+    pub fn events(&self) -> &[HistoryEvent] {
+        &self.events
+    }
+
+    /// Whether nothing was recorded (recording was switched off).
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The transitions taken, in order, as indices into
+    /// [`Definition::transitions`](crate::Definition::transitions).
+    pub fn transitions(&self) -> impl Iterator<Item = usize> + '_ {
+        self.events.iter().filter_map(|e| match e.kind {
+            EventKind::Transition { index, .. } => Some(index),
+            _ => None,
+        })
+    }
+
+    #[cfg_attr(not(feature = "runtime"), allow(dead_code))]
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        History {
+            events: Vec::with_capacity(n),
+        }
+    }
+
+    #[cfg_attr(not(feature = "runtime"), allow(dead_code))]
+    pub(crate) fn push(&mut self, event: HistoryEvent) {
+        self.events.push(event);
+    }
+}
+
+impl EventKind {
+    /// A short name for the event, as in the history table: `"step started"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::ExecutionStarted { .. } => "execution started",
+            EventKind::StepStarted { .. } => "step started",
+            EventKind::StepSucceeded { .. } => "step succeeded",
+            EventKind::StepFailed { .. } => "step failed",
+            EventKind::StepTimedOut { .. } => "step timed out",
+            EventKind::RetryScheduled { .. } => "retry scheduled",
+            EventKind::Transition { .. } => "transition",
+            EventKind::ExecutionSucceeded { .. } => "execution succeeded",
+            EventKind::ExecutionFailed { .. } => "execution failed",
+        }
+    }
+
+    /// The state the event is about (for a transition, its source).
+    pub fn state(&self) -> &'static str {
+        match self {
+            EventKind::ExecutionStarted { state }
+            | EventKind::StepStarted { state, .. }
+            | EventKind::StepSucceeded { state, .. }
+            | EventKind::StepFailed { state, .. }
+            | EventKind::StepTimedOut { state, .. }
+            | EventKind::RetryScheduled { state, .. }
+            | EventKind::ExecutionSucceeded { state }
+            | EventKind::ExecutionFailed { state, .. } => state,
+            EventKind::Transition { from, .. } => from,
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    /// The event's details, as in the history table's last column.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventKind::ExecutionStarted { .. } | EventKind::ExecutionSucceeded { .. } => Ok(()),
+            EventKind::StepStarted { attempt, .. } => write!(f, "attempt {attempt}"),
+            EventKind::StepSucceeded {
+                attempt, duration, ..
+            } => {
+                write!(f, "attempt {attempt}, took {}", ms(*duration))
+            }
+            EventKind::StepFailed {
+                attempt,
+                duration,
+                error,
+                ..
+            } => {
+                write!(f, "attempt {attempt}, took {}: {error}", ms(*duration))
+            }
+            EventKind::StepTimedOut {
+                attempt, timeout, ..
+            } => {
+                write!(f, "attempt {attempt}, past {}", ms(*timeout))
+            }
+            EventKind::RetryScheduled { attempt, delay, .. } => {
+                write!(f, "attempt {attempt} in {}", ms(*delay))
+            }
+            EventKind::Transition { event, to, .. } => write!(f, "--{event}--> {to}"),
+            EventKind::ExecutionFailed {
+                attempts,
+                error: Some(error),
+                ..
+            } => {
+                write!(f, "after {attempts} attempt(s): {error}")
+            }
+            EventKind::ExecutionFailed { error: None, .. } => write!(f, "ended in a failure state"),
+        }
+    }
+}
+
+impl fmt::Display for History {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = self
+            .events
+            .iter()
+            .map(|e| e.kind.state().len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        writeln!(
+            f,
+            "{:>10}  {:<19}  {:<width$}  detail",
+            "at", "event", "state"
+        )?;
+        for e in &self.events {
+            let line = format!(
+                "{:>10}  {:<19}  {:<width$}  {}",
+                ms(e.at),
+                e.kind.name(),
+                e.kind.state(),
+                e.kind
+            );
+            writeln!(f, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+/// `1.500ms`.
+fn ms(d: Duration) -> String {
+    format!("{:.3}ms", d.as_secs_f64() * 1000.0)
+}

@@ -1,0 +1,147 @@
+//! What a step receives and returns, and the contract between the generated code and the
+//! executor. None of it needs an async runtime.
+
+use core::fmt;
+use std::borrow::Cow;
+
+/// Identifies one execution of a machine on an executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExecutionId(pub u64);
+
+impl fmt::Display for ExecutionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "exec-{}", self.0)
+    }
+}
+
+/// A key for deduplicating a step's effects in the services it calls.
+///
+/// It is the same for every attempt of the same step of the same execution (retries, and in
+/// time restarts), and different for every other step: pass it to a payment gateway as its
+/// idempotency key and a retried charge is not charged twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    /// The execution.
+    pub execution: ExecutionId,
+    /// The step's position in the execution: 0 for the first step, 1 for the next...
+    pub step: u32,
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-step-{}", self.execution, self.step)
+    }
+}
+
+/// What a step knows about the execution it runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context {
+    /// The execution.
+    pub execution: ExecutionId,
+    /// The attempt, from 1; retries count up.
+    pub attempt: u32,
+    /// The same for every attempt of this step; see [`IdempotencyKey`].
+    pub idempotency_key: IdempotencyKey,
+}
+
+/// Why a step failed, and whether trying again may help.
+///
+/// The `kind` is what error routing matches (`#[fsm(catch(kind => State))]`), like the error
+/// names of Amazon States Language. A retryable error is retried as the state's retry policy
+/// says; a non-retryable one fails the step at once.
+///
+/// Any `std::error::Error` converts into a retryable `StepError` of kind `"error"`, so `?`
+/// works in steps; build one with [`StepError::retryable`] or [`StepError::fatal`] to choose.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StepError {
+    kind: Cow<'static, str>,
+    message: String,
+    retryable: bool,
+}
+
+impl StepError {
+    /// Kind of the error an attempt gets when it runs past its timeout (retryable).
+    pub const TIMEOUT: &'static str = "timeout";
+    /// Kind of the error an attempt gets when its step panics (not retryable).
+    pub const PANIC: &'static str = "panic";
+
+    /// An error that may go away: the step is retried if its policy allows.
+    pub fn retryable(kind: impl Into<Cow<'static, str>>, message: impl fmt::Display) -> Self {
+        StepError {
+            kind: kind.into(),
+            message: message.to_string(),
+            retryable: true,
+        }
+    }
+
+    /// An error that will not go away by trying again: the step fails at once.
+    pub fn fatal(kind: impl Into<Cow<'static, str>>, message: impl fmt::Display) -> Self {
+        StepError {
+            kind: kind.into(),
+            message: message.to_string(),
+            retryable: false,
+        }
+    }
+
+    /// What kind of error this is, for routing.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The error's message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether trying the step again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+}
+
+impl<E: std::error::Error> From<E> for StepError {
+    fn from(error: E) -> Self {
+        StepError::retryable("error", error)
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let retry = if self.retryable {
+            "retryable"
+        } else {
+            "not retryable"
+        };
+        write!(f, "{}: {} ({retry})", self.kind, self.message)
+    }
+}
+
+impl fmt::Debug for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepError")
+            .field("kind", &self.kind)
+            .field("message", &self.message)
+            .field("retryable", &self.retryable)
+            .finish()
+    }
+}
+
+/// Runs the step of a machine's current state with the handlers `H`: implemented by
+/// `#[derive(Fsm)]` for every `H` that implements the machine's generated `Steps` trait.
+///
+/// Executors drive machines through this trait; users implement `Steps` and never this.
+pub trait Dispatch<H>: crate::Fsm + Send {
+    /// Runs the current state's step once. On success, returns the next state and the index
+    /// of the transition taken in [`Definition::transitions`](crate::Definition::transitions).
+    /// Calling it on a terminal state is an error of kind `"terminal"`.
+    fn step(
+        self,
+        steps: &H,
+        cx: Context,
+    ) -> impl core::future::Future<Output = Result<(Self, usize), StepError>> + Send + '_;
+
+    /// Routes a step that failed for good to the state its declaration names for the error
+    /// (`#[fsm(catch(kind => State))]`), building that state's data with the handler the
+    /// declaration requires. Gives the value back when no route matches.
+    fn recover(self, steps: &H, error: &StepError) -> Result<(Self, usize), Self>;
+}

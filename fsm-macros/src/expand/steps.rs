@@ -1,0 +1,182 @@
+//! The step trait (one async method per non-terminal state, returning only that state's
+//! legal next states) and the dispatch the executor drives it through. Generated only when
+//! fsm-core's `runtime` feature is on.
+
+use super::{lit, Src};
+use crate::check::Graph;
+use crate::names::snake_case;
+
+/// What a state's step returns: its `Next` enum, or the typed target when there is one.
+enum Returns {
+    Next(String),
+    One { target: String, transition: usize },
+}
+
+fn returns(src: &Src, g: &Graph, from: usize) -> Returns {
+    let mut edges = g.edges.iter().enumerate().filter(|(_, e)| e.from == from);
+    match (edges.next(), edges.next()) {
+        (Some((transition, e)), None) => Returns::One {
+            target: src.state(e.to),
+            transition,
+        },
+        _ => Returns::Next(format!("{}Next", src.state(from))),
+    }
+}
+
+/// `catch_reserved_to_payment_declined`.
+fn catch_method(src: &Src, from: usize, to: usize) -> String {
+    format!(
+        "catch_{}_to_{}",
+        snake_case(&src.state(from)),
+        snake_case(&src.state(to))
+    )
+}
+
+pub(super) fn write(src: &mut Src, g: &Graph) {
+    let k = src.krate.clone();
+    let e = src.m.ident.to_string();
+    let doc = lit(&format!(
+        "The steps of [`{e}`](super::{e}): one async method per state that is not terminal. \
+         Each receives its typed state and returns one of that state's next states, made by \
+         calling the typed state's events; an executor (`fsm_core::Executor`) drives \
+         executions through it.\n\n\
+         Implement it on a struct holding the clients of the services the steps call. A \
+         `catch(...)` route adds a method that builds the route's target from the failed \
+         state's data and the error."
+    ));
+    src.write(format_args!(
+        "#[doc = {doc}] pub trait Steps: ::core::marker::Send + ::core::marker::Sync + 'static {{"
+    ));
+    let steps: Vec<usize> = (0..src.m.states.len())
+        .filter(|&i| !src.m.states[i].is_terminal())
+        .collect();
+    for &i in &steps {
+        let s = src.state(i);
+        let ret = match returns(src, g, i) {
+            Returns::Next(next) => next,
+            Returns::One { target, .. } => format!("Machine<{target}>"),
+        };
+        let targets: Vec<String> = g
+            .edges
+            .iter()
+            .filter(|e| e.from == i)
+            .map(|e| format!("`{}` (`{}`)", src.state(e.to), e.event))
+            .collect();
+        let doc = lit(&format!(
+            "The step of `{s}`: returns {}. Called again on a retry, with a new attempt number \
+             and the same idempotency key.",
+            targets.join(" or ")
+        ));
+        src.write(format_args!(
+            "#[doc = {doc}] fn {name}(&self, state: Machine<{s}>, cx: {k}::Context) \
+             -> impl {k}::__private::Future<Output = __Result<{ret}, {k}::StepError>> + ::core::marker::Send;",
+            name = snake_case(&s),
+        ));
+    }
+    let mut catch_methods: Vec<(usize, usize)> = Vec::new();
+    for c in &g.catches {
+        if !catch_methods.contains(&(c.from, c.to)) {
+            catch_methods.push((c.from, c.to));
+        }
+    }
+    for &(from, to) in &catch_methods {
+        let kinds: Vec<String> = g
+            .catches
+            .iter()
+            .filter(|c| (c.from, c.to) == (from, to))
+            .map(|c| {
+                if c.kind == "*" {
+                    "any kind".to_owned()
+                } else {
+                    format!("`{}`", c.kind)
+                }
+            })
+            .collect();
+        let (s, t) = (src.state(from), src.state(to));
+        let doc = lit(&format!(
+            "Builds `{t}` when the step of `{s}` fails for good with an error of {}: \
+             the route `catch(... => {t})` declared on `{s}`.",
+            kinds.join(" or ")
+        ));
+        src.write(format_args!(
+            "#[doc = {doc}] fn {name}(&self, failed: {s}, error: &{k}::StepError) -> {t};",
+            name = catch_method(src, from, to),
+        ));
+    }
+    src.push("}");
+
+    // The dispatch. `for<'__a> __Enum: Send` keeps a machine whose data is not `Send`
+    // compiling (it just cannot run on the executor), where a plain bound would be an error.
+    src.write(format_args!(
+        "#[automatically_derived] impl<__H: Steps> {k}::Dispatch<__H> for __Enum \
+         where for<'__a> __Enum: ::core::marker::Send {{\
+           fn step<'__a>(self, steps: &'__a __H, cx: {k}::Context) \
+             -> impl {k}::__private::Future<Output = __Result<(Self, usize), {k}::StepError>> + ::core::marker::Send + '__a {{\
+             async move {{ match self {{"
+    ));
+    for &i in &steps {
+        let s = src.state(i);
+        let pat = super::states::pattern(src.m.states[i].fields);
+        let name = snake_case(&s);
+        let index = match returns(src, g, i) {
+            Returns::Next(_) => "next.__index()".to_owned(),
+            Returns::One { transition, .. } => transition.to_string(),
+        };
+        src.write(format_args!(
+            "__Enum::{s}{pat} => {{\
+               let next = steps.{name}(Machine {{ state: {s}{pat} }}, cx).await?;\
+               let index = {index};\
+               __Result::Ok((next.into(), index))\
+             }}"
+        ));
+    }
+    src.write(format_args!(
+        "_ => __Result::Err({k}::StepError::fatal(\"terminal\", \"a terminal state has no step\")),\
+         }} }} }}\
+         fn recover(self, steps: &__H, error: &{k}::StepError) -> __Result<(Self, usize), Self> {{\
+           match self {{"
+    ));
+    let first_catch = g.edges.len();
+    for &(from, to) in &catch_methods {
+        let kinds: Vec<&str> = g
+            .catches
+            .iter()
+            .filter(|c| (c.from, c.to) == (from, to))
+            .map(|c| c.kind.as_str())
+            .collect();
+        let guard = if kinds.contains(&"*") {
+            "true".to_owned()
+        } else {
+            format!(
+                "matches!(error.kind(), {})",
+                kinds.iter().map(|k| lit(k)).collect::<Vec<_>>().join(" | ")
+            )
+        };
+        // The transition recorded is the route's edge for the kind that matched.
+        let first = first_catch
+            + g.catches
+                .iter()
+                .position(|c| (c.from, c.to) == (from, to))
+                .unwrap_or(0);
+        let index = if kinds.len() == 1 {
+            first.to_string()
+        } else {
+            let arms: Vec<String> = kinds
+                .iter()
+                .enumerate()
+                .map(|(j, kind)| format!("{} => {}", lit(kind), first + j))
+                .collect();
+            format!("match error.kind() {{ {}, _ => {first} }}", arms.join(", "))
+        };
+        let (s, t) = (src.state(from), src.state(to));
+        let pat = super::states::pattern(src.m.states[from].fields);
+        src.write(format_args!(
+            "__Enum::{s}{pat} if {guard} => {{\
+               let target: {t} = steps.{name}({s}{pat}, error);\
+               __Result::Ok((Machine {{ state: target }}.into(), {index}))\
+             }}",
+            name = catch_method(src, from, to),
+        ));
+    }
+    src.push("other => __Result::Err(other), } } }");
+}
