@@ -11,6 +11,7 @@
 //! tried to ship an unpaid order would not compile. Run with `cargo run --example checkout`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -72,26 +73,30 @@ pub enum Checkout {
 
 use checkout::*;
 
-/// Simulated services: each call takes a few milliseconds, like a network round trip.
+/// Simulated services: each call takes `latency`, like a network round trip.
 #[derive(Default)]
-struct Services {
-    stock: Mutex<HashMap<Sku, u32>>,
-    reservations: Mutex<HashMap<u64, Vec<Sku>>>,
+pub struct Services {
+    pub latency: Duration,
+    pub stock: Mutex<HashMap<Sku, u32>>,
+    pub reservations: Mutex<HashMap<u64, Vec<Sku>>>,
+    pub next_reservation: AtomicU64,
     /// How many more times the gateway fails for an order before it answers.
-    gateway_failures: Mutex<HashMap<OrderId, u32>>,
-    declined: Vec<OrderId>,
+    pub gateway_failures: Mutex<HashMap<OrderId, u32>>,
+    pub declined: Vec<OrderId>,
     /// Idempotency keys of the charges made, so that a retried charge is not made twice.
-    charges: Mutex<HashMap<String, String>>,
-    outbox: Mutex<Vec<String>>,
-}
-
-async fn latency() {
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    pub charges: Mutex<HashMap<String, String>>,
+    pub outbox: Mutex<Vec<String>>,
 }
 
 impl Services {
+    async fn latency(&self) {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+    }
+
     async fn reserve(&self, items: &[Sku]) -> Option<u64> {
-        latency().await;
+        self.latency().await;
         let mut stock = self.stock.lock().unwrap();
         if items
             .iter()
@@ -102,14 +107,13 @@ impl Services {
         for sku in items {
             *stock.entry(sku).or_default() -= 1;
         }
-        let mut reservations = self.reservations.lock().unwrap();
-        let id = 100 + reservations.len() as u64;
-        reservations.insert(id, items.to_vec());
+        let id = 100 + self.next_reservation.fetch_add(1, Ordering::Relaxed);
+        self.reservations.lock().unwrap().insert(id, items.to_vec());
         Some(id)
     }
 
     async fn release(&self, reservation: u64) {
-        latency().await;
+        self.latency().await;
         let items = self
             .reservations
             .lock()
@@ -128,7 +132,7 @@ impl Services {
         order: OrderId,
         key: String,
     ) -> Result<Result<String, String>, StepError> {
-        latency().await;
+        self.latency().await;
         if let Some(left) = self
             .gateway_failures
             .lock()
@@ -153,7 +157,7 @@ impl Services {
     }
 
     async fn notify(&self, to: &str, message: String) {
-        latency().await;
+        self.latency().await;
         self.outbox
             .lock()
             .unwrap()
@@ -209,7 +213,7 @@ impl Steps for Services {
     }
 
     async fn paid(&self, order: Machine<Paid>, _: Context) -> Result<PaidNext, StepError> {
-        latency().await;
+        self.latency().await;
         Ok(if order.gift {
             order.wrap(|p| Wrapped { order: p.order }).into()
         } else {
@@ -227,7 +231,7 @@ impl Steps for Services {
         order: Machine<Wrapped>,
         _: Context,
     ) -> Result<Machine<Shipped>, StepError> {
-        latency().await;
+        self.latency().await;
         Ok(order.ship(|w| Shipped {
             order: w.order,
             tracking: format!("1Z{:06}", w.order),
@@ -272,6 +276,7 @@ impl Steps for Services {
 #[tokio::main]
 async fn main() {
     let services = Services {
+        latency: Duration::from_millis(5),
         stock: Mutex::new(HashMap::from([("mug", 10), ("tea", 10), ("kettle", 0)])),
         gateway_failures: Mutex::new(HashMap::from([(1, 2)])),
         declined: vec![2],

@@ -265,11 +265,18 @@ fn catch_targets_exist(cx: &mut Ctxt, m: &Machine) -> (Vec<CatchEdge>, bool) {
     (out, all)
 }
 
-/// An error kind is routed once per state: otherwise which route wins would be a guess.
+/// An error kind is routed once per state, and `_` (any error) comes last: otherwise which
+/// route wins would be a guess.
 fn catch_kinds_are_unique_per_state(cx: &mut Ctxt, m: &Machine) {
     for s in &m.states {
         let mut seen: Vec<&str> = Vec::new();
         for (kind, span) in s.catch.iter().flat_map(|c| &c.kinds) {
+            if seen.contains(&"*") && kind != "*" {
+                cx.push(syn::Error::new(
+                    *span,
+                    format!("`{kind}` is caught after `_` on `{}`, which already caught it; move `_` to the last `catch`", s.ident),
+                ));
+            }
             if seen.contains(&kind.as_str()) {
                 let shown = if kind == "*" { "_" } else { kind };
                 cx.push(syn::Error::new(
