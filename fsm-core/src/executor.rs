@@ -2,9 +2,8 @@
 //! generated step dispatch, with retries, timeouts, error routing, panic isolation, history
 //! and observation.
 
-use core::future::{poll_fn, Future};
+use core::future::Future;
 use core::marker::PhantomData;
-use core::pin::pin;
 use core::task::Poll;
 use core::time::Duration;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -242,37 +241,37 @@ where
         let def = M::DEFINITION;
         let inner = &*self.inner;
         let mut rec = Recorder::new(id, inner, def);
-        rec.event(|| EventKind::ExecutionStarted {
+        let at = rec.stamp();
+        rec.event(at, || EventKind::ExecutionStarted {
             state: state.state_name(),
         });
         let mut jitter = JitterSource::new(id.0);
         let mut step = 0u32;
         loop {
             let index = state.state_index();
-            let name = def.states[index].name;
-            match def.states[index].kind {
-                StateKind::Step => {}
-                kind => {
-                    let status = if kind == StateKind::Success {
-                        rec.event(|| EventKind::ExecutionSucceeded { state: name });
-                        Status::Succeeded
-                    } else {
-                        rec.event(|| EventKind::ExecutionFailed {
-                            state: name,
-                            attempts: 0,
-                            error: None,
-                        });
-                        Status::Failed
-                    };
-                    return Outcome {
-                        id,
-                        state,
-                        status,
-                        history: rec.finish(),
-                    };
-                }
+            let info = &def.states[index];
+            let name = info.name;
+            if info.kind != StateKind::Step {
+                let at = rec.stamp();
+                let status = if info.kind == StateKind::Success {
+                    rec.event(at, || EventKind::ExecutionSucceeded { state: name });
+                    Status::Succeeded
+                } else {
+                    rec.event(at, || EventKind::ExecutionFailed {
+                        state: name,
+                        attempts: 0,
+                        error: None,
+                    });
+                    Status::Failed
+                };
+                return Outcome {
+                    id,
+                    state,
+                    status,
+                    history: rec.finish(),
+                };
             }
-            let policy = inner.policies[index];
+            let policy = &inner.policies[index];
             let idempotency_key = IdempotencyKey {
                 execution: id,
                 step,
@@ -280,56 +279,73 @@ where
             step += 1;
             let mut attempt = 1;
             let result = loop {
-                rec.event(|| EventKind::StepStarted {
+                let started = rec.stamp();
+                rec.event(started, || EventKind::StepStarted {
                     state: name,
                     attempt,
                 });
-                let started = rec.now();
                 let cx = Context {
                     execution: id,
                     attempt,
                     idempotency_key,
                 };
-                match self.attempt(state.clone(), cx, policy.timeout, name).await {
+                // The attempt is awaited here rather than in a helper `async fn`: each layer of
+                // future costs a copy of the step's future per attempt.
+                let run = guarded(state.clone().step(&inner.steps, cx));
+                #[cfg(feature = "tracing")]
+                let run = tracing::Instrument::instrument(
+                    run,
+                    tracing::info_span!("step", state = name, attempt, execution = id.0),
+                );
+                let outcome = match policy.timeout {
+                    None => run.await,
+                    Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
+                        Err(StepError::retryable(
+                            StepError::TIMEOUT,
+                            format_args!("attempt ran past {limit:?}"),
+                        ))
+                    }),
+                };
+                let ended = rec.stamp();
+                let duration = ended.saturating_sub(started);
+                let error = match outcome {
                     Ok(next) => {
-                        let duration = rec.since(started);
-                        rec.event(|| EventKind::StepSucceeded {
+                        rec.event(ended, || EventKind::StepSucceeded {
                             state: name,
                             attempt,
                             duration,
                         });
                         break Ok(next);
                     }
-                    Err(error) => {
-                        let duration = rec.since(started);
-                        match (error.kind() == StepError::TIMEOUT, policy.timeout) {
-                            (true, Some(timeout)) => rec.event(|| EventKind::StepTimedOut {
-                                state: name,
-                                attempt,
-                                timeout,
-                            }),
-                            _ => rec.event(|| EventKind::StepFailed {
-                                state: name,
-                                attempt,
-                                duration,
-                                error: error.clone(),
-                            }),
-                        }
-                        if error.is_retryable() && attempt <= policy.retry.max_attempts {
-                            let delay = policy.retry.delay(attempt, jitter.next_unit());
-                            attempt += 1;
-                            rec.event(|| EventKind::RetryScheduled {
-                                state: name,
-                                attempt,
-                                delay,
-                            });
-                            tokio::time::sleep(delay).await;
-                            continue;
-                        }
-                        break Err(error);
-                    }
+                    Err(error) => error,
+                };
+                match (error.kind() == StepError::TIMEOUT, policy.timeout) {
+                    (true, Some(timeout)) => rec.event(ended, || EventKind::StepTimedOut {
+                        state: name,
+                        attempt,
+                        timeout,
+                    }),
+                    _ => rec.event(ended, || EventKind::StepFailed {
+                        state: name,
+                        attempt,
+                        duration,
+                        error: error.clone(),
+                    }),
                 }
+                if !error.is_retryable() || attempt > policy.retry.max_attempts {
+                    break Err(error);
+                }
+                let delay = policy.retry.delay(attempt, jitter.next_unit());
+                attempt += 1;
+                rec.event(ended, || EventKind::RetryScheduled {
+                    state: name,
+                    attempt,
+                    delay,
+                });
+                tokio::time::sleep(delay).await;
             };
+            // A step that succeeded leads to its transition at the moment it ended.
+            let stepped = result.is_ok();
             let routed = match result {
                 Ok(next) => Ok(next),
                 Err(error) if policy.has_catch => {
@@ -346,13 +362,14 @@ where
                 }
                 Err(error) => Err(error),
             };
+            let at = if stepped { rec.last } else { rec.stamp() };
             match routed {
                 Ok((next, t)) => {
-                    rec.transition(t);
+                    rec.transition(at, t);
                     state = next;
                 }
                 Err(error) => {
-                    rec.event(|| EventKind::ExecutionFailed {
+                    rec.event(at, || EventKind::ExecutionFailed {
                         state: name,
                         attempts: attempt,
                         error: Some(error.clone()),
@@ -371,53 +388,37 @@ where
             }
         }
     }
+}
 
-    /// One attempt of a step: panics become errors of kind `panic`, and an attempt past its
-    /// timeout is dropped and becomes a retryable error of kind `timeout`.
-    async fn attempt(
-        &self,
-        input: M,
-        cx: Context,
-        timeout: Option<Duration>,
-        #[allow(unused_variables)] state: &'static str,
-    ) -> Result<(M, usize), StepError> {
-        let step = guarded(input.step(&self.inner.steps, cx));
-        #[cfg(feature = "tracing")]
-        let step = tracing::Instrument::instrument(
-            step,
-            tracing::info_span!(
-                "step",
-                state,
-                attempt = cx.attempt,
-                execution = cx.execution.0
-            ),
-        );
-        match timeout {
-            None => step.await,
-            Some(limit) => match tokio::time::timeout(limit, step).await {
-                Ok(result) => result,
-                Err(_) => Err(StepError::retryable(
-                    StepError::TIMEOUT,
-                    format_args!("attempt ran past {limit:?}"),
-                )),
-            },
-        }
+pin_project_lite::pin_project! {
+    /// Polls a step, turning a panic into a failed attempt.
+    struct Guarded<F> {
+        #[pin]
+        step: F,
     }
 }
 
-/// Polls `step`, turning a panic into a failed attempt.
-async fn guarded<T>(step: impl Future<Output = Result<T, StepError>>) -> Result<T, StepError> {
-    let mut step = pin!(step);
-    poll_fn(
-        move |cx| match catch_unwind(AssertUnwindSafe(|| step.as_mut().poll(cx))) {
+fn guarded<F>(step: F) -> Guarded<F> {
+    Guarded { step }
+}
+
+impl<T, F: Future<Output = Result<T, StepError>>> Future for Guarded<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(
+        self: core::pin::Pin<&mut Self>,
+        cx: &mut core::task::Context<'_>,
+    ) -> Poll<Self::Output> {
+        let step = self.project().step;
+        match catch_unwind(AssertUnwindSafe(|| step.poll(cx))) {
             Ok(poll) => poll,
             Err(payload) => Poll::Ready(Err(StepError::fatal(
                 StepError::PANIC,
                 panic_message(&*payload),
             ))),
-        },
-    )
-    .await
+        }
+    }
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -438,6 +439,9 @@ struct Recorder<'a> {
     history: Option<History>,
     observer: Option<&'a Observer>,
     definition: &'static crate::Definition,
+    /// The last timestamp taken, reused by events that happen at the same moment (a step's
+    /// end and the transition it leads to).
+    last: Duration,
 }
 
 impl<'a> Recorder<'a> {
@@ -453,24 +457,25 @@ impl<'a> Recorder<'a> {
             history: inner.record_history.then(|| History::with_capacity(16)),
             observer: inner.observer.as_ref(),
             definition,
+            last: Duration::ZERO,
         }
     }
 
-    fn now(&self) -> Option<Instant> {
-        self.start.map(|_| Instant::now())
-    }
-
-    fn since(&self, started: Option<Instant>) -> Duration {
-        started.map_or(Duration::ZERO, |t| t.elapsed())
+    /// The time since the execution started, if anything is recorded.
+    #[inline]
+    fn stamp(&mut self) -> Duration {
+        if let Some(start) = self.start {
+            self.last = start.elapsed();
+        }
+        self.last
     }
 
     #[inline]
-    fn event(&mut self, kind: impl FnOnce() -> EventKind) {
-        let Some(start) = self.start else { return };
-        let event = HistoryEvent {
-            at: start.elapsed(),
-            kind: kind(),
-        };
+    fn event(&mut self, at: Duration, kind: impl FnOnce() -> EventKind) {
+        if self.start.is_none() {
+            return;
+        }
+        let event = HistoryEvent { at, kind: kind() };
         if let Some(observer) = self.observer {
             observer(self.id, &event);
         }
@@ -479,9 +484,9 @@ impl<'a> Recorder<'a> {
         }
     }
 
-    fn transition(&mut self, index: usize) {
+    fn transition(&mut self, at: Duration, index: usize) {
         let def = self.definition;
-        self.event(|| {
+        self.event(at, || {
             let t = &def.transitions[index];
             EventKind::Transition {
                 from: def.states[t.from].name,

@@ -54,6 +54,12 @@ pub struct Context {
 /// works in steps; build one with [`StepError::retryable`] or [`StepError::fatal`] to choose.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StepError {
+    // Boxed: a step's `Result` stays small on the path where nothing fails.
+    inner: Box<ErrorInner>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct ErrorInner {
     kind: Cow<'static, str>,
     message: String,
     retryable: bool,
@@ -67,35 +73,37 @@ impl StepError {
 
     /// An error that may go away: the step is retried if its policy allows.
     pub fn retryable(kind: impl Into<Cow<'static, str>>, message: impl fmt::Display) -> Self {
-        StepError {
-            kind: kind.into(),
-            message: message.to_string(),
-            retryable: true,
-        }
+        StepError::new(kind.into(), message.to_string(), true)
     }
 
     /// An error that will not go away by trying again: the step fails at once.
     pub fn fatal(kind: impl Into<Cow<'static, str>>, message: impl fmt::Display) -> Self {
+        StepError::new(kind.into(), message.to_string(), false)
+    }
+
+    fn new(kind: Cow<'static, str>, message: String, retryable: bool) -> Self {
         StepError {
-            kind: kind.into(),
-            message: message.to_string(),
-            retryable: false,
+            inner: Box::new(ErrorInner {
+                kind,
+                message,
+                retryable,
+            }),
         }
     }
 
     /// What kind of error this is, for routing.
     pub fn kind(&self) -> &str {
-        &self.kind
+        &self.inner.kind
     }
 
     /// The error's message.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.inner.message
     }
 
     /// Whether trying the step again may succeed.
     pub fn is_retryable(&self) -> bool {
-        self.retryable
+        self.inner.retryable
     }
 }
 
@@ -107,21 +115,21 @@ impl<E: std::error::Error> From<E> for StepError {
 
 impl fmt::Display for StepError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let retry = if self.retryable {
+        let retry = if self.is_retryable() {
             "retryable"
         } else {
             "not retryable"
         };
-        write!(f, "{}: {} ({retry})", self.kind, self.message)
+        write!(f, "{}: {} ({retry})", self.kind(), self.message())
     }
 }
 
 impl fmt::Debug for StepError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StepError")
-            .field("kind", &self.kind)
-            .field("message", &self.message)
-            .field("retryable", &self.retryable)
+            .field("kind", &self.kind())
+            .field("message", &self.message())
+            .field("retryable", &self.is_retryable())
             .finish()
     }
 }
