@@ -55,15 +55,15 @@ impl<'a> Machine<'a> {
         let variants = match &input.data {
             Data::Enum(data) => &data.variants,
             Data::Struct(data) => {
-                cx.error(
-                    &data.struct_token,
+                cx.error_at(
+                    data.struct_token.span,
                     "`#[derive(Fsm)]` is for enums: each variant is a state; turn this struct into an enum",
                 );
                 return None;
             }
             Data::Union(data) => {
-                cx.error(
-                    &data.union_token,
+                cx.error_at(
+                    data.union_token.span,
                     "`#[derive(Fsm)]` is for enums: each variant is a state; turn this union into an enum",
                 );
                 return None;

@@ -15,6 +15,11 @@ impl Ctxt {
         self.push(syn::Error::new_spanned(tokens, message));
     }
 
+    /// Records an error spanned on `span`.
+    pub(crate) fn error_at(&mut self, span: proc_macro2::Span, message: impl Display) {
+        self.push(syn::Error::new(span, message));
+    }
+
     pub(crate) fn push(&mut self, error: syn::Error) {
         match &mut self.errors {
             Some(all) => all.combine(error),
