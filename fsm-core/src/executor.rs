@@ -26,6 +26,49 @@ pub type Observer = Arc<dyn Fn(ExecutionId, &HistoryEvent) + Send + Sync>;
 ///
 /// Cheap to clone: clones share the handlers, the policies and the execution counter, so many
 /// executions run concurrently on one executor ([`Executor::spawn`]).
+///
+/// ```
+/// use fsm_core::{Context, Executor, Fsm, Status, StepError};
+///
+/// #[derive(Fsm, Debug, Clone, PartialEq)]
+/// enum Signup {
+///     #[fsm(initial, on(verify => Verified | Rejected), retry(max_attempts = 2, interval_ms = 10))]
+///     Submitted { email: String },
+///     #[fsm(terminal)]
+///     Verified { email: String },
+///     #[fsm(terminal(failure))]
+///     Rejected,
+/// }
+///
+/// struct Mailer;
+///
+/// impl signup::Steps for Mailer {
+///     async fn submitted(
+///         &self,
+///         form: signup::Machine<signup::Submitted>,
+///         cx: Context,
+///     ) -> Result<signup::SubmittedNext, StepError> {
+///         if cx.attempt == 1 {
+///             return Err(StepError::retryable("smtp", "server busy"));
+///         }
+///         Ok(if form.email.contains('@') {
+///             form.verify(|f| signup::Verified { email: f.email }).into()
+///         } else {
+///             form.verify(|_| signup::Rejected).into()
+///         })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let executor = Executor::<Signup, _>::new(Mailer);
+/// let start = signup::Machine::new(signup::Submitted { email: "ada@example.org".into() });
+/// let outcome = executor.run(start).await;
+/// assert_eq!(outcome.status, Status::Succeeded);
+/// assert_eq!(outcome.state, Signup::Verified { email: "ada@example.org".into() });
+/// println!("{}", outcome.history); // 2 attempts, a retry, a transition
+/// # }
+/// ```
 pub struct Executor<M, H> {
     inner: Arc<Inner<H>>,
     machine: PhantomData<fn() -> M>,

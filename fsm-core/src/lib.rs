@@ -67,6 +67,11 @@ pub use history::{EventKind, History, HistoryEvent};
 pub use policy::{Jitter, RetryPolicy};
 pub use step::{Context, Dispatch, ExecutionId, IdempotencyKey, StepError};
 
+// The README's examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 /// Derives a typestate machine from an enum: see the crate documentation and the README.
 pub use fsm_macros::Fsm;
 

@@ -183,24 +183,8 @@ fn targets_exist<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> (Vec<Edge<'a>>, bool)
                     }),
                     None => {
                         all = false;
-                        let names = m
-                            .states
-                            .iter()
-                            .map(|s| s.ident.to_string())
-                            .collect::<Vec<_>>();
-                        let hint =
-                            names::closest(&target.to_string(), names.iter().map(String::as_str))
-                                .map(|n| format!("; did you mean `{n}`?"))
-                                .unwrap_or_else(|| {
-                                    format!("; the states of `{}` are its variants", m.ident)
-                                });
-                        cx.error(
-                            target,
-                            format!(
-                                "unknown state `{target}` in `on({} => {target})`{hint}",
-                                on.event
-                            ),
-                        );
+                        let written = format!("on({} => {target})", on.event);
+                        unknown_state(cx, m, target, &written);
                     }
                 }
             }
@@ -245,19 +229,7 @@ fn catch_targets_exist(cx: &mut Ctxt, m: &Machine) -> (Vec<CatchEdge>, bool) {
                 })),
                 None => {
                     all = false;
-                    let names = m
-                        .states
-                        .iter()
-                        .map(|s| s.ident.to_string())
-                        .collect::<Vec<_>>();
-                    let hint =
-                        names::closest(&target.to_string(), names.iter().map(String::as_str))
-                            .map(|n| format!("; did you mean `{n}`?"))
-                            .unwrap_or_default();
-                    cx.error(
-                        target,
-                        format!("unknown state `{target}` in `catch(... => {target})`{hint}"),
-                    );
+                    unknown_state(cx, m, target, &format!("catch(... => {target})"));
                 }
             }
         }
@@ -290,6 +262,22 @@ fn catch_kinds_are_unique_per_state(cx: &mut Ctxt, m: &Machine) {
             seen.push(kind);
         }
     }
+}
+
+/// Reports a name that is not a state, suggesting the closest state's name.
+fn unknown_state(cx: &mut Ctxt, m: &Machine, target: &Ident, written: &str) {
+    let names = m
+        .states
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect::<Vec<_>>();
+    let hint = names::closest(&target.to_string(), names.iter().map(String::as_str))
+        .map(|n| format!("; did you mean `{n}`?"))
+        .unwrap_or_else(|| format!("; the states of `{}` are its variants", m.ident));
+    cx.error(
+        target,
+        format!("unknown state `{target}` in `{written}`{hint}"),
+    );
 }
 
 /// A state reaches each target through one event, once: the typed state an event returns
