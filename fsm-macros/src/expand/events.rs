@@ -25,6 +25,12 @@ fn events<'g>(g: &'g Graph) -> Vec<(&'g Ident, Vec<&'g Edge<'g>>)> {
     out
 }
 
+/// Whether every state that has this event has one target for it: then the target is an
+/// associated type of the event's trait, and no second trait is needed.
+fn single_target(edges: &[&Edge]) -> bool {
+    edges.windows(2).all(|w| w[0].from != w[1].from)
+}
+
 pub(super) fn write(src: &mut Src, g: &Graph) {
     let events = events(g);
     src.push("/// Where each event is legal: implemented only here, for the declared transitions.\nmod __event {");
@@ -78,6 +84,9 @@ fn legal_in(m: &Machine, edges: &[&Edge]) -> String {
 /// call on the wrong state fails on `Ship` alone, before the target is even known, and names
 /// the event, the state and where the event is legal; the target bound goes through
 /// `<S as Ship>::State`, so that rustc does not report it again for a state without the event.
+///
+/// An event with one target per state needs no second trait: `Ship::Target` names it, and a
+/// closure that builds anything else is a plain type mismatch.
 fn event_traits(src: &mut Src, event: &Ident, edges: &[&Edge]) {
     let (tr, target_tr) = trait_names(event);
     let e = src.m.ident.to_string();
@@ -87,6 +96,13 @@ fn event_traits(src: &mut Src, event: &Ident, edges: &[&Edge]) {
     ));
     let message = lit(&format!("cannot `{event}` a `{e}` in state `{{Self}}`"));
     let label = lit(&format!("`{event}` is not an event of `{{Self}}`"));
+    if single_target(edges) {
+        src.write(format_args!(
+            "#[diagnostic::on_unimplemented(message = {message}, label = {label}, note = {note})]\
+             pub trait {tr} {{ type Target; }}"
+        ));
+        return;
+    }
     let target_message = lit(&format!("`{event}` cannot lead from `{{S}}` to `{{Self}}`"));
     let target_label = lit(&format!(
         "`{{Self}}` is not a target of `{event}` from `{{S}}`"
@@ -107,6 +123,16 @@ fn event_method(src: &mut Src, event: &Ident, edges: &[&Edge]) {
          target. A branching event returns whichever of its targets `f` builds.",
         legal_in(src.m, edges)
     ));
+    if single_target(edges) {
+        src.write(format_args!(
+            "#[doc = {doc}]\
+             pub fn {event}<T, F: ::core::ops::FnOnce(S) -> T>(self, f: F) -> Machine<T>\
+             where S: __event::{tr}<Target = T> {{\
+               Machine {{ state: f(self.state) }}\
+             }}"
+        ));
+        return;
+    }
     src.write(format_args!(
         "#[doc = {doc}]\
          pub fn {event}<T, F: ::core::ops::FnOnce(S) -> T>(self, f: F) -> Machine<T>\
@@ -121,19 +147,26 @@ fn event_method(src: &mut Src, event: &Ident, edges: &[&Edge]) {
 /// written in `on(...)`.
 pub(super) fn spanned_impls(m: &Machine, g: &Graph) -> TokenStream {
     let mut out = TokenStream::new();
-    for (i, e) in g.edges.iter().enumerate() {
-        let from = m.states[e.from].ident;
-        let to = m.states[e.to].ident;
-        let camel = names::camel_case(&e.event.to_string());
+    for (event, edges) in events(g) {
+        let camel = names::camel_case(&event.to_string());
         let tr = format_ident!("{}", camel);
         let target_tr = format_ident!("{}Target", camel);
-        // The first edge of each (state, event) also says that the state has the event.
-        if i == 0 || g.edges[i - 1].from != e.from || g.edges[i - 1].event != e.event {
+        let single = single_target(&edges);
+        for (i, e) in edges.iter().enumerate() {
+            let from = m.states[e.from].ident;
+            let to = m.states[e.to].ident;
+            if single {
+                out.extend(quote_spanned!(from.span()=> impl __event::#tr for #from { type Target = #to; }));
+                continue;
+            }
+            // The first edge of each state also says that the state has the event.
+            if i == 0 || edges[i - 1].from != e.from {
+                out.extend(quote_spanned!(from.span()=> impl __event::#tr for #from { type State = #from; }));
+            }
             out.extend(
-                quote_spanned!(from.span()=> impl __event::#tr for #from { type State = #from; }),
+                quote_spanned!(e.target.span()=> impl __event::#target_tr<#from> for #to {}),
             );
         }
-        out.extend(quote_spanned!(e.target.span()=> impl __event::#target_tr<#from> for #to {}));
     }
     out
 }
