@@ -124,7 +124,10 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
         };
         src.write(format_args!(
             "__Enum::{s}{pat} => {{\
-               let next = steps.{name}(Machine {{ state: {s}{pat} }}, cx).await?;\
+               let next = match steps.{name}(Machine {{ state: {s}{pat} }}, cx).await {{\
+                 __Result::Ok(next) => next,\
+                 __Result::Err(error) => return __Result::Err(error),\
+               }};\
                let index = {index};\
                __Result::Ok((next.into(), index))\
              }}"
