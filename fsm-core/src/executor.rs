@@ -271,10 +271,7 @@ where
     }
 
     /// Runs [`Executor::run`] as a task of the current tokio runtime.
-    pub fn spawn(&self, start: impl Into<M>) -> tokio::task::JoinHandle<Outcome<M>>
-    where
-        M: Sync,
-    {
+    pub fn spawn(&self, start: impl Into<M>) -> tokio::task::JoinHandle<Outcome<M>> {
         let this = self.clone();
         let start = start.into();
         tokio::spawn(async move { this.run(start).await })
