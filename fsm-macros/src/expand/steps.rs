@@ -32,6 +32,35 @@ fn catch_method(src: &Src, from: usize, to: usize) -> String {
     )
 }
 
+/// States per dispatch function. rustc's cost of checking one `async` block grows faster than
+/// the number of `.await`s in it; a large machine's dispatch is split into functions of this
+/// many states, awaited by a small top-level `match`.
+const DISPATCH_CHUNK: usize = 16;
+
+/// The dispatch arms of `states`: rebuild the typed state, await its step, and return the next
+/// state with the index of the transition taken.
+fn step_arms(src: &mut Src, g: &Graph, states: &[usize]) {
+    for &i in states {
+        let s = src.state(i);
+        let pat = super::states::pattern(src.m.states[i].fields);
+        let name = snake_case(&s);
+        let index = match returns(src, g, i) {
+            Returns::Next(_) => "next.__index()".to_owned(),
+            Returns::One { transition, .. } => transition.to_string(),
+        };
+        src.write(format_args!(
+            "__Enum::{s}{pat} => {{\
+               let next = match steps.{name}(Machine {{ state: {s}{pat} }}, cx).await {{\
+                 __Result::Ok(next) => next,\
+                 __Result::Err(error) => return __Result::Err(error),\
+               }};\
+               let index = {index};\
+               __Result::Ok((next.into(), index))\
+             }}"
+        ));
+    }
+}
+
 pub(super) fn write(src: &mut Src, g: &Graph) {
     let k = src.krate.clone();
     let e = src.m.ident.to_string();
@@ -107,6 +136,20 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
 
     // The dispatch. `for<'__a> __Enum: Send` keeps a machine whose data is not `Send`
     // compiling (it just cannot run on the executor), where a plain bound would be an error.
+    let terminal = format!(
+        "__Result::Err({k}::StepError::fatal(\"terminal\", \"a terminal state has no step\"))"
+    );
+    let chunks: Vec<&[usize]> = steps.chunks(DISPATCH_CHUNK).collect();
+    if chunks.len() > 1 {
+        for (c, chunk) in chunks.iter().enumerate() {
+            src.write(format_args!(
+                "async fn __step_{c}<__H: Steps>(state: __Enum, steps: &__H, cx: {k}::Context) \
+                 -> __Result<(__Enum, usize), {k}::StepError> {{ match state {{"
+            ));
+            step_arms(src, g, chunk);
+            src.write(format_args!("_ => {terminal}, }} }}"));
+        }
+    }
     src.write(format_args!(
         "#[automatically_derived] impl<__H: Steps> {k}::Dispatch<__H> for __Enum \
          where for<'__a> __Enum: ::core::marker::Send {{\
@@ -114,28 +157,22 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
              -> impl {k}::__private::Future<Output = __Result<(Self, usize), {k}::StepError>> + ::core::marker::Send + '__a {{\
              async move {{ match self {{"
     ));
-    for &i in &steps {
-        let s = src.state(i);
-        let pat = super::states::pattern(src.m.states[i].fields);
-        let name = snake_case(&s);
-        let index = match returns(src, g, i) {
-            Returns::Next(_) => "next.__index()".to_owned(),
-            Returns::One { transition, .. } => transition.to_string(),
-        };
-        src.write(format_args!(
-            "__Enum::{s}{pat} => {{\
-               let next = match steps.{name}(Machine {{ state: {s}{pat} }}, cx).await {{\
-                 __Result::Ok(next) => next,\
-                 __Result::Err(error) => return __Result::Err(error),\
-               }};\
-               let index = {index};\
-               __Result::Ok((next.into(), index))\
-             }}"
-        ));
+    if chunks.len() > 1 {
+        for (c, chunk) in chunks.iter().enumerate() {
+            let states: Vec<String> = chunk
+                .iter()
+                .map(|&i| format!("__Enum::{} {{ .. }}", src.state(i)))
+                .collect();
+            src.write(format_args!(
+                "{} => __step_{c}(self, steps, cx).await,",
+                states.join(" | ")
+            ));
+        }
+    } else {
+        step_arms(src, g, &steps);
     }
     src.write(format_args!(
-        "_ => __Result::Err({k}::StepError::fatal(\"terminal\", \"a terminal state has no step\")),\
-         }} }} }}\
+        "_ => {terminal}, }} }} }}\
          fn recover(self, steps: &__H, error: &{k}::StepError) -> __Result<(Self, usize), Self> {{\
            match self {{"
     ));

@@ -1,0 +1,180 @@
+//! A machine larger than one dispatch function: the executor splits its dispatch into groups
+//! of states, and every group must lead to the right step.
+
+use fsm_core::{Context, EventKind, Executor, Fsm, StepError};
+
+#[derive(Fsm, Debug, Clone, PartialEq)]
+pub enum Long {
+    #[fsm(initial, on(next => S1))]
+    S0(u32),
+    #[fsm(on(next => S2))]
+    S1(u32),
+    #[fsm(on(next => S3))]
+    S2(u32),
+    #[fsm(on(next => S4))]
+    S3(u32),
+    #[fsm(on(next => S5))]
+    S4(u32),
+    #[fsm(on(next => S6))]
+    S5(u32),
+    #[fsm(on(next => S7))]
+    S6(u32),
+    #[fsm(on(next => S8))]
+    S7(u32),
+    #[fsm(on(next => S9))]
+    S8(u32),
+    #[fsm(on(next => S10))]
+    S9(u32),
+    #[fsm(on(next => S11))]
+    S10(u32),
+    #[fsm(on(next => S12))]
+    S11(u32),
+    #[fsm(on(next => S13))]
+    S12(u32),
+    #[fsm(on(next => S14))]
+    S13(u32),
+    #[fsm(on(next => S15))]
+    S14(u32),
+    #[fsm(on(next => S16))]
+    S15(u32),
+    #[fsm(on(next => S17))]
+    S16(u32),
+    #[fsm(on(next => S18))]
+    S17(u32),
+    #[fsm(on(next => S19))]
+    S18(u32),
+    #[fsm(on(next => S20))]
+    S19(u32),
+    #[fsm(on(next => S21))]
+    S20(u32),
+    #[fsm(on(next => S22))]
+    S21(u32),
+    #[fsm(on(next => S23))]
+    S22(u32),
+    #[fsm(on(next => S24))]
+    S23(u32),
+    #[fsm(on(next => S25))]
+    S24(u32),
+    #[fsm(on(next => S26))]
+    S25(u32),
+    #[fsm(on(next => S27))]
+    S26(u32),
+    #[fsm(on(next => S28))]
+    S27(u32),
+    #[fsm(on(next => S29))]
+    S28(u32),
+    #[fsm(on(next => S30))]
+    S29(u32),
+    #[fsm(on(next => S31))]
+    S30(u32),
+    #[fsm(on(next => S32))]
+    S31(u32),
+    #[fsm(on(next => S33))]
+    S32(u32),
+    #[fsm(on(next => S34))]
+    S33(u32),
+    #[fsm(on(next => S35))]
+    S34(u32),
+    #[fsm(on(next => S36))]
+    S35(u32),
+    #[fsm(on(next => S37))]
+    S36(u32),
+    #[fsm(on(next => S38))]
+    S37(u32),
+    #[fsm(on(next => S39))]
+    S38(u32),
+    #[fsm(on(next => S40))]
+    S39(u32),
+    #[fsm(terminal)]
+    S40(u32),
+}
+
+use long::*;
+
+struct Counter;
+
+/// One step per state: add one and move to the next state.
+macro_rules! steps {
+    ($($method:ident $from:ident $to:ident),* $(,)?) => {
+        impl Steps for Counter {
+            $(
+                async fn $method(&self, state: Machine<$from>, _: Context) -> Result<Machine<$to>, StepError> {
+                    Ok(state.next(|s| $to(s.0 + 1)))
+                }
+            )*
+        }
+    };
+}
+
+steps!(
+    s0 S0 S1,
+    s1 S1 S2,
+    s2 S2 S3,
+    s3 S3 S4,
+    s4 S4 S5,
+    s5 S5 S6,
+    s6 S6 S7,
+    s7 S7 S8,
+    s8 S8 S9,
+    s9 S9 S10,
+    s10 S10 S11,
+    s11 S11 S12,
+    s12 S12 S13,
+    s13 S13 S14,
+    s14 S14 S15,
+    s15 S15 S16,
+    s16 S16 S17,
+    s17 S17 S18,
+    s18 S18 S19,
+    s19 S19 S20,
+    s20 S20 S21,
+    s21 S21 S22,
+    s22 S22 S23,
+    s23 S23 S24,
+    s24 S24 S25,
+    s25 S25 S26,
+    s26 S26 S27,
+    s27 S27 S28,
+    s28 S28 S29,
+    s29 S29 S30,
+    s30 S30 S31,
+    s31 S31 S32,
+    s32 S32 S33,
+    s33 S33 S34,
+    s34 S34 S35,
+    s35 S35 S36,
+    s36 S36 S37,
+    s37 S37 S38,
+    s38 S38 S39,
+    s39 S39 S40,
+);
+
+#[tokio::test]
+async fn every_group_of_a_large_dispatch_reaches_its_step() {
+    let executor = Executor::<Long, _>::new(Counter);
+    let outcome = executor.run(Machine::new(S0(0))).await;
+    assert!(outcome.is_success());
+    assert_eq!(outcome.state, Long::S40(40));
+    let steps: Vec<&str> = outcome
+        .history
+        .events()
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::StepSucceeded { state, .. } => Some(state),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<&str> = Long::DEFINITION.states[..40]
+        .iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(steps, expected);
+}
+
+#[tokio::test]
+async fn an_execution_resumed_in_a_late_group_finishes() {
+    let executor = Executor::<Long, _>::new(Counter);
+    let outcome = executor.run(Long::S33(33)).await;
+    assert_eq!(outcome.state, Long::S40(40));
+    assert_eq!(outcome.history.transitions().count(), 7);
+}
