@@ -85,8 +85,68 @@ pub enum Long {
     S38(u32),
     #[fsm(on(next => S40))]
     S39(u32),
-    #[fsm(terminal)]
+    #[fsm(on(next => S41))]
     S40(u32),
+    #[fsm(on(next => S42))]
+    S41(u32),
+    #[fsm(on(next => S43))]
+    S42(u32),
+    #[fsm(on(next => S44))]
+    S43(u32),
+    #[fsm(on(next => S45))]
+    S44(u32),
+    #[fsm(on(next => S46))]
+    S45(u32),
+    #[fsm(on(next => S47))]
+    S46(u32),
+    #[fsm(on(next => S48))]
+    S47(u32),
+    #[fsm(on(next => S49))]
+    S48(u32),
+    #[fsm(on(next => S50))]
+    S49(u32),
+    #[fsm(on(next => S51))]
+    S50(u32),
+    #[fsm(on(next => S52))]
+    S51(u32),
+    #[fsm(on(next => S53))]
+    S52(u32),
+    #[fsm(on(next => S54))]
+    S53(u32),
+    #[fsm(on(next => S55))]
+    S54(u32),
+    #[fsm(on(next => S56))]
+    S55(u32),
+    #[fsm(on(next => S57))]
+    S56(u32),
+    #[fsm(on(next => S58))]
+    S57(u32),
+    #[fsm(on(next => S59))]
+    S58(u32),
+    #[fsm(on(next => S60))]
+    S59(u32),
+    #[fsm(on(next => S61))]
+    S60(u32),
+    #[fsm(on(next => S62))]
+    S61(u32),
+    #[fsm(on(next => S63))]
+    S62(u32),
+    #[fsm(on(next => S64))]
+    S63(u32),
+    #[fsm(on(next => S65))]
+    S64(u32),
+    #[fsm(on(next => S66))]
+    S65(u32),
+    #[fsm(on(next => S67))]
+    S66(u32),
+    #[fsm(on(next => S68))]
+    S67(u32),
+    #[fsm(on(next => S69))]
+    S68(u32),
+    #[fsm(on(next => S70))]
+    S69(u32),
+    #[fsm(terminal)]
+    S70(u32),
 }
 
 use long::*;
@@ -147,6 +207,36 @@ steps!(
     s37 S37 S38,
     s38 S38 S39,
     s39 S39 S40,
+    s40 S40 S41,
+    s41 S41 S42,
+    s42 S42 S43,
+    s43 S43 S44,
+    s44 S44 S45,
+    s45 S45 S46,
+    s46 S46 S47,
+    s47 S47 S48,
+    s48 S48 S49,
+    s49 S49 S50,
+    s50 S50 S51,
+    s51 S51 S52,
+    s52 S52 S53,
+    s53 S53 S54,
+    s54 S54 S55,
+    s55 S55 S56,
+    s56 S56 S57,
+    s57 S57 S58,
+    s58 S58 S59,
+    s59 S59 S60,
+    s60 S60 S61,
+    s61 S61 S62,
+    s62 S62 S63,
+    s63 S63 S64,
+    s64 S64 S65,
+    s65 S65 S66,
+    s66 S66 S67,
+    s67 S67 S68,
+    s68 S68 S69,
+    s69 S69 S70,
 );
 
 #[tokio::test]
@@ -154,7 +244,7 @@ async fn every_group_of_a_large_dispatch_reaches_its_step() {
     let executor = Executor::<Long, _>::new(Counter);
     let outcome = executor.run(Machine::new(S0(0))).await;
     assert!(outcome.is_success());
-    assert_eq!(outcome.state, Long::S40(40));
+    assert_eq!(outcome.state, Long::S70(70));
     let steps: Vec<&str> = outcome
         .history
         .events()
@@ -164,7 +254,7 @@ async fn every_group_of_a_large_dispatch_reaches_its_step() {
             _ => None,
         })
         .collect();
-    let expected: Vec<&str> = Long::DEFINITION.states[..40]
+    let expected: Vec<&str> = Long::DEFINITION.states[..70]
         .iter()
         .map(|s| s.name)
         .collect();
@@ -174,7 +264,7 @@ async fn every_group_of_a_large_dispatch_reaches_its_step() {
 #[tokio::test]
 async fn an_execution_resumed_in_a_late_group_finishes() {
     let executor = Executor::<Long, _>::new(Counter);
-    let outcome = executor.run(Long::S33(33)).await;
-    assert_eq!(outcome.state, Long::S40(40));
-    assert_eq!(outcome.history.transitions().count(), 7);
+    let outcome = executor.run(Long::S66(66)).await;
+    assert_eq!(outcome.state, Long::S70(70));
+    assert_eq!(outcome.history.transitions().count(), 4);
 }

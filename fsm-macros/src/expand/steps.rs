@@ -32,10 +32,11 @@ fn catch_method(src: &Src, from: usize, to: usize) -> String {
     )
 }
 
-/// States per dispatch function. rustc's cost of checking one `async` block grows faster than
-/// the number of `.await`s in it; a large machine's dispatch is split into functions of this
-/// many states, awaited by a small top-level `match`.
-const DISPATCH_CHUNK: usize = 16;
+/// States per dispatch function in a large machine. rustc's cost of checking one `async` block
+/// grows faster than the number of `.await`s in it: past `DISPATCH_CHUNK * 2` states with a
+/// step, the dispatch is split into functions of this many states, awaited by a small
+/// top-level `match` (which costs a few nanoseconds per step, so small machines keep one).
+const DISPATCH_CHUNK: usize = 32;
 
 /// The dispatch arms of `states`: rebuild the typed state, await its step, and return the next
 /// state with the index of the transition taken.
@@ -139,7 +140,11 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
     let terminal = format!(
         "__Result::Err({k}::StepError::fatal(\"terminal\", \"a terminal state has no step\"))"
     );
-    let chunks: Vec<&[usize]> = steps.chunks(DISPATCH_CHUNK).collect();
+    let chunks: Vec<&[usize]> = if steps.len() > 2 * DISPATCH_CHUNK {
+        steps.chunks(DISPATCH_CHUNK).collect()
+    } else {
+        vec![&steps[..]]
+    };
     if chunks.len() > 1 {
         for (c, chunk) in chunks.iter().enumerate() {
             src.write(format_args!(
