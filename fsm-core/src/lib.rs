@@ -107,16 +107,14 @@ pub mod __private {
     pub use core::future::Future;
     pub use core::time::Duration;
 
-    /// The data of one state of machine `Machine`: the link between a generated state struct
-    /// and its enum variant.
-    pub trait StateData: Sized {
-        /// The machine's enum.
-        type Machine: Fsm;
-        /// The state's name.
-        const NAME: &'static str;
+    /// The data of one state of machine `M`: the link between a generated state struct and
+    /// its enum variant. (Generic over `M` rather than with associated items: at hundreds of
+    /// states, every item per state is paid for on each build.)
+    pub trait StateData<M>: Sized {
         /// Moves the data into its variant.
-        fn into_machine(self) -> Self::Machine;
-        /// Moves the data out of its variant, or gives the value back.
-        fn from_machine(m: Self::Machine) -> Result<Self, Self::Machine>;
+        fn into_machine(self) -> M;
+        /// Moves the data out of its variant, or gives the value back in an error naming
+        /// this state.
+        fn from_machine(m: M) -> Result<Self, WrongState<M>>;
     }
 }

@@ -17,11 +17,10 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
         let s = src.state(i);
         let pat = pattern(src.m.states[i].fields);
         src.write(format_args!(
-            "impl {k}::__private::StateData for {s} {{\
-               type Machine = __Enum; const NAME: &'static str = {name};\
+            "impl {k}::__private::StateData<__Enum> for {s} {{\
                fn into_machine(self) -> __Enum {{ let {s}{pat} = self; __Enum::{s}{pat} }}\
-               fn from_machine(m: __Enum) -> __Result<Self, __Enum> {{\
-                 match m {{ __Enum::{s}{pat} => __Result::Ok({s}{pat}), m => __Result::Err(m) }}\
+               fn from_machine(m: __Enum) -> __Result<Self, {k}::WrongState<__Enum>> {{\
+                 match m {{ __Enum::{s}{pat} => __Result::Ok({s}{pat}), m => __Result::Err({k}::WrongState::new({name}, m)) }}\
                }}\
              }}",
             name = lit(&s),
@@ -120,16 +119,16 @@ fn typed_state(src: &mut Src, g: &Graph) {
            }}\
          }}\
          #[automatically_derived]\
-         impl<S: {k}::__private::StateData<Machine = __Enum>> ::core::convert::From<Machine<S>> for __Enum {{\
+         impl<S: {k}::__private::StateData<__Enum>> ::core::convert::From<Machine<S>> for __Enum {{\
            #[inline] fn from(m: Machine<S>) -> Self {{ m.state.into_machine() }}\
          }}\
          #[automatically_derived]\
-         impl<S: {k}::__private::StateData<Machine = __Enum>> ::core::convert::TryFrom<__Enum> for Machine<S> {{\
+         impl<S: {k}::__private::StateData<__Enum>> ::core::convert::TryFrom<__Enum> for Machine<S> {{\
            type Error = {k}::WrongState<__Enum>;\
            #[inline] fn try_from(m: __Enum) -> __Result<Self, Self::Error> {{\
              match S::from_machine(m) {{\
                __Result::Ok(state) => __Result::Ok(Machine {{ state }}),\
-               __Result::Err(m) => __Result::Err({k}::WrongState::new(S::NAME, m)),\
+               __Result::Err(e) => __Result::Err(e),\
              }}\
            }}\
          }}"
