@@ -91,6 +91,9 @@ impl Steps for Worker {
     }
 
     fn catch_queued_to_quarantined(&self, failed: Queued, error: &StepError) -> Quarantined {
+        if failed.id == 13 {
+            panic!("the quarantine is full");
+        }
         Quarantined {
             id: failed.id,
             why: error.to_string(),
@@ -337,14 +340,30 @@ async fn the_observer_sees_every_event_as_it_happens() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn history_recording_can_be_switched_off() {
+async fn history_recording_can_be_switched_off_while_observers_still_see_everything() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
     let executor =
         Executor::<Job, _>::builder(Worker::with([(12, vec![Act::Fail("flaky", true)])]))
             .record_history(false)
+            .observer(move |_, event| sink.lock().unwrap().push(event.kind.name()))
             .build();
     let outcome = executor.run(start(12)).await;
     assert_eq!(outcome.status, Status::Succeeded);
     assert!(outcome.history.is_empty());
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "execution started",
+            "step started",
+            "step failed",
+            "retry scheduled",
+            "step started",
+            "step succeeded",
+            "transition",
+            "execution succeeded"
+        ]
+    );
 }
 
 #[test]
@@ -426,4 +445,37 @@ async fn every_transition_in_every_history_is_in_the_definition() {
     }
     // The scripts reach every way an execution can end.
     assert_eq!(ends.len(), 3, "{ends:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_error_route_fails_only_its_execution() {
+    let executor = Executor::<Job, _>::new(Worker::with([(13, vec![Act::Fail("broken", false)])]));
+    let outcome = executor.run(start(13)).await;
+    match &outcome.status {
+        Status::Errored { error, .. } => {
+            assert_eq!(error.kind(), StepError::PANIC);
+            assert!(
+                error.message().contains("the quarantine is full"),
+                "{error}"
+            );
+        }
+        other => panic!("expected the route to fail, got {other:?}"),
+    }
+    assert_eq!(outcome.state, Job::Queued { id: 13 });
+    assert_eq!(executor.run(start(14)).await.status, Status::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_execution_started_in_a_terminal_state_ends_at_once() {
+    let executor = Executor::<Job, _>::new(Worker::default());
+    let outcome = executor.run(Job::Rejected { id: 15 }).await;
+    assert_eq!(outcome.status, Status::Failed);
+    assert_eq!(
+        names(&outcome.history),
+        ["execution started", "execution failed"]
+    );
+    assert!(
+        executor.steps().seen.lock().unwrap().is_empty(),
+        "no step ran"
+    );
 }
