@@ -337,14 +337,20 @@ where
                     run,
                     tracing::info_span!("step", state = name, attempt, execution = id.0),
                 );
-                let outcome = match policy.timeout {
-                    None => run.await,
-                    Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
-                        Err(StepError::retryable(
-                            StepError::TIMEOUT,
-                            format_args!("attempt ran past {limit:?}"),
-                        ))
-                    }),
+                // `timed_out` is the timeout's own verdict: a step may return an error of kind
+                // `timeout` itself, which is a failure like any other.
+                let (outcome, timed_out) = match policy.timeout {
+                    None => (run.await, None),
+                    Some(limit) => match tokio::time::timeout(limit, run).await {
+                        Ok(outcome) => (outcome, None),
+                        Err(_) => {
+                            let message = format_args!("attempt ran past {limit:?}");
+                            (
+                                Err(StepError::retryable(StepError::TIMEOUT, message)),
+                                Some(limit),
+                            )
+                        }
+                    },
                 };
                 let ended = rec.stamp();
                 let duration = ended.saturating_sub(started);
@@ -359,13 +365,13 @@ where
                     }
                     Err(error) => error,
                 };
-                match (error.kind() == StepError::TIMEOUT, policy.timeout) {
-                    (true, Some(timeout)) => rec.event(ended, || EventKind::StepTimedOut {
+                match timed_out {
+                    Some(timeout) => rec.event(ended, || EventKind::StepTimedOut {
                         state: name,
                         attempt,
                         timeout,
                     }),
-                    _ => rec.event(ended, || EventKind::StepFailed {
+                    None => rec.event(ended, || EventKind::StepFailed {
                         state: name,
                         attempt,
                         duration,
