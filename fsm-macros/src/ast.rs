@@ -77,10 +77,9 @@ impl<'a> Machine<'a> {
             return None;
         }
         let attrs = attr::machine_attrs(cx, &input.attrs);
-        let module = attrs.module.unwrap_or_else(|| {
-            let name = crate::names::snake_case(&input.ident.to_string());
-            Ident::new(&name, input.ident.span())
-        });
+        let module = attrs
+            .module
+            .unwrap_or_else(|| crate::names::module_ident(&input.ident));
         let krate = match attrs.krate {
             Some(path) => quote!(#path),
             None => quote!(::fsm_core),

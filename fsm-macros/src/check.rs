@@ -399,7 +399,7 @@ fn reserved_names_are_free(cx: &mut Ctxt, m: &Machine) {
 fn event_traits_are_distinct(cx: &mut Ctxt, m: &Machine) {
     let mut seen: HashMap<String, &Ident> = HashMap::new();
     for on in m.states.iter().flat_map(|s| &s.on) {
-        let camel = names::camel_case(&on.event.to_string());
+        let camel = names::event_trait(&on.event);
         match seen.get(camel.as_str()) {
             Some(prev) if *prev != &on.event => cx.error(
                 &on.event,

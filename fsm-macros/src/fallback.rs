@@ -27,18 +27,14 @@ pub(crate) fn stubs(m: &Machine, errors: syn::Error) -> TokenStream {
         let name = ident.to_string();
         !RESERVED_STATE_NAMES.contains(&name.as_str()) && !name.starts_with("__")
     });
-    let mut events: Vec<String> = m
-        .states
-        .iter()
-        .flat_map(|s| &s.on)
-        .map(|on| on.event.to_string())
-        .collect();
-    events.retain(|e| !RESERVED_EVENT_NAMES.contains(&e.as_str()) && !e.starts_with("__"));
-    events.sort();
-    events.dedup();
-    let events = events
-        .iter()
-        .map(|e| syn::Ident::new(e, proc_macro2::Span::call_site()));
+    let mut events: Vec<&syn::Ident> = Vec::new();
+    for on in m.states.iter().flat_map(|s| &s.on) {
+        let name = on.event.to_string();
+        let reserved = RESERVED_EVENT_NAMES.contains(&name.as_str()) || name.starts_with("__");
+        if !reserved && !events.iter().any(|e| **e == on.event) {
+            events.push(&on.event);
+        }
+    }
     let module = &m.module;
     let vis = m.vis;
     // With one initial state `new` keeps its type, so that code using it infers its states.

@@ -22,6 +22,42 @@ pub(crate) fn snake_case(name: &str) -> String {
     out
 }
 
+/// The generated module's default name: the enum's in snake case, as a raw identifier when
+/// that is a keyword (`enum Move` -> `mod r#move`), with a suffix for the few keywords that
+/// cannot be raw (`enum Crate` -> `mod crate_`).
+pub(crate) fn module_ident(enum_ident: &syn::Ident) -> syn::Ident {
+    let name = snake_case(&unraw(enum_ident));
+    let span = enum_ident.span();
+    match name.as_str() {
+        "crate" | "self" | "super" => syn::Ident::new(&format!("{name}_"), span),
+        _ if syn::parse_str::<syn::Ident>(&name).is_err() => syn::Ident::new_raw(&name, span),
+        _ => syn::Ident::new(&name, span),
+    }
+}
+
+/// A name as the user reads it: `r#try` -> `try`. Names in messages, docs and the definition,
+/// and names derived from others, start from this.
+pub(crate) fn unraw(ident: &syn::Ident) -> String {
+    syn::ext::IdentExt::unraw(ident).to_string()
+}
+
+/// A derived method name as source text, raw when it is a keyword (`Match` -> `r#match`).
+pub(crate) fn fn_name(name: &str) -> String {
+    match name {
+        "crate" | "self" | "super" => format!("{name}_"),
+        _ if syn::parse_str::<syn::Ident>(name).is_err() => format!("r#{name}"),
+        _ => name.to_owned(),
+    }
+}
+
+/// `ship` -> `Ship`: the name of an event's trait (`Self` is a keyword, so `self_` -> `SelfEvent`).
+pub(crate) fn event_trait(event: &syn::Ident) -> String {
+    match camel_case(&unraw(event)).as_str() {
+        "Self" => "SelfEvent".to_owned(),
+        camel => camel.to_owned(),
+    }
+}
+
 /// `ship_express` -> `ShipExpress`.
 pub(crate) fn camel_case(name: &str) -> String {
     name.split('_')

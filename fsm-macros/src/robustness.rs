@@ -90,6 +90,10 @@ fn no_mutation_of_a_declaration_panics() {
         Some(syn::parse_str::<TokenTree>("=").unwrap()),
         Some(syn::parse_str::<TokenTree>("\"s\"").unwrap()),
         Some(syn::parse_str::<TokenTree>("()").unwrap()),
+        Some(syn::parse_str::<TokenTree>("r#try").unwrap()),
+        Some(syn::parse_str::<TokenTree>("Self").unwrap()),
+        Some(syn::parse_str::<TokenTree>("self_").unwrap()),
+        Some(syn::parse_str::<TokenTree>("Match").unwrap()),
     ];
     let (mut rejected, mut accepted) = (0, 0);
     let mut record = |out: String| {

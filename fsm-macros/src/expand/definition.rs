@@ -2,21 +2,22 @@
 
 use super::{lit, Src};
 use crate::check::Graph;
+use crate::names;
 
 pub(super) fn write(src: &mut Src, g: &Graph) {
     let k = src.krate.clone();
-    let name = lit(&src.m.ident.to_string());
+    let name = lit(&names::unraw(src.m.ident));
     src.write(format_args!(
         "#[automatically_derived] impl {k}::Fsm for __Enum {{\
            const DEFINITION: &'static {k}::Definition = &{k}::Definition {{ name: {name}, states: &["
     ));
-    for (i, s) in src.m.states.iter().enumerate() {
+    for s in &src.m.states {
         let kind = match &s.terminal {
             None => "Step",
             Some(t) if t.failure => "Failure",
             Some(_) => "Success",
         };
-        let name = lit(&src.state(i));
+        let name = lit(&names::unraw(s.ident));
         let duration = |ms: u64| format!("Some({k}::__private::Duration::from_millis({ms}))");
         let retry = match &s.retry {
             None => "None".to_owned(),
@@ -40,7 +41,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
     }
     src.write(format_args!("], initial: {}, transitions: &[", g.initial));
     for e in &g.edges {
-        let event = lit(&e.event.to_string());
+        let event = lit(&names::unraw(e.event));
         src.write(format_args!(
             "{k}::Transition {{ from: {}, event: {event}, to: {}, catch: false }},",
             e.from, e.to

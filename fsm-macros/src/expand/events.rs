@@ -49,7 +49,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
 
 /// `ship` -> (`Ship`, `ShipTarget`).
 fn trait_names(event: &Ident) -> (String, String) {
-    let camel = names::camel_case(&event.to_string());
+    let camel = names::event_trait(event);
     let target = format!("{camel}Target");
     (camel, target)
 }
@@ -148,7 +148,7 @@ fn event_method(src: &mut Src, event: &Ident, edges: &[&Edge]) {
 pub(super) fn spanned_impls(m: &Machine, g: &Graph) -> TokenStream {
     let mut out = TokenStream::new();
     for (event, edges) in events(g) {
-        let camel = names::camel_case(&event.to_string());
+        let camel = names::event_trait(event);
         let tr = format_ident!("{}", camel);
         let target_tr = format_ident!("{}Target", camel);
         let single = single_target(&edges);

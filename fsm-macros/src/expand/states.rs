@@ -7,6 +7,7 @@ use syn::{Fields, Ident, Type};
 use super::{lit, Src};
 use crate::ast::{Machine, State};
 use crate::check::Graph;
+use crate::names::unraw;
 
 pub(super) fn write(src: &mut Src, g: &Graph) {
     let k = src.krate.clone();
@@ -23,7 +24,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
                  match m {{ __Enum::{s}{pat} => __Result::Ok({s}{pat}), m => __Result::Err({k}::WrongState::new({name}, m)) }}\
                }}\
              }}",
-            name = lit(&s),
+            name = lit(&unraw(src.m.states[i].ident)),
         ));
     }
     typed_state(src, g);
@@ -204,7 +205,7 @@ pub(super) fn field_aliases(m: &Machine) -> TokenStream {
 }
 
 fn alias_ident(m: &Machine, s: &State, i: usize) -> Ident {
-    format_ident!("__{}_{}_{}", m.ident, s.ident, i)
+    format_ident!("__{}_{}_{}", unraw(m.ident), unraw(s.ident), i)
 }
 
 fn needs_alias(m: &Machine, tokens: TokenStream) -> bool {

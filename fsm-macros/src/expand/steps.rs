@@ -4,7 +4,7 @@
 
 use super::{lit, Src};
 use crate::check::Graph;
-use crate::names::snake_case;
+use crate::names::{fn_name, snake_case, unraw};
 
 /// What a state's step returns: its `Next` enum, or the typed target when there is one.
 enum Returns {
@@ -27,8 +27,8 @@ fn returns(src: &Src, g: &Graph, from: usize) -> Returns {
 fn catch_method(src: &Src, from: usize, to: usize) -> String {
     format!(
         "catch_{}_to_{}",
-        snake_case(&src.state(from)),
-        snake_case(&src.state(to))
+        snake_case(&unraw(src.m.states[from].ident)),
+        snake_case(&unraw(src.m.states[to].ident))
     )
 }
 
@@ -44,7 +44,7 @@ fn step_arms(src: &mut Src, g: &Graph, states: &[usize]) {
     for &i in states {
         let s = src.state(i);
         let pat = super::states::pattern(src.m.states[i].fields);
-        let name = snake_case(&s);
+        let name = fn_name(&snake_case(&unraw(src.m.states[i].ident)));
         let index = match returns(src, g, i) {
             Returns::Next(_) => "next.__index()".to_owned(),
             Returns::One { transition, .. } => transition.to_string(),
@@ -100,7 +100,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
         src.write(format_args!(
             "#[doc = {doc}] fn {name}(&self, state: Machine<{s}>, cx: {k}::Context) \
              -> impl {k}::__private::Future<Output = __Result<{ret}, {k}::StepError>> + ::core::marker::Send;",
-            name = snake_case(&s),
+            name = fn_name(&snake_case(&unraw(src.m.states[i].ident))),
         ));
     }
     let mut catch_methods: Vec<(usize, usize)> = Vec::new();
