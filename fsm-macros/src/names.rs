@@ -50,11 +50,14 @@ pub(crate) fn fn_name(name: &str) -> String {
     }
 }
 
-/// `ship` -> `Ship`: the name of an event's trait (`Self` is a keyword, so `self_` -> `SelfEvent`).
+/// `ship` -> `Ship`: the name of an event's trait. A name that would not be an identifier
+/// (`Self` from `self_`, `1` from `_1`) gets a word added: `SelfEvent`, `Event1`.
 pub(crate) fn event_trait(event: &syn::Ident) -> String {
-    match camel_case(&unraw(event)).as_str() {
-        "Self" => "SelfEvent".to_owned(),
-        camel => camel.to_owned(),
+    let camel = camel_case(&unraw(event));
+    match camel.chars().next() {
+        _ if camel == "Self" => "SelfEvent".to_owned(),
+        Some(c) if c.is_alphabetic() => camel,
+        _ => format!("Event{camel}"),
     }
 }
 

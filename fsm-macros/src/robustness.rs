@@ -94,6 +94,7 @@ fn no_mutation_of_a_declaration_panics() {
         Some(syn::parse_str::<TokenTree>("Self").unwrap()),
         Some(syn::parse_str::<TokenTree>("self_").unwrap()),
         Some(syn::parse_str::<TokenTree>("Match").unwrap()),
+        Some(syn::parse_str::<TokenTree>("_1").unwrap()),
     ];
     let (mut rejected, mut accepted) = (0, 0);
     let mut record = |out: String| {

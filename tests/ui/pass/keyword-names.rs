@@ -25,8 +25,10 @@ enum Crate {
 enum Game {
     #[fsm(initial, on(start => Match))]
     Lobby,
-    #[fsm(on(self_ => Over))]
+    #[fsm(on(self_ => Overtime), on(_2 => Over))]
     Match,
+    #[fsm(on(_1 => Over))]
+    Overtime,
     #[fsm(terminal)]
     Over,
 }
@@ -37,8 +39,11 @@ impl game::Steps for Referee {
     async fn lobby(&self, l: game::Machine<game::Lobby>, _: Context) -> Result<game::Machine<game::Match>, StepError> {
         Ok(l.start(|_| game::Match))
     }
-    async fn r#match(&self, m: game::Machine<game::Match>, _: Context) -> Result<game::Machine<game::Over>, StepError> {
-        Ok(m.self_(|_| game::Over))
+    async fn r#match(&self, m: game::Machine<game::Match>, _: Context) -> Result<game::MatchNext, StepError> {
+        Ok(m.self_(|_| game::Overtime).into())
+    }
+    async fn overtime(&self, m: game::Machine<game::Overtime>, _: Context) -> Result<game::Machine<game::Over>, StepError> {
+        Ok(m._1(|_| game::Over))
     }
 }
 
