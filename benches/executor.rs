@@ -5,7 +5,8 @@
 //!
 //! - `hand_loop`: `loop { state = match state { S0(x) => S1(bump(x).await), .. } }`, which
 //!   the optimiser folds into straight-line code, and `hand_loop_opaque`, the same with each
-//!   state put through `black_box` (what steps separated by real I/O look like);
+//!   state put through `black_box` (what steps separated by real I/O look like), and
+//!   `hand_loop_over_steps`, a loop over `AnyState` calling the same `Steps` handlers;
 //! - `executor_history`: `Executor::run`, recording the history (three events per step);
 //! - `executor_no_history`: the same with `record_history(false)`.
 //!
@@ -201,6 +202,96 @@ async fn hand_loop_with(mut state: Chain, barrier: impl Fn(Chain) -> Chain) -> C
     }
 }
 
+/// The hand loop a user of this crate would write without the executor: the same `Steps`
+/// handlers, called on the typed states that `AnyState` gives back.
+async fn hand_loop_steps(mut state: Chain, steps: &Bump, cx: Context) -> Option<Chain> {
+    loop {
+        state = match AnyState::from(state) {
+            AnyState::S0(m) => match steps.s0(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S1(m) => match steps.s1(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S2(m) => match steps.s2(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S3(m) => match steps.s3(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S4(m) => match steps.s4(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S5(m) => match steps.s5(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S6(m) => match steps.s6(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S7(m) => match steps.s7(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S8(m) => match steps.s8(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S9(m) => match steps.s9(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S10(m) => match steps.s10(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S11(m) => match steps.s11(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S12(m) => match steps.s12(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S13(m) => match steps.s13(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S14(m) => match steps.s14(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S15(m) => match steps.s15(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S16(m) => match steps.s16(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S17(m) => match steps.s17(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S18(m) => match steps.s18(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S19(m) => match steps.s19(m, cx).await {
+                Ok(next) => next.into(),
+                Err(_) => return None,
+            },
+            AnyState::S20(m) => return Some(m.into()),
+        };
+    }
+}
+
 /// Polls a future that never waits.
 fn ready<T>(future: impl Future<Output = T>) -> T {
     let mut future = pin!(future);
@@ -221,6 +312,19 @@ fn hand_loop_20_steps() -> Chain {
 #[divan::bench]
 fn hand_loop_opaque_20_steps() -> Chain {
     ready(hand_loop_with(black_box(Chain::S0(1)), black_box))
+}
+
+#[divan::bench]
+fn hand_loop_over_steps_20_steps() -> Option<Chain> {
+    let cx = Context {
+        execution: fsm_core::ExecutionId(1),
+        attempt: 1,
+        idempotency_key: fsm_core::IdempotencyKey {
+            execution: fsm_core::ExecutionId(1),
+            step: 0,
+        },
+    };
+    ready(hand_loop_steps(black_box(Chain::S0(1)), &Bump, cx))
 }
 
 #[divan::bench]

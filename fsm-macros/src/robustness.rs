@@ -99,7 +99,10 @@ fn no_mutation_of_a_declaration_panics() {
     let (mut rejected, mut accepted) = (0, 0);
     let mut record = |out: String| {
         assert!(!out.is_empty(), "a mutation expanded to nothing");
-        assert!(!out.contains("internal error"), "generated code did not lex: {out}");
+        assert!(
+            !out.contains("internal error"),
+            "generated code did not lex: {out}"
+        );
         if out.contains("compile_error") {
             rejected += 1;
         } else {
