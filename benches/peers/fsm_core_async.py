@@ -1,0 +1,49 @@
+"""fsm-core's executor (history off): the same derive, with a Steps impl per state, driven by
+Executor::run under the harness's no-op-waker block_on."""
+
+import os
+
+# This repository's fsm-core; set FSM_CORE to measure another checkout.
+FSM_CORE = os.environ.get("FSM_CORE", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "fsm-core")))
+
+NAME = "fsm_core_async"
+LABEL = "fsm-core (executor)"
+ORDER = 8
+DEPS = {"fsm-core": '{ path = "' + FSM_CORE + '" }'}
+
+
+def machine(s):
+    out = ["use fsm_core::{Fsm, Context, StepError, Executor};", "#[derive(Fsm, Clone)]", "pub enum Chain {"]
+    for i in range(s.n):
+        if i == s.last:
+            out.append(f"    #[fsm(terminal)] S{i}(u64),")
+            continue
+        init = "initial, " if i == 0 else ""
+        targets = f"S{i+1} | F{i}" if s.is_branch(i) else f"S{i+1}"
+        out.append(f"    #[fsm({init}on(t{i} => {targets}))] S{i}(u64),")
+    for b in s.branches:
+        out.append(f"    #[fsm(terminal(failure))] F{b}(u64),")
+    out.append("}")
+    out.append("use chain::*;")
+    out.append("pub struct Bump;")
+    out.append("impl Steps for Bump {")
+    for i in range(s.n - 1):
+        if s.is_branch(i):
+            out.append(f"    async fn s{i}(&self, m: Machine<S{i}>, _: Context) -> Result<S{i}Next, StepError> {{ Ok(if m.0 == SENTINEL {{ m.t{i}(|x| F{i}(x.0)).into() }} else {{ m.t{i}(|x| S{i+1}(x.0.wrapping_add(1))).into() }}) }}")
+        else:
+            out.append(f"    async fn s{i}(&self, m: Machine<S{i}>, _: Context) -> Result<Machine<S{i+1}>, StepError> {{ Ok(m.t{i}(|x| S{i+1}(x.0.wrapping_add(1)))) }}")
+    out.append("}")
+    out.append("static EXECUTOR: std::sync::OnceLock<Executor<Chain, Bump>> = std::sync::OnceLock::new();")
+    return "\n".join(out)
+
+
+def driver(s):
+    arms = [f"        Chain::S{s.last}(x) => x,"]
+    arms += [f"        Chain::F{b}(x) => !x ^ {b}," for b in s.branches]
+    arms.append("        _ => unreachable!(),")
+    return ("""    let executor = EXECUTOR.get_or_init(|| Executor::builder(Bump).record_history(false).build());
+    let outcome = block_on(executor.run(Chain::S0(seed)));
+    let state = step_barrier!(outcome.state);
+    match state {
+""" + "\n".join(arms) + """
+    }""")
