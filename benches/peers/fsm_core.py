@@ -12,8 +12,9 @@ ORDER = 7
 DEPS = {"fsm-core": '{ path = "' + FSM_CORE + '", default-features = false }'}
 
 
-def machine(s):
-    out = ["use fsm_core::Fsm;", "#[derive(Fsm)]", "pub enum Chain {"]
+def declaration(s, derives="Fsm"):
+    """The chain as a `#[derive(Fsm)]` enum, and its generated module in scope."""
+    out = [f"#[derive({derives})]", "pub enum Chain {"]
     for i in range(s.n):
         if i == s.last:
             out.append(f"    #[fsm(terminal)] S{i}(u64),")
@@ -25,6 +26,11 @@ def machine(s):
         out.append(f"    #[fsm(terminal(failure))] F{b}(u64),")
     out.append("}")
     out.append("use chain::*;")
+    return out
+
+
+def machine(s):
+    out = ["use fsm_core::Fsm;"] + declaration(s)
     out.append(f"#[inline] fn finish_last(m: Machine<S{s.last}>) -> u64 {{ m.0 }}")
     # A branch as the caller writes it: the guard decides which target the event builds.
     for b in s.branches:

@@ -1,7 +1,13 @@
 """fsm-core's executor (history off): the same derive, with a Steps impl per state, driven by
 Executor::run under the harness's no-op-waker block_on."""
 
+import importlib.util
 import os
+
+# The declaration is the typestate column's, loaded from the file beside this one.
+_spec = importlib.util.spec_from_file_location("fsm_core_column", os.path.join(os.path.dirname(__file__), "fsm_core.py"))
+_typestate = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_typestate)
 
 # This repository's fsm-core; set FSM_CORE to measure another checkout.
 FSM_CORE = os.environ.get("FSM_CORE", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "fsm-core")))
@@ -13,18 +19,7 @@ DEPS = {"fsm-core": '{ path = "' + FSM_CORE + '" }'}
 
 
 def machine(s):
-    out = ["use fsm_core::{Fsm, Context, StepError, Executor};", "#[derive(Fsm, Clone)]", "pub enum Chain {"]
-    for i in range(s.n):
-        if i == s.last:
-            out.append(f"    #[fsm(terminal)] S{i}(u64),")
-            continue
-        init = "initial, " if i == 0 else ""
-        targets = f"S{i+1} | F{i}" if s.is_branch(i) else f"S{i+1}"
-        out.append(f"    #[fsm({init}on(t{i} => {targets}))] S{i}(u64),")
-    for b in s.branches:
-        out.append(f"    #[fsm(terminal(failure))] F{b}(u64),")
-    out.append("}")
-    out.append("use chain::*;")
+    out = ["use fsm_core::{Fsm, Context, StepError, Executor};"] + _typestate.declaration(s, "Fsm, Clone")
     out.append("pub struct Bump;")
     out.append("impl Steps for Bump {")
     for i in range(s.n - 1):
