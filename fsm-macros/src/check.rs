@@ -19,6 +19,16 @@ pub(crate) struct Graph<'a> {
     pub(crate) catches: Vec<CatchEdge>,
 }
 
+impl<'a> Graph<'a> {
+    /// The event transitions leaving `from`, each with its index in the definition.
+    pub(crate) fn edges_from(&self, from: usize) -> impl Iterator<Item = (usize, &Edge<'a>)> {
+        self.edges
+            .iter()
+            .enumerate()
+            .filter(move |(_, e)| e.from == from)
+    }
+}
+
 /// `catch(kind => Target)` on state `from`, for one kind (`"*"` for any).
 pub(crate) struct CatchEdge {
     pub(crate) from: usize,
@@ -35,9 +45,24 @@ pub(crate) struct Edge<'a> {
 }
 
 /// Names the generated module defines besides the states' own.
-pub(crate) const RESERVED_STATE_NAMES: &[&str] = &["Machine", "AnyState"];
+const RESERVED_STATE_NAMES: &[&str] = &["Machine", "AnyState"];
 /// Methods of the typed state that an event cannot shadow.
-pub(crate) const RESERVED_EVENT_NAMES: &[&str] = &["new", "data", "into_data"];
+const RESERVED_EVENT_NAMES: &[&str] = &["new", "data", "into_data"];
+
+/// Whether the generated module defines `name` for itself: `Machine`, `AnyState`, a `Next`
+/// enum of one of the states, or a hidden `__` item.
+pub(crate) fn is_module_name(m: &Machine, name: &str) -> bool {
+    RESERVED_STATE_NAMES.contains(&name)
+        || name.starts_with("__")
+        || name
+            .strip_suffix("Next")
+            .is_some_and(|base| m.index_of_str(base).is_some())
+}
+
+/// Whether `name` is a method every typed state already has, or a hidden one.
+pub(crate) fn is_reserved_event(name: &str) -> bool {
+    RESERVED_EVENT_NAMES.contains(&name) || name.starts_with("__")
+}
 
 pub(crate) fn check<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> Option<Graph<'a>> {
     let initial = one_initial(cx, m);
@@ -51,7 +76,7 @@ pub(crate) fn check<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> Option<Graph<'a>> 
     let (edges, all_targets_exist) = targets_exist(cx, m);
     let (catches, all_catch_targets_exist) = catch_targets_exist(cx, m);
     catch_kinds_are_unique_per_state(cx, m);
-    targets_are_unique_per_state(cx, m);
+    targets_are_unique_per_state(cx, m, &edges);
     let initial = initial?;
     // With a misspelt target or an unreadable key the intended graph is unknown: reachability
     // errors would only echo that mistake.
@@ -282,30 +307,24 @@ fn unknown_state(cx: &mut Ctxt, m: &Machine, target: &Ident, written: &str) {
 
 /// A state reaches each target through one event, once: the typed state an event returns
 /// names its target, and a step's result must tell which event led there.
-fn targets_are_unique_per_state(cx: &mut Ctxt, m: &Machine) {
+fn targets_are_unique_per_state(cx: &mut Ctxt, m: &Machine, edges: &[Edge]) {
     let mut seen: HashMap<(usize, usize), &Ident> = HashMap::new();
-    for s in m.states.iter().enumerate() {
-        for on in &s.1.on {
-            for target in &on.targets {
-                let Some(to) = m.index_of(target) else {
-                    continue;
-                };
-                match seen.get(&(s.0, to)) {
-                    Some(prev) if *prev == &on.event => cx.error(
-                        target,
-                        format!("`{target}` is listed twice in `on({} => ...)`; remove one", on.event),
-                    ),
-                    Some(prev) => cx.error(
-                        target,
-                        format!(
-                            "`{}` already reaches `{target}` through `{prev}`; a state reaches each target through one event, so merge them into one event",
-                            s.1.ident
-                        ),
-                    ),
-                    None => {
-                        seen.insert((s.0, to), &on.event);
-                    }
-                }
+    for e in edges {
+        let (target, event) = (e.target, e.event);
+        match seen.get(&(e.from, e.to)) {
+            Some(prev) if *prev == event => cx.error(
+                target,
+                format!("`{target}` is listed twice in `on({event} => ...)`; remove one"),
+            ),
+            Some(prev) => cx.error(
+                target,
+                format!(
+                    "`{}` already reaches `{target}` through `{prev}`; a state reaches each target through one event, so merge them into one event",
+                    m.states[e.from].ident
+                ),
+            ),
+            None => {
+                seen.insert((e.from, e.to), event);
             }
         }
     }
@@ -368,13 +387,7 @@ fn a_terminal_is_reachable(
 fn reserved_names_are_free(cx: &mut Ctxt, m: &Machine) {
     for s in &m.states {
         let name = s.ident.to_string();
-        let next_of = name
-            .strip_suffix("Next")
-            .and_then(|base| m.index_of_str(base));
-        if RESERVED_STATE_NAMES.contains(&name.as_str())
-            || name.starts_with("__")
-            || next_of.is_some()
-        {
+        if is_module_name(m, &name) {
             cx.error(
                 s.ident,
                 format!(
@@ -385,7 +398,7 @@ fn reserved_names_are_free(cx: &mut Ctxt, m: &Machine) {
         }
         for on in &s.on {
             let event = on.event.to_string();
-            if RESERVED_EVENT_NAMES.contains(&event.as_str()) || event.starts_with("__") {
+            if is_reserved_event(&event) {
                 cx.error(
                     &on.event,
                     format!("`{event}` is a method of every typed state; rename this event"),

@@ -7,7 +7,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use crate::ast::Machine;
-use crate::check::{RESERVED_EVENT_NAMES, RESERVED_STATE_NAMES};
+use crate::check::{is_module_name, is_reserved_event};
 use crate::ctxt::Ctxt;
 
 pub(crate) fn errors(cx: Ctxt) -> TokenStream {
@@ -23,15 +23,14 @@ pub(crate) fn stubs(m: &Machine, errors: syn::Error) -> TokenStream {
     let enum_ident = m.ident;
     // Names the module defines for itself are left out: a state or an event that takes one is
     // among the errors already.
-    let structs = m.states.iter().map(|s| s.ident).filter(|ident| {
-        let name = ident.to_string();
-        !RESERVED_STATE_NAMES.contains(&name.as_str()) && !name.starts_with("__")
-    });
+    let structs = m
+        .states
+        .iter()
+        .map(|s| s.ident)
+        .filter(|ident| !is_module_name(m, &ident.to_string()));
     let mut events: Vec<&syn::Ident> = Vec::new();
     for on in m.states.iter().flat_map(|s| &s.on) {
-        let name = on.event.to_string();
-        let reserved = RESERVED_EVENT_NAMES.contains(&name.as_str()) || name.starts_with("__");
-        if !reserved && !events.iter().any(|e| **e == on.event) {
+        if !is_reserved_event(&on.event.to_string()) && !events.iter().any(|e| **e == on.event) {
             events.push(&on.event);
         }
     }
@@ -45,7 +44,7 @@ pub(crate) fn stubs(m: &Machine, errors: syn::Error) -> TokenStream {
         .map(|s| s.ident)
         .collect();
     let new = match initials.as_slice() {
-        [initial] if !RESERVED_STATE_NAMES.contains(&initial.to_string().as_str()) => quote! {
+        [initial] if !is_module_name(m, &initial.to_string()) => quote! {
             impl Machine<#initial> { pub fn new(_: #initial) -> Self { ::core::unreachable!() } }
         },
         _ => quote! {

@@ -31,7 +31,9 @@ fn single_target(edges: &[&Edge]) -> bool {
     edges.windows(2).all(|w| w[0].from != w[1].from)
 }
 
-pub(super) fn write(src: &mut Src, g: &Graph) {
+/// Writes the event traits, methods and `Next` enums, and returns the impls that say where
+/// each event is legal (tokens, for their spans).
+pub(super) fn write(src: &mut Src, g: &Graph) -> TokenStream {
     let events = events(g);
     src.push("/// Where each event is legal: implemented only here, for the declared transitions.\nmod __event {");
     for (event, edges) in &events {
@@ -45,6 +47,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
     for from in 0..src.m.states.len() {
         next_enum(src, g, from);
     }
+    spanned_impls(src.m, &events)
 }
 
 /// `ship` -> (`Ship`, `ShipTarget`).
@@ -145,13 +148,13 @@ fn event_method(src: &mut Src, event: &Ident, edges: &[&Edge]) {
 /// The impls that say where each event is legal. Built as tokens spanned on the declaration,
 /// so that "the trait is implemented for `Paid`" points at the state and at the target as
 /// written in `on(...)`.
-pub(super) fn spanned_impls(m: &Machine, g: &Graph) -> TokenStream {
+fn spanned_impls(m: &Machine, events: &[(&Ident, Vec<&Edge>)]) -> TokenStream {
     let mut out = TokenStream::new();
-    for (event, edges) in events(g) {
+    for (event, edges) in events {
         let camel = names::event_trait(event);
         let tr = format_ident!("{}", camel);
         let target_tr = format_ident!("{}Target", camel);
-        let single = single_target(&edges);
+        let single = single_target(edges);
         for (i, e) in edges.iter().enumerate() {
             let from = m.states[e.from].ident;
             let to = m.states[e.to].ident;
@@ -171,21 +174,34 @@ pub(super) fn spanned_impls(m: &Machine, g: &Graph) -> TokenStream {
     out
 }
 
+/// What a state's step returns, and what its events lead to as one type: the typed target
+/// when the state has one, its `Next` enum when it has several, nothing when it is terminal.
+pub(super) enum NextType {
+    Enum(String),
+    One { target: String, transition: usize },
+}
+
+pub(super) fn next_type(src: &Src, g: &Graph, from: usize) -> Option<NextType> {
+    let mut edges = g.edges_from(from);
+    match (edges.next(), edges.next()) {
+        (None, _) => None,
+        (Some((transition, e)), None) => Some(NextType::One {
+            target: src.state(e.to),
+            transition,
+        }),
+        _ => Some(NextType::Enum(format!("{}Next", src.state(from)))),
+    }
+}
+
 /// `PaidNext`: for a state with more than one target, one of its targets. Any of them
 /// converts into it with `.into()`, so a branch chosen at run time has one type.
 fn next_enum(src: &mut Src, g: &Graph, from: usize) {
-    let edges: Vec<(usize, &Edge)> = g
-        .edges
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.from == from)
-        .collect();
-    if edges.len() < 2 {
+    let Some(NextType::Enum(next)) = next_type(src, g, from) else {
         return;
-    }
+    };
+    let edges: Vec<(usize, &Edge)> = g.edges_from(from).collect();
     let (k, vis) = (src.krate.clone(), src.vis.clone());
     let state = src.state(from);
-    let next = format!("{state}Next");
     let targets: Vec<String> = edges.iter().map(|(_, e)| src.state(e.to)).collect();
     let debug = if src.m.derives.iter().any(|d| d.is_ident("Debug")) {
         "#[derive(Debug)]"

@@ -87,7 +87,7 @@ fn expand(m: &Machine, g: &Graph, lex: &dyn Fn(&str) -> Option<TokenStream>) -> 
         vis: m.inner_vis.to_string(),
     };
     states::write(&mut src, g);
-    events::write(&mut src, g);
+    let spanned = events::write(&mut src, g);
     definition::write(&mut src, g);
     #[cfg(feature = "steps")]
     steps::write(&mut src, g);
@@ -101,7 +101,6 @@ fn expand(m: &Machine, g: &Graph, lex: &dyn Fn(&str) -> Option<TokenStream>) -> 
         }
     };
     let structs = states::structs(m);
-    let spanned = events::spanned_impls(m, g);
     module(m, quote! { #structs #spanned #body })
 }
 

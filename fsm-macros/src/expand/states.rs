@@ -6,7 +6,7 @@ use syn::{Fields, Ident, Type};
 
 use super::{lit, Src};
 use crate::ast::{Machine, State};
-use crate::check::Graph;
+use crate::check::{is_module_name, Graph};
 use crate::names::unraw;
 
 pub(super) fn write(src: &mut Src, g: &Graph) {
@@ -212,13 +212,7 @@ fn needs_alias(m: &Machine, tokens: TokenStream) -> bool {
     tokens.into_iter().any(|tt| match tt {
         TokenTree::Ident(id) => {
             let name = id.to_string();
-            name == "Self"
-                || m.index_of_str(&name).is_some()
-                || crate::check::RESERVED_STATE_NAMES.contains(&name.as_str())
-                || name.starts_with("__")
-                || name
-                    .strip_suffix("Next")
-                    .is_some_and(|b| m.index_of_str(b).is_some())
+            name == "Self" || m.index_of_str(&name).is_some() || is_module_name(m, &name)
         }
         TokenTree::Group(g) => needs_alias(m, g.stream()),
         _ => false,

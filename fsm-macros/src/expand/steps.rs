@@ -2,26 +2,10 @@
 //! legal next states) and the dispatch the executor drives it through. Generated only when
 //! fsm-core's `runtime` feature is on.
 
+use super::events::{next_type, NextType};
 use super::{lit, Src};
 use crate::check::Graph;
 use crate::names::{fn_name, snake_case, unraw};
-
-/// What a state's step returns: its `Next` enum, or the typed target when there is one.
-enum Returns {
-    Next(String),
-    One { target: String, transition: usize },
-}
-
-fn returns(src: &Src, g: &Graph, from: usize) -> Returns {
-    let mut edges = g.edges.iter().enumerate().filter(|(_, e)| e.from == from);
-    match (edges.next(), edges.next()) {
-        (Some((transition, e)), None) => Returns::One {
-            target: src.state(e.to),
-            transition,
-        },
-        _ => Returns::Next(format!("{}Next", src.state(from))),
-    }
-}
 
 /// `catch_reserved_to_payment_declined`.
 fn catch_method(src: &Src, from: usize, to: usize) -> String {
@@ -45,9 +29,13 @@ fn step_arms(src: &mut Src, g: &Graph, states: &[usize]) {
         let s = src.state(i);
         let pat = super::states::pattern(src.m.states[i].fields);
         let name = fn_name(&snake_case(&unraw(src.m.states[i].ident)));
-        let index = match returns(src, g, i) {
-            Returns::Next(_) => "next.__index()".to_owned(),
-            Returns::One { transition, .. } => transition.to_string(),
+        // Every state with a step has events (checked), so it has a next type.
+        let Some(next) = next_type(src, g, i) else {
+            continue;
+        };
+        let index = match next {
+            NextType::Enum(_) => "next.__index()".to_owned(),
+            NextType::One { transition, .. } => transition.to_string(),
         };
         src.write(format_args!(
             "__Enum::{s}{pat} => {{\
@@ -82,15 +70,16 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
         .collect();
     for &i in &steps {
         let s = src.state(i);
-        let ret = match returns(src, g, i) {
-            Returns::Next(next) => next,
-            Returns::One { target, .. } => format!("Machine<{target}>"),
+        let Some(next) = next_type(src, g, i) else {
+            continue;
+        };
+        let ret = match next {
+            NextType::Enum(next) => next,
+            NextType::One { target, .. } => format!("Machine<{target}>"),
         };
         let targets: Vec<String> = g
-            .edges
-            .iter()
-            .filter(|e| e.from == i)
-            .map(|e| format!("`{}` (`{}`)", src.state(e.to), e.event))
+            .edges_from(i)
+            .map(|(_, e)| format!("`{}` (`{}`)", src.state(e.to), e.event))
             .collect();
         let doc = lit(&format!(
             "The step of `{s}`: returns {}. Called again on a retry, with a new attempt number \
