@@ -22,7 +22,7 @@ use std::pin::pin;
 use std::sync::Mutex;
 use std::task::{Context as Waker, Poll};
 
-use fsm_core::{Context, EventKind, Executor, Fsm, StepError};
+use fsm_core::{Context, EventKind, ExecutionId, Executor, Fsm, IdempotencyKey, StepError};
 
 #[allow(dead_code)]
 #[path = "../examples/checkout.rs"]
@@ -203,92 +203,105 @@ async fn hand_loop_with(mut state: Chain, barrier: impl Fn(Chain) -> Chain) -> C
 }
 
 /// The hand loop a user of this crate would write without the executor: the same `Steps`
-/// handlers, called on the typed states that `AnyState` gives back.
-async fn hand_loop_steps(mut state: Chain, steps: &Bump, cx: Context) -> Option<Chain> {
+/// handlers, called on the typed states that `AnyState` gives back, each step with its own
+/// context (attempt 1, the step's idempotency key), stopping at the first error.
+async fn hand_loop_steps(
+    mut state: Chain,
+    steps: &Bump,
+    execution: ExecutionId,
+    barrier: impl Fn(Chain) -> Chain,
+) -> Result<Chain, StepError> {
+    let mut step = 0;
     loop {
-        state = match AnyState::from(state) {
+        let cx = Context {
+            execution,
+            attempt: 1,
+            idempotency_key: IdempotencyKey { execution, step },
+        };
+        step += 1;
+        state = barrier(match AnyState::from(state) {
             AnyState::S0(m) => match steps.s0(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
             AnyState::S1(m) => match steps.s1(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
             AnyState::S2(m) => match steps.s2(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
             AnyState::S3(m) => match steps.s3(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
             AnyState::S4(m) => match steps.s4(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
             AnyState::S5(m) => match steps.s5(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
             AnyState::S6(m) => match steps.s6(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
             AnyState::S7(m) => match steps.s7(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
             AnyState::S8(m) => match steps.s8(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
             AnyState::S9(m) => match steps.s9(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
             AnyState::S10(m) => match steps.s10(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
             AnyState::S11(m) => match steps.s11(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
             AnyState::S12(m) => match steps.s12(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
             AnyState::S13(m) => match steps.s13(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
             AnyState::S14(m) => match steps.s14(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
             AnyState::S15(m) => match steps.s15(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
             AnyState::S16(m) => match steps.s16(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
             AnyState::S17(m) => match steps.s17(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
             AnyState::S18(m) => match steps.s18(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
             AnyState::S19(m) => match steps.s19(m, cx).await {
                 Ok(next) => next.into(),
-                Err(_) => return None,
+                Err(error) => return Err(error),
             },
-            AnyState::S20(m) => return Some(m.into()),
-        };
+            AnyState::S20(m) => return Ok(m.into()),
+        });
     }
 }
 
@@ -315,16 +328,23 @@ fn hand_loop_opaque_20_steps() -> Chain {
 }
 
 #[divan::bench]
-fn hand_loop_over_steps_20_steps() -> Option<Chain> {
-    let cx = Context {
-        execution: fsm_core::ExecutionId(1),
-        attempt: 1,
-        idempotency_key: fsm_core::IdempotencyKey {
-            execution: fsm_core::ExecutionId(1),
-            step: 0,
-        },
-    };
-    ready(hand_loop_steps(black_box(Chain::S0(1)), &Bump, cx))
+fn hand_loop_over_steps_20_steps() -> Result<Chain, StepError> {
+    ready(hand_loop_steps(
+        black_box(Chain::S0(1)),
+        &Bump,
+        ExecutionId(1),
+        |s| s,
+    ))
+}
+
+#[divan::bench]
+fn hand_loop_over_steps_opaque_20_steps() -> Result<Chain, StepError> {
+    ready(hand_loop_steps(
+        black_box(Chain::S0(1)),
+        &Bump,
+        ExecutionId(1),
+        black_box,
+    ))
 }
 
 #[divan::bench]

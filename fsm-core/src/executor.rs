@@ -2,9 +2,7 @@
 //! generated step dispatch, with retries, timeouts, error routing, panic isolation, history
 //! and observation.
 
-use core::future::Future;
 use core::marker::PhantomData;
-use core::task::Poll;
 use core::time::Duration;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,10 +10,10 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use crate::driver::{Cloned, Deadline, Driver, Guard, Stop};
 use crate::policy::JitterSource;
 use crate::{
-    Context, Dispatch, EventKind, ExecutionId, History, HistoryEvent, IdempotencyKey, RetryPolicy,
-    StateKind, StepError,
+    Dispatch, EventKind, ExecutionId, History, HistoryEvent, RetryPolicy, StateKind, StepError,
 };
 
 /// A function that sees every history event of every execution as it happens.
@@ -80,12 +78,15 @@ struct Inner<H> {
     record_history: bool,
     observer: Option<Observer>,
     next_id: AtomicU64,
+    /// Whether any state has a time limit per attempt.
+    has_timeouts: bool,
 }
 
+/// A state's policies, as the executor applies them.
 #[derive(Clone, Copy)]
-struct Policy {
+pub(crate) struct Policy {
     retry: RetryPolicy,
-    timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     has_catch: bool,
 }
 
@@ -206,6 +207,7 @@ impl<M: crate::Fsm, H> ExecutorBuilder<M, H> {
 
     /// The executor.
     pub fn build(self) -> Executor<M, H> {
+        let has_timeouts = self.policies.iter().any(|p| p.timeout.is_some());
         Executor {
             inner: Arc::new(Inner {
                 steps: self.steps,
@@ -213,6 +215,7 @@ impl<M: crate::Fsm, H> ExecutorBuilder<M, H> {
                 record_history: self.record_history,
                 observer: self.observer,
                 next_id: AtomicU64::new(1),
+                has_timeouts,
             }),
             machine: PhantomData,
         }
@@ -280,138 +283,110 @@ where
     async fn drive(&self, id: ExecutionId, mut state: M) -> Outcome<M> {
         let def = M::DEFINITION;
         let inner = &*self.inner;
-        let mut rec = Recorder::new(id, inner, def);
-        let at = rec.stamp();
-        rec.event(at, || EventKind::ExecutionStarted {
+        let deadline = Deadline::new(inner.has_timeouts);
+        let mut driver = Driver {
+            kept: None,
+            id,
+            step: 0,
+            attempt: 1,
+            index: 0,
+            started: Duration::ZERO,
+            limit: None,
+            policies: &inner.policies,
+            timeouts: inner.has_timeouts,
+            rec: Recorder::new(id, inner, def),
+            deadline: &deadline,
+        };
+        let at = driver.rec.stamp();
+        driver.rec.event(at, || EventKind::ExecutionStarted {
             state: state.state_name(),
         });
         let mut jitter = JitterSource::new(id.0);
-        let mut step = 0u32;
         loop {
-            let index = state.state_index();
-            let info = &def.states[index];
-            let name = info.name;
-            if info.kind != StateKind::Step {
-                let at = rec.stamp();
-                let status = if info.kind == StateKind::Success {
-                    rec.event(at, || EventKind::ExecutionSucceeded { state: name });
-                    Status::Succeeded
-                } else {
-                    rec.event(at, || EventKind::ExecutionFailed {
-                        state: name,
-                        attempts: 0,
-                        error: None,
-                    });
-                    Status::Failed
-                };
-                return Outcome {
-                    id,
-                    state,
-                    status,
-                    history: rec.finish(),
-                };
-            }
-            let policy = &inner.policies[index];
-            let idempotency_key = IdempotencyKey {
-                execution: id,
-                step,
+            // The generated loop runs step after step until a terminal state or a failure.
+            let run = Guard::new(state.run::<Cloned>(&inner.steps, &mut driver), &deadline);
+            let (error, timed_out) = match run.await {
+                Stop::Done(Ok(end)) => return driver.finish(end),
+                Stop::Done(Err(error)) => (error, None),
+                Stop::Panicked(payload) => {
+                    // A panic in an observer, or in the machine's `Clone` before a step began,
+                    // is not a step's: it goes on unwinding, as it would without the executor.
+                    if driver.rec.in_observer() || driver.kept.is_none() {
+                        std::panic::resume_unwind(payload);
+                    }
+                    let message = panic_message(&*payload);
+                    (StepError::fatal(StepError::PANIC, message), None)
+                }
+                Stop::TimedOut => {
+                    let limit = driver.limit.unwrap_or_default();
+                    let message = format_args!("attempt ran past {limit:?}");
+                    (
+                        StepError::retryable(StepError::TIMEOUT, message),
+                        Some(limit),
+                    )
+                }
             };
-            step += 1;
-            let mut attempt = 1;
-            let result = loop {
-                let started = rec.stamp();
-                rec.event(started, || EventKind::StepStarted {
+            driver.disarm();
+            // The generated loop keeps the state before a step begins, and only a step under
+            // way fails or times out; a panic before that went on unwinding above.
+            let Some(failed) = driver.kept.take() else {
+                unreachable!("the generated loop stopped outside a step")
+            };
+            let (index, attempt) = (driver.index, driver.attempt);
+            let name = def.states[index].name;
+            let policy = &inner.policies[index];
+            let rec = &mut driver.rec;
+            let ended = rec.stamp();
+            let duration = ended.saturating_sub(driver.started);
+            // `timed_out` is the guard's own verdict: a step may return an error of kind
+            // `timeout` itself, which is a failure like any other.
+            match timed_out {
+                Some(timeout) => rec.event(ended, || EventKind::StepTimedOut {
                     state: name,
                     attempt,
-                });
-                let cx = Context {
-                    execution: id,
+                    timeout,
+                }),
+                None => rec.event(ended, || EventKind::StepFailed {
+                    state: name,
                     attempt,
-                    idempotency_key,
-                };
-                // The attempt is awaited here rather than in a helper `async fn`: each layer of
-                // future costs a copy of the step's future per attempt.
-                let run = guarded(state.clone().step(&inner.steps, cx));
-                #[cfg(feature = "tracing")]
-                let run = tracing::Instrument::instrument(
-                    run,
-                    tracing::info_span!("step", state = name, attempt, execution = id.0),
-                );
-                // `timed_out` is the timeout's own verdict: a step may return an error of kind
-                // `timeout` itself, which is a failure like any other.
-                let (outcome, timed_out) = match policy.timeout {
-                    None => (run.await, None),
-                    Some(limit) => match tokio::time::timeout(limit, run).await {
-                        Ok(outcome) => (outcome, None),
-                        Err(_) => {
-                            let message = format_args!("attempt ran past {limit:?}");
-                            (
-                                Err(StepError::retryable(StepError::TIMEOUT, message)),
-                                Some(limit),
-                            )
-                        }
-                    },
-                };
-                let ended = rec.stamp();
-                let duration = ended.saturating_sub(started);
-                let error = match outcome {
-                    Ok(next) => {
-                        rec.event(ended, || EventKind::StepSucceeded {
-                            state: name,
-                            attempt,
-                            duration,
-                        });
-                        break Ok(next);
-                    }
-                    Err(error) => error,
-                };
-                match timed_out {
-                    Some(timeout) => rec.event(ended, || EventKind::StepTimedOut {
-                        state: name,
-                        attempt,
-                        timeout,
-                    }),
-                    None => rec.event(ended, || EventKind::StepFailed {
-                        state: name,
-                        attempt,
-                        duration,
-                        error: error.clone(),
-                    }),
-                }
-                if !error.is_retryable() || attempt > policy.retry.max_attempts {
-                    break Err(error);
-                }
+                    duration,
+                    error: error.clone(),
+                }),
+            }
+            if error.is_retryable() && attempt <= policy.retry.max_attempts {
                 let delay = policy.retry.delay(attempt, jitter.next_unit());
-                attempt += 1;
+                driver.attempt += 1;
                 rec.event(ended, || EventKind::RetryScheduled {
                     state: name,
-                    attempt,
+                    attempt: attempt + 1,
                     delay,
                 });
-                tokio::time::sleep(delay).await;
-            };
-            // A step that succeeded leads to its transition at the moment it ended.
-            let stepped = result.is_ok();
-            let routed = match result {
-                Ok(next) => Ok(next),
-                Err(error) if policy.has_catch => {
-                    // The catch handler is the user's code too: a panic in it fails this
-                    // execution, not the executor.
-                    let input = state.clone();
-                    match catch_unwind(AssertUnwindSafe(|| input.recover(&inner.steps, &error))) {
-                        Ok(Ok(next)) => Ok(next),
-                        Ok(Err(_)) => Err(error),
-                        Err(payload) => {
-                            Err(StepError::fatal(StepError::PANIC, panic_message(&*payload)))
-                        }
+                // Boxed, like the guard's: it would otherwise make every execution's future
+                // larger, and futures are moved.
+                Box::pin(tokio::time::sleep(delay)).await;
+                state = failed;
+                continue;
+            }
+            let routed = if policy.has_catch {
+                // The route's handler is the user's code too: a panic in it fails this
+                // execution, not the executor.
+                let input = failed.clone();
+                match catch_unwind(AssertUnwindSafe(|| input.recover(&inner.steps, &error))) {
+                    Ok(Ok(next)) => Ok(next),
+                    Ok(Err(_)) => Err(error),
+                    Err(payload) => {
+                        Err(StepError::fatal(StepError::PANIC, panic_message(&*payload)))
                     }
                 }
-                Err(error) => Err(error),
+            } else {
+                Err(error)
             };
-            let at = if stepped { rec.last } else { rec.stamp() };
+            let at = rec.stamp();
             match routed {
                 Ok((next, t)) => {
                     rec.transition(at, t);
+                    driver.step += 1;
+                    driver.attempt = 1;
                     state = next;
                 }
                 Err(error) => {
@@ -420,15 +395,14 @@ where
                         attempts: attempt,
                         error: Some(error.clone()),
                     });
-                    let status = Status::Errored {
-                        attempts: attempt,
-                        error,
-                    };
                     return Outcome {
                         id,
-                        state,
-                        status,
-                        history: rec.finish(),
+                        state: failed,
+                        status: Status::Errored {
+                            attempts: attempt,
+                            error,
+                        },
+                        history: driver.rec.finish(),
                     };
                 }
             }
@@ -436,33 +410,29 @@ where
     }
 }
 
-pin_project_lite::pin_project! {
-    /// Polls a step, turning a panic into a failed attempt.
-    struct Guarded<F> {
-        #[pin]
-        step: F,
-    }
-}
-
-fn guarded<F>(step: F) -> Guarded<F> {
-    Guarded { step }
-}
-
-impl<T, F: Future<Output = Result<T, StepError>>> Future for Guarded<F> {
-    type Output = F::Output;
-
-    #[inline]
-    fn poll(
-        self: core::pin::Pin<&mut Self>,
-        cx: &mut core::task::Context<'_>,
-    ) -> Poll<Self::Output> {
-        let step = self.project().step;
-        match catch_unwind(AssertUnwindSafe(|| step.poll(cx))) {
-            Ok(poll) => poll,
-            Err(payload) => Poll::Ready(Err(StepError::fatal(
-                StepError::PANIC,
-                panic_message(&*payload),
-            ))),
+impl<M: crate::Fsm> Driver<'_, M> {
+    /// The outcome of an execution that reached the terminal state `end`.
+    fn finish(self, end: M) -> Outcome<M> {
+        let mut rec = self.rec;
+        let info = &M::DEFINITION.states[end.state_index()];
+        let state = info.name;
+        let at = rec.stamp();
+        let status = if info.kind == StateKind::Failure {
+            rec.event(at, || EventKind::ExecutionFailed {
+                state,
+                attempts: 0,
+                error: None,
+            });
+            Status::Failed
+        } else {
+            rec.event(at, || EventKind::ExecutionSucceeded { state });
+            Status::Succeeded
+        };
+        Outcome {
+            id: self.id,
+            state: end,
+            status,
+            history: rec.finish(),
         }
     }
 }
@@ -477,17 +447,24 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Records history events and hands them to the observer. With neither, it does nothing and
-/// takes no timestamps.
-struct Recorder<'a> {
+/// Records history events and hands them to the observer. With neither, it does nothing,
+/// takes no timestamps and holds nothing (it is part of every execution's future, which is
+/// moved when the execution starts).
+pub(crate) struct Recorder<'a> {
+    active: Option<Box<Active<'a>>>,
+}
+
+struct Active<'a> {
     id: ExecutionId,
-    start: Option<Instant>,
+    start: Instant,
     history: Option<History>,
     observer: Option<&'a Observer>,
     definition: &'static crate::Definition,
     /// The last timestamp taken, reused by events that happen at the same moment (a step's
     /// end and the transition it leads to).
     last: Duration,
+    /// Set while the observer runs: a panic then is the observer's, not a step's.
+    in_observer: bool,
 }
 
 impl<'a> Recorder<'a> {
@@ -498,40 +475,63 @@ impl<'a> Recorder<'a> {
     ) -> Self {
         let active = inner.record_history || inner.observer.is_some();
         Recorder {
-            id,
-            start: active.then(Instant::now),
-            history: inner.record_history.then(|| History::with_capacity(16)),
-            observer: inner.observer.as_ref(),
-            definition,
-            last: Duration::ZERO,
+            active: active.then(|| {
+                Box::new(Active {
+                    id,
+                    start: Instant::now(),
+                    history: inner.record_history.then(|| History::with_capacity(16)),
+                    observer: inner.observer.as_ref(),
+                    definition,
+                    last: Duration::ZERO,
+                    in_observer: false,
+                })
+            }),
         }
+    }
+
+    /// Whether anything is recorded or observed.
+    #[inline]
+    pub(crate) fn is_active(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// Whether the observer was running (when a panic unwound).
+    pub(crate) fn in_observer(&self) -> bool {
+        self.active.as_ref().is_some_and(|a| a.in_observer)
     }
 
     /// The time since the execution started, if anything is recorded.
     #[inline]
-    fn stamp(&mut self) -> Duration {
-        if let Some(start) = self.start {
-            self.last = start.elapsed();
+    pub(crate) fn stamp(&mut self) -> Duration {
+        match &mut self.active {
+            Some(a) => {
+                a.last = a.start.elapsed();
+                a.last
+            }
+            None => Duration::ZERO,
         }
-        self.last
     }
 
     #[inline]
-    fn event(&mut self, at: Duration, kind: impl FnOnce() -> EventKind) {
-        if self.start.is_none() {
+    pub(crate) fn event(&mut self, at: Duration, kind: impl FnOnce() -> EventKind) {
+        let Some(a) = &mut self.active else {
             return;
-        }
+        };
         let event = HistoryEvent { at, kind: kind() };
-        if let Some(observer) = self.observer {
-            observer(self.id, &event);
+        if let Some(observer) = a.observer {
+            a.in_observer = true;
+            observer(a.id, &event);
+            a.in_observer = false;
         }
-        if let Some(history) = &mut self.history {
+        if let Some(history) = &mut a.history {
             history.push(event);
         }
     }
 
-    fn transition(&mut self, at: Duration, index: usize) {
-        let def = self.definition;
+    pub(crate) fn transition(&mut self, at: Duration, index: usize) {
+        let Some(def) = self.active.as_ref().map(|a| a.definition) else {
+            return;
+        };
         self.event(at, || {
             let t = &def.transitions[index];
             EventKind::Transition {
@@ -543,7 +543,7 @@ impl<'a> Recorder<'a> {
         });
     }
 
-    fn finish(self) -> History {
-        self.history.unwrap_or_default()
+    pub(crate) fn finish(self) -> History {
+        self.active.and_then(|a| a.history).unwrap_or_default()
     }
 }

@@ -52,6 +52,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod definition;
+#[cfg(feature = "runtime")]
+mod driver;
 mod error;
 #[cfg(feature = "runtime")]
 mod executor;
@@ -60,12 +62,14 @@ mod policy;
 mod step;
 
 pub use definition::{Definition, StateInfo, StateKind, Transition};
+#[cfg(feature = "runtime")]
+pub use driver::Dispatch;
 pub use error::WrongState;
 #[cfg(feature = "runtime")]
 pub use executor::{Executor, ExecutorBuilder, Observer, Outcome, Status, UnknownState};
 pub use history::{EventKind, History, HistoryEvent};
 pub use policy::{Jitter, RetryPolicy};
-pub use step::{Context, Dispatch, ExecutionId, IdempotencyKey, StepError};
+pub use step::{Context, ExecutionId, IdempotencyKey, StepError};
 
 // The README's examples compile as doctests.
 #[cfg(doctest)]
@@ -100,9 +104,13 @@ pub trait Fsm: Sized + 'static {
 /// Items the generated code refers to. Not public API: no semver guarantees.
 #[doc(hidden)]
 pub mod __private {
+    #[cfg(feature = "runtime")]
+    pub use crate::driver::{Driver, Keep};
+    #[cfg(feature = "runtime")]
+    pub use crate::Dispatch;
     pub use crate::{
-        Context, Definition, Dispatch, Fsm, Jitter, RetryPolicy, StateInfo, StateKind, StepError,
-        Transition, WrongState,
+        Context, Definition, Fsm, Jitter, RetryPolicy, StateInfo, StateKind, StepError, Transition,
+        WrongState,
     };
     pub use core::future::Future;
     pub use core::time::Duration;

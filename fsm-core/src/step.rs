@@ -133,23 +133,3 @@ impl fmt::Debug for StepError {
             .finish()
     }
 }
-
-/// Runs the step of a machine's current state with the handlers `H`: implemented by
-/// `#[derive(Fsm)]` for every `H` that implements the machine's generated `Steps` trait.
-///
-/// Executors drive machines through this trait; users implement `Steps` and never this.
-pub trait Dispatch<H>: crate::Fsm + Send {
-    /// Runs the current state's step once. On success, returns the next state and the index
-    /// of the transition taken in [`Definition::transitions`](crate::Definition::transitions).
-    /// Calling it on a terminal state is an error of kind `"terminal"`.
-    fn step(
-        self,
-        steps: &H,
-        cx: Context,
-    ) -> impl core::future::Future<Output = Result<(Self, usize), StepError>> + Send + '_;
-
-    /// Routes a step that failed for good to the state its declaration names for the error
-    /// (`#[fsm(catch(kind => State))]`), building that state's data with the handler the
-    /// declaration requires. Gives the value back when no route matches.
-    fn recover(self, steps: &H, error: &StepError) -> Result<(Self, usize), Self>;
-}

@@ -16,15 +16,19 @@ fn catch_method(src: &Src, from: usize, to: usize) -> String {
     )
 }
 
-/// States per dispatch function in a large machine. rustc's cost of checking one `async` block
+/// States per step function in a large machine. rustc's cost of checking one `async` block
 /// grows faster than the number of `.await`s in it: past `DISPATCH_CHUNK * 2` states with a
-/// step, the dispatch is split into functions of this many states, awaited by a small
-/// top-level `match` (which costs a few nanoseconds per step, so small machines keep one).
+/// step, the loop hands each step to a function of this many states (which costs a few
+/// nanoseconds per step, so small machines keep one `async` block).
 const DISPATCH_CHUNK: usize = 32;
 
-/// The dispatch arms of `states`: rebuild the typed state, await its step, and return the next
-/// state with the index of the transition taken.
-fn step_arms(src: &mut Src, g: &Graph, states: &[usize]) {
+/// The loop's arms for `states`: keep a copy of the state, rebuild the typed state, await its
+/// step through the driver, and move on to the next state. `other` is what an arm does with
+/// a value that is not its state, which cannot happen (the arm matched it): leave the value
+/// to the next round of the `match`.
+///
+/// Locals are prefixed `__`: the arms bind the state's fields by their names.
+fn step_arms(src: &mut Src, g: &Graph, states: &[usize], other: &str) {
     for &i in states {
         let s = src.state(i);
         let pat = super::states::pattern(src.m.states[i].fields);
@@ -34,17 +38,20 @@ fn step_arms(src: &mut Src, g: &Graph, states: &[usize]) {
             continue;
         };
         let index = match next {
-            NextType::Enum(_) => "next.__index()".to_owned(),
+            NextType::Enum(_) => "__next.__index()".to_owned(),
             NextType::One { transition, .. } => transition.to_string(),
         };
         src.write(format_args!(
-            "__Enum::{s}{pat} => {{\
-               let next = match steps.{name}(Machine {{ state: {s}{pat} }}, cx).await {{\
-                 __Result::Ok(next) => next,\
-                 __Result::Err(error) => return __Result::Err(error),\
+            "__Enum::{s} {{ .. }} => {{\
+               __driver.keep(__K::keep(&__state));\
+               let __Enum::{s}{pat} = __state else {{ {other} }};\
+               let __cx = __driver.begin({i});\
+               let __next = match __driver.attempt(__steps.{name}(Machine {{ state: {s}{pat} }}, __cx)).await {{\
+                 __Result::Ok(__next) => __next,\
+                 __Result::Err(__error) => return __Result::Err(__error),\
                }};\
-               let index = {index};\
-               __Result::Ok((next.into(), index))\
+               __driver.done({index});\
+               __next.into()\
              }}"
         ));
     }
@@ -124,32 +131,31 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
     }
     src.push("}");
 
-    // The dispatch. `for<'__a> __Enum: Send` keeps a machine whose data is not `Send`
+    // The step loop. `for<'__a> __Enum: Send` keeps a machine whose data is not `Send`
     // compiling (it just cannot run on the executor), where a plain bound would be an error.
-    let terminal = format!(
-        "__Result::Err({k}::StepError::fatal(\"terminal\", \"a terminal state has no step\"))"
-    );
     let chunks: Vec<&[usize]> = if steps.len() > 2 * DISPATCH_CHUNK {
         steps.chunks(DISPATCH_CHUNK).collect()
     } else {
         vec![&steps[..]]
     };
+    let driver = format!("{k}::__private::Driver<'__b, __Enum>");
     if chunks.len() > 1 {
         for (c, chunk) in chunks.iter().enumerate() {
             src.write(format_args!(
-                "async fn __step_{c}<__H: Steps>(state: __Enum, steps: &__H, cx: {k}::Context) \
-                 -> __Result<(__Enum, usize), {k}::StepError> {{ match state {{"
+                "async fn __step_{c}<'__b, __H: Steps, __K: {k}::__private::Keep<__Enum>>(\
+                   __state: __Enum, __steps: &__H, __driver: &mut {driver}) \
+                 -> __Result<__Enum, {k}::StepError> {{ __Result::Ok(match __state {{"
             ));
-            step_arms(src, g, chunk);
-            src.write(format_args!("_ => {terminal}, }} }}"));
+            step_arms(src, g, chunk, "return __Result::Ok(__state)");
+            src.push("_ => __state, }) }");
         }
     }
     src.write(format_args!(
         "#[automatically_derived] impl<__H: Steps> {k}::Dispatch<__H> for __Enum \
          where for<'__a> __Enum: ::core::marker::Send {{\
-           fn step<'__a>(self, steps: &'__a __H, cx: {k}::Context) \
-             -> impl {k}::__private::Future<Output = __Result<(Self, usize), {k}::StepError>> + ::core::marker::Send + '__a {{\
-             async move {{ match self {{"
+           fn run<'__a, '__b: '__a, __K: {k}::__private::Keep<Self>>(self, __steps: &'__a __H, __driver: &'__a mut {driver}) \
+             -> impl {k}::__private::Future<Output = __Result<Self, {k}::StepError>> + ::core::marker::Send + '__a {{\
+             async move {{ let mut __state = self; loop {{ __state = match __state {{"
     ));
     if chunks.len() > 1 {
         for (c, chunk) in chunks.iter().enumerate() {
@@ -158,16 +164,19 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
                 .map(|&i| format!("__Enum::{} {{ .. }}", src.state(i)))
                 .collect();
             src.write(format_args!(
-                "{} => __step_{c}(self, steps, cx).await,",
+                "{} => match __step_{c}::<__H, __K>(__state, __steps, __driver).await {{\
+                   __Result::Ok(__next) => __next,\
+                   __Result::Err(__error) => return __Result::Err(__error),\
+                 }},",
                 states.join(" | ")
             ));
         }
     } else {
-        step_arms(src, g, &steps);
+        step_arms(src, g, &steps, "continue");
     }
     src.write(format_args!(
-        "_ => {terminal}, }} }} }}\
-         fn recover(self, steps: &__H, error: &{k}::StepError) -> __Result<(Self, usize), Self> {{\
+        "_ => return __Result::Ok(__state), }}; }} }} }}\
+         fn recover(self, __steps: &__H, __error: &{k}::StepError) -> __Result<(Self, usize), Self> {{\
            match self {{"
     ));
     let first_catch = g.edges.len();
@@ -182,7 +191,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
             "true".to_owned()
         } else {
             format!(
-                "matches!(error.kind(), {})",
+                "matches!(__error.kind(), {})",
                 kinds.iter().map(|k| lit(k)).collect::<Vec<_>>().join(" | ")
             )
         };
@@ -200,13 +209,16 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
                 .enumerate()
                 .map(|(j, kind)| format!("{} => {}", lit(kind), first + j))
                 .collect();
-            format!("match error.kind() {{ {}, _ => {first} }}", arms.join(", "))
+            format!(
+                "match __error.kind() {{ {}, _ => {first} }}",
+                arms.join(", ")
+            )
         };
         let (s, t) = (src.state(from), src.state(to));
         let pat = super::states::pattern(src.m.states[from].fields);
         src.write(format_args!(
             "__Enum::{s}{pat} if {guard} => {{\
-               let target: {t} = steps.{name}({s}{pat}, error);\
+               let target: {t} = __steps.{name}({s}{pat}, __error);\
                __Result::Ok((Machine {{ state: target }}.into(), {index}))\
              }}",
             name = catch_method(src, from, to),
