@@ -70,15 +70,16 @@ pub struct Driver<'b, M> {
     /// The position of the step under way in the execution (its idempotency key).
     pub(crate) step: u32,
     pub(crate) attempt: u32,
-    /// The state index of the step under way.
+    /// Whether a step needs more than its context: a history, an observer, a time limit or
+    /// a span. When not, the loop runs nothing else around the handlers.
+    pub(crate) watched: bool,
+    /// The state index of the step under way (kept up to date only when `watched`).
     pub(crate) index: usize,
     /// When the attempt under way started (zero when nothing is recorded).
     pub(crate) started: Duration,
     /// The attempt's time limit, while one is armed.
     pub(crate) limit: Option<Duration>,
     pub(crate) policies: &'b [Policy],
-    /// Whether any state has a time limit.
-    pub(crate) timeouts: bool,
     pub(crate) rec: Recorder<'b>,
     pub(crate) deadline: &'b Deadline,
 }
@@ -94,14 +95,8 @@ impl<M: Fsm> Driver<'_, M> {
     /// its context.
     #[inline(always)]
     pub fn begin(&mut self, index: usize) -> Context {
-        self.index = index;
-        if self.rec.is_active() {
-            self.record_start();
-        }
-        if self.timeouts {
-            if let Some(limit) = self.policies.get(index).and_then(|p| p.timeout) {
-                self.arm(limit);
-            }
+        if self.watched {
+            self.watch_start(index);
         }
         Context {
             execution: self.id,
@@ -133,11 +128,8 @@ impl<M: Fsm> Driver<'_, M> {
     /// Ends the step under way, which succeeded by taking transition `transition`.
     #[inline(always)]
     pub fn done(&mut self, transition: usize) {
-        if self.limit.is_some() {
-            self.disarm();
-        }
-        if self.rec.is_active() {
-            self.record_success(transition);
+        if self.watched {
+            self.watch_done(transition);
         }
         self.step += 1;
         self.attempt = 1;
@@ -145,36 +137,42 @@ impl<M: Fsm> Driver<'_, M> {
     }
 
     #[inline(never)]
-    fn record_start(&mut self) {
-        let started = self.rec.stamp();
-        self.started = started;
-        let state = M::DEFINITION.states[self.index].name;
-        let attempt = self.attempt;
-        self.rec
-            .event(started, || EventKind::StepStarted { state, attempt });
+    fn watch_start(&mut self, index: usize) {
+        self.index = index;
+        if self.rec.is_active() {
+            let started = self.rec.stamp();
+            self.started = started;
+            let state = M::DEFINITION.states[index].name;
+            let attempt = self.attempt;
+            self.rec
+                .event(started, || EventKind::StepStarted { state, attempt });
+        }
+        if let Some(limit) = self.policies.get(index).and_then(|p| p.timeout) {
+            self.limit = Some(limit);
+            self.deadline.arm(limit);
+        }
     }
 
     #[inline(never)]
-    fn record_success(&mut self, transition: usize) {
-        let ended = self.rec.stamp();
-        let state = M::DEFINITION.states[self.index].name;
-        let (attempt, duration) = (self.attempt, ended.saturating_sub(self.started));
-        self.rec.event(ended, || EventKind::StepSucceeded {
-            state,
-            attempt,
-            duration,
-        });
-        self.rec.transition(ended, transition);
+    fn watch_done(&mut self, transition: usize) {
+        if self.limit.is_some() {
+            self.disarm();
+        }
+        if self.rec.is_active() {
+            let ended = self.rec.stamp();
+            let state = M::DEFINITION.states[self.index].name;
+            let (attempt, duration) = (self.attempt, ended.saturating_sub(self.started));
+            self.rec.event(ended, || EventKind::StepSucceeded {
+                state,
+                attempt,
+                duration,
+            });
+            self.rec.transition(ended, transition);
+        }
     }
 }
 
 impl<M> Driver<'_, M> {
-    #[cold]
-    fn arm(&mut self, limit: Duration) {
-        self.limit = Some(limit);
-        self.deadline.arm(limit);
-    }
-
     /// Clears the time limit of the attempt under way.
     pub(crate) fn disarm(&mut self) {
         self.limit = None;
@@ -193,6 +191,7 @@ impl Deadline {
     const NONE: u64 = u64::MAX;
 
     /// A deadline for an execution; `timeouts` says whether any of its steps has a limit.
+    #[inline]
     pub(crate) fn new(timeouts: bool) -> Self {
         Deadline {
             origin: timeouts.then(Instant::now),

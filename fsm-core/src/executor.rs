@@ -2,6 +2,7 @@
 //! generated step dispatch, with retries, timeouts, error routing, panic isolation, history
 //! and observation.
 
+use core::future::Future;
 use core::marker::PhantomData;
 use core::time::Duration;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -262,7 +263,10 @@ where
     /// Starts an execution from `start` (a typed state or the enum; normally the initial
     /// state, any other state resumes from there) and drives it to a terminal state, or until
     /// a step fails for good.
-    pub async fn run(&self, start: impl Into<M>) -> Outcome<M> {
+    ///
+    /// The execution gets its id when `run` is called; nothing runs until the future is
+    /// polled.
+    pub fn run(&self, start: impl Into<M>) -> impl Future<Output = Outcome<M>> + Send + '_ {
         let id = ExecutionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
         let run = self.drive(id, start.into());
         #[cfg(feature = "tracing")]
@@ -270,7 +274,7 @@ where
             run,
             tracing::info_span!("execution", machine = M::DEFINITION.name, execution = id.0),
         );
-        run.await
+        run
     }
 
     /// Runs [`Executor::run`] as a task of the current tokio runtime.
@@ -284,17 +288,18 @@ where
         let def = M::DEFINITION;
         let inner = &*self.inner;
         let deadline = Deadline::new(inner.has_timeouts);
+        let rec = Recorder::new(id, inner, def);
         let mut driver = Driver {
             kept: None,
             id,
             step: 0,
             attempt: 1,
+            watched: rec.is_active() || inner.has_timeouts || cfg!(feature = "tracing"),
             index: 0,
             started: Duration::ZERO,
             limit: None,
             policies: &inner.policies,
-            timeouts: inner.has_timeouts,
-            rec: Recorder::new(id, inner, def),
+            rec,
             deadline: &deadline,
         };
         let at = driver.rec.stamp();
@@ -332,7 +337,7 @@ where
             let Some(failed) = driver.kept.take() else {
                 unreachable!("the generated loop stopped outside a step")
             };
-            let (index, attempt) = (driver.index, driver.attempt);
+            let (index, attempt) = (failed.state_index(), driver.attempt);
             let name = def.states[index].name;
             let policy = &inner.policies[index];
             let rec = &mut driver.rec;
@@ -411,9 +416,11 @@ where
 }
 
 impl<M: crate::Fsm> Driver<'_, M> {
-    /// The outcome of an execution that reached the terminal state `end`.
-    fn finish(self, end: M) -> Outcome<M> {
-        let mut rec = self.rec;
+    /// The outcome of an execution that reached the terminal state `end`. (Inlined: the
+    /// outcome is then written once, where the caller reads it.)
+    #[inline(always)]
+    fn finish(&mut self, end: M) -> Outcome<M> {
+        let rec = &mut self.rec;
         let info = &M::DEFINITION.states[end.state_index()];
         let state = info.name;
         let at = rec.stamp();
@@ -468,6 +475,7 @@ struct Active<'a> {
 }
 
 impl<'a> Recorder<'a> {
+    #[inline]
     fn new<H>(
         id: ExecutionId,
         inner: &'a Inner<H>,
@@ -543,7 +551,11 @@ impl<'a> Recorder<'a> {
         });
     }
 
-    pub(crate) fn finish(self) -> History {
-        self.active.and_then(|a| a.history).unwrap_or_default()
+    /// The history recorded (empty if none was).
+    pub(crate) fn finish(&mut self) -> History {
+        self.active
+            .as_mut()
+            .and_then(|a| a.history.take())
+            .unwrap_or_default()
     }
 }
