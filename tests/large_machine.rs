@@ -1,6 +1,8 @@
 //! A machine larger than one dispatch function: the executor splits its dispatch into groups
 //! of states, and every group must lead to the right step.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use fsm_core::{Context, EventKind, Executor, Fsm, StepError};
 
 #[derive(Fsm, Debug, Clone, PartialEq)]
@@ -85,7 +87,7 @@ pub enum Long {
     S38(u32),
     #[fsm(on(next => S40))]
     S39(u32),
-    #[fsm(on(next => S41))]
+    #[fsm(on(next => S41), retry(max_attempts = 1, interval_ms = 1))]
     S40(u32),
     #[fsm(on(next => S42))]
     S41(u32),
@@ -151,14 +153,22 @@ pub enum Long {
 
 use long::*;
 
-struct Counter;
+/// Fails the first attempt of `S40`'s step when `flaky` is set.
+#[derive(Default)]
+struct Counter {
+    flaky: bool,
+    failed: AtomicBool,
+}
 
 /// One step per state: add one and move to the next state.
 macro_rules! steps {
     ($($method:ident $from:ident $to:ident),* $(,)?) => {
         impl Steps for Counter {
             $(
-                async fn $method(&self, state: Machine<$from>, _: Context) -> Result<Machine<$to>, StepError> {
+                async fn $method(&self, state: Machine<$from>, cx: Context) -> Result<Machine<$to>, StepError> {
+                    if stringify!($from) == "S40" && self.flaky && !self.failed.swap(true, Ordering::Relaxed) {
+                        return Err(StepError::retryable("flaky", format!("attempt {}", cx.attempt)));
+                    }
                     Ok(state.next(|s| $to(s.0 + 1)))
                 }
             )*
@@ -241,7 +251,7 @@ steps!(
 
 #[tokio::test]
 async fn every_group_of_a_large_dispatch_reaches_its_step() {
-    let executor = Executor::<Long, _>::new(Counter);
+    let executor = Executor::<Long, _>::new(Counter::default());
     let outcome = executor.run(Machine::new(S0(0))).await;
     assert!(outcome.is_success());
     assert_eq!(outcome.state, Long::S70(70));
@@ -263,8 +273,32 @@ async fn every_group_of_a_large_dispatch_reaches_its_step() {
 
 #[tokio::test]
 async fn an_execution_resumed_in_a_late_group_finishes() {
-    let executor = Executor::<Long, _>::new(Counter);
+    let executor = Executor::<Long, _>::new(Counter::default());
     let outcome = executor.run(Long::S66(66)).await;
     assert_eq!(outcome.state, Long::S70(70));
     assert_eq!(outcome.history.transitions().count(), 4);
+}
+
+#[tokio::test]
+async fn a_retry_in_a_late_group_resumes_there() {
+    let executor = Executor::<Long, _>::new(Counter {
+        flaky: true,
+        ..Counter::default()
+    });
+    let outcome = executor.run(Machine::new(S0(0))).await;
+    assert_eq!(outcome.state, Long::S70(70));
+    let events: Vec<(&str, &str)> = outcome
+        .history
+        .events()
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::StepFailed { .. } | EventKind::RetryScheduled { .. }
+            )
+        })
+        .map(|e| (e.kind.name(), e.kind.state()))
+        .collect();
+    assert_eq!(events, [("step failed", "S40"), ("retry scheduled", "S40")]);
+    assert_eq!(outcome.history.transitions().count(), 70);
 }

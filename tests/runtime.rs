@@ -479,3 +479,139 @@ async fn an_execution_started_in_a_terminal_state_ends_at_once() {
         "no step ran"
     );
 }
+
+/// Three steps in a row, each sleeping as long as its data says: only the first and the last
+/// have a time limit, so a limit must follow the step it belongs to.
+#[derive(Fsm, Debug, Clone, PartialEq)]
+pub enum Relay {
+    #[fsm(initial, on(pass => Second), timeout_ms = 50)]
+    First { ms: [u64; 3] },
+    #[fsm(on(pass => Third))]
+    Second { ms: [u64; 3] },
+    #[fsm(on(pass => Finished), timeout_ms = 100)]
+    Third { ms: [u64; 3] },
+    #[fsm(terminal)]
+    Finished,
+}
+
+struct Runner;
+
+async fn nap(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+impl relay::Steps for Runner {
+    async fn first(
+        &self,
+        s: relay::Machine<relay::First>,
+        _: Context,
+    ) -> Result<relay::Machine<relay::Second>, StepError> {
+        nap(s.ms[0]).await;
+        Ok(s.pass(|f| relay::Second { ms: f.ms }))
+    }
+    async fn second(
+        &self,
+        s: relay::Machine<relay::Second>,
+        _: Context,
+    ) -> Result<relay::Machine<relay::Third>, StepError> {
+        nap(s.ms[1]).await;
+        Ok(s.pass(|f| relay::Third { ms: f.ms }))
+    }
+    async fn third(
+        &self,
+        s: relay::Machine<relay::Third>,
+        _: Context,
+    ) -> Result<relay::Machine<relay::Finished>, StepError> {
+        nap(s.ms[2]).await;
+        Ok(s.pass(|_| relay::Finished))
+    }
+}
+
+fn timeouts(history: &fsm_core::History) -> Vec<(&'static str, Duration, Duration)> {
+    history
+        .events()
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::StepTimedOut { state, timeout, .. } => Some((state, timeout, e.at)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_time_limit_applies_to_its_own_step_only() {
+    for record in [true, false] {
+        let executor = Executor::<Relay, _>::builder(Runner)
+            .record_history(record)
+            .build();
+        // The first step ends within its limit; the second has none and takes far longer
+        // than either limit; the third ends within its own.
+        let began = Instant::now();
+        let outcome = executor
+            .run(relay::Machine::new(relay::First { ms: [40, 500, 90] }))
+            .await;
+        assert_eq!(outcome.status, Status::Succeeded, "history {record}");
+        assert_eq!(began.elapsed(), Duration::from_millis(630));
+        if record {
+            assert!(timeouts(&outcome.history).is_empty());
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_time_limit_counts_from_its_own_steps_start() {
+    let executor = Executor::<Relay, _>::new(Runner);
+    // The third step's 100 ms start when it does, 530 ms into the execution; it never
+    // finishes, so it fails at 630 ms, after no retries (none are declared).
+    let outcome = executor
+        .run(relay::Machine::new(relay::First {
+            ms: [30, 500, 10_000],
+        }))
+        .await;
+    match &outcome.status {
+        Status::Errored { attempts, error } => {
+            assert_eq!((*attempts, error.kind()), (1, StepError::TIMEOUT));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(
+        timeouts(&outcome.history),
+        [(
+            "Third",
+            Duration::from_millis(100),
+            Duration::from_millis(630)
+        )]
+    );
+    assert_eq!(
+        outcome.state,
+        Relay::Third {
+            ms: [30, 500, 10_000]
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_observer_unwinds_out_of_its_execution_only() {
+    let executor = Executor::<Job, _>::builder(Worker::default())
+        .observer(|_, event| {
+            if let EventKind::StepSucceeded { .. } = event.kind {
+                panic!("the metrics sink is gone");
+            }
+        })
+        .build();
+    let observed = executor.spawn(start(16)).await;
+    let panic = observed.expect_err("the observer's panic is not a step's failure");
+    assert!(panic.is_panic());
+    assert!(
+        executor.steps().seen.lock().unwrap().len() == 1,
+        "the step ran once and was not retried"
+    );
+
+    // The executor itself is unharmed.
+    let quiet = Executor::<Job, _>::new(Worker::default());
+    assert_eq!(quiet.run(start(17)).await.status, Status::Succeeded);
+    assert_eq!(
+        executor.spawn(Job::Done { id: 18 }).await.unwrap().status,
+        Status::Succeeded
+    );
+}

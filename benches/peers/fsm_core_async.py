@@ -18,7 +18,8 @@ ORDER = 8
 DEPS = {"fsm-core": '{ path = "' + FSM_CORE + '" }'}
 
 
-def machine(s):
+def steps(s):
+    """The declaration and a `Steps` impl whose handlers add one (and branch on SENTINEL)."""
     out = ["use fsm_core::{Fsm, Context, StepError, Executor};"] + _typestate.declaration(s, "Fsm, Clone")
     out.append("pub struct Bump;")
     out.append("impl Steps for Bump {")
@@ -28,6 +29,11 @@ def machine(s):
         else:
             out.append(f"    async fn s{i}(&self, m: Machine<S{i}>, _: Context) -> Result<Machine<S{i+1}>, StepError> {{ Ok(m.t{i}(|x| S{i+1}(x.0.wrapping_add(1)))) }}")
     out.append("}")
+    return out
+
+
+def machine(s):
+    out = steps(s)
     out.append("static EXECUTOR: std::sync::OnceLock<Executor<Chain, Bump>> = std::sync::OnceLock::new();")
     return "\n".join(out)
 

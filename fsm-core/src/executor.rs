@@ -197,7 +197,8 @@ impl<M: crate::Fsm, H> ExecutorBuilder<M, H> {
     }
 
     /// Calls `observer` with every history event of every execution as it happens (for logs,
-    /// metrics, alerts). It runs inline on the execution's task: keep it quick.
+    /// metrics, alerts). It runs inline on the execution's task: keep it quick. A panic in the
+    /// observer is not a step's failure: it unwinds out of the execution's future.
     pub fn observer(
         mut self,
         observer: impl Fn(ExecutionId, &HistoryEvent) + Send + Sync + 'static,

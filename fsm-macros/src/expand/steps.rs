@@ -18,17 +18,17 @@ fn catch_method(src: &Src, from: usize, to: usize) -> String {
 
 /// States per step function in a large machine. rustc's cost of checking one `async` block
 /// grows faster than the number of `.await`s in it: past `DISPATCH_CHUNK * 2` states with a
-/// step, the loop hands each step to a function of this many states (which costs a few
-/// nanoseconds per step, so small machines keep one `async` block).
+/// step, the loop is split into functions of this many states, each a loop of its own (an
+/// execution crossing from one to another costs a few nanoseconds, so small machines keep
+/// one `async` block).
 const DISPATCH_CHUNK: usize = 32;
 
 /// The loop's arms for `states`: keep a copy of the state, rebuild the typed state, await its
-/// step through the driver, and move on to the next state. `other` is what an arm does with
-/// a value that is not its state, which cannot happen (the arm matched it): leave the value
-/// to the next round of the `match`.
+/// step through the driver, and move on to the next state. (The `else` of the `let` cannot
+/// happen, the arm matched the state: `continue` leaves the value to the next round.)
 ///
 /// Locals are prefixed `__`: the arms bind the state's fields by their names.
-fn step_arms(src: &mut Src, g: &Graph, states: &[usize], other: &str) {
+fn step_arms(src: &mut Src, g: &Graph, states: &[usize]) {
     for &i in states {
         let s = src.state(i);
         let pat = super::states::pattern(src.m.states[i].fields);
@@ -44,7 +44,7 @@ fn step_arms(src: &mut Src, g: &Graph, states: &[usize], other: &str) {
         src.write(format_args!(
             "__Enum::{s} {{ .. }} => {{\
                __driver.keep(__K::keep(&__state));\
-               let __Enum::{s}{pat} = __state else {{ {other} }};\
+               let __Enum::{s}{pat} = __state else {{ continue }};\
                let __cx = __driver.begin({i});\
                let __next = match __driver.attempt(__steps.{name}(Machine {{ state: {s}{pat} }}, __cx)).await {{\
                  __Result::Ok(__next) => __next,\
@@ -141,13 +141,15 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
     let driver = format!("{k}::__private::Driver<'__b, __Enum>");
     if chunks.len() > 1 {
         for (c, chunk) in chunks.iter().enumerate() {
+            // Each part runs its states' steps until the state leaves the part: the top-level
+            // loop is entered again only when an execution moves on to another part.
             src.write(format_args!(
                 "async fn __step_{c}<'__b, __H: Steps, __K: {k}::__private::Keep<__Enum>>(\
-                   __state: __Enum, __steps: &__H, __driver: &mut {driver}) \
-                 -> __Result<__Enum, {k}::StepError> {{ __Result::Ok(match __state {{"
+                   mut __state: __Enum, __steps: &__H, __driver: &mut {driver}) \
+                 -> __Result<__Enum, {k}::StepError> {{ loop {{ __state = match __state {{"
             ));
-            step_arms(src, g, chunk, "return __Result::Ok(__state)");
-            src.push("_ => __state, }) }");
+            step_arms(src, g, chunk);
+            src.push("_ => return __Result::Ok(__state), }; } }");
         }
     }
     src.write(format_args!(
@@ -172,7 +174,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
             ));
         }
     } else {
-        step_arms(src, g, &steps, "continue");
+        step_arms(src, g, &steps);
     }
     src.write(format_args!(
         "_ => return __Result::Ok(__state), }}; }} }} }}\
