@@ -75,10 +75,6 @@ pub struct Driver<'b, M> {
     pub(crate) watched: bool,
     /// The state index of the step under way (kept up to date only when `watched`).
     pub(crate) index: usize,
-    /// When the attempt under way started (zero when nothing is recorded).
-    pub(crate) started: Duration,
-    /// The attempt's time limit, while one is armed.
-    pub(crate) limit: Option<Duration>,
     pub(crate) policies: &'b [Policy],
     pub(crate) rec: Recorder<'b>,
     pub(crate) deadline: &'b Deadline,
@@ -140,28 +136,24 @@ impl<M: Fsm> Driver<'_, M> {
     fn watch_start(&mut self, index: usize) {
         self.index = index;
         if self.rec.is_active() {
-            let started = self.rec.stamp();
-            self.started = started;
+            let started = self.rec.start_attempt();
             let state = M::DEFINITION.states[index].name;
             let attempt = self.attempt;
             self.rec
                 .event(started, || EventKind::StepStarted { state, attempt });
         }
         if let Some(limit) = self.policies.get(index).and_then(|p| p.timeout) {
-            self.limit = Some(limit);
             self.deadline.arm(limit);
         }
     }
 
     #[inline(never)]
     fn watch_done(&mut self, transition: usize) {
-        if self.limit.is_some() {
-            self.disarm();
-        }
+        self.deadline.disarm();
         if self.rec.is_active() {
             let ended = self.rec.stamp();
             let state = M::DEFINITION.states[self.index].name;
-            let (attempt, duration) = (self.attempt, ended.saturating_sub(self.started));
+            let (attempt, duration) = (self.attempt, self.rec.attempt_duration(ended));
             self.rec.event(ended, || EventKind::StepSucceeded {
                 state,
                 attempt,
@@ -169,14 +161,6 @@ impl<M: Fsm> Driver<'_, M> {
             });
             self.rec.transition(ended, transition);
         }
-    }
-}
-
-impl<M> Driver<'_, M> {
-    /// Clears the time limit of the attempt under way.
-    pub(crate) fn disarm(&mut self) {
-        self.limit = None;
-        self.deadline.at.store(Deadline::NONE, Ordering::Relaxed);
     }
 }
 
@@ -196,6 +180,13 @@ impl Deadline {
         Deadline {
             origin: timeouts.then(Instant::now),
             at: AtomicU64::new(Self::NONE),
+        }
+    }
+
+    /// Clears the time limit of the attempt under way.
+    pub(crate) fn disarm(&self) {
+        if self.origin.is_some() {
+            self.at.store(Self::NONE, Ordering::Relaxed);
         }
     }
 

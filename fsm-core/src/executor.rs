@@ -297,8 +297,6 @@ where
             attempt: 1,
             watched: rec.is_active() || inner.has_timeouts || cfg!(feature = "tracing"),
             index: 0,
-            started: Duration::ZERO,
-            limit: None,
             policies: &inner.policies,
             rec,
             deadline: &deadline,
@@ -324,7 +322,8 @@ where
                     (StepError::fatal(StepError::PANIC, message), None)
                 }
                 Stop::TimedOut => {
-                    let limit = driver.limit.unwrap_or_default();
+                    let index = driver.kept.as_ref().map_or(0, M::state_index);
+                    let limit = inner.policies[index].timeout.unwrap_or_default();
                     let message = format_args!("attempt ran past {limit:?}");
                     (
                         StepError::retryable(StepError::TIMEOUT, message),
@@ -332,7 +331,7 @@ where
                     )
                 }
             };
-            driver.disarm();
+            deadline.disarm();
             // The generated loop keeps the state before a step begins, and only a step under
             // way fails or times out; a panic before that went on unwinding above.
             let Some(failed) = driver.kept.take() else {
@@ -343,7 +342,7 @@ where
             let policy = &inner.policies[index];
             let rec = &mut driver.rec;
             let ended = rec.stamp();
-            let duration = ended.saturating_sub(driver.started);
+            let duration = rec.attempt_duration(ended);
             // `timed_out` is the guard's own verdict: a step may return an error of kind
             // `timeout` itself, which is a failure like any other.
             match timed_out {
@@ -471,6 +470,8 @@ struct Active<'a> {
     /// The last timestamp taken, reused by events that happen at the same moment (a step's
     /// end and the transition it leads to).
     last: Duration,
+    /// When the attempt under way started.
+    attempt_started: Duration,
     /// Set while the observer runs: a panic then is the observer's, not a step's.
     in_observer: bool,
 }
@@ -492,6 +493,7 @@ impl<'a> Recorder<'a> {
                     observer: inner.observer.as_ref(),
                     definition,
                     last: Duration::ZERO,
+                    attempt_started: Duration::ZERO,
                     in_observer: false,
                 })
             }),
@@ -519,6 +521,22 @@ impl<'a> Recorder<'a> {
             }
             None => Duration::ZERO,
         }
+    }
+
+    /// Stamps the start of an attempt.
+    pub(crate) fn start_attempt(&mut self) -> Duration {
+        let at = self.stamp();
+        if let Some(a) = &mut self.active {
+            a.attempt_started = at;
+        }
+        at
+    }
+
+    /// How long the attempt under way has taken at `ended`.
+    pub(crate) fn attempt_duration(&self, ended: Duration) -> Duration {
+        self.active
+            .as_ref()
+            .map_or(Duration::ZERO, |a| ended.saturating_sub(a.attempt_started))
     }
 
     #[inline]

@@ -27,8 +27,10 @@ const DISPATCH_CHUNK: usize = 32;
 /// step through the driver, and move on to the next state. (The `else` of the `let` cannot
 /// happen, the arm matched the state: `continue` leaves the value to the next round.)
 ///
-/// Locals are prefixed `__`: the arms bind the state's fields by their names.
-fn step_arms(src: &mut Src, g: &Graph, states: &[usize]) {
+/// Locals are prefixed `__`: the arms bind the state's fields by their names. `state` is the
+/// loop's variable: `self` in `Dispatch::run` (one fewer copy of the state in its future),
+/// `__state` in the functions of a large machine.
+fn step_arms(src: &mut Src, g: &Graph, states: &[usize], state: &str) {
     for &i in states {
         let s = src.state(i);
         let pat = super::states::pattern(src.m.states[i].fields);
@@ -43,8 +45,8 @@ fn step_arms(src: &mut Src, g: &Graph, states: &[usize]) {
         };
         src.write(format_args!(
             "__Enum::{s} {{ .. }} => {{\
-               __driver.keep(__K::keep(&__state));\
-               let __Enum::{s}{pat} = __state else {{ continue }};\
+               __driver.keep(__K::keep(&{state}));\
+               let __Enum::{s}{pat} = {state} else {{ continue }};\
                let __cx = __driver.begin({i});\
                let __next = match __driver.attempt(__steps.{name}(Machine {{ state: {s}{pat} }}, __cx)).await {{\
                  __Result::Ok(__next) => __next,\
@@ -148,16 +150,16 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
                    mut __state: __Enum, __steps: &__H, __driver: &mut {driver}) \
                  -> __Result<__Enum, {k}::StepError> {{ loop {{ __state = match __state {{"
             ));
-            step_arms(src, g, chunk);
+            step_arms(src, g, chunk, "__state");
             src.push("_ => return __Result::Ok(__state), }; } }");
         }
     }
     src.write(format_args!(
         "#[automatically_derived] impl<__H: Steps> {k}::Dispatch<__H> for __Enum \
          where for<'__a> __Enum: ::core::marker::Send {{\
-           fn run<'__a, '__b: '__a, __K: {k}::__private::Keep<Self>>(self, __steps: &'__a __H, __driver: &'__a mut {driver}) \
+           fn run<'__a, '__b: '__a, __K: {k}::__private::Keep<Self>>(mut self, __steps: &'__a __H, __driver: &'__a mut {driver}) \
              -> impl {k}::__private::Future<Output = __Result<Self, {k}::StepError>> + ::core::marker::Send + '__a {{\
-             async move {{ let mut __state = self; loop {{ __state = match __state {{"
+             async move {{ loop {{ self = match self {{"
     ));
     if chunks.len() > 1 {
         for (c, chunk) in chunks.iter().enumerate() {
@@ -166,7 +168,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
                 .map(|&i| format!("__Enum::{} {{ .. }}", src.state(i)))
                 .collect();
             src.write(format_args!(
-                "{} => match __step_{c}::<__H, __K>(__state, __steps, __driver).await {{\
+                "{} => match __step_{c}::<__H, __K>(self, __steps, __driver).await {{\
                    __Result::Ok(__next) => __next,\
                    __Result::Err(__error) => return __Result::Err(__error),\
                  }},",
@@ -174,10 +176,10 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
             ));
         }
     } else {
-        step_arms(src, g, &steps);
+        step_arms(src, g, &steps, "self");
     }
     src.write(format_args!(
-        "_ => return __Result::Ok(__state), }}; }} }} }}\
+        "_ => return __Result::Ok(self), }}; }} }} }}\
          fn recover(self, __steps: &__H, __error: &{k}::StepError) -> __Result<(Self, usize), Self> {{\
            match self {{"
     ));
