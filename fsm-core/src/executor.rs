@@ -1,6 +1,6 @@
 //! The executor: drives executions from their state to a terminal state through the
-//! generated step dispatch, with retries, timeouts, error routing, panic isolation, history
-//! and observation.
+//! generated step loop (see `driver`), with retries, timeouts, error routing, panic
+//! isolation, history and observation.
 
 use core::future::Future;
 use core::marker::PhantomData;
