@@ -178,6 +178,8 @@ fn spanned_impls(m: &Machine, events: &[(&Ident, Vec<&Edge>)]) -> TokenStream {
 /// when the state has one, its `Next` enum when it has several, nothing when it is terminal.
 pub(super) enum NextType {
     Enum(String),
+    // Read by the step generation.
+    #[cfg_attr(not(feature = "steps"), allow(dead_code))]
     One { target: String, transition: usize },
 }
 
