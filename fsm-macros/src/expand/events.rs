@@ -180,7 +180,10 @@ pub(super) enum NextType {
     Enum(String),
     // Read by the step generation.
     #[cfg_attr(not(feature = "steps"), allow(dead_code))]
-    One { target: String, transition: usize },
+    One {
+        target: String,
+        transition: usize,
+    },
 }
 
 pub(super) fn next_type(src: &Src, g: &Graph, from: usize) -> Option<NextType> {
