@@ -116,6 +116,22 @@ fn retry_delays(history: &fsm_core::History) -> Vec<Duration> {
         .collect()
 }
 
+/// Every attempt that ran past its limit: state, attempt, limit, and when it was abandoned.
+fn timeouts(history: &fsm_core::History) -> Vec<(&'static str, u32, Duration, Duration)> {
+    history
+        .events()
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::StepTimedOut {
+                state,
+                attempt,
+                timeout,
+            } => Some((state, attempt, timeout, e.at)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn names(history: &fsm_core::History) -> Vec<&'static str> {
     history.events().iter().map(|e| e.kind.name()).collect()
 }
@@ -205,16 +221,9 @@ async fn an_attempt_past_its_timeout_is_abandoned_and_retried() {
     let outcome = executor.run(start(4)).await;
 
     assert_eq!(outcome.status, Status::Succeeded);
-    let timed_out: Vec<_> = outcome
-        .history
-        .events()
-        .iter()
-        .filter_map(|e| match e.kind {
-            EventKind::StepTimedOut {
-                attempt, timeout, ..
-            } => Some((attempt, timeout)),
-            _ => None,
-        })
+    let timed_out: Vec<_> = timeouts(&outcome.history)
+        .into_iter()
+        .map(|(_, attempt, timeout, _)| (attempt, timeout))
         .collect();
     assert_eq!(timed_out, [(1, Duration::from_millis(50))]);
     // The abandoned attempt did not get to finish the job: the second attempt did.
@@ -527,17 +536,6 @@ impl relay::Steps for Runner {
     }
 }
 
-fn timeouts(history: &fsm_core::History) -> Vec<(&'static str, Duration, Duration)> {
-    history
-        .events()
-        .iter()
-        .filter_map(|e| match e.kind {
-            EventKind::StepTimedOut { state, timeout, .. } => Some((state, timeout, e.at)),
-            _ => None,
-        })
-        .collect()
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_time_limit_applies_to_its_own_step_only() {
     for record in [true, false] {
@@ -578,6 +576,7 @@ async fn a_time_limit_counts_from_its_own_steps_start() {
         timeouts(&outcome.history),
         [(
             "Third",
+            1,
             Duration::from_millis(100),
             Duration::from_millis(630)
         )]

@@ -308,34 +308,31 @@ where
         let mut jitter = JitterSource::new(id.0);
         loop {
             // The generated loop runs step after step until a terminal state or a failure.
-            let run = Guard::new(state.run::<Cloned>(&inner.steps, &mut driver), &deadline);
-            let (error, timed_out) = match run.await {
-                Stop::Done(Ok(end)) => return driver.finish(end),
-                Stop::Done(Err(error)) => (error, None),
-                Stop::Panicked(payload) => {
-                    // A panic in an observer, or in the machine's `Clone` before a step began,
-                    // is not a step's: it goes on unwinding, as it would without the executor.
-                    if driver.rec.in_observer() || driver.kept.is_none() {
-                        std::panic::resume_unwind(payload);
-                    }
-                    let message = panic_message(&*payload);
-                    (StepError::fatal(StepError::PANIC, message), None)
-                }
-                Stop::TimedOut => {
-                    let index = driver.kept.as_ref().map_or(0, M::state_index);
-                    let limit = inner.policies[index].timeout.unwrap_or_default();
-                    let message = format_args!("attempt ran past {limit:?}");
-                    (
-                        StepError::retryable(StepError::TIMEOUT, message),
-                        Some(limit),
-                    )
-                }
-            };
+            let stop = Guard::new(state.run::<Cloned>(&inner.steps, &mut driver), &deadline).await;
             deadline.disarm();
-            // The generated loop keeps the state before a step begins, and only a step under
-            // way fails or times out; a panic before that went on unwinding above.
-            let Some(failed) = driver.kept.take() else {
-                unreachable!("the generated loop stopped outside a step")
+            // The loop kept the state before each step began: a failure comes with it.
+            let (failed, error, timed_out) = match (stop, driver.kept.take()) {
+                (Stop::Done(Ok(end)), _) => return driver.finish(end),
+                (Stop::Done(Err(error)), Some(failed)) => (failed, error, None),
+                (Stop::Panicked(payload), Some(failed)) if !driver.rec.in_observer() => {
+                    let message = panic_message(&*payload);
+                    (failed, StepError::fatal(StepError::PANIC, message), None)
+                }
+                // A panic in an observer, or in the machine's `Clone` before a step began, is
+                // not a step's: it goes on unwinding, as it would without the executor.
+                (Stop::Panicked(payload), _) => std::panic::resume_unwind(payload),
+                (Stop::TimedOut, Some(failed)) => {
+                    // The guard only fires on a limit the step's policy armed.
+                    let limit = inner.policies[failed.state_index()]
+                        .timeout
+                        .unwrap_or_default();
+                    let message = format_args!("attempt ran past {limit:?}");
+                    let error = StepError::retryable(StepError::TIMEOUT, message);
+                    (failed, error, Some(limit))
+                }
+                (Stop::Done(Err(_)) | Stop::TimedOut, None) => {
+                    unreachable!("the generated loop stopped outside a step")
+                }
             };
             let (index, attempt) = (failed.state_index(), driver.attempt);
             let name = def.states[index].name;

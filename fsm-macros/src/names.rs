@@ -42,7 +42,7 @@ pub(crate) fn unraw(ident: &syn::Ident) -> String {
 }
 
 /// A derived method name as source text, raw when it is a keyword (`Match` -> `r#match`).
-#[cfg_attr(not(feature = "steps"), allow(dead_code))]
+#[cfg(feature = "steps")]
 pub(crate) fn fn_name(name: &str) -> String {
     match name {
         "crate" | "self" | "super" => format!("{name}_"),
