@@ -15,6 +15,8 @@ pub(crate) struct Machine<'a> {
     pub(crate) vis: &'a Visibility,
     /// The enum's visibility, as seen from inside the generated module.
     pub(crate) inner_vis: TokenStream,
+    /// The enum's visibility, as seen from the generated module's `typestate`.
+    pub(crate) typed_vis: TokenStream,
     pub(crate) docs: Vec<&'a Attribute>,
     /// The generated module's name.
     pub(crate) module: Ident,
@@ -116,12 +118,13 @@ impl<'a> Machine<'a> {
         let index = states
             .iter()
             .enumerate()
-            .map(|(i, s)| (s.ident.to_string(), i))
+            .map(|(i, s)| (crate::names::unraw(s.ident), i))
             .collect();
         Some(Machine {
             ident: &input.ident,
             vis: &input.vis,
-            inner_vis: inner_vis(&input.vis),
+            inner_vis: inner_vis(&input.vis, 1),
+            typed_vis: inner_vis(&input.vis, 2),
             docs: docs(&input.attrs),
             module,
             krate,
@@ -131,11 +134,14 @@ impl<'a> Machine<'a> {
         })
     }
 
+    /// The state called `name`, compared as Rust compares names (`r#B` is `B`).
     pub(crate) fn index_of(&self, name: &Ident) -> Option<usize> {
-        self.index_of_str(&name.to_string())
+        self.index.get(&crate::names::unraw(name)).copied()
     }
 
+    /// The state called `name`, as source text (possibly raw).
     pub(crate) fn index_of_str(&self, name: &str) -> Option<usize> {
+        let name = name.strip_prefix("r#").unwrap_or(name);
         self.index.get(name).copied()
     }
 }
@@ -144,23 +150,36 @@ fn docs(attrs: &[Attribute]) -> Vec<&Attribute> {
     attrs.iter().filter(|a| a.path().is_ident("doc")).collect()
 }
 
-/// The visibility that, written on an item of the generated module, makes it as visible as the
-/// enum: a private enum's items are `pub(super)`, `pub(super)` becomes `pub(in super::super)`.
-fn inner_vis(vis: &Visibility) -> TokenStream {
+/// The visibility that, written on an item `depth` modules below the enum's, makes it as
+/// visible as the enum: a private enum's items are `pub(super)` one level down and
+/// `pub(in super::super)` two levels down; `pub(super)` becomes `pub(in super::super)` one
+/// level down.
+fn inner_vis(vis: &Visibility, depth: usize) -> TokenStream {
+    let up = |extra: usize| {
+        let supers = (0..depth + extra).map(|_| quote!(super));
+        quote!(#(#supers)::*)
+    };
     match vis {
         Visibility::Public(_) => quote!(pub),
-        Visibility::Inherited => quote!(pub(super)),
+        Visibility::Inherited if depth == 1 => quote!(pub(super)),
+        Visibility::Inherited => {
+            let up = up(0);
+            quote!(pub(in #up))
+        }
         Visibility::Restricted(r) => {
             let path = &r.path;
             let first = path.segments.first().map(|s| s.ident.to_string());
             match first.as_deref() {
                 Some("crate") if path.leading_colon.is_none() => quote!(pub(in #path)),
-                Some("self") if path.segments.len() == 1 => quote!(pub(super)),
+                Some("self") if path.segments.len() == 1 && depth == 1 => quote!(pub(super)),
                 Some("self") => {
-                    let rest = path.segments.iter().skip(1);
-                    quote!(pub(in super #(::#rest)*))
+                    let (up, rest) = (up(0), path.segments.iter().skip(1));
+                    quote!(pub(in #up #(::#rest)*))
                 }
-                _ => quote!(pub(in super::#path)),
+                _ => {
+                    let up = up(0);
+                    quote!(pub(in #up::#path))
+                }
             }
         }
     }

@@ -45,23 +45,48 @@ pub(crate) struct Edge<'a> {
 }
 
 /// Names the generated module defines besides the states' own.
-const RESERVED_STATE_NAMES: &[&str] = &["Machine", "AnyState"];
+const RESERVED_STATE_NAMES: &[&str] = &["Machine", "AnyState", "Steps", "typestate"];
 /// Methods of the typed state that an event cannot shadow.
 const RESERVED_EVENT_NAMES: &[&str] = &["new", "data", "into_data"];
 
-/// Whether the generated module defines `name` for itself: `Machine`, `AnyState`, a `Next`
-/// enum of one of the states, or a hidden `__` item.
+/// Whether the generated module defines `name` for itself: `Machine`, `AnyState`, `Steps`, the
+/// `Next` enum of a state, the choice enum of a branching event, or a hidden `__` item.
+/// Names compare as Rust compares them: `r#Machine` is `Machine`.
 pub(crate) fn is_module_name(m: &Machine, name: &str) -> bool {
+    let name = name.strip_prefix("r#").unwrap_or(name);
     RESERVED_STATE_NAMES.contains(&name)
         || name.starts_with("__")
         || name
             .strip_suffix("Next")
             .is_some_and(|base| m.index_of_str(base).is_some())
+        || m.states.iter().any(|s| {
+            s.on.iter()
+                .any(|on| on.targets.len() > 1 && choice_enum(s.ident, &on.event) == name)
+        })
+}
+
+/// The enum a branching event's closure may return to choose its target at run time:
+/// `charge` from `Reserved` -> `ReservedCharge`.
+pub(crate) fn choice_enum(state: &Ident, event: &Ident) -> String {
+    format!("{}{}", names::unraw(state), names::camel_case(&names::unraw(event)))
 }
 
 /// Whether `name` is a method every typed state already has, or a hidden one.
 pub(crate) fn is_reserved_event(name: &str) -> bool {
+    let name = name.strip_prefix("r#").unwrap_or(name);
     RESERVED_EVENT_NAMES.contains(&name) || name.starts_with("__")
+}
+
+/// The method of the generated `Steps` trait that runs `state`'s step: `PaymentDeclined` ->
+/// `payment_declined`.
+pub(crate) fn step_method(state: &Ident) -> String {
+    names::snake_case(&names::unraw(state))
+}
+
+/// The method of the generated `Steps` trait that builds the target of an error route:
+/// `catch_reserved_to_payment_declined`.
+pub(crate) fn catch_method(from: &Ident, to: &Ident) -> String {
+    format!("catch_{}_to_{}", step_method(from), step_method(to))
 }
 
 pub(crate) fn check<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> Option<Graph<'a>> {
@@ -72,6 +97,7 @@ pub(crate) fn check<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> Option<Graph<'a>> 
     events_are_unique_per_state(cx, m);
     reserved_names_are_free(cx, m);
     event_traits_are_distinct(cx, m);
+    step_methods_are_distinct(cx, m);
     step_policies_are_on_steps(cx, m);
     let (edges, all_targets_exist) = targets_exist(cx, m);
     let (catches, all_catch_targets_exist) = catch_targets_exist(cx, m);
@@ -178,7 +204,7 @@ fn non_terminal_has_events(cx: &mut Ctxt, m: &Machine) {
 fn events_are_unique_per_state(cx: &mut Ctxt, m: &Machine) {
     for s in &m.states {
         for (i, on) in s.on.iter().enumerate() {
-            if s.on[..i].iter().any(|prev| prev.event == on.event) {
+            if s.on[..i].iter().any(|prev| names::same(&prev.event, &on.event)) {
                 cx.error(
                     &on.event,
                     format!(
@@ -208,7 +234,7 @@ fn targets_exist<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> (Vec<Edge<'a>>, bool)
                     }),
                     None => {
                         all = false;
-                        let written = format!("on({} => {target})", on.event);
+                        let written = on_as_written(on);
                         unknown_state(cx, m, target, &written);
                     }
                 }
@@ -216,6 +242,12 @@ fn targets_exist<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> (Vec<Edge<'a>>, bool)
         }
     }
     (edges, all)
+}
+
+/// `on(charge => Piad | Declined)`, as the user wrote it.
+fn on_as_written(on: &crate::attr::On) -> String {
+    let targets: Vec<String> = on.targets.iter().map(names::unraw).collect();
+    format!("on({} => {})", names::unraw(&on.event), targets.join(" | "))
 }
 
 /// Retries, timeouts and error routes belong to states with a step: a terminal state runs
@@ -291,16 +323,18 @@ fn catch_kinds_are_unique_per_state(cx: &mut Ctxt, m: &Machine) {
 
 /// Reports a name that is not a state, suggesting the closest state's name.
 fn unknown_state(cx: &mut Ctxt, m: &Machine, target: &Ident, written: &str) {
+    let target_token = target;
     let names = m
         .states
         .iter()
-        .map(|s| s.ident.to_string())
+        .map(|s| names::unraw(s.ident))
         .collect::<Vec<_>>();
-    let hint = names::closest(&target.to_string(), names.iter().map(String::as_str))
+    let hint = names::closest(&names::unraw(target), names.iter().map(String::as_str))
         .map(|n| format!("; did you mean `{n}`?"))
         .unwrap_or_else(|| format!("; the states of `{}` are its variants", m.ident));
+    let target = names::unraw(target);
     cx.error(
-        target,
+        target_token,
         format!("unknown state `{target}` in `{written}`{hint}"),
     );
 }
@@ -312,7 +346,7 @@ fn targets_are_unique_per_state(cx: &mut Ctxt, m: &Machine, edges: &[Edge]) {
     for e in edges {
         let (target, event) = (e.target, e.event);
         match seen.get(&(e.from, e.to)) {
-            Some(prev) if *prev == event => cx.error(
+            Some(prev) if names::same(prev, event) => cx.error(
                 target,
                 format!("`{target}` is listed twice in `on({event} => ...)`; remove one"),
             ),
@@ -386,7 +420,7 @@ fn a_terminal_is_reachable(
 /// methods are not taken by an event.
 fn reserved_names_are_free(cx: &mut Ctxt, m: &Machine) {
     for s in &m.states {
-        let name = s.ident.to_string();
+        let name = names::unraw(s.ident);
         if is_module_name(m, &name) {
             cx.error(
                 s.ident,
@@ -397,7 +431,7 @@ fn reserved_names_are_free(cx: &mut Ctxt, m: &Machine) {
             );
         }
         for on in &s.on {
-            let event = on.event.to_string();
+            let event = names::unraw(&on.event);
             if is_reserved_event(&event) {
                 cx.error(
                     &on.event,
@@ -414,7 +448,7 @@ fn event_traits_are_distinct(cx: &mut Ctxt, m: &Machine) {
     for on in m.states.iter().flat_map(|s| &s.on) {
         let camel = names::event_trait(&on.event);
         match seen.get(camel.as_str()) {
-            Some(prev) if *prev != &on.event => cx.error(
+            Some(prev) if !names::same(prev, &on.event) => cx.error(
                 &on.event,
                 format!(
                     "events `{prev}` and `{}` are too alike; rename one",
@@ -424,6 +458,50 @@ fn event_traits_are_distinct(cx: &mut Ctxt, m: &Machine) {
             _ => {
                 seen.insert(camel, &on.event);
             }
+        }
+    }
+}
+
+/// The generated `Steps` trait has one method per state with a step and one per error route,
+/// named after the states in snake case: two of them must not get the same name (`Paid` and
+/// `PAID` would both run `paid`; a state `CatchAToB` beside a route from `A` to `B` would
+/// both be `catch_a_to_b`).
+fn step_methods_are_distinct(cx: &mut Ctxt, m: &Machine) {
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut claim = |cx: &mut Ctxt, method: String, span: &Ident, what: String| {
+        match seen.get(&method) {
+            Some(prev) => cx.error(
+                span,
+                format!(
+                    "{what} would get the step method `{method}`, which {prev} already has; rename one of them"
+                ),
+            ),
+            None => {
+                seen.insert(method, what);
+            }
+        }
+    };
+    for s in m.states.iter().filter(|s| !s.is_terminal()) {
+        let what = format!("state `{}`", names::unraw(s.ident));
+        claim(cx, step_method(s.ident), s.ident, what);
+    }
+    for s in &m.states {
+        let mut targets: Vec<&Ident> = Vec::new();
+        for catch in &s.catch {
+            let Some(to) = m.index_of(&catch.target) else {
+                continue;
+            };
+            let to = m.states[to].ident;
+            if targets.iter().any(|t| names::same(t, to)) {
+                continue;
+            }
+            targets.push(to);
+            let what = format!(
+                "the route `catch(... => {})` of `{}`",
+                names::unraw(to),
+                names::unraw(s.ident)
+            );
+            claim(cx, catch_method(s.ident, to), &catch.target, what);
         }
     }
 }

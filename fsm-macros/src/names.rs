@@ -41,6 +41,11 @@ pub(crate) fn unraw(ident: &syn::Ident) -> String {
     syn::ext::IdentExt::unraw(ident).to_string()
 }
 
+/// Whether two identifiers name the same thing, as Rust compares them (`r#B` is `B`).
+pub(crate) fn same(a: &syn::Ident, b: &syn::Ident) -> bool {
+    unraw(a) == unraw(b)
+}
+
 /// A derived method name as source text, raw when it is a keyword (`Match` -> `r#match`).
 #[cfg(feature = "steps")]
 pub(crate) fn fn_name(name: &str) -> String {

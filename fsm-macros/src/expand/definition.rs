@@ -4,6 +4,10 @@ use super::{lit, Src};
 use crate::check::Graph;
 use crate::names;
 
+// By absolute path: a state may be called `Some` or `None`.
+const SOME: &str = "::core::option::Option::Some";
+const NONE: &str = "::core::option::Option::None";
+
 pub(super) fn write(src: &mut Src, g: &Graph) {
     let k = src.krate.clone();
     let name = lit(&names::unraw(src.m.ident));
@@ -18,23 +22,24 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
             Some(_) => "Success",
         };
         let name = lit(&names::unraw(s.ident));
-        let duration = |ms: u64| format!("Some({k}::__private::Duration::from_millis({ms}))");
+        let some = SOME;
+        let duration = |ms: u64| format!("{some}({k}::__private::Duration::from_millis({ms}))");
         let retry = match &s.retry {
-            None => "None".to_owned(),
+            None => NONE.to_owned(),
             Some(r) => format!(
-                "Some({k}::RetryPolicy {{ max_attempts: {}, interval: {k}::__private::Duration::from_millis({}), \
+                "{some}({k}::RetryPolicy {{ max_attempts: {}, interval: {k}::__private::Duration::from_millis({}), \
                  backoff_rate: {:?}, max_delay: {}, jitter: {k}::Jitter::{} }})",
                 r.max_attempts,
                 r.interval_ms,
                 r.backoff_rate,
-                r.max_delay_ms.map_or("None".to_owned(), duration),
+                r.max_delay_ms.map_or(NONE.to_owned(), duration),
                 if r.jitter_full { "Full" } else { "None" },
             ),
         };
         let timeout = s
             .timeout_ms
             .as_ref()
-            .map_or("None".to_owned(), |(_, ms)| duration(*ms));
+            .map_or(NONE.to_owned(), |(_, ms)| duration(*ms));
         src.write(format_args!(
             "{k}::StateInfo {{ name: {name}, kind: {k}::StateKind::{kind}, retry: {retry}, timeout: {timeout} }},"
         ));
@@ -54,7 +59,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
             c.from, c.to
         ));
     }
-    src.push("] }; #[inline] fn state_index(&self) -> usize { match self {");
+    src.push("] }; #[inline] fn state_index(&self) -> ::core::primitive::usize { match self {");
     for i in 0..src.m.states.len() {
         let s = src.state(i);
         src.write(format_args!("__Enum::{s} {{ .. }} => {i},"));

@@ -16,7 +16,7 @@ fn events<'g>(g: &'g Graph) -> Vec<(&'g Ident, Vec<&'g Edge<'g>>)> {
     let mut out: Vec<(&Ident, Vec<&Edge>)> = Vec::new();
     let mut index = std::collections::HashMap::new();
     for e in &g.edges {
-        let i = *index.entry(e.event.to_string()).or_insert_with(|| {
+        let i = *index.entry(names::unraw(e.event)).or_insert_with(|| {
             out.push((e.event, Vec::new()));
             out.len() - 1
         });
@@ -174,6 +174,14 @@ fn spanned_impls(m: &Machine, events: &[(&Ident, Vec<&Edge>)]) -> TokenStream {
     out
 }
 
+/// The public types this file generates besides the typed state: the `Next` enums.
+pub(super) fn public_names(m: &Machine, g: &Graph) -> Vec<String> {
+    (0..m.states.len())
+        .filter(|&from| g.edges_from(from).nth(1).is_some())
+        .map(|from| format!("{}Next", m.states[from].ident))
+        .collect()
+}
+
 /// What a state's step returns, and what its events lead to as one type: the typed target
 /// when the state has one, its `Next` enum when it has several, nothing when it is terminal.
 pub(super) enum NextType {
@@ -233,7 +241,7 @@ fn next_enum(src: &mut Src, g: &Graph, from: usize) {
            pub fn transition(&self) -> &'static {k}::Transition {{\
              &<__Enum as {k}::Fsm>::DEFINITION.transitions[self.__index()]\
            }}\
-           #[doc(hidden)] #[inline] pub fn __index(&self) -> usize {{ match self {{"
+           #[doc(hidden)] #[inline] pub fn __index(&self) -> ::core::primitive::usize {{ match self {{"
     ));
     for (t, (i, _)) in targets.iter().zip(&edges) {
         src.write(format_args!("{next}::{t}(_) => {i},"));
@@ -244,7 +252,9 @@ fn next_enum(src: &mut Src, g: &Graph, from: usize) {
            #[inline] fn from(n: {next}) -> Self {{ match n {{"
     ));
     for t in &targets {
-        src.write(format_args!("{next}::{t}(m) => m.into(),"));
+        src.write(format_args!(
+            "{next}::{t}(m) => <__Enum as ::core::convert::From<Machine<{t}>>>::from(m),"
+        ));
     }
     src.push("} } }");
     for t in &targets {

@@ -1,8 +1,14 @@
 //! Code generation. It only ever sees a checked model, and cannot fail.
 //!
 //! Everything is generated inside one module named after the machine (`Checkout` ->
-//! `checkout`): the typed state `Machine<S>` keeps its field private to that module, so the
-//! only ways to obtain one are the ones generated here.
+//! `checkout`). The state structs live there, and so do the tokens the user wrote for them
+//! (field types, which may hold macro calls, and the derives of `#[fsm(derive(...))]`). The
+//! typed state `Machine<S>` and everything that builds one live one level down, in a private
+//! module `typestate` whose items the machine's module re-exports: `Machine`'s field is private
+//! to `typestate`, so no user-written token is ever expanded where it is visible, and the only
+//! ways to obtain a typed state are the ones generated here. (Named for what rustc prints in
+//! diagnostics, `typestate::Machine<checkout::Paid>`; a user type path through a `typestate`
+//! of the user's own reaches the structs through an alias, like every module name.)
 //!
 //! Most of the output is written as Rust source text and lexed once. Building the same output
 //! token by token with `quote!` costs a call across the proc-macro bridge per token, which at
@@ -54,7 +60,7 @@ pub(super) struct Src<'m> {
     pub(super) m: &'m Machine<'m>,
     /// Path to fsm-core, e.g. `::fsm_core`.
     pub(super) krate: String,
-    /// Visibility of the module's items, e.g. `pub(super)`.
+    /// Visibility of the items of `typestate`, e.g. `pub(in super::super)`.
     pub(super) vis: String,
 }
 
@@ -84,7 +90,7 @@ fn expand(m: &Machine, g: &Graph, lex: &dyn Fn(&str) -> Option<TokenStream>) -> 
         out: String::with_capacity(512 * m.states.len()),
         m,
         krate: m.krate.to_string(),
-        vis: m.inner_vis.to_string(),
+        vis: m.typed_vis.to_string(),
     };
     states::write(&mut src, g);
     let spanned = events::write(&mut src, g);
@@ -101,11 +107,24 @@ fn expand(m: &Machine, g: &Graph, lex: &dyn Fn(&str) -> Option<TokenStream>) -> 
         }
     };
     let structs = states::structs(m);
-    module(m, quote! { #structs #spanned #body })
+    let exports = exports(m, g);
+    module(m, structs, exports, quote! { #spanned #body })
 }
 
-/// Wraps generated items in the machine's module.
-fn module(m: &Machine, body: TokenStream) -> TokenStream {
+/// The items of `typestate` that the machine's module re-exports.
+fn exports(m: &Machine, g: &Graph) -> TokenStream {
+    let mut names = vec!["Machine".to_owned(), "AnyState".to_owned()];
+    #[cfg(feature = "steps")]
+    names.push("Steps".to_owned());
+    names.extend(events::public_names(m, g));
+    let names = names.iter().map(|n| quote::format_ident!("{}", n));
+    let vis = &m.inner_vis;
+    quote!(#vis use self::typestate::{#(#names),*};)
+}
+
+/// Wraps generated items in the machine's module: the state structs (with the user's
+/// tokens) at its top, the typed state and everything that builds one in `typestate`.
+fn module(m: &Machine, structs: TokenStream, exports: TokenStream, typed: TokenStream) -> TokenStream {
     let vis = m.vis;
     let module = &m.module;
     let docs = &m.docs;
@@ -124,13 +143,20 @@ fn module(m: &Machine, body: TokenStream) -> TokenStream {
         #docs_gap
         #[doc = #intro]
         #vis mod #module {
-            // A machine of one state makes the catch-all arm of a conversion unreachable.
-            #![allow(unreachable_patterns)]
             // The states' field types are written as in the enum's own module.
             #[allow(unused_imports)]
             use super::*;
-            use super::#enum_ident as __Enum;
-            #body
+            #structs
+            #exports
+            mod typestate {
+                // A machine of one state makes the catch-all arm of a conversion unreachable.
+                #![allow(unreachable_patterns)]
+                // The state structs, and the user's names as the enum's module sees them.
+                #[allow(unused_imports)]
+                use super::*;
+                use super::super::#enum_ident as __Enum;
+                #typed
+            }
         }
     }
 }

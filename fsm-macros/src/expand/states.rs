@@ -1,5 +1,7 @@
 //! The state structs, the typed state `Machine<S>`, and the conversions to and from the enum.
 
+use std::fmt::Write as _;
+
 use proc_macro2::{TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::{Fields, Ident, Type};
@@ -31,17 +33,17 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
     any_state(src);
 }
 
-/// The destructuring pattern shared by a variant and its state struct: `{ a, b }`, `(__0, __1)`
-/// or nothing.
+/// The destructuring pattern shared by a variant and its state struct: `{ a: __0, b: __1 }`,
+/// `(__0, __1)` or nothing. Fields are bound to names no user can take for a field by
+/// accident of the generated code's locals: a field named `__driver` binds `__0`.
 pub(super) fn pattern(fields: &Fields) -> String {
     let mut out = String::new();
     match fields {
         Fields::Named(f) => {
             out.push('{');
-            for f in &f.named {
+            for (i, f) in f.named.iter().enumerate() {
                 if let Some(name) = &f.ident {
-                    out.push_str(&name.to_string());
-                    out.push(',');
+                    let _ = write!(out, "{name}: __{i},");
                 }
             }
             out.push('}');
@@ -49,7 +51,7 @@ pub(super) fn pattern(fields: &Fields) -> String {
         Fields::Unnamed(f) => {
             out.push('(');
             for i in 0..f.unnamed.len() {
-                out.push_str(&format!("__{i},"));
+                let _ = write!(out, "__{i},");
             }
             out.push(')');
         }
@@ -168,7 +170,9 @@ fn any_state(src: &mut Src) {
     src.push("} } } #[automatically_derived] impl ::core::convert::From<AnyState> for __Enum { fn from(m: AnyState) -> Self { match m {");
     for i in 0..src.m.states.len() {
         let s = src.state(i);
-        src.write(format_args!("AnyState::{s}(m) => m.into(),"));
+        src.write(format_args!(
+            "AnyState::{s}(m) => <__Enum as ::core::convert::From<Machine<{s}>>>::from(m),"
+        ));
     }
     src.push("} } }");
 }

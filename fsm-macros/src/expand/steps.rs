@@ -4,16 +4,17 @@
 
 use super::events::{next_type, NextType};
 use super::{lit, Src};
-use crate::check::Graph;
-use crate::names::{fn_name, snake_case, unraw};
+use crate::check::{self, Graph};
+use crate::names::fn_name;
 
-/// `catch_reserved_to_payment_declined`.
+/// The `Steps` method of an error route, as source text.
 fn catch_method(src: &Src, from: usize, to: usize) -> String {
-    format!(
-        "catch_{}_to_{}",
-        snake_case(&unraw(src.m.states[from].ident)),
-        snake_case(&unraw(src.m.states[to].ident))
-    )
+    fn_name(&check::catch_method(src.m.states[from].ident, src.m.states[to].ident))
+}
+
+/// The `Steps` method of a state's step, as source text (raw when it is a keyword).
+fn step_method(src: &Src, state: usize) -> String {
+    fn_name(&check::step_method(src.m.states[state].ident))
 }
 
 /// States per step function in a large machine. rustc's cost of checking one `async` block
@@ -34,7 +35,7 @@ fn step_arms(src: &mut Src, g: &Graph, states: &[usize], state: &str) {
     for &i in states {
         let s = src.state(i);
         let pat = super::states::pattern(src.m.states[i].fields);
-        let name = fn_name(&snake_case(&unraw(src.m.states[i].ident)));
+        let name = step_method(src, i);
         // Every state with a step has events (checked), so it has a next type.
         let Some(next) = next_type(src, g, i) else {
             continue;
@@ -53,7 +54,7 @@ fn step_arms(src: &mut Src, g: &Graph, states: &[usize], state: &str) {
                  __Result::Err(__error) => return __Result::Err(__error),\
                }};\
                __driver.done({index});\
-               __next.into()\
+               <__Enum as ::core::convert::From<_>>::from(__next)\
              }}"
         ));
     }
@@ -98,7 +99,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
         src.write(format_args!(
             "#[doc = {doc}] fn {name}(&self, state: Machine<{s}>, cx: {k}::Context) \
              -> impl {k}::__private::Future<Output = __Result<{ret}, {k}::StepError>> + ::core::marker::Send;",
-            name = fn_name(&snake_case(&unraw(src.m.states[i].ident))),
+            name = step_method(src, i),
         ));
     }
     let mut catch_methods: Vec<(usize, usize)> = Vec::new();
@@ -180,7 +181,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
     }
     src.write(format_args!(
         "_ => return __Result::Ok(self), }}; }} }} }}\
-         fn recover(self, __steps: &__H, __error: &{k}::StepError) -> __Result<(Self, usize), Self> {{\
+         fn recover(self, __steps: &__H, __error: &{k}::StepError) -> __Result<(Self, ::core::primitive::usize), Self> {{\
            match self {{"
     ));
     let first_catch = g.edges.len();
@@ -223,7 +224,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
         src.write(format_args!(
             "__Enum::{s}{pat} if {guard} => {{\
                let target: {t} = __steps.{name}({s}{pat}, __error);\
-               __Result::Ok((Machine {{ state: target }}.into(), {index}))\
+               __Result::Ok((<__Enum as ::core::convert::From<Machine<{t}>>>::from(Machine {{ state: target }}), {index}))\
              }}",
             name = catch_method(src, from, to),
         ));
