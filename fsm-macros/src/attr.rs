@@ -18,7 +18,8 @@ struct Meta {
 enum Value {
     Flag,
     Eq(TokenStream),
-    List(TokenStream),
+    /// The tokens inside the parentheses, and the parentheses' span.
+    List(TokenStream, Span),
 }
 
 /// Keys on the enum itself.
@@ -94,9 +95,9 @@ pub(crate) fn machine_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> MachineAttrs 
                 set_once(cx, &meta.key, &mut out.krate, syn::parse2::<Path>(tokens))
             }
             // derive(Debug, Clone, ...)
-            ("derive", Value::List(tokens)) => {
+            ("derive", Value::List(tokens, parens)) => {
                 let parser = syn::punctuated::Punctuated::<Path, Token![,]>::parse_terminated;
-                match parser.parse2(tokens) {
+                match parse_list(tokens, parens, parser) {
                     Ok(paths) => out.derives.extend(paths),
                     Err(e) => cx.push(e),
                 }
@@ -136,7 +137,7 @@ pub(crate) fn state_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> StateAttrs {
             ("terminal", value) => {
                 let failure = match value {
                     Value::Flag => Some(false),
-                    Value::List(tokens) => match syn::parse2::<Ident>(tokens.clone()) {
+                    Value::List(tokens, _) => match syn::parse2::<Ident>(tokens.clone()) {
                         Ok(kind) if kind == "failure" => Some(true),
                         _ => {
                             cx.error(tokens, "expected `terminal` or `terminal(failure)`");
@@ -158,15 +159,15 @@ pub(crate) fn state_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> StateAttrs {
                 }
             }
             // on(event => Target) | on(event => A | B | C)
-            ("on", Value::List(tokens)) => match parse_on.parse2(tokens) {
+            ("on", Value::List(tokens, parens)) => match parse_list(tokens, parens, parse_on) {
                 Ok(on) => out.on.push(on),
                 Err(e) => cx.push(e),
             },
             // retry | retry(max_attempts = 3, interval_ms = 1000, ...)
             ("retry", value) => {
-                let tokens = match value {
-                    Value::Flag => TokenStream::new(),
-                    Value::List(tokens) => tokens,
+                let (tokens, parens) = match value {
+                    Value::Flag => (TokenStream::new(), meta.key.span()),
+                    Value::List(tokens, parens) => (tokens, parens),
                     Value::Eq(_) => {
                         cx.error(
                             &meta.key,
@@ -176,7 +177,7 @@ pub(crate) fn state_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> StateAttrs {
                     }
                 };
                 let key = meta.key.clone();
-                match (|input: ParseStream| parse_retry(input, key)).parse2(tokens) {
+                match parse_list(tokens, parens, |input| parse_retry(input, key)) {
                     Ok(retry) if out.retry.is_some() => {
                         cx.error(&retry.key, "duplicate key `retry`")
                     }
@@ -186,7 +187,8 @@ pub(crate) fn state_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> StateAttrs {
             }
             // timeout_ms = 500
             ("timeout_ms", Value::Eq(tokens)) => {
-                match syn::parse2::<syn::LitInt>(tokens).and_then(|lit| positive(&lit)) {
+                let bounds = &TIMEOUT_MS;
+                match (|input: ParseStream| bounds.parse(input)).parse2(tokens) {
                     Ok(_) if out.timeout_ms.is_some() => {
                         cx.error(&meta.key, "duplicate key `timeout_ms`")
                     }
@@ -195,9 +197,9 @@ pub(crate) fn state_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> StateAttrs {
                 }
             }
             // catch(kind => Target) | catch(a | b => Target) | catch(_ => Target)
-            ("catch", Value::List(tokens)) => {
+            ("catch", Value::List(tokens, parens)) => {
                 let key = meta.key.clone();
-                match (|input: ParseStream| parse_catch(input, key)).parse2(tokens) {
+                match parse_list(tokens, parens, |input| parse_catch(input, key)) {
                     Ok(catch) => out.catch.push(catch),
                     Err(e) => cx.push(e),
                 }
@@ -240,7 +242,43 @@ fn set_once<T>(cx: &mut Ctxt, key: &Ident, slot: &mut Option<T>, value: syn::Res
     }
 }
 
+/// Parses the tokens inside a key's parentheses with `parser`. Errors at the end of the list
+/// ("expected ...") point at its closing parenthesis rather than at `#[derive(Fsm)]`.
+fn parse_list<T>(
+    tokens: TokenStream,
+    parens: Span,
+    parser: impl FnOnce(ParseStream) -> syn::Result<T>,
+) -> syn::Result<T> {
+    let mut group = proc_macro2::Group::new(proc_macro2::Delimiter::Parenthesis, tokens);
+    group.set_span(parens);
+    let inside = |input: ParseStream| {
+        let content;
+        syn::parenthesized!(content in input);
+        parser(&content)
+    };
+    inside.parse2(TokenTree::Group(group).into())
+}
+
+/// A state's name where one is expected, after the token `after` (`=>` or `|`): a missing or
+/// malformed name is an error that says so, spanned on what is there or on `after`.
+fn state_name(input: ParseStream, after: (&str, Span), example: &str) -> syn::Result<Ident> {
+    let (token, span) = after;
+    if input.is_empty() {
+        let message = format!("expected a state after `{token}`, as in `{example}`");
+        return Err(syn::Error::new(span, message));
+    }
+    input.parse::<Ident>().map_err(|e| {
+        let message = format!(
+            "expected a state (a variant of this enum) after `{token}`, as in `{example}`"
+        );
+        syn::Error::new(e.span(), message)
+    })
+}
+
 fn parse_on(input: ParseStream) -> syn::Result<On> {
+    if input.is_empty() {
+        return Err(input.error("expected an event and its targets, as in `on(ship => Shipped)`"));
+    }
     let event = input.parse::<Ident>()?;
     if input.is_empty() {
         let message = format!("`{event}` needs its targets, as in `on({event} => Target)`");
@@ -252,10 +290,12 @@ fn parse_on(input: ParseStream) -> syn::Result<On> {
         );
         return Err(input.error(message));
     }
-    input.parse::<Token![=>]>()?;
-    let mut targets = vec![input.parse::<Ident>()?];
-    while input.parse::<Option<Token![|]>>()?.is_some() {
-        targets.push(input.parse::<Ident>()?);
+    let arrow = input.parse::<Token![=>]>()?;
+    let example = format!("on({event} => Target)");
+    let mut targets = vec![state_name(input, ("=>", arrow.spans[1]), &example)?];
+    while let Some(bar) = input.parse::<Option<Token![|]>>()? {
+        let example = format!("on({event} => A | B)");
+        targets.push(state_name(input, ("|", bar.span), &example)?);
     }
     if !input.is_empty() {
         return Err(input.error("expected `|` and another target, or the end of `on(...)`"));
@@ -300,8 +340,8 @@ fn parse_meta(input: ParseStream) -> syn::Result<Meta> {
         Value::Eq(tokens_until_comma(input, key.span())?)
     } else if input.peek(syn::token::Paren) {
         let content;
-        syn::parenthesized!(content in input);
-        Value::List(content.parse()?)
+        let parens = syn::parenthesized!(content in input);
+        Value::List(content.parse()?, parens.span.join())
     } else {
         Value::Flag
     };
@@ -327,13 +367,74 @@ fn tokens_until_comma(input: ParseStream, key: Span) -> syn::Result<TokenStream>
     Ok(tokens)
 }
 
-fn positive(lit: &syn::LitInt) -> syn::Result<u64> {
-    match lit.base10_parse::<u64>()? {
-        0 => Err(syn::Error::new(
-            lit.span(),
-            "expected a number greater than zero",
-        )),
-        n => Ok(n),
+/// A whole-number policy field and the range Amazon States Language allows for it.
+struct Bounds {
+    field: &'static str,
+    min: u64,
+    max: u64,
+    /// What the number counts and where the limit comes from, for the message.
+    meaning: &'static str,
+}
+
+/// ASL's `MaxAttempts`: 0 to 99,999,999 retries.
+const MAX_ATTEMPTS: Bounds = Bounds {
+    field: "max_attempts",
+    min: 0,
+    max: 99_999_999,
+    meaning: "retries after the first attempt (ASL's `MaxAttempts` is at most 99999999)",
+};
+/// ASL's `IntervalSeconds`: 1 to 99,999,999 seconds.
+const INTERVAL_MS: Bounds = Bounds {
+    field: "interval_ms",
+    min: 1,
+    max: 99_999_999_000,
+    meaning: "milliseconds (ASL's `IntervalSeconds` is at most 99999999)",
+};
+/// ASL's `MaxDelaySeconds`: 1 to 31,622,400 seconds (a year).
+const MAX_DELAY_MS: Bounds = Bounds {
+    field: "max_delay_ms",
+    min: 1,
+    max: 31_622_400_000,
+    meaning: "milliseconds (ASL's `MaxDelaySeconds` is at most 31622400, a year)",
+};
+/// ASL's `TimeoutSeconds`: 1 to 99,999,999 seconds.
+const TIMEOUT_MS: Bounds = Bounds {
+    field: "timeout_ms",
+    min: 1,
+    max: 99_999_999_000,
+    meaning: "milliseconds (ASL's `TimeoutSeconds` is at most 99999999)",
+};
+
+impl Bounds {
+    fn error(&self, span: Span) -> syn::Error {
+        let Bounds {
+            field,
+            min,
+            max,
+            meaning,
+        } = self;
+        syn::Error::new(
+            span,
+            format!("`{field}` must be a whole number from {min} to {max}: {meaning}"),
+        )
+    }
+
+    /// The field's value: a literal, possibly negative (which is out of range).
+    fn parse(&self, input: ParseStream) -> syn::Result<u64> {
+        let span = input.span();
+        if input.is_empty() {
+            return Err(input.error(format!("expected a number after `{} =`", self.field)));
+        }
+        let negative = input.parse::<Option<Token![-]>>()?.is_some();
+        let lit = match input.parse::<syn::Lit>() {
+            Ok(syn::Lit::Int(lit)) => lit,
+            Ok(other) => return Err(self.error(other.span())),
+            Err(_) => return Err(self.error(span)),
+        };
+        match lit.base10_parse::<u64>() {
+            Ok(n) if !negative && (self.min..=self.max).contains(&n) => Ok(n),
+            _ => Err(self.error(lit.span())),
+        }
     }
 }
 
@@ -361,12 +462,13 @@ fn parse_retry(input: ParseStream, key: Ident) -> syn::Result<Retry> {
         input.parse::<Token![=]>()?;
         match name.as_str() {
             "max_attempts" => {
-                let lit = input.parse::<syn::LitInt>()?;
-                retry.max_attempts = lit.base10_parse()?;
+                // The bounds fit in a `u32`.
+                retry.max_attempts = MAX_ATTEMPTS.parse(input)? as u32;
             }
-            "interval_ms" => retry.interval_ms = positive(&input.parse()?)?,
-            "max_delay_ms" => retry.max_delay_ms = Some(positive(&input.parse()?)?),
+            "interval_ms" => retry.interval_ms = INTERVAL_MS.parse(input)?,
+            "max_delay_ms" => retry.max_delay_ms = Some(MAX_DELAY_MS.parse(input)?),
             "backoff_rate" => {
+                let negative = input.parse::<Option<Token![-]>>()?.is_some();
                 let lit = input.parse::<syn::Lit>()?;
                 let rate = match &lit {
                     syn::Lit::Float(f) => f.base10_parse::<f64>()?,
@@ -378,10 +480,10 @@ fn parse_retry(input: ParseStream, key: Ident) -> syn::Result<Retry> {
                         ))
                     }
                 };
-                if !(1.0..=1000.0).contains(&rate) {
+                if negative || !(rate.is_finite() && rate >= 1.0) {
                     return Err(syn::Error::new(
                         lit.span(),
-                        "`backoff_rate` must be between 1.0 and 1000.0",
+                        "`backoff_rate` must be a number of at least 1.0: each delay is the one before times this (ASL's `BackoffRate`)",
                     ));
                 }
                 retry.backoff_rate = rate;
@@ -429,6 +531,9 @@ fn parse_retry(input: ParseStream, key: Ident) -> syn::Result<Retry> {
 }
 
 fn parse_catch(input: ParseStream, key: Ident) -> syn::Result<Catch> {
+    if input.is_empty() {
+        return Err(input.error("expected an error kind and a state, as in `catch(timeout => State)`"));
+    }
     let mut kinds = Vec::new();
     loop {
         if let Some(underscore) = input.parse::<Option<Token![_]>>()? {
@@ -446,8 +551,8 @@ fn parse_catch(input: ParseStream, key: Ident) -> syn::Result<Catch> {
             input.error("expected `=>` and the state to route to, as in `catch(kind => State)`")
         );
     }
-    input.parse::<Token![=>]>()?;
-    let target = input.parse::<Ident>()?;
+    let arrow = input.parse::<Token![=>]>()?;
+    let target = state_name(input, ("=>", arrow.spans[1]), "catch(kind => State)")?;
     if !input.is_empty() {
         return Err(input.error("expected the end of `catch(...)`: one target state"));
     }
