@@ -31,30 +31,55 @@ fn single_target(edges: &[&Edge]) -> bool {
     edges.windows(2).all(|w| w[0].from != w[1].from)
 }
 
-/// Writes the event traits, methods and `Next` enums, and returns the impls that say where
-/// each event is legal (tokens, for their spans).
+/// Writes the event traits, methods, `Next` enums and choice enums, and returns the impls
+/// that say where each event is legal (tokens, for their spans).
+///
+/// The traits live in modules of their own, so that their names cannot meet: `__event::Ship`
+/// says which states have `ship`, `__target::Ship` which states `ship` leads to, and
+/// `__next::Paid` which states the step of `Paid` may return.
 pub(super) fn write(src: &mut Src, g: &Graph) -> TokenStream {
     let events = events(g);
     src.push("/// Where each event is legal: implemented only here, for the declared transitions.\nmod __event {");
     for (event, edges) in &events {
-        event_traits(src, event, edges);
+        event_trait(src, event, edges);
     }
-    src.push("} impl<S> Machine<S> {");
+    src.push("} /// Where each event leads.\nmod __target {");
+    for (event, edges) in &events {
+        target_trait(src, event, edges);
+    }
+    src.push("}");
+    initial_trait(src, g);
+    src.push("impl<S> Machine<S> {");
     for (event, edges) in &events {
         event_method(src, event, edges);
+    }
+    src.push("} /// What each step may return.\nmod __next {");
+    for from in 0..src.m.states.len() {
+        next_trait(src, g, from);
     }
     src.push("}");
     for from in 0..src.m.states.len() {
         next_enum(src, g, from);
+        choice_enums(src, g, from);
     }
     spanned_impls(src.m, &events)
 }
 
-/// `ship` -> (`Ship`, `ShipTarget`).
-fn trait_names(event: &Ident) -> (String, String) {
-    let camel = names::event_trait(event);
-    let target = format!("{camel}Target");
-    (camel, target)
+/// `Machine::new` takes the initial state only, and says so when given another.
+fn initial_trait(src: &mut Src, g: &Graph) {
+    let (e, init) = (src.m.ident.to_string(), src.state(g.initial));
+    let message = lit(&format!(
+        "executions of `{e}` start in `{init}`, not in `{{Self}}`"
+    ));
+    let label = lit(&format!("`Machine::new` takes the initial state, `{init}`"));
+    let note = lit("every other state is reached through the events that lead to it");
+    src.write(format_args!(
+        "mod __initial {{\
+           #[diagnostic::on_unimplemented(message = {message}, label = {label}, note = {note})]\
+           pub trait InitialState {{}}\
+           impl InitialState for super::{init} {{}}\
+         }}"
+    ));
 }
 
 /// "`Paid` (to `Shipped`) and `Wrapped` (to `Shipped`)", for docs and diagnostics.
@@ -66,12 +91,12 @@ fn legal_in(m: &Machine, edges: &[&Edge]) -> String {
         let targets: Vec<String> = edges[i..]
             .iter()
             .take_while(|e| e.from == from)
-            .map(|e| format!("`{}`", m.states[e.to].ident))
+            .map(|e| format!("`{}`", names::unraw(m.states[e.to].ident)))
             .collect();
         i += targets.len();
         out.push(format!(
             "`{}` (to {})",
-            m.states[from].ident,
+            names::unraw(m.states[from].ident),
             targets.join(" | ")
         ));
     }
@@ -82,64 +107,78 @@ fn legal_in(m: &Machine, edges: &[&Edge]) -> String {
     }
 }
 
-/// The sealed traits behind an event: `Ship`, implemented by the states that have the event,
-/// and `ShipTarget<S>`, implemented by the targets of `ship` from `S`. Two traits, so that a
-/// call on the wrong state fails on `Ship` alone, before the target is even known, and names
-/// the event, the state and where the event is legal; the target bound goes through
-/// `<S as Ship>::State`, so that rustc does not report it again for a state without the event.
-///
-/// An event with one target per state needs no second trait: `Ship::Target` names it, and a
-/// closure that builds anything else is a plain type mismatch.
-fn event_traits(src: &mut Src, event: &Ident, edges: &[&Edge]) {
-    let (tr, target_tr) = trait_names(event);
+/// `__event::Ship`: implemented by the states that have the event `ship`, so that a call on
+/// the wrong state fails on it alone, before the target is even known, and names the event,
+/// the state and where the event is legal. Its associated type is the target when every state
+/// that has the event has one target for it; otherwise it is the state itself, which the
+/// target bound goes through, so that rustc does not report the target again for a state
+/// without the event.
+fn event_trait(src: &mut Src, event: &Ident, edges: &[&Edge]) {
+    let tr = names::event_trait(event);
     let e = src.m.ident.to_string();
-    let note = lit(&format!(
-        "`{event}` is legal only in {}",
-        legal_in(src.m, edges)
-    ));
+    let event = names::unraw(event);
+    let note = lit(&format!("`{event}` is legal only in {}", legal_in(src.m, edges)));
     let message = lit(&format!("cannot `{event}` a `{e}` in state `{{Self}}`"));
     let label = lit(&format!("`{event}` is not an event of `{{Self}}`"));
+    let assoc = if single_target(edges) { "Target" } else { "State" };
+    src.write(format_args!(
+        "#[diagnostic::on_unimplemented(message = {message}, label = {label}, note = {note})]\
+         pub trait {tr} {{ type {assoc}; }}"
+    ));
+}
+
+/// `__target::Ship`: what the closure given to `ship` may build. For an event with one target
+/// per state, `Ship<T>` holds for `T` alone (`T` is `__event::Ship::Target`); for a branching
+/// event, `Ship<S>` is implemented by each target of `ship` from `S`, and by the choice enum
+/// of `S` and `ship`.
+fn target_trait(src: &mut Src, event: &Ident, edges: &[&Edge]) {
+    let tr = names::event_trait(event);
+    let event = names::unraw(event);
+    let note = lit(&format!("`{event}` is legal only in {}", legal_in(src.m, edges)));
     if single_target(edges) {
+        let message = lit(&format!(
+            "`{event}` leads to `{{Target}}`, but this closure builds `{{Self}}`"
+        ));
+        let label = lit(&format!(
+            "the closure must build the `{{Target}}` that `{event}` leads to"
+        ));
         src.write(format_args!(
             "#[diagnostic::on_unimplemented(message = {message}, label = {label}, note = {note})]\
-             pub trait {tr} {{ type Target; }}"
+             pub trait {tr}<Target> {{}}\
+             impl<T> {tr}<T> for T {{}}"
         ));
         return;
     }
-    let target_message = lit(&format!("`{event}` cannot lead from `{{S}}` to `{{Self}}`"));
-    let target_label = lit(&format!(
-        "`{{Self}}` is not a target of `{event}` from `{{S}}`"
-    ));
+    let message = lit(&format!("`{event}` cannot lead from `{{S}}` to `{{Self}}`"));
+    let label = lit(&format!("`{{Self}}` is not a target of `{event}` from `{{S}}`"));
     src.write(format_args!(
         "#[diagnostic::on_unimplemented(message = {message}, label = {label}, note = {note})]\
-         pub trait {tr} {{ type State; }}\
-         #[diagnostic::on_unimplemented(message = {target_message}, label = {target_label}, note = {note})]\
-         pub trait {target_tr}<S> {{}}"
+         pub trait {tr}<S> {{}}"
     ));
 }
 
 fn event_method(src: &mut Src, event: &Ident, edges: &[&Edge]) {
-    let (tr, target_tr) = trait_names(event);
+    let tr = names::event_trait(event);
+    let single = single_target(edges);
+    let choice = if single {
+        ""
+    } else {
+        " A branching event returns whichever of its targets `f` builds; to choose the target \
+         inside `f`, build the choice enum named after the state and the event (`Reserved` and \
+         `charge`: `ReservedCharge`), whose typed state converts into the state's `Next` enum."
+    };
     let doc = lit(&format!(
-        "Event `{event}`: legal only in {}.\n\n\
+        "Event `{}`: legal only in {}.\n\n\
          `f` builds the target state's data from this state's data; the result is the typed \
-         target. A branching event returns whichever of its targets `f` builds.",
+         target.{choice}",
+        names::unraw(event),
         legal_in(src.m, edges)
     ));
-    if single_target(edges) {
-        src.write(format_args!(
-            "#[doc = {doc}]\
-             pub fn {event}<T, F: ::core::ops::FnOnce(S) -> T>(self, f: F) -> Machine<T>\
-             where S: __event::{tr}<Target = T> {{\
-               Machine {{ state: f(self.state) }}\
-             }}"
-        ));
-        return;
-    }
+    let assoc = if single { "Target" } else { "State" };
     src.write(format_args!(
         "#[doc = {doc}]\
          pub fn {event}<T, F: ::core::ops::FnOnce(S) -> T>(self, f: F) -> Machine<T>\
-         where S: __event::{tr}, T: __event::{target_tr}<<S as __event::{tr}>::State> {{\
+         where S: __event::{tr}, T: __target::{tr}<<S as __event::{tr}>::{assoc}> {{\
            Machine {{ state: f(self.state) }}\
          }}"
     ));
@@ -151,9 +190,7 @@ fn event_method(src: &mut Src, event: &Ident, edges: &[&Edge]) {
 fn spanned_impls(m: &Machine, events: &[(&Ident, Vec<&Edge>)]) -> TokenStream {
     let mut out = TokenStream::new();
     for (event, edges) in events {
-        let camel = names::event_trait(event);
-        let tr = format_ident!("{}", camel);
-        let target_tr = format_ident!("{}Target", camel);
+        let tr = format_ident!("{}", names::event_trait(event));
         let single = single_target(edges);
         for (i, e) in edges.iter().enumerate() {
             let from = m.states[e.from].ident;
@@ -167,7 +204,7 @@ fn spanned_impls(m: &Machine, events: &[(&Ident, Vec<&Edge>)]) -> TokenStream {
                 out.extend(quote_spanned!(from.span()=> impl __event::#tr for #from { type State = #from; }));
             }
             out.extend(
-                quote_spanned!(e.target.span()=> impl __event::#target_tr<#from> for #to {}),
+                quote_spanned!(e.target.span()=> impl __target::#tr<#from> for #to {}),
             );
         }
     }
@@ -176,10 +213,125 @@ fn spanned_impls(m: &Machine, events: &[(&Ident, Vec<&Edge>)]) -> TokenStream {
 
 /// The public types this file generates besides the typed state: the `Next` enums.
 pub(super) fn public_names(m: &Machine, g: &Graph) -> Vec<String> {
-    (0..m.states.len())
-        .filter(|&from| g.edges_from(from).nth(1).is_some())
-        .map(|from| format!("{}Next", m.states[from].ident))
-        .collect()
+    let mut out = Vec::new();
+    for from in 0..m.states.len() {
+        if g.edges_from(from).nth(1).is_some() {
+            out.push(format!("{}Next", m.states[from].ident));
+        }
+        out.extend(choices(m, g, from).into_iter().map(|(name, _, _)| name));
+    }
+    out
+}
+
+/// The branching events of state `from`: for each, its choice enum's name, the event and the
+/// targets' names.
+fn choices<'g>(m: &Machine, g: &'g Graph, from: usize) -> Vec<(String, &'g Ident, Vec<String>)> {
+    let mut out: Vec<(String, &Ident, Vec<String>)> = Vec::new();
+    for (_, e) in g.edges_from(from) {
+        let target = m.states[e.to].ident.to_string();
+        match out.iter_mut().find(|(_, event, _)| names::same(event, e.event)) {
+            Some((_, _, targets)) => targets.push(target),
+            None => out.push((
+                crate::check::choice_enum(m.states[from].ident, e.event),
+                e.event,
+                vec![target],
+            )),
+        }
+    }
+    out.retain(|(_, _, targets)| targets.len() > 1);
+    out
+}
+
+/// `ReservedCharge`: the targets of a branching event from one state, as data, for a closure
+/// that chooses one at run time: `order.charge(|r| if ok { ReservedCharge::Paid(..) } else {
+/// ReservedCharge::Declined(..) })`. Only the event's targets are variants, and the typed
+/// state it gives converts into the state's `Next` enum.
+fn choice_enums(src: &mut Src, g: &Graph, from: usize) {
+    let choices = choices(src.m, g, from);
+    if choices.is_empty() {
+        return;
+    }
+    let vis = src.vis.clone();
+    let state = src.state(from);
+    let next = format!("{state}Next");
+    let derives = std_derives(src.m);
+    for (name, event, targets) in choices {
+        let tr = names::event_trait(event);
+        let listed: Vec<String> = targets.iter().map(|t| format!("`{t}`")).collect();
+        let doc = lit(&format!(
+            "The targets of `{}` from `{state}`: {}. Return one from the closure given to              `{}` to choose the target at run time; the typed state it gives converts into              [`{next}`] with `.into()`.",
+            names::unraw(event),
+            listed.join(", "),
+            names::unraw(event),
+        ));
+        src.write(format_args!(
+            "#[doc = {doc}] {derives} #[allow(missing_docs)] {vis} enum {name} {{"
+        ));
+        for t in &targets {
+            src.write(format_args!("{t}({t}),"));
+        }
+        src.write(format_args!(
+            "}} impl __target::{tr}<{state}> for {name} {{}}             impl __next::{state} for {name} {{               #[inline] fn __wrap(m: Machine<Self>) -> {next} {{ match m.state {{"
+        ));
+        for t in &targets {
+            src.write(format_args!(
+                "{name}::{t}(state) => {next}::{t}(Machine {{ state }}),"
+            ));
+        }
+        src.push("} } }");
+    }
+}
+
+/// The standard derives among those the state structs get (`#[fsm(derive(...))]`), by their
+/// absolute paths, for enums that hold state data. Other derives are the user's code, and
+/// are not run where the typed state's field is visible.
+fn std_derives(m: &Machine) -> String {
+    const STD: &[(&str, &str)] = &[
+        ("Debug", "::core::fmt::Debug"),
+        ("Clone", "::core::clone::Clone"),
+        ("Copy", "::core::marker::Copy"),
+        ("PartialEq", "::core::cmp::PartialEq"),
+        ("Eq", "::core::cmp::Eq"),
+        ("PartialOrd", "::core::cmp::PartialOrd"),
+        ("Ord", "::core::cmp::Ord"),
+        ("Hash", "::core::hash::Hash"),
+    ];
+    let paths: Vec<&str> = STD
+        .iter()
+        .filter(|(name, _)| m.derives.iter().any(|d| d.is_ident(name)))
+        .map(|(_, path)| *path)
+        .collect();
+    if paths.is_empty() {
+        String::new()
+    } else {
+        format!("#[derive({})]", paths.join(", "))
+    }
+}
+
+/// `__next::Paid`: the states the step of `Paid` may return, each of which converts into
+/// `PaidNext`. A step that returns another state is told which ones it may return.
+fn next_trait(src: &mut Src, g: &Graph, from: usize) {
+    let Some(NextType::Enum(next)) = next_type(src, g, from) else {
+        return;
+    };
+    let state = src.state(from);
+    let shown = names::unraw(src.m.states[from].ident);
+    let targets: Vec<String> = g
+        .edges_from(from)
+        .map(|(_, e)| {
+            let to = names::unraw(src.m.states[e.to].ident);
+            format!("`{to}` (by `{}`)", names::unraw(e.event))
+        })
+        .collect();
+    let message = lit(&format!("the step of `{shown}` cannot move to `{{Self}}`"));
+    let label = lit(&format!("`{{Self}}` is not a next state of `{shown}`"));
+    let note = lit(&format!(
+        "the step of `{shown}` returns one of {}",
+        targets.join(", ")
+    ));
+    src.write(format_args!(
+        "#[diagnostic::on_unimplemented(message = {message}, label = {label}, note = {note})]         pub trait {state}: ::core::marker::Sized {{           #[doc(hidden)] fn __wrap(m: super::Machine<Self>) -> super::{next};         }}"
+    ));
 }
 
 /// What a state's step returns, and what its events lead to as one type: the typed target
@@ -257,10 +409,16 @@ fn next_enum(src: &mut Src, g: &Graph, from: usize) {
         ));
     }
     src.push("} } }");
+    // Each next state converts through `__next`, whose diagnostic lists the next states.
+    src.write(format_args!(
+        "#[automatically_derived] impl<__T: __next::{state}> ::core::convert::From<Machine<__T>> for {next} {{\
+           #[inline] fn from(m: Machine<__T>) -> Self {{ <__T as __next::{state}>::__wrap(m) }}\
+         }}"
+    ));
     for t in &targets {
         src.write(format_args!(
-            "#[automatically_derived] impl ::core::convert::From<Machine<{t}>> for {next} {{\
-               #[inline] fn from(m: Machine<{t}>) -> Self {{ {next}::{t}(m) }}\
+            "impl __next::{state} for {t} {{\
+               #[inline] fn __wrap(m: Machine<Self>) -> {next} {{ {next}::{t}(m) }}\
              }}"
         ));
     }

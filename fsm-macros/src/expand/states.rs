@@ -103,10 +103,8 @@ fn typed_state(src: &mut Src, g: &Graph) {
     let new_doc = lit(&format!("Starts a machine in its initial state, `{init}`."));
     src.write(format_args!(
         "#[doc = {doc}] {vis} struct Machine<S> {{ state: S }}\
-         impl Machine<{init}> {{\
-           #[doc = {new_doc}] #[inline] pub fn new(state: {init}) -> Self {{ Machine {{ state }} }}\
-         }}\
          impl<S> Machine<S> {{\
+           #[doc = {new_doc}] #[inline] pub fn new(state: S) -> Self where S: __initial::InitialState {{ Machine {{ state }} }}\
            /// The state's data.\n\
            #[inline] pub fn data(&self) -> &S {{ &self.state }}\
            /// Gives up the typed state and keeps its data.\n\
