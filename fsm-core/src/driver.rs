@@ -14,7 +14,7 @@ use core::task::Poll;
 use core::time::Duration;
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use tokio::time::{Instant, Sleep};
 
@@ -68,7 +68,7 @@ pub struct Driver<'b, M> {
     pub(crate) kept: Option<M>,
     pub(crate) id: ExecutionId,
     /// The position of the step under way in the execution (its idempotency key).
-    pub(crate) step: u32,
+    pub(crate) step: u64,
     pub(crate) attempt: u32,
     /// Whether a step needs more than its context: a history, an observer, a time limit or
     /// a span. When not, the loop runs nothing else around the handlers.
@@ -80,11 +80,44 @@ pub struct Driver<'b, M> {
     pub(crate) deadline: &'b Deadline,
 }
 
-impl<M: Fsm> Driver<'_, M> {
-    /// Keeps `state`, the copy of the state whose step starts now.
+/// Why the attempt under way was stopped by the executor rather than by its step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Nothing: the step's own result stands.
+    None = 0,
+    /// The step returned after its time limit: its result is discarded, as a timeout.
+    Late = 1,
+    /// The execution's history is full: it ends before this attempt runs.
+    HistoryFull = 2,
+    /// The machine's `Clone` panicked while the state was kept before the step.
+    Unkept = 3,
+}
+
+impl<'b, M: Fsm> Driver<'b, M> {
+    /// Keeps a copy of `state`, whose step starts now, and gives `state` back. If the
+    /// machine's `Clone` panics, the execution keeps `state` itself and ends with the error.
     #[inline]
-    pub fn keep(&mut self, state: M) {
+    pub fn keep<K: Keep<M>>(&mut self, state: M) -> Result<M, StepError> {
+        match catch_unwind(AssertUnwindSafe(|| K::keep(&state))) {
+            Ok(copy) => {
+                self.kept = Some(copy);
+                Ok(state)
+            }
+            Err(payload) => Err(self.unkept(state, &*payload)),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn unkept(&mut self, state: M, payload: &(dyn Any + Send)) -> StepError {
+        let name = state.state_name();
         self.kept = Some(state);
+        self.deadline.set_verdict(Verdict::Unkept);
+        let message = format!(
+            "the machine's `Clone` panicked while keeping a copy of `{name}` before its step: {}",
+            panic_text(payload)
+        );
+        StepError::fatal(StepError::PANIC, message)
     }
 
     /// Starts an attempt of the step of state `index`: records it, arms its timeout and gives
@@ -105,9 +138,14 @@ impl<M: Fsm> Driver<'_, M> {
     }
 
     /// The attempt's future as the executor polls it: in a `step` span with the `tracing`
-    /// feature, as it is otherwise.
+    /// feature; not polled at all when the history is full; its result discarded as a timeout
+    /// when it arrives after the step's time limit (a step that blocks its thread cannot be
+    /// interrupted, but what it returns late does not count).
     #[inline]
-    pub fn attempt<F: Future>(&self, step: F) -> impl Future<Output = F::Output> {
+    pub fn attempt<T, F: Future<Output = Result<T, StepError>>>(
+        &self,
+        step: F,
+    ) -> Attempt<'b, Traced<F>> {
         #[cfg(feature = "tracing")]
         let step = tracing::Instrument::instrument(
             step,
@@ -118,7 +156,11 @@ impl<M: Fsm> Driver<'_, M> {
                 execution = self.id.0
             ),
         );
-        step
+        Attempt {
+            step,
+            limits: self.deadline,
+            yield_first: self.step % YIELD_EVERY == YIELD_EVERY - 1,
+        }
     }
 
     /// Ends the step under way, which succeeded by taking transition `transition`.
@@ -135,6 +177,9 @@ impl<M: Fsm> Driver<'_, M> {
     #[inline(never)]
     fn watch_start(&mut self, index: usize) {
         self.index = index;
+        if self.rec.is_full() {
+            self.deadline.set_verdict(Verdict::HistoryFull);
+        }
         if self.rec.is_active() {
             let started = self.rec.start_attempt();
             let state = M::DEFINITION.states[index].name;
@@ -164,11 +209,24 @@ impl<M: Fsm> Driver<'_, M> {
     }
 }
 
+/// The message a panic carried, if it is text.
+pub(crate) fn panic_text(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(no message)"
+    }
+}
+
 /// The time limit of the attempt under way, shared by the loop (which arms it) and [`Guard`]
 /// (which enforces it): nanoseconds after `origin`, or `NONE`.
+/// It also carries the executor's [`Verdict`] on the attempt under way.
 pub(crate) struct Deadline {
     origin: Option<Instant>,
     at: AtomicU64,
+    verdict: AtomicU8,
 }
 
 impl Deadline {
@@ -180,7 +238,39 @@ impl Deadline {
         Deadline {
             origin: timeouts.then(Instant::now),
             at: AtomicU64::new(Self::NONE),
+            verdict: AtomicU8::new(Verdict::None as u8),
         }
+    }
+
+    /// Whether the attempt under way has run past its time limit.
+    #[inline]
+    fn overdue(&self) -> bool {
+        let at = self.at.load(Ordering::Relaxed);
+        match self.origin {
+            Some(origin) if at != Self::NONE => origin.elapsed().as_nanos() >= u128::from(at),
+            _ => false,
+        }
+    }
+
+    fn set_verdict(&self, verdict: Verdict) {
+        self.verdict.store(verdict as u8, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn verdict(&self) -> Verdict {
+        match self.verdict.load(Ordering::Relaxed) {
+            1 => Verdict::Late,
+            2 => Verdict::HistoryFull,
+            3 => Verdict::Unkept,
+            _ => Verdict::None,
+        }
+    }
+
+    /// The verdict on the attempt that just stopped, cleared for the next.
+    pub(crate) fn take_verdict(&self) -> Verdict {
+        let verdict = self.verdict();
+        self.set_verdict(Verdict::None);
+        verdict
     }
 
     /// Clears the time limit of the attempt under way.
@@ -197,6 +287,58 @@ impl Deadline {
                 .unwrap_or(Self::NONE - 1)
                 .min(Self::NONE - 1);
             self.at.store(at, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A step's future as it is polled: in its span with the `tracing` feature.
+#[cfg(feature = "tracing")]
+type Traced<F> = tracing::instrument::Instrumented<F>;
+#[cfg(not(feature = "tracing"))]
+type Traced<F> = F;
+
+/// An execution gives its thread back to the runtime once every this many steps, so that a
+/// machine whose steps are always ready (a loop that never waits) cannot starve the other
+/// tasks of its worker thread.
+const YIELD_EVERY: u64 = 1024;
+
+pin_project_lite::pin_project! {
+    /// One attempt of a step, as the generated loop awaits it (see [`Driver::attempt`]).
+    #[doc(hidden)]
+    pub struct Attempt<'b, F> {
+        #[pin]
+        step: F,
+        limits: &'b Deadline,
+        yield_first: bool,
+    }
+}
+
+impl<T, F: Future<Output = Result<T, StepError>>> Future for Attempt<'_, F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut core::task::Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if *this.yield_first {
+            *this.yield_first = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        if this.limits.verdict() == Verdict::HistoryFull {
+            return Poll::Ready(Err(StepError::fatal(
+                StepError::HISTORY_LIMIT,
+                "the execution's history is full",
+            )));
+        }
+        match this.step.poll(cx) {
+            Poll::Ready(Ok(_)) if this.limits.overdue() => {
+                this.limits.set_verdict(Verdict::Late);
+                Poll::Ready(Err(StepError::retryable(
+                    StepError::TIMEOUT,
+                    "the step returned after its time limit",
+                )))
+            }
+            other => other,
         }
     }
 }

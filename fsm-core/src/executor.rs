@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::driver::{Cloned, Deadline, Driver, Guard, Stop};
+use crate::driver::{panic_text, Cloned, Deadline, Driver, Guard, Stop, Verdict};
 use crate::policy::JitterSource;
 use crate::{
     Dispatch, EventKind, ExecutionId, History, HistoryEvent, RetryPolicy, StateKind, StepError,
@@ -81,6 +81,11 @@ struct Inner<H> {
     next_id: AtomicU64,
     /// Whether any state has a time limit per attempt.
     has_timeouts: bool,
+    /// The most events a history holds.
+    history_limit: usize,
+    /// Mixed into each execution's jitter, so that executors (and processes) that number
+    /// their executions alike still spread their retries.
+    jitter_seed: u64,
 }
 
 /// A state's policies, as the executor applies them.
@@ -159,6 +164,7 @@ pub struct ExecutorBuilder<M, H> {
     steps: H,
     policies: Vec<Policy>,
     record_history: bool,
+    history_limit: usize,
     observer: Option<Observer>,
     machine: PhantomData<fn() -> M>,
 }
@@ -196,6 +202,18 @@ impl<M: crate::Fsm, H> ExecutorBuilder<M, H> {
         self
     }
 
+    /// The most events an execution's history holds (by default
+    /// [`History::DEFAULT_LIMIT`], 25,000, Step Functions' limit). An execution whose history
+    /// reaches it ends before its next attempt, [`Status::Errored`] with an error of kind
+    /// [`StepError::HISTORY_LIMIT`], not retried and not routed; the history keeps the first
+    /// `limit` events and the one that ends it. The limit applies only while history is
+    /// recorded: it bounds the memory an always-failing step with a large `max_attempts`, or
+    /// a machine that loops, can take.
+    pub fn history_limit(mut self, limit: usize) -> Self {
+        self.history_limit = limit.max(1);
+        self
+    }
+
     /// Calls `observer` with every history event of every execution as it happens (for logs,
     /// metrics, alerts). It runs inline on the execution's task: keep it quick. A panic in the
     /// observer is not a step's failure: it unwinds out of the execution's future.
@@ -218,6 +236,8 @@ impl<M: crate::Fsm, H> ExecutorBuilder<M, H> {
                 observer: self.observer,
                 next_id: AtomicU64::new(1),
                 has_timeouts,
+                history_limit: self.history_limit,
+                jitter_seed: crate::policy::random_seed(),
             }),
             machine: PhantomData,
         }
@@ -251,6 +271,7 @@ where
             steps,
             policies,
             record_history: true,
+            history_limit: History::DEFAULT_LIMIT,
             observer: None,
             machine: PhantomData,
         }
@@ -305,17 +326,33 @@ where
         driver.rec.event(at, || EventKind::ExecutionStarted {
             state: state.state_name(),
         });
-        let mut jitter = JitterSource::new(id.0);
+        let mut jitter = JitterSource::new(inner.jitter_seed ^ id.0.wrapping_mul(JITTER_MIX));
         loop {
             // The generated loop runs step after step until a terminal state or a failure.
             let stop = Guard::new(state.run::<Cloned>(&inner.steps, &mut driver), &deadline).await;
             deadline.disarm();
+            let verdict = deadline.take_verdict();
             // The loop kept the state before each step began: a failure comes with it.
             let (failed, error, timed_out) = match (stop, driver.kept.take()) {
                 (Stop::Done(Ok(end)), _) => return driver.finish(end),
+                // The step had not begun: the history is full, or the state could not be
+                // copied. Neither is the step's failure to retry or route.
+                (Stop::Done(Err(error)), Some(failed))
+                    if matches!(verdict, Verdict::HistoryFull | Verdict::Unkept) =>
+                {
+                    return driver.give_up(failed, error);
+                }
+                (Stop::Done(Err(_)), Some(failed)) if verdict == Verdict::Late => {
+                    let limit = inner.policies[failed.state_index()]
+                        .timeout
+                        .unwrap_or_default();
+                    let message = format_args!("attempt returned after {limit:?}, its limit");
+                    let error = StepError::retryable(StepError::TIMEOUT, message);
+                    (failed, error, Some(limit))
+                }
                 (Stop::Done(Err(error)), Some(failed)) => (failed, error, None),
                 (Stop::Panicked(payload), Some(failed)) if !driver.rec.in_observer() => {
-                    let message = panic_message(&*payload);
+                    let message = format!("step panicked: {}", panic_text(&*payload));
                     (failed, StepError::fatal(StepError::PANIC, message), None)
                 }
                 // A panic in an observer, or in the machine's `Clone` before a step began, is
@@ -356,6 +393,9 @@ where
                 }),
             }
             if error.is_retryable() && attempt <= policy.retry.max_attempts {
+                if rec.is_full() {
+                    return driver.give_up(failed, history_full());
+                }
                 let delay = policy.retry.delay(attempt, jitter.next_unit());
                 driver.attempt += 1;
                 rec.event(ended, || EventKind::RetryScheduled {
@@ -370,15 +410,23 @@ where
                 continue;
             }
             let routed = if policy.has_catch {
-                // The route's handler is the user's code too: a panic in it fails this
-                // execution, not the executor.
-                let input = failed.clone();
-                match catch_unwind(AssertUnwindSafe(|| input.recover(&inner.steps, &error))) {
-                    Ok(Ok(next)) => Ok(next),
-                    Ok(Err(_)) => Err(error),
-                    Err(payload) => {
-                        Err(StepError::fatal(StepError::PANIC, panic_message(&*payload)))
+                // The route's handler is the user's code too, and so is the machine's `Clone`
+                // (a copy of the state goes to the route, the state stays for the outcome): a
+                // panic in either fails this execution, not the executor.
+                let panicked = |payload: Box<dyn std::any::Any + Send>, what: &str| {
+                    let message = format!("{what} panicked: {}", panic_text(&*payload));
+                    StepError::fatal(StepError::PANIC, message)
+                };
+                match catch_unwind(AssertUnwindSafe(|| failed.clone())) {
+                    Ok(input) => {
+                        match catch_unwind(AssertUnwindSafe(|| input.recover(&inner.steps, &error)))
+                        {
+                            Ok(Ok(next)) => Ok(next),
+                            Ok(Err(_)) => Err(error),
+                            Err(payload) => Err(panicked(payload, "error route")),
+                        }
                     }
+                    Err(payload) => Err(panicked(payload, "the machine's `Clone`")),
                 }
             } else {
                 Err(error)
@@ -413,6 +461,26 @@ where
 }
 
 impl<M: crate::Fsm> Driver<'_, M> {
+    /// The outcome of an execution that ends in `state`, whose next step did not begin
+    /// (its history is full, or its state could not be copied).
+    #[cold]
+    fn give_up(&mut self, state: M, error: StepError) -> Outcome<M> {
+        let attempts = self.attempt;
+        let rec = &mut self.rec;
+        let at = rec.stamp();
+        rec.event(at, || EventKind::ExecutionFailed {
+            state: state.state_name(),
+            attempts,
+            error: Some(error.clone()),
+        });
+        Outcome {
+            id: self.id,
+            state,
+            status: Status::Errored { attempts, error },
+            history: rec.finish(),
+        }
+    }
+
     /// The outcome of an execution that reached the terminal state `end`. (Inlined: the
     /// outcome is then written once, where the caller reads it.)
     #[inline(always)]
@@ -441,14 +509,12 @@ impl<M: crate::Fsm> Driver<'_, M> {
     }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        format!("step panicked: {s}")
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        format!("step panicked: {s}")
-    } else {
-        "step panicked".to_owned()
-    }
+/// Multiplies execution ids before they are mixed into the jitter seed (the golden ratio).
+const JITTER_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The error of an execution whose history is full.
+fn history_full() -> StepError {
+    StepError::fatal(StepError::HISTORY_LIMIT, "the execution's history is full")
 }
 
 /// Records history events and hands them to the observer. With neither, it does nothing,
@@ -471,6 +537,8 @@ struct Active<'a> {
     attempt_started: Duration,
     /// Set while the observer runs: a panic then is the observer's, not a step's.
     in_observer: bool,
+    /// The most events the history holds.
+    limit: usize,
 }
 
 impl<'a> Recorder<'a> {
@@ -492,6 +560,7 @@ impl<'a> Recorder<'a> {
                     last: Duration::ZERO,
                     attempt_started: Duration::ZERO,
                     in_observer: false,
+                    limit: inner.history_limit,
                 })
             }),
         }
@@ -501,6 +570,14 @@ impl<'a> Recorder<'a> {
     #[inline]
     pub(crate) fn is_active(&self) -> bool {
         self.active.is_some()
+    }
+
+    /// Whether the history has reached its limit.
+    pub(crate) fn is_full(&self) -> bool {
+        self.active
+            .as_ref()
+            .and_then(|a| Some(a.history.as_ref()?.len() >= a.limit))
+            .unwrap_or(false)
     }
 
     /// Whether the observer was running (when a panic unwound).
@@ -548,7 +625,14 @@ impl<'a> Recorder<'a> {
             a.in_observer = false;
         }
         if let Some(history) = &mut a.history {
-            history.push(event);
+            // Past the limit only the event that ends the execution is kept.
+            let ends = matches!(
+                event.kind,
+                EventKind::ExecutionFailed { .. } | EventKind::ExecutionSucceeded { .. }
+            );
+            if history.len() < a.limit || ends {
+                history.push(event);
+            }
         }
     }
 

@@ -105,9 +105,19 @@ pub enum EventKind {
 }
 
 impl History {
+    /// The most events a history holds unless the executor is told otherwise
+    /// ([`ExecutorBuilder::history_limit`](crate::ExecutorBuilder::history_limit)): Step
+    /// Functions' limit.
+    pub const DEFAULT_LIMIT: usize = 25_000;
+
     /// The events, in order.
     pub fn events(&self) -> &[HistoryEvent] {
         &self.events
+    }
+
+    /// How many events there are.
+    pub fn len(&self) -> usize {
+        self.events.len()
     }
 
     /// Whether nothing was recorded (recording was switched off).

@@ -105,7 +105,7 @@ pub trait Fsm: Sized + 'static {
 #[doc(hidden)]
 pub mod __private {
     #[cfg(feature = "runtime")]
-    pub use crate::driver::{Driver, Keep};
+    pub use crate::driver::{Attempt, Driver, Keep};
     #[cfg(feature = "runtime")]
     pub use crate::Dispatch;
     pub use crate::{

@@ -70,6 +70,16 @@ impl RetryPolicy {
     }
 }
 
+/// A seed that differs between executors and between processes: std's hasher keys, which are
+/// drawn from the operating system's randomness once per thread and then counted up.
+#[cfg(feature = "runtime")]
+pub(crate) fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
 /// A small, fast generator of numbers in `[0, 1)` for jitter (SplitMix64). Jitter needs
 /// spread, not secrecy, and a seeded generator keeps executions reproducible in tests.
 #[derive(Debug, Clone)]

@@ -24,7 +24,7 @@ pub struct IdempotencyKey {
     /// The execution.
     pub execution: ExecutionId,
     /// The step's position in the execution: 0 for the first step, 1 for the next...
-    pub step: u32,
+    pub step: u64,
 }
 
 impl fmt::Display for IdempotencyKey {
@@ -68,8 +68,13 @@ struct ErrorInner {
 impl StepError {
     /// Kind of the error an attempt gets when it runs past its timeout (retryable).
     pub const TIMEOUT: &'static str = "timeout";
-    /// Kind of the error an attempt gets when its step panics (not retryable).
+    /// Kind of the error an attempt gets when its step panics (not retryable), and of an
+    /// execution whose machine's `Clone` panicked.
     pub const PANIC: &'static str = "panic";
+    /// Kind of the error an execution ends with when its history is full
+    /// ([`ExecutorBuilder::history_limit`](crate::ExecutorBuilder::history_limit)); not
+    /// retried, not routed.
+    pub const HISTORY_LIMIT: &'static str = "history_limit";
 
     /// An error that may go away: the step is retried if its policy allows.
     pub fn retryable(kind: impl Into<Cow<'static, str>>, message: impl fmt::Display) -> Self {

@@ -268,9 +268,8 @@ fn state_name(input: ParseStream, after: (&str, Span), example: &str) -> syn::Re
         return Err(syn::Error::new(span, message));
     }
     input.parse::<Ident>().map_err(|e| {
-        let message = format!(
-            "expected a state (a variant of this enum) after `{token}`, as in `{example}`"
-        );
+        let message =
+            format!("expected a state (a variant of this enum) after `{token}`, as in `{example}`");
         syn::Error::new(e.span(), message)
     })
 }
@@ -532,7 +531,9 @@ fn parse_retry(input: ParseStream, key: Ident) -> syn::Result<Retry> {
 
 fn parse_catch(input: ParseStream, key: Ident) -> syn::Result<Catch> {
     if input.is_empty() {
-        return Err(input.error("expected an error kind and a state, as in `catch(timeout => State)`"));
+        return Err(
+            input.error("expected an error kind and a state, as in `catch(timeout => State)`")
+        );
     }
     let mut kinds = Vec::new();
     loop {

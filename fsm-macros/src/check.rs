@@ -68,7 +68,11 @@ pub(crate) fn is_module_name(m: &Machine, name: &str) -> bool {
 /// The enum a branching event's closure may return to choose its target at run time:
 /// `charge` from `Reserved` -> `ReservedCharge`.
 pub(crate) fn choice_enum(state: &Ident, event: &Ident) -> String {
-    format!("{}{}", names::unraw(state), names::camel_case(&names::unraw(event)))
+    format!(
+        "{}{}",
+        names::unraw(state),
+        names::camel_case(&names::unraw(event))
+    )
 }
 
 /// Whether `name` is a method every typed state already has, or a hidden one.
@@ -205,7 +209,10 @@ fn non_terminal_has_events(cx: &mut Ctxt, m: &Machine) {
 fn events_are_unique_per_state(cx: &mut Ctxt, m: &Machine) {
     for s in &m.states {
         for (i, on) in s.on.iter().enumerate() {
-            if s.on[..i].iter().any(|prev| names::same(&prev.event, &on.event)) {
+            if s.on[..i]
+                .iter()
+                .any(|prev| names::same(&prev.event, &on.event))
+            {
                 cx.error(
                     &on.event,
                     format!(
@@ -515,7 +522,10 @@ fn generated_types_are_distinct(cx: &mut Ctxt, m: &Machine) {
     for s in &m.states {
         if s.on.iter().map(|on| on.targets.len()).sum::<usize>() > 1 {
             let state = names::unraw(s.ident);
-            seen.insert(format!("{state}Next"), format!("the `Next` enum of `{state}`"));
+            seen.insert(
+                format!("{state}Next"),
+                format!("the `Next` enum of `{state}`"),
+            );
         }
     }
     for s in &m.states {

@@ -117,10 +117,17 @@ fn event_trait(src: &mut Src, event: &Ident, edges: &[&Edge]) {
     let tr = names::event_trait(event);
     let e = src.m.ident.to_string();
     let event = names::unraw(event);
-    let note = lit(&format!("`{event}` is legal only in {}", legal_in(src.m, edges)));
+    let note = lit(&format!(
+        "`{event}` is legal only in {}",
+        legal_in(src.m, edges)
+    ));
     let message = lit(&format!("cannot `{event}` a `{e}` in state `{{Self}}`"));
     let label = lit(&format!("`{event}` is not an event of `{{Self}}`"));
-    let assoc = if single_target(edges) { "Target" } else { "State" };
+    let assoc = if single_target(edges) {
+        "Target"
+    } else {
+        "State"
+    };
     src.write(format_args!(
         "#[diagnostic::on_unimplemented(message = {message}, label = {label}, note = {note})]\
          pub trait {tr} {{ type {assoc}; }}"
@@ -134,7 +141,10 @@ fn event_trait(src: &mut Src, event: &Ident, edges: &[&Edge]) {
 fn target_trait(src: &mut Src, event: &Ident, edges: &[&Edge]) {
     let tr = names::event_trait(event);
     let event = names::unraw(event);
-    let note = lit(&format!("`{event}` is legal only in {}", legal_in(src.m, edges)));
+    let note = lit(&format!(
+        "`{event}` is legal only in {}",
+        legal_in(src.m, edges)
+    ));
     if single_target(edges) {
         let message = lit(&format!(
             "`{event}` leads to `{{Target}}`, but this closure builds `{{Self}}`"
@@ -150,7 +160,9 @@ fn target_trait(src: &mut Src, event: &Ident, edges: &[&Edge]) {
         return;
     }
     let message = lit(&format!("`{event}` cannot lead from `{{S}}` to `{{Self}}`"));
-    let label = lit(&format!("`{{Self}}` is not a target of `{event}` from `{{S}}`"));
+    let label = lit(&format!(
+        "`{{Self}}` is not a target of `{event}` from `{{S}}`"
+    ));
     src.write(format_args!(
         "#[diagnostic::on_unimplemented(message = {message}, label = {label}, note = {note})]\
          pub trait {tr}<S> {{}}"
@@ -203,9 +215,7 @@ fn spanned_impls(m: &Machine, events: &[(&Ident, Vec<&Edge>)]) -> TokenStream {
             if i == 0 || edges[i - 1].from != e.from {
                 out.extend(quote_spanned!(from.span()=> impl __event::#tr for #from { type State = #from; }));
             }
-            out.extend(
-                quote_spanned!(e.target.span()=> impl __target::#tr<#from> for #to {}),
-            );
+            out.extend(quote_spanned!(e.target.span()=> impl __target::#tr<#from> for #to {}));
         }
     }
     out
@@ -229,7 +239,10 @@ fn choices<'g>(m: &Machine, g: &'g Graph, from: usize) -> Vec<(String, &'g Ident
     let mut out: Vec<(String, &Ident, Vec<String>)> = Vec::new();
     for (_, e) in g.edges_from(from) {
         let target = m.states[e.to].ident.to_string();
-        match out.iter_mut().find(|(_, event, _)| names::same(event, e.event)) {
+        match out
+            .iter_mut()
+            .find(|(_, event, _)| names::same(event, e.event))
+        {
             Some((_, _, targets)) => targets.push(target),
             None => out.push((
                 crate::check::choice_enum(m.states[from].ident, e.event),

@@ -124,7 +124,12 @@ fn exports(m: &Machine, g: &Graph) -> TokenStream {
 
 /// Wraps generated items in the machine's module: the state structs (with the user's
 /// tokens) at its top, the typed state and everything that builds one in `typestate`.
-fn module(m: &Machine, structs: TokenStream, exports: TokenStream, typed: TokenStream) -> TokenStream {
+fn module(
+    m: &Machine,
+    structs: TokenStream,
+    exports: TokenStream,
+    typed: TokenStream,
+) -> TokenStream {
     let vis = m.vis;
     let module = &m.module;
     let docs = &m.docs;
