@@ -68,11 +68,15 @@ pub struct Driver<'b, M> {
     pub(crate) kept: Option<M>,
     pub(crate) id: ExecutionId,
     /// The position of the step under way in the execution (its idempotency key).
-    pub(crate) step: u64,
+    pub(crate) step: u32,
     pub(crate) attempt: u32,
     /// Whether a step needs more than its context: a history, an observer, a time limit or
     /// a span. When not, the loop runs nothing else around the handlers.
     pub(crate) watched: bool,
+    /// Set while the machine's `Clone` copies the state before a step.
+    pub(crate) copying: bool,
+    /// What the attempt under way must check besides its step ([`Attempt`]'s flags).
+    pub(crate) checks: u8,
     /// The state index of the step under way (kept up to date only when `watched`).
     pub(crate) index: usize,
     pub(crate) policies: &'b [Policy],
@@ -87,37 +91,21 @@ pub(crate) enum Verdict {
     None = 0,
     /// The step returned after its time limit: its result is discarded, as a timeout.
     Late = 1,
-    /// The execution's history is full: it ends before this attempt runs.
-    HistoryFull = 2,
-    /// The machine's `Clone` panicked while the state was kept before the step.
-    Unkept = 3,
+    /// The execution's history is full, or it has taken its last step number (4,294,967,295
+    /// steps): it ends before this attempt runs.
+    Halted = 2,
 }
 
 impl<'b, M: Fsm> Driver<'b, M> {
-    /// Keeps a copy of `state`, whose step starts now, and gives `state` back. If the
-    /// machine's `Clone` panics, the execution keeps `state` itself and ends with the error.
+    /// Keeps `state`, whose step starts now, and gives the step a copy of it. The state is
+    /// kept before it is copied: if the machine's `Clone` panics, the execution still has it
+    /// (and `copying` says whose panic it was).
     #[inline]
-    pub fn keep<K: Keep<M>>(&mut self, state: M) -> Result<M, StepError> {
-        match catch_unwind(AssertUnwindSafe(|| K::keep(&state))) {
-            Ok(copy) => {
-                self.kept = Some(copy);
-                Ok(state)
-            }
-            Err(payload) => Err(self.unkept(state, &*payload)),
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn unkept(&mut self, state: M, payload: &(dyn Any + Send)) -> StepError {
-        let name = state.state_name();
-        self.kept = Some(state);
-        self.deadline.set_verdict(Verdict::Unkept);
-        let message = format!(
-            "the machine's `Clone` panicked while keeping a copy of `{name}` before its step: {}",
-            panic_text(payload)
-        );
-        StepError::fatal(StepError::PANIC, message)
+    pub fn keep<K: Keep<M>>(&mut self, state: M) -> M {
+        self.copying = true;
+        let copy = K::keep(self.kept.insert(state));
+        self.copying = false;
+        copy
     }
 
     /// Starts an attempt of the step of state `index`: records it, arms its timeout and gives
@@ -156,10 +144,21 @@ impl<'b, M: Fsm> Driver<'b, M> {
                 execution = self.id.0
             ),
         );
+        let yields = if self.step % YIELD_EVERY == YIELD_EVERY - 1 {
+            // The last step number is never used: an execution that reaches it has no key
+            // left to give a step, and ends (see `Verdict::Halted`).
+            if self.step == u32::MAX {
+                HALT
+            } else {
+                YIELD
+            }
+        } else {
+            0
+        };
         Attempt {
             step,
             limits: self.deadline,
-            yield_first: self.step % YIELD_EVERY == YIELD_EVERY - 1,
+            checks: self.checks | yields,
         }
     }
 
@@ -177,9 +176,8 @@ impl<'b, M: Fsm> Driver<'b, M> {
     #[inline(never)]
     fn watch_start(&mut self, index: usize) {
         self.index = index;
-        if self.rec.is_full() {
-            self.deadline.set_verdict(Verdict::HistoryFull);
-        }
+        // Only a watched execution has checks: they are set here for each step.
+        self.checks = if self.rec.is_full() { HALT } else { 0 };
         if self.rec.is_active() {
             let started = self.rec.start_attempt();
             let state = M::DEFINITION.states[index].name;
@@ -189,6 +187,7 @@ impl<'b, M: Fsm> Driver<'b, M> {
         }
         if let Some(limit) = self.policies.get(index).and_then(|p| p.timeout) {
             self.deadline.arm(limit);
+            self.checks |= TIMED;
         }
     }
 
@@ -260,8 +259,7 @@ impl Deadline {
     fn verdict(&self) -> Verdict {
         match self.verdict.load(Ordering::Relaxed) {
             1 => Verdict::Late,
-            2 => Verdict::HistoryFull,
-            3 => Verdict::Unkept,
+            2 => Verdict::Halted,
             _ => Verdict::None,
         }
     }
@@ -300,7 +298,13 @@ type Traced<F> = F;
 /// An execution gives its thread back to the runtime once every this many steps, so that a
 /// machine whose steps are always ready (a loop that never waits) cannot starve the other
 /// tasks of its worker thread.
-const YIELD_EVERY: u64 = 1024;
+const YIELD_EVERY: u32 = 1024;
+
+/// [`Attempt`]'s checks: give the thread back before the step; do not run the step (the
+/// history is full); discard a result that arrives past the step's time limit.
+const YIELD: u8 = 1;
+const HALT: u8 = 2;
+const TIMED: u8 = 4;
 
 pin_project_lite::pin_project! {
     /// One attempt of a step, as the generated loop awaits it (see [`Driver::attempt`]).
@@ -309,7 +313,7 @@ pin_project_lite::pin_project! {
         #[pin]
         step: F,
         limits: &'b Deadline,
-        yield_first: bool,
+        checks: u8,
     }
 }
 
@@ -319,19 +323,18 @@ impl<T, F: Future<Output = Result<T, StepError>>> Future for Attempt<'_, F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut core::task::Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        if *this.yield_first {
-            *this.yield_first = false;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        if this.limits.verdict() == Verdict::HistoryFull {
-            return Poll::Ready(Err(StepError::fatal(
-                StepError::HISTORY_LIMIT,
-                "the execution's history is full",
-            )));
+        if *this.checks & (YIELD | HALT) != 0 {
+            if *this.checks & YIELD != 0 {
+                *this.checks &= !YIELD;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            this.limits.set_verdict(Verdict::Halted);
+            // The executor says why (`Executor::drive`).
+            return Poll::Ready(Err(StepError::fatal(StepError::HISTORY_LIMIT, "halted")));
         }
         match this.step.poll(cx) {
-            Poll::Ready(Ok(_)) if this.limits.overdue() => {
+            Poll::Ready(Ok(_)) if *this.checks & TIMED != 0 && this.limits.overdue() => {
                 this.limits.set_verdict(Verdict::Late);
                 Poll::Ready(Err(StepError::retryable(
                     StepError::TIMEOUT,

@@ -317,6 +317,8 @@ where
             step: 0,
             attempt: 1,
             watched: rec.is_active() || inner.has_timeouts || cfg!(feature = "tracing"),
+            copying: false,
+            checks: 0,
             index: 0,
             policies: &inner.policies,
             rec,
@@ -337,10 +339,22 @@ where
                 (Stop::Done(Ok(end)), _) => return driver.finish(end),
                 // The step had not begun: the history is full, or the state could not be
                 // copied. Neither is the step's failure to retry or route.
-                (Stop::Done(Err(error)), Some(failed))
-                    if matches!(verdict, Verdict::HistoryFull | Verdict::Unkept) =>
-                {
+                (Stop::Done(Err(_)), Some(failed)) if verdict == Verdict::Halted => {
+                    let error = if driver.step == u32::MAX {
+                        let message = "the execution has used every step number of its keys";
+                        StepError::fatal(StepError::STEP_LIMIT, message)
+                    } else {
+                        history_full()
+                    };
                     return driver.give_up(failed, error);
+                }
+                (Stop::Panicked(payload), Some(failed)) if driver.copying => {
+                    let message = format!(
+                        "the machine's `Clone` panicked while copying `{}` before its step: {}",
+                        failed.state_name(),
+                        panic_text(&*payload)
+                    );
+                    return driver.give_up(failed, StepError::fatal(StepError::PANIC, message));
                 }
                 (Stop::Done(Err(_)), Some(failed)) if verdict == Verdict::Late => {
                     let limit = inner.policies[failed.state_index()]
@@ -435,7 +449,7 @@ where
             match routed {
                 Ok((next, t)) => {
                     rec.transition(at, t);
-                    driver.step += 1;
+                    driver.step = driver.step.saturating_add(1);
                     driver.attempt = 1;
                     state = next;
                 }
@@ -464,6 +478,7 @@ impl<M: crate::Fsm> Driver<'_, M> {
     /// The outcome of an execution that ends in `state`, whose next step did not begin
     /// (its history is full, or its state could not be copied).
     #[cold]
+    #[inline(never)]
     fn give_up(&mut self, state: M, error: StepError) -> Outcome<M> {
         let attempts = self.attempt;
         let rec = &mut self.rec;

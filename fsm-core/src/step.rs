@@ -23,8 +23,10 @@ impl fmt::Display for ExecutionId {
 pub struct IdempotencyKey {
     /// The execution.
     pub execution: ExecutionId,
-    /// The step's position in the execution: 0 for the first step, 1 for the next...
-    pub step: u64,
+    /// The step's position in the execution: 0 for the first step, 1 for the next... An
+    /// execution that would take a 4,294,967,296th step ends instead, `Errored` with an error
+    /// of kind [`StepError::STEP_LIMIT`], so a key never names two steps.
+    pub step: u32,
 }
 
 impl fmt::Display for IdempotencyKey {
@@ -75,6 +77,9 @@ impl StepError {
     /// ([`ExecutorBuilder::history_limit`](crate::ExecutorBuilder::history_limit)); not
     /// retried, not routed.
     pub const HISTORY_LIMIT: &'static str = "history_limit";
+    /// Kind of the error an execution ends with when it has used every step number of its
+    /// idempotency keys (`u32::MAX` steps); not retried, not routed.
+    pub const STEP_LIMIT: &'static str = "step_limit";
 
     /// An error that may go away: the step is retried if its policy allows.
     pub fn retryable(kind: impl Into<Cow<'static, str>>, message: impl fmt::Display) -> Self {

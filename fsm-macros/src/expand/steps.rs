@@ -27,9 +27,8 @@ fn step_method(src: &Src, state: usize) -> String {
 /// one `async` block).
 const DISPATCH_CHUNK: usize = 32;
 
-/// The loop's arms for `states`: keep a copy of the state (which gives the state back, or
-/// keeps the state itself and fails when the machine's `Clone` panics), rebuild the typed
-/// state, await its
+/// The loop's arms for `states`: keep the state (the driver gives back a copy for the step),
+/// rebuild the typed state, await its
 /// step through the driver, and move on to the next state. (The `else` of the `let` cannot
 /// happen, the arm matched the state: `continue` leaves the value to the next round.)
 ///
@@ -51,10 +50,7 @@ fn step_arms(src: &mut Src, g: &Graph, states: &[usize], state: &str) {
         };
         src.write(format_args!(
             "__Enum::{s} {{ .. }} => {{\
-               {state} = match __driver.keep::<__K>({state}) {{\
-                 __Result::Ok(__kept) => __kept,\
-                 __Result::Err(__error) => return __Result::Err(__error),\
-               }};\
+               {state} = __driver.keep::<__K>({state});\
                let __Enum::{s}{pat} = {state} else {{ continue }};\
                let __cx = __driver.begin({i});\
                let __next = match __driver.attempt(__steps.{name}(Machine {{ state: {s}{pat} }}, __cx)).await {{\
