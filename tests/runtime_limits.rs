@@ -128,7 +128,7 @@ async fn a_result_that_arrives_after_the_time_limit_is_a_timeout_and_is_discarde
         .all(|t| Task::DEFINITION.transitions[t].catch));
     match &outcome.state {
         Task::Failed { why } => assert!(
-            why.starts_with("timeout: attempt returned after 50ms"),
+            why.starts_with("timeout: attempt returned after its limit of 50ms"),
             "{why}"
         ),
         other => panic!("ended in {other:?}"),

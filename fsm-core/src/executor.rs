@@ -88,6 +88,18 @@ struct Inner<H> {
     jitter_seed: u64,
 }
 
+impl<H> Inner<H> {
+    /// The error of an attempt of `failed`'s step that `what` its time limit, and the limit.
+    /// (Only a limit the step's policy armed can be run past.)
+    fn timed_out<M: crate::Fsm>(&self, failed: &M, what: &str) -> (StepError, Duration) {
+        let limit = self.policies[failed.state_index()]
+            .timeout
+            .unwrap_or_default();
+        let message = format_args!("attempt {what} {limit:?}");
+        (StepError::retryable(StepError::TIMEOUT, message), limit)
+    }
+}
+
 /// A state's policies, as the executor applies them.
 #[derive(Clone, Copy)]
 pub(crate) struct Policy {
@@ -357,11 +369,7 @@ where
                     return driver.give_up(failed, StepError::fatal(StepError::PANIC, message));
                 }
                 (Stop::Done(Err(_)), Some(failed)) if verdict == Verdict::Late => {
-                    let limit = inner.policies[failed.state_index()]
-                        .timeout
-                        .unwrap_or_default();
-                    let message = format_args!("attempt returned after {limit:?}, its limit");
-                    let error = StepError::retryable(StepError::TIMEOUT, message);
+                    let (error, limit) = inner.timed_out(&failed, "returned after its limit of");
                     (failed, error, Some(limit))
                 }
                 (Stop::Done(Err(error)), Some(failed)) => (failed, error, None),
@@ -369,16 +377,11 @@ where
                     let message = format!("step panicked: {}", panic_text(&*payload));
                     (failed, StepError::fatal(StepError::PANIC, message), None)
                 }
-                // A panic in an observer, or in the machine's `Clone` before a step began, is
-                // not a step's: it goes on unwinding, as it would without the executor.
+                // A panic in an observer is not a step's: it goes on unwinding, as it would
+                // without the executor.
                 (Stop::Panicked(payload), _) => std::panic::resume_unwind(payload),
                 (Stop::TimedOut, Some(failed)) => {
-                    // The guard only fires on a limit the step's policy armed.
-                    let limit = inner.policies[failed.state_index()]
-                        .timeout
-                        .unwrap_or_default();
-                    let message = format_args!("attempt ran past {limit:?}");
-                    let error = StepError::retryable(StepError::TIMEOUT, message);
+                    let (error, limit) = inner.timed_out(&failed, "ran past");
                     (failed, error, Some(limit))
                 }
                 (Stop::Done(Err(_)) | Stop::TimedOut, None) => {
