@@ -413,3 +413,65 @@ impl<F: Future> Future for Guard<'_, F> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::Recorder;
+
+    #[derive(crate::Fsm, Clone)]
+    #[fsm(crate = crate)]
+    enum Lamp {
+        #[fsm(initial, on(switch => Off))]
+        On,
+        #[fsm(terminal)]
+        Off,
+    }
+
+    fn poll<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
+        let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+        future.poll(&mut cx)
+    }
+
+    fn driver(step: u32, deadline: &Deadline) -> Driver<'_, Lamp> {
+        Driver {
+            kept: None,
+            id: ExecutionId(1),
+            step,
+            attempt: 1,
+            watched: false,
+            copying: false,
+            checks: 0,
+            index: 0,
+            policies: &[],
+            rec: Recorder::inactive(),
+            deadline,
+        }
+    }
+
+    #[test]
+    fn the_last_step_number_halts_the_execution_instead_of_running_the_step() {
+        let deadline = Deadline::new(false);
+        let driver = driver(u32::MAX, &deadline);
+        let mut attempt = core::pin::pin!(driver.attempt(async { Ok::<(), StepError>(()) }));
+        assert!(matches!(poll(attempt.as_mut()), Poll::Ready(Err(_))));
+        assert_eq!(deadline.take_verdict(), Verdict::Halted);
+    }
+
+    #[test]
+    fn every_1024th_step_yields_once_then_runs() {
+        let deadline = Deadline::new(false);
+        for (step, yields) in [(0, false), (1022, false), (1023, true), (2047, true)] {
+            let driver = driver(step, &deadline);
+            let mut attempt = core::pin::pin!(driver.attempt(async { Ok::<u8, StepError>(7) }));
+            if yields {
+                assert!(poll(attempt.as_mut()).is_pending(), "step {step}");
+            }
+            assert!(
+                matches!(poll(attempt.as_mut()), Poll::Ready(Ok(7))),
+                "step {step}"
+            );
+        }
+        assert_eq!(deadline.take_verdict(), Verdict::None);
+    }
+}

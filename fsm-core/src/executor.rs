@@ -560,6 +560,12 @@ struct Active<'a> {
 }
 
 impl<'a> Recorder<'a> {
+    /// A recorder that records nothing, for the driver's own tests.
+    #[cfg(test)]
+    pub(crate) fn inactive() -> Self {
+        Recorder { active: None }
+    }
+
     #[inline]
     fn new<H>(
         id: ExecutionId,
