@@ -208,6 +208,11 @@ impl<'b, M: Fsm> Driver<'b, M> {
     }
 }
 
+/// The error of an execution whose history is full.
+pub(crate) fn history_full() -> StepError {
+    StepError::fatal(StepError::HISTORY_LIMIT, "the execution's history is full")
+}
+
 /// The message a panic carried, if it is text.
 pub(crate) fn panic_text(payload: &(dyn Any + Send)) -> &str {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -330,8 +335,8 @@ impl<T, F: Future<Output = Result<T, StepError>>> Future for Attempt<'_, F> {
                 return Poll::Pending;
             }
             this.limits.set_verdict(Verdict::Halted);
-            // The executor says why (`Executor::drive`).
-            return Poll::Ready(Err(StepError::fatal(StepError::HISTORY_LIMIT, "halted")));
+            // The executor tells the last step number from a full history (`drive`).
+            return Poll::Ready(Err(history_full()));
         }
         match this.step.poll(cx) {
             Poll::Ready(Ok(_)) if *this.checks & TIMED != 0 && this.limits.overdue() => {

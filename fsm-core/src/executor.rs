@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::driver::{panic_text, Cloned, Deadline, Driver, Guard, Stop, Verdict};
+use crate::driver::{history_full, panic_text, Cloned, Deadline, Driver, Guard, Stop, Verdict};
 use crate::policy::JitterSource;
 use crate::{
     Dispatch, EventKind, ExecutionId, History, HistoryEvent, RetryPolicy, StateKind, StepError,
@@ -340,7 +340,7 @@ where
         driver.rec.event(at, || EventKind::ExecutionStarted {
             state: state.state_name(),
         });
-        let mut jitter = JitterSource::new(inner.jitter_seed ^ id.0.wrapping_mul(JITTER_MIX));
+        let mut jitter = JitterSource::for_execution(inner.jitter_seed, id.0);
         loop {
             // The generated loop runs step after step until a terminal state or a failure.
             let stop = Guard::new(state.run::<Cloned>(&inner.steps, &mut driver), &deadline).await;
@@ -351,12 +351,12 @@ where
                 (Stop::Done(Ok(end)), _) => return driver.finish(end),
                 // The step had not begun: the history is full, or the state could not be
                 // copied. Neither is the step's failure to retry or route.
-                (Stop::Done(Err(_)), Some(failed)) if verdict == Verdict::Halted => {
+                (Stop::Done(Err(error)), Some(failed)) if verdict == Verdict::Halted => {
                     let error = if driver.step == u32::MAX {
                         let message = "the execution has used every step number of its keys";
                         StepError::fatal(StepError::STEP_LIMIT, message)
                     } else {
-                        history_full()
+                        error
                     };
                     return driver.give_up(failed, error);
                 }
@@ -525,14 +525,6 @@ impl<M: crate::Fsm> Driver<'_, M> {
             history: rec.finish(),
         }
     }
-}
-
-/// Multiplies execution ids before they are mixed into the jitter seed (the golden ratio).
-const JITTER_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
-
-/// The error of an execution whose history is full.
-fn history_full() -> StepError {
-    StepError::fatal(StepError::HISTORY_LIMIT, "the execution's history is full")
 }
 
 /// Records history events and hands them to the observer. With neither, it does nothing,

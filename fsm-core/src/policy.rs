@@ -92,6 +92,14 @@ impl JitterSource {
         JitterSource(seed)
     }
 
+    /// The source of execution `id` on an executor seeded with `seed` (see [`random_seed`]):
+    /// executions of one executor, and executors numbering their executions alike, draw
+    /// different delays.
+    #[cfg(feature = "runtime")]
+    pub(crate) fn for_execution(seed: u64, id: u64) -> Self {
+        JitterSource::new(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
     pub(crate) fn next_unit(&mut self) -> f64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;

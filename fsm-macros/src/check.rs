@@ -59,20 +59,7 @@ pub(crate) fn is_module_name(m: &Machine, name: &str) -> bool {
         || name
             .strip_suffix("Next")
             .is_some_and(|base| m.index_of_str(base).is_some())
-        || m.states.iter().any(|s| {
-            s.on.iter()
-                .any(|on| on.targets.len() > 1 && choice_enum(s.ident, &on.event) == name)
-        })
-}
-
-/// The enum a branching event's closure may return to choose its target at run time:
-/// `charge` from `Reserved` -> `ReservedCharge`.
-pub(crate) fn choice_enum(state: &Ident, event: &Ident) -> String {
-    format!(
-        "{}{}",
-        names::unraw(state),
-        names::camel_case(&names::unraw(event))
-    )
+        || m.is_choice_enum(name)
 }
 
 /// Whether `name` is a method every typed state already has, or a hidden one.
@@ -530,7 +517,7 @@ fn generated_types_are_distinct(cx: &mut Ctxt, m: &Machine) {
     }
     for s in &m.states {
         for on in s.on.iter().filter(|on| on.targets.len() > 1) {
-            let name = choice_enum(s.ident, &on.event);
+            let name = names::choice_enum(s.ident, &on.event);
             let what = format!(
                 "the choice enum of `{}` from `{}`",
                 names::unraw(&on.event),

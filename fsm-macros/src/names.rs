@@ -67,6 +67,12 @@ pub(crate) fn event_trait(event: &syn::Ident) -> String {
     }
 }
 
+/// The enum a branching event's closure may return to choose its target at run time:
+/// `charge` from `Reserved` -> `ReservedCharge`.
+pub(crate) fn choice_enum(state: &syn::Ident, event: &syn::Ident) -> String {
+    format!("{}{}", unraw(state), camel_case(&unraw(event)))
+}
+
 /// `ship_express` -> `ShipExpress`.
 pub(crate) fn camel_case(name: &str) -> String {
     name.split('_')

@@ -245,7 +245,7 @@ fn choices<'g>(m: &Machine, g: &'g Graph, from: usize) -> Vec<(String, &'g Ident
         {
             Some((_, _, targets)) => targets.push(target),
             None => out.push((
-                crate::check::choice_enum(m.states[from].ident, e.event),
+                names::choice_enum(m.states[from].ident, e.event),
                 e.event,
                 vec![target],
             )),
