@@ -141,7 +141,7 @@ impl<'b, M: Fsm> Driver<'b, M> {
                 "step",
                 state = M::DEFINITION.states[self.index].name,
                 attempt = self.attempt,
-                execution = self.id.0
+                execution = %self.id
             ),
         );
         let yields = if self.step % YIELD_EVERY == YIELD_EVERY - 1 {

@@ -6,7 +6,6 @@ use core::future::Future;
 use core::marker::PhantomData;
 use core::time::Duration;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -78,7 +77,7 @@ struct Inner<H> {
     policies: Box<[Policy]>,
     record_history: bool,
     observer: Option<Observer>,
-    next_id: AtomicU64,
+    ids: crate::step::IdSource,
     /// Whether any state has a time limit per attempt.
     has_timeouts: bool,
     /// The most events a history holds.
@@ -246,7 +245,7 @@ impl<M: crate::Fsm, H> ExecutorBuilder<M, H> {
                 policies: self.policies.into_boxed_slice(),
                 record_history: self.record_history,
                 observer: self.observer,
-                next_id: AtomicU64::new(1),
+                ids: crate::step::IdSource::new(crate::policy::random_u128()),
                 has_timeouts,
                 history_limit: self.history_limit,
                 jitter_seed: crate::policy::random_seed(),
@@ -301,12 +300,12 @@ where
     /// The execution gets its id when `run` is called; nothing runs until the future is
     /// polled.
     pub fn run(&self, start: impl Into<M>) -> impl Future<Output = Outcome<M>> + Send + '_ {
-        let id = ExecutionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
+        let id = self.inner.ids.next();
         let run = self.drive(id, start.into());
         #[cfg(feature = "tracing")]
         let run = tracing::Instrument::instrument(
             run,
-            tracing::info_span!("execution", machine = M::DEFINITION.name, execution = id.0),
+            tracing::info_span!("execution", machine = M::DEFINITION.name, execution = %id),
         );
         run
     }
@@ -340,7 +339,7 @@ where
         driver.rec.event(at, || EventKind::ExecutionStarted {
             state: state.state_name(),
         });
-        let mut jitter = JitterSource::for_execution(inner.jitter_seed, id.0);
+        let mut jitter = JitterSource::for_execution(inner.jitter_seed, id);
         loop {
             // The generated loop runs step after step until a terminal state or a failure.
             let stop = Guard::new(state.run::<Cloned>(&inner.steps, &mut driver), &deadline).await;

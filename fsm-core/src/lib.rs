@@ -69,7 +69,7 @@ pub use error::WrongState;
 pub use executor::{Executor, ExecutorBuilder, Observer, Outcome, Status, UnknownState};
 pub use history::{EventKind, History, HistoryEvent};
 pub use policy::{Jitter, RetryPolicy};
-pub use step::{Context, ExecutionId, IdempotencyKey, StepError};
+pub use step::{Context, ExecutionId, IdempotencyKey, ParseIdError, StepError};
 
 // The README's examples compile as doctests.
 #[cfg(doctest)]

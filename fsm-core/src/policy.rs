@@ -80,6 +80,12 @@ pub(crate) fn random_seed() -> u64 {
         .finish()
 }
 
+/// 128 bits from two [`random_seed`]s: different in every executor and process.
+#[cfg(feature = "runtime")]
+pub(crate) fn random_u128() -> u128 {
+    u128::from(random_seed()) << 64 | u128::from(random_seed())
+}
+
 /// A small, fast generator of numbers in `[0, 1)` for jitter (SplitMix64). Jitter needs
 /// spread, not secrecy, and a seeded generator keeps executions reproducible in tests.
 #[derive(Debug, Clone)]
@@ -96,7 +102,8 @@ impl JitterSource {
     /// executions of one executor, and executors numbering their executions alike, draw
     /// different delays.
     #[cfg(feature = "runtime")]
-    pub(crate) fn for_execution(seed: u64, id: u64) -> Self {
+    pub(crate) fn for_execution(seed: u64, id: crate::ExecutionId) -> Self {
+        let id = (id.0 as u64) ^ (id.0 >> 64) as u64;
         JitterSource::new(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 

@@ -4,14 +4,117 @@
 use core::fmt;
 use std::borrow::Cow;
 
-/// Identifies one execution of a machine on an executor.
+/// Identifies one execution: a UUID (version 7), unique across executors, processes and
+/// restarts, so that an [`IdempotencyKey`] never names two executions' steps.
+///
+/// Its 48 high bits are a Unix time in milliseconds (executions started later sort later);
+/// the rest is random. Displayed and parsed in the usual form,
+/// `0190b3c5-8e5a-7c2d-9f31-4a8b2c1d0e7f`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ExecutionId(pub u64);
+pub struct ExecutionId(pub u128);
 
 impl fmt::Display for ExecutionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "exec-{}", self.0)
+        let v = self.0;
+        write!(
+            f,
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            (v >> 96) as u32,
+            (v >> 80) as u16,
+            (v >> 64) as u16,
+            (v >> 48) as u16,
+            v & 0xffff_ffff_ffff
+        )
     }
+}
+
+/// A string that is not an [`ExecutionId`] (32 hexadecimal digits, with or without hyphens).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseIdError;
+
+impl fmt::Display for ParseIdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "not an execution id: expected a UUID such as 0190b3c5-8e5a-7c2d-9f31-4a8b2c1d0e7f",
+        )
+    }
+}
+
+impl std::error::Error for ParseIdError {}
+
+impl core::str::FromStr for ExecutionId {
+    type Err = ParseIdError;
+
+    fn from_str(s: &str) -> Result<Self, ParseIdError> {
+        let hyphens = [8, 13, 18, 23];
+        let plain = s.len() == 32;
+        if !plain && (s.len() != 36 || hyphens.iter().any(|&i| s.as_bytes()[i] != b'-')) {
+            return Err(ParseIdError);
+        }
+        let mut v: u128 = 0;
+        for (i, c) in s.bytes().enumerate() {
+            if !plain && hyphens.contains(&i) {
+                continue;
+            }
+            let d = (c as char).to_digit(16).ok_or(ParseIdError)?;
+            v = v << 4 | u128::from(d);
+        }
+        Ok(ExecutionId(v))
+    }
+}
+
+/// Makes [`ExecutionId`]s: UUIDv7, with a random 74-bit tail drawn once and counted up, so
+/// that an id costs an atomic add (the in-memory executor makes one per run).
+#[cfg_attr(not(feature = "runtime"), allow(dead_code))]
+pub(crate) struct IdSource {
+    /// The time, version and random bits above the counter.
+    high: u64,
+    low: u64,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+#[cfg_attr(not(feature = "runtime"), allow(dead_code))]
+impl IdSource {
+    /// A source whose ids carry the time it was made and the random bits `random`.
+    pub(crate) fn new(random: u128) -> Self {
+        IdSource {
+            high: id_high(unix_millis(), random),
+            low: random as u64,
+            counter: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The next id (of this source's time).
+    #[inline]
+    pub(crate) fn next(&self) -> ExecutionId {
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ExecutionId(id_from(self.high, self.low.wrapping_add(n)))
+    }
+}
+
+/// An id of the time now with the random bits `random` (a store's executions sort by start).
+#[cfg_attr(not(feature = "durable"), allow(dead_code))]
+pub(crate) fn new_id(random: u128) -> ExecutionId {
+    ExecutionId(id_from(id_high(unix_millis(), random), random as u64))
+}
+
+/// The 64 high bits of a UUIDv7: 48 bits of time, the version, 12 random bits.
+fn id_high(millis: u64, random: u128) -> u64 {
+    (millis & 0xffff_ffff_ffff) << 16 | 0x7000 | ((random >> 64) as u64 & 0x0fff)
+}
+
+/// A UUIDv7 from its high half and 62 random bits below the variant.
+fn id_from(high: u64, low: u64) -> u128 {
+    u128::from(high) << 64 | u128::from(low & (u64::MAX >> 2) | 1 << 63)
+}
+
+/// Milliseconds since the Unix epoch (0 for a clock set before it).
+pub(crate) fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A key for deduplicating a step's effects in the services it calls.
@@ -141,5 +244,43 @@ impl fmt::Debug for StepError {
             .field("message", &self.message())
             .field("retryable", &self.is_retryable())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_uuid_v7_and_read_back_from_their_text() {
+        let source = IdSource::new(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let (a, b) = (source.next(), source.next());
+        assert_ne!(a, b);
+        let text = a.to_string();
+        assert_eq!(text.len(), 36);
+        assert_eq!(&text[14..15], "7", "version 7: {text}");
+        assert!(
+            matches!(&text[19..20], "8" | "9" | "a" | "b"),
+            "variant: {text}"
+        );
+        assert_eq!(text.parse::<ExecutionId>(), Ok(a));
+        assert_eq!(text.replace('-', "").parse::<ExecutionId>(), Ok(a));
+        for bad in [
+            "",
+            "exec-1",
+            &text[1..],
+            &text.replace('-', "_"),
+            &text.replace('7', "g"),
+        ] {
+            assert_eq!(bad.parse::<ExecutionId>(), Err(ParseIdError), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sources_with_different_random_bits_do_not_meet() {
+        let (a, b) = (IdSource::new(1 << 70), IdSource::new(2 << 70));
+        let ids: std::collections::HashSet<ExecutionId> =
+            (0..1000).flat_map(|_| [a.next(), b.next()]).collect();
+        assert_eq!(ids.len(), 2000);
     }
 }
