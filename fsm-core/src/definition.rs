@@ -102,6 +102,28 @@ impl Definition {
             .find(|t| t.from == from && t.to == to)
     }
 
+    /// A fingerprint of the graph: the machine's name, its states (names and kinds), its
+    /// initial state and its transitions, as 16 hexadecimal digits (FNV-1a). Policies
+    /// (retries, timeouts) are not part of it: changing them does not change what a stored
+    /// execution means. Durable stores keep it per execution, to notice a definition that
+    /// changed under a stored execution.
+    pub fn fingerprint(&self) -> String {
+        let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+        h.text(self.name);
+        for s in self.states {
+            h.text(s.name);
+            h.byte(s.kind as u8);
+        }
+        h.word(self.initial as u64);
+        for t in self.transitions {
+            h.word(t.from as u64);
+            h.text(t.event);
+            h.word(t.to as u64);
+            h.byte(u8::from(t.catch));
+        }
+        format!("{:016x}", h.0)
+    }
+
     /// The terminal states, in declaration order.
     pub fn terminals(&self) -> impl Iterator<Item = &'static StateInfo> {
         self.states.iter().filter(|s| s.kind.is_terminal())
@@ -121,5 +143,24 @@ impl fmt::Display for Definition {
             }
         }
         Ok(())
+    }
+}
+
+/// FNV-1a, 64 bits: a stable hash (std's hashers may change between releases).
+struct Fnv(u64);
+
+impl Fnv {
+    fn byte(&mut self, b: u8) {
+        self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+
+    fn word(&mut self, w: u64) {
+        w.to_le_bytes().into_iter().for_each(|b| self.byte(b));
+    }
+
+    /// Text, with its length first so that `("ab", "c")` and `("a", "bc")` differ.
+    fn text(&mut self, s: &str) {
+        self.word(s.len() as u64);
+        s.bytes().for_each(|b| self.byte(b));
     }
 }

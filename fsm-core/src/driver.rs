@@ -79,6 +79,11 @@ pub struct Driver<'b, M> {
     pub(crate) checks: u8,
     /// The state index of the step under way (kept up to date only when `watched`).
     pub(crate) index: usize,
+    /// Whether the loop stops before each step but its first (a durable execution
+    /// checkpoints between steps).
+    pub(crate) pause: bool,
+    /// Whether this run of the loop has begun a step.
+    pub(crate) began: bool,
     pub(crate) policies: &'b [Policy],
     pub(crate) rec: Recorder<'b>,
     pub(crate) deadline: &'b Deadline,
@@ -94,6 +99,9 @@ pub(crate) enum Verdict {
     /// The execution's history is full, or it has taken its last step number (4,294,967,295
     /// steps): it ends before this attempt runs.
     Halted = 2,
+    /// The execution is durable and has taken a step: it stops before the next one, which
+    /// begins after the checkpoint.
+    Paused = 3,
 }
 
 impl<'b, M: Fsm> Driver<'b, M> {
@@ -175,6 +183,13 @@ impl<'b, M: Fsm> Driver<'b, M> {
 
     #[inline(never)]
     fn watch_start(&mut self, index: usize) {
+        if self.pause {
+            if self.began {
+                self.checks = PAUSE;
+                return;
+            }
+            self.began = true;
+        }
         self.index = index;
         // Only a watched execution has checks: they are set here for each step.
         self.checks = if self.rec.is_full() { HALT } else { 0 };
@@ -265,6 +280,7 @@ impl Deadline {
         match self.verdict.load(Ordering::Relaxed) {
             1 => Verdict::Late,
             2 => Verdict::Halted,
+            3 => Verdict::Paused,
             _ => Verdict::None,
         }
     }
@@ -310,6 +326,8 @@ const YIELD_EVERY: u32 = 1024;
 const YIELD: u8 = 1;
 const HALT: u8 = 2;
 const TIMED: u8 = 4;
+/// Stop before the step: see [`Verdict::Paused`].
+const PAUSE: u8 = 8;
 
 pin_project_lite::pin_project! {
     /// One attempt of a step, as the generated loop awaits it (see [`Driver::attempt`]).
@@ -328,11 +346,15 @@ impl<T, F: Future<Output = Result<T, StepError>>> Future for Attempt<'_, F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut core::task::Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        if *this.checks & (YIELD | HALT) != 0 {
+        if *this.checks & (YIELD | HALT | PAUSE) != 0 {
             if *this.checks & YIELD != 0 {
                 *this.checks &= !YIELD;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
+            }
+            if *this.checks & PAUSE != 0 {
+                this.limits.set_verdict(Verdict::Paused);
+                return Poll::Ready(Err(StepError::fatal("pause", "paused for a checkpoint")));
             }
             this.limits.set_verdict(Verdict::Halted);
             // The executor tells the last step number from a full history (`drive`).
@@ -448,6 +470,8 @@ mod tests {
             copying: false,
             checks: 0,
             index: 0,
+            pause: false,
+            began: false,
             policies: &[],
             rec: Recorder::inactive(),
             deadline,

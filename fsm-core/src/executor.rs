@@ -68,26 +68,27 @@ pub type Observer = Arc<dyn Fn(ExecutionId, &HistoryEvent) + Send + Sync>;
 /// # }
 /// ```
 pub struct Executor<M, H> {
-    inner: Arc<Inner<H>>,
+    inner: Arc<Core<H>>,
     machine: PhantomData<fn() -> M>,
 }
 
-struct Inner<H> {
-    steps: H,
-    policies: Box<[Policy]>,
-    record_history: bool,
-    observer: Option<Observer>,
-    ids: crate::step::IdSource,
+/// What every executor, in memory or durable, shares: the handlers and the policies.
+pub(crate) struct Core<H> {
+    pub(crate) steps: H,
+    pub(crate) policies: Box<[Policy]>,
+    pub(crate) record_history: bool,
+    pub(crate) observer: Option<Observer>,
+    pub(crate) ids: crate::step::IdSource,
     /// Whether any state has a time limit per attempt.
-    has_timeouts: bool,
+    pub(crate) has_timeouts: bool,
     /// The most events a history holds.
-    history_limit: usize,
+    pub(crate) history_limit: usize,
     /// Mixed into each execution's jitter, so that executors (and processes) that number
     /// their executions alike still spread their retries.
-    jitter_seed: u64,
+    pub(crate) jitter_seed: u64,
 }
 
-impl<H> Inner<H> {
+impl<H> Core<H> {
     /// The error of an attempt of `failed`'s step that `what` its time limit, and the limit.
     /// (Only a limit the step's policy armed can be run past.)
     fn timed_out<M: crate::Fsm>(&self, failed: &M, what: &str) -> (StepError, Duration) {
@@ -240,7 +241,7 @@ impl<M: crate::Fsm, H> ExecutorBuilder<M, H> {
     pub fn build(self) -> Executor<M, H> {
         let has_timeouts = self.policies.iter().any(|p| p.timeout.is_some());
         Executor {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Core {
                 steps: self.steps,
                 policies: self.policies.into_boxed_slice(),
                 record_history: self.record_history,
@@ -331,6 +332,8 @@ where
             copying: false,
             checks: 0,
             index: 0,
+            pause: false,
+            began: false,
             policies: &inner.policies,
             rec,
             deadline: &deadline,
@@ -345,140 +348,191 @@ where
             let stop = Guard::new(state.run::<Cloned>(&inner.steps, &mut driver), &deadline).await;
             deadline.disarm();
             let verdict = deadline.take_verdict();
-            // The loop kept the state before each step began: a failure comes with it.
-            let (failed, error, timed_out) = match (stop, driver.kept.take()) {
-                (Stop::Done(Ok(end)), _) => return driver.finish(end),
-                // The step had not begun: the history is full, or the state could not be
-                // copied. Neither is the step's failure to retry or route.
-                (Stop::Done(Err(error)), Some(failed)) if verdict == Verdict::Halted => {
-                    let error = if driver.step == u32::MAX {
-                        let message = "the execution has used every step number of its keys";
-                        StepError::fatal(StepError::STEP_LIMIT, message)
-                    } else {
-                        error
-                    };
-                    return driver.give_up(failed, error);
-                }
-                (Stop::Panicked(payload), Some(failed)) if driver.copying => {
-                    let message = format!(
-                        "the machine's `Clone` panicked while copying `{}` before its step: {}",
-                        failed.state_name(),
-                        panic_text(&*payload)
-                    );
-                    return driver.give_up(failed, StepError::fatal(StepError::PANIC, message));
-                }
-                (Stop::Done(Err(_)), Some(failed)) if verdict == Verdict::Late => {
-                    let (error, limit) = inner.timed_out(&failed, "returned after its limit of");
-                    (failed, error, Some(limit))
-                }
-                (Stop::Done(Err(error)), Some(failed)) => (failed, error, None),
-                (Stop::Panicked(payload), Some(failed)) if !driver.rec.in_observer() => {
-                    let message = format!("step panicked: {}", panic_text(&*payload));
-                    (failed, StepError::fatal(StepError::PANIC, message), None)
-                }
-                // A panic in an observer is not a step's: it goes on unwinding, as it would
-                // without the executor.
-                (Stop::Panicked(payload), _) => std::panic::resume_unwind(payload),
-                (Stop::TimedOut, Some(failed)) => {
-                    let (error, limit) = inner.timed_out(&failed, "ran past");
-                    (failed, error, Some(limit))
-                }
-                (Stop::Done(Err(_)) | Stop::TimedOut, None) => {
-                    unreachable!("the generated loop stopped outside a step")
-                }
-            };
-            let (index, attempt) = (failed.state_index(), driver.attempt);
-            let name = def.states[index].name;
-            let policy = &inner.policies[index];
-            let rec = &mut driver.rec;
-            let ended = rec.stamp();
-            let duration = rec.attempt_duration(ended);
-            // `timed_out` is the guard's own verdict: a step may return an error of kind
-            // `timeout` itself, which is a failure like any other.
-            match timed_out {
-                Some(timeout) => rec.event(ended, || EventKind::StepTimedOut {
-                    state: name,
-                    attempt,
-                    timeout,
-                }),
-                None => rec.event(ended, || EventKind::StepFailed {
-                    state: name,
-                    attempt,
-                    duration,
-                    error: error.clone(),
-                }),
-            }
-            if error.is_retryable() && attempt <= policy.retry.max_attempts {
-                if rec.is_full() {
-                    return driver.give_up(failed, history_full());
-                }
-                let delay = policy.retry.delay(attempt, jitter.next_unit());
-                driver.attempt += 1;
-                rec.event(ended, || EventKind::RetryScheduled {
-                    state: name,
-                    attempt: attempt + 1,
-                    delay,
-                });
-                // Boxed, like the guard's: it would otherwise make every execution's future
-                // larger, and futures are moved.
-                Box::pin(tokio::time::sleep(delay)).await;
-                state = failed;
-                continue;
-            }
-            let routed = if policy.has_catch {
-                // The route's handler is the user's code too, and so is the machine's `Clone`
-                // (a copy of the state goes to the route, the state stays for the outcome): a
-                // panic in either fails this execution, not the executor.
-                let panicked = |payload: Box<dyn std::any::Any + Send>, what: &str| {
-                    let message = format!("{what} panicked: {}", panic_text(&*payload));
-                    StepError::fatal(StepError::PANIC, message)
-                };
-                match catch_unwind(AssertUnwindSafe(|| failed.clone())) {
-                    Ok(input) => {
-                        match catch_unwind(AssertUnwindSafe(|| input.recover(&inner.steps, &error)))
-                        {
-                            Ok(Ok(next)) => Ok(next),
-                            Ok(Err(_)) => Err(error),
-                            Err(payload) => Err(panicked(payload, "error route")),
-                        }
-                    }
-                    Err(payload) => Err(panicked(payload, "the machine's `Clone`")),
-                }
-            } else {
-                Err(error)
-            };
-            let at = rec.stamp();
-            match routed {
-                Ok((next, t)) => {
-                    rec.transition(at, t);
-                    driver.step = driver.step.saturating_add(1);
-                    driver.attempt = 1;
+            let (failed, error, timed_out) = match inner.stopped(stop, verdict, &mut driver) {
+                Stopped::Ended(end) => return driver.finish(end),
+                Stopped::Failed(failed, error, timed_out) => (failed, error, timed_out),
+                Stopped::GaveUp(failed, error) => return driver.give_up(failed, error),
+                // The in-memory loop does not pause; it waits for tokens in `wait`.
+                Stopped::Paused(next) => {
                     state = next;
+                    continue;
                 }
-                Err(error) => {
-                    rec.event(at, || EventKind::ExecutionFailed {
-                        state: name,
-                        attempts: attempt,
-                        error: Some(error.clone()),
-                    });
-                    return Outcome {
-                        id,
-                        state: failed,
-                        status: Status::Errored {
-                            attempts: attempt,
-                            error,
-                        },
-                        history: driver.rec.finish(),
-                    };
+            };
+            match inner.after_failure(&mut driver, failed, error, timed_out, &mut jitter) {
+                AfterFailure::Retry(failed, delay) => {
+                    // Boxed, like the guard's: it would otherwise make every execution's
+                    // future larger, and futures are moved.
+                    Box::pin(tokio::time::sleep(delay)).await;
+                    state = failed;
                 }
+                AfterFailure::Routed(next) => state = next,
+                AfterFailure::Errored(failed, error) => return driver.give_up(failed, error),
             }
         }
     }
 }
 
+/// How a run of the generated loop ended, as the executors see it.
+pub(crate) enum Stopped<M> {
+    /// In a terminal state.
+    Ended(M),
+    /// Before a step began: the history is full, the execution has used its last step
+    /// number, or the machine's `Clone` panicked. Not the step's failure: not retried or
+    /// routed.
+    GaveUp(M, StepError),
+    /// A step failed in this state with this error; `Some(limit)` when it ran past its time
+    /// limit.
+    Failed(M, StepError, Option<Duration>),
+    /// Before the step of this state, which a durable executor checkpoints first.
+    Paused(M),
+}
+
+/// What follows a step's failure.
+pub(crate) enum AfterFailure<M> {
+    /// Another attempt, in this state, after the delay (the history says so).
+    Retry(M, Duration),
+    /// An error route took the execution to this state (the history has the transition).
+    Routed(M),
+    /// Nothing: the execution ends, errored, in this state.
+    Errored(M, StepError),
+}
+
+impl<H> Core<H> {
+    /// What the loop's stop means. A panic in an observer goes on unwinding, as it would
+    /// without the executor.
+    #[inline]
+    pub(crate) fn stopped<M: crate::Fsm>(
+        &self,
+        stop: Stop<Result<M, StepError>>,
+        verdict: Verdict,
+        driver: &mut Driver<'_, M>,
+    ) -> Stopped<M> {
+        // The loop kept the state before each step began: a failure comes with it.
+        match (stop, driver.kept.take()) {
+            (Stop::Done(Ok(end)), _) => Stopped::Ended(end),
+            (Stop::Done(Err(_)), Some(next)) if verdict == Verdict::Paused => Stopped::Paused(next),
+            // The step had not begun: the history is full, or the state could not be
+            // copied. Neither is the step's failure to retry or route.
+            (Stop::Done(Err(error)), Some(failed)) if verdict == Verdict::Halted => {
+                let error = if driver.step == u32::MAX {
+                    let message = "the execution has used every step number of its keys";
+                    StepError::fatal(StepError::STEP_LIMIT, message)
+                } else {
+                    error
+                };
+                Stopped::GaveUp(failed, error)
+            }
+            (Stop::Panicked(payload), Some(failed)) if driver.copying => {
+                let message = format!(
+                    "the machine's `Clone` panicked while copying `{}` before its step: {}",
+                    failed.state_name(),
+                    panic_text(&*payload)
+                );
+                Stopped::GaveUp(failed, StepError::fatal(StepError::PANIC, message))
+            }
+            (Stop::Done(Err(_)), Some(failed)) if verdict == Verdict::Late => {
+                let (error, limit) = self.timed_out(&failed, "returned after its limit of");
+                Stopped::Failed(failed, error, Some(limit))
+            }
+            (Stop::Done(Err(error)), Some(failed)) => Stopped::Failed(failed, error, None),
+            (Stop::Panicked(payload), Some(failed)) if !driver.rec.in_observer() => {
+                let message = format!("step panicked: {}", panic_text(&*payload));
+                Stopped::Failed(failed, StepError::fatal(StepError::PANIC, message), None)
+            }
+            (Stop::Panicked(payload), _) => std::panic::resume_unwind(payload),
+            (Stop::TimedOut, Some(failed)) => {
+                let (error, limit) = self.timed_out(&failed, "ran past");
+                Stopped::Failed(failed, error, Some(limit))
+            }
+            (Stop::Done(Err(_)) | Stop::TimedOut, None) => {
+                unreachable!("the generated loop stopped outside a step")
+            }
+        }
+    }
+
+    /// Records a failed attempt of `failed`'s step and decides what follows: a retry, an
+    /// error route, or the end.
+    pub(crate) fn after_failure<M: Dispatch<H> + Clone>(
+        &self,
+        driver: &mut Driver<'_, M>,
+        failed: M,
+        error: StepError,
+        timed_out: Option<Duration>,
+        jitter: &mut JitterSource,
+    ) -> AfterFailure<M> {
+        let def = M::DEFINITION;
+        let (index, attempt) = (failed.state_index(), driver.attempt);
+        let name = def.states[index].name;
+        let policy = &self.policies[index];
+        let rec = &mut driver.rec;
+        let ended = rec.stamp();
+        let duration = rec.attempt_duration(ended);
+        // `timed_out` is the guard's own verdict: a step may return an error of kind
+        // `timeout` itself, which is a failure like any other.
+        match timed_out {
+            Some(timeout) => rec.event(ended, || EventKind::StepTimedOut {
+                state: name,
+                attempt,
+                timeout,
+            }),
+            None => rec.event(ended, || EventKind::StepFailed {
+                state: name,
+                attempt,
+                duration,
+                error: error.clone(),
+            }),
+        }
+        if error.is_retryable() && attempt <= policy.retry.max_attempts {
+            if rec.is_full() {
+                return AfterFailure::Errored(failed, history_full());
+            }
+            let delay = policy.retry.delay(attempt, jitter.next_unit());
+            driver.attempt += 1;
+            rec.event(ended, || EventKind::RetryScheduled {
+                state: name,
+                attempt: attempt + 1,
+                delay,
+            });
+            return AfterFailure::Retry(failed, delay);
+        }
+        let routed = if policy.has_catch {
+            // The route's handler is the user's code too, and so is the machine's `Clone`
+            // (a copy of the state goes to the route, the state stays for the outcome): a
+            // panic in either fails this execution, not the executor.
+            let panicked = |payload: Box<dyn std::any::Any + Send>, what: &str| {
+                let message = format!("{what} panicked: {}", panic_text(&*payload));
+                StepError::fatal(StepError::PANIC, message)
+            };
+            match catch_unwind(AssertUnwindSafe(|| failed.clone())) {
+                Ok(input) => {
+                    match catch_unwind(AssertUnwindSafe(|| input.recover(&self.steps, &error))) {
+                        Ok(Ok(next)) => Ok(next),
+                        Ok(Err(_)) => Err(error),
+                        Err(payload) => Err(panicked(payload, "error route")),
+                    }
+                }
+                Err(payload) => Err(panicked(payload, "the machine's `Clone`")),
+            }
+        } else {
+            Err(error)
+        };
+        match routed {
+            Ok((next, t)) => {
+                let at = rec.stamp();
+                rec.transition(at, t);
+                driver.step = driver.step.saturating_add(1);
+                driver.attempt = 1;
+                AfterFailure::Routed(next)
+            }
+            Err(error) => AfterFailure::Errored(failed, error),
+        }
+    }
+}
+
 impl<M: crate::Fsm> Driver<'_, M> {
-    /// The outcome of an execution that ends in `state`, whose next step did not begin
-    /// (its history is full, or its state could not be copied).
+    /// The outcome of an execution that ends, errored, in `state`: its step failed for good,
+    /// or its next step could not begin (its history is full, or its state could not be
+    /// copied).
     #[cold]
     #[inline(never)]
     fn give_up(&mut self, state: M, error: StepError) -> Outcome<M> {
@@ -558,11 +612,7 @@ impl<'a> Recorder<'a> {
     }
 
     #[inline]
-    fn new<H>(
-        id: ExecutionId,
-        inner: &'a Inner<H>,
-        definition: &'static crate::Definition,
-    ) -> Self {
+    fn new<H>(id: ExecutionId, inner: &'a Core<H>, definition: &'static crate::Definition) -> Self {
         let active = inner.record_history || inner.observer.is_some();
         Recorder {
             active: active.then(|| {

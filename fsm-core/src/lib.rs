@@ -60,6 +60,8 @@ mod executor;
 mod history;
 mod policy;
 mod step;
+#[cfg(feature = "durable")]
+pub mod store;
 
 pub use definition::{Definition, StateInfo, StateKind, Transition};
 #[cfg(feature = "runtime")]
@@ -70,6 +72,10 @@ pub use executor::{Executor, ExecutorBuilder, Observer, Outcome, Status, Unknown
 pub use history::{EventKind, History, HistoryEvent};
 pub use policy::{Jitter, RetryPolicy};
 pub use step::{Context, ExecutionId, IdempotencyKey, ParseIdError, StepError};
+#[cfg(feature = "sqlite")]
+pub use store::sqlite::{Durability, SqliteOptions, SqliteStore};
+#[cfg(feature = "durable")]
+pub use store::{Store, StoreError};
 
 // The README's examples compile as doctests.
 #[cfg(doctest)]

@@ -1,0 +1,473 @@
+//! Layer 3: where durable executions live. [`Store`] is the seam between the durable executor
+//! and a database; [`SqliteStore`](crate::SqliteStore) is the embedded implementation.
+//!
+//! A store holds rows, not machines: states are JSON text, history events are rows of text
+//! and JSON, so a person can read them with the database's own tools. The durable executor
+//! turns them back into typed values and owns every rule about what a row may become; a store
+//! only applies writes atomically and refuses a write whose expected version is no longer the
+//! row's (the fence that keeps an execution from advancing from two places).
+
+use core::fmt;
+use core::future::Future;
+use std::path::PathBuf;
+
+use crate::ExecutionId;
+
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = u64;
+
+/// Where a durable execution is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExecutionStatus {
+    /// It has a step to run now (or has one running).
+    Running,
+    /// It waits: for a retry's due time, or for a task token to be completed (see
+    /// [`ExecutionRecord::waiting_for`]).
+    Waiting,
+    /// It ended in a terminal state of kind success.
+    Succeeded,
+    /// It ended in a terminal state of kind failure.
+    Failed,
+    /// A step failed for good and no route took its error.
+    Errored,
+}
+
+impl ExecutionStatus {
+    /// The status as stored: `"running"`, `"waiting"`, `"succeeded"`, `"failed"`, `"errored"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Waiting => "waiting",
+            ExecutionStatus::Succeeded => "succeeded",
+            ExecutionStatus::Failed => "failed",
+            ExecutionStatus::Errored => "errored",
+        }
+    }
+
+    /// The status stored as `text`, if it is one.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "running" => ExecutionStatus::Running,
+            "waiting" => ExecutionStatus::Waiting,
+            "succeeded" => ExecutionStatus::Succeeded,
+            "failed" => ExecutionStatus::Failed,
+            "errored" => ExecutionStatus::Errored,
+            _ => return None,
+        })
+    }
+
+    /// Whether the execution has ended.
+    pub const fn is_final(self) -> bool {
+        matches!(
+            self,
+            ExecutionStatus::Succeeded | ExecutionStatus::Failed | ExecutionStatus::Errored
+        )
+    }
+}
+
+impl fmt::Display for ExecutionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a waiting execution waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WaitingFor {
+    /// A retry, due at [`ExecutionRecord::due_at`].
+    Retry,
+    /// A task token to be completed or failed (until `due_at`, when the wait has a timeout).
+    Token,
+}
+
+impl WaitingFor {
+    /// As stored: `"retry"` or `"token"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WaitingFor::Retry => "retry",
+            WaitingFor::Token => "token",
+        }
+    }
+
+    /// The value stored as `text`, if it is one.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "retry" => Some(WaitingFor::Retry),
+            "token" => Some(WaitingFor::Token),
+            _ => None,
+        }
+    }
+}
+
+/// One execution as a store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionRecord {
+    /// The execution.
+    pub id: ExecutionId,
+    /// The machine's name ([`Definition::name`](crate::Definition::name)).
+    pub machine: String,
+    /// The fingerprint of the definition the execution last ran under
+    /// ([`Definition::fingerprint`](crate::Definition::fingerprint)).
+    pub fingerprint: String,
+    /// The name of the state it is in.
+    pub state_name: String,
+    /// The machine's enum in that state, as serde JSON.
+    pub state: String,
+    /// Where it is.
+    pub status: ExecutionStatus,
+    /// What it waits for, when its status is `Waiting`.
+    pub waiting_for: Option<WaitingFor>,
+    /// The step number of its idempotency keys (0 for its first step).
+    pub step: u32,
+    /// The attempt of the current step, from 1.
+    pub attempt: u32,
+    /// When its next attempt is due (a retry), or when its wait times out.
+    pub due_at: Option<Millis>,
+    /// Why it errored, as `kind: message`.
+    pub error: Option<String>,
+    /// How many history events it has.
+    pub events: u32,
+    /// When it was started.
+    pub created_at: Millis,
+    /// When it last changed.
+    pub updated_at: Millis,
+    /// The worker driving it, if one is.
+    pub lease_owner: Option<String>,
+    /// Until when that worker's claim holds.
+    pub lease_expires: Option<Millis>,
+    /// Counts the writes to the execution: a write names the version it read, and a store
+    /// refuses it if another write came between.
+    pub version: u64,
+}
+
+/// One history event as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Its position in the execution's history, from 0.
+    pub seq: u32,
+    /// Milliseconds since the execution was started.
+    pub at: Millis,
+    /// [`EventKind::name`](crate::EventKind::name), e.g. `"transition"`.
+    pub kind: String,
+    /// The state it is about.
+    pub state: String,
+    /// The rest of the event, as JSON (`null` when there is nothing more).
+    pub detail: String,
+}
+
+/// What becomes of a task token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenStatus {
+    /// Handed out, not yet answered.
+    Open,
+    /// Completed: the result holds the next state.
+    Completed,
+    /// Failed by the outside world: the result holds the error.
+    Failed,
+    /// Its wait ran past its timeout before an answer came.
+    TimedOut,
+    /// Its execution moved on without it (the step failed, or the attempt was retried).
+    Superseded,
+}
+
+impl TokenStatus {
+    /// As stored.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TokenStatus::Open => "open",
+            TokenStatus::Completed => "completed",
+            TokenStatus::Failed => "failed",
+            TokenStatus::TimedOut => "timed_out",
+            TokenStatus::Superseded => "superseded",
+        }
+    }
+
+    /// The value stored as `text`, if it is one.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "open" => TokenStatus::Open,
+            "completed" => TokenStatus::Completed,
+            "failed" => TokenStatus::Failed,
+            "timed_out" => TokenStatus::TimedOut,
+            "superseded" => TokenStatus::Superseded,
+            _ => return None,
+        })
+    }
+}
+
+/// A task token as stored: which execution and which entry into a waiting state it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// The token's secret part (hexadecimal).
+    pub secret: String,
+    /// The execution it belongs to.
+    pub execution: ExecutionId,
+    /// The step number of the wait.
+    pub step: u32,
+    /// The attempt of the wait.
+    pub attempt: u32,
+    /// What became of it.
+    pub status: TokenStatus,
+    /// The answer: for `Completed`, `{"state": <JSON>, "transition": <index>}`; for `Failed`,
+    /// the error as JSON.
+    pub result: Option<String>,
+}
+
+/// A new execution, written by [`Store::create`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewExecution {
+    /// Its row (`version` is ignored: a new row has version 1).
+    pub record: ExecutionRecord,
+    /// Its first history events.
+    pub events: Vec<StoredEvent>,
+    /// A token to hand out, if it starts in a waiting state.
+    pub token: Option<TokenRecord>,
+}
+
+/// The changes of one execution, written together by [`Store::checkpoint`] if the row is
+/// still at `expected_version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The row as it is to be. Its `version` is the version the writer read.
+    pub record: ExecutionRecord,
+    /// History events to append (their `seq` continue the stored ones).
+    pub events: Vec<StoredEvent>,
+    /// A token to hand out (a wait is about to begin).
+    pub new_token: Option<TokenRecord>,
+    /// Tokens to close, with what became of them (a wait that timed out, or that the
+    /// execution left). Only open tokens are changed.
+    pub close_tokens: Vec<(String, TokenStatus)>,
+}
+
+/// An answer to a task token, written by [`Store::answer_token`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenAnswer {
+    /// The token's secret.
+    pub secret: String,
+    /// The execution the caller read the token as belonging to.
+    pub execution: ExecutionId,
+    /// `Completed` or `Failed`.
+    pub status: TokenStatus,
+    /// See [`TokenRecord::result`].
+    pub result: String,
+    /// When it was answered: a waiting execution becomes due then.
+    pub now: Millis,
+}
+
+/// Which executions [`Store::list`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only this machine's.
+    pub machine: Option<String>,
+    /// Only those with this status.
+    pub status: Option<ExecutionStatus>,
+    /// At most this many (0: no limit), oldest first.
+    pub limit: usize,
+}
+
+/// Why a store could not do what it was asked. Every variant names the file or the execution
+/// it is about; none means the store lost anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The file exists but is not a database.
+    NotADatabase {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is a database of something else (it has tables and is not marked as ours).
+    Foreign {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file was written by a newer version of this library, with a schema this one does
+    /// not know. Nothing was changed.
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// The schema version in the file.
+        found: i64,
+        /// The newest version this library knows.
+        supported: i64,
+    },
+    /// Another process has the file open as a worker.
+    Locked {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file (or its directory) cannot be written.
+    ReadOnly {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The disk (or the database's size limit) is full: the write was not made.
+    Full {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The execution's row changed since it was read (another write won): this write was not
+    /// made.
+    Conflict {
+        /// The execution.
+        execution: ExecutionId,
+    },
+    /// No such execution.
+    NotFound {
+        /// The execution.
+        execution: ExecutionId,
+    },
+    /// A row that cannot be read as the schema says (a column of the wrong type, a status
+    /// that is not one).
+    Corrupt {
+        /// The execution, when the row is one's.
+        execution: Option<ExecutionId>,
+        /// What is wrong.
+        message: String,
+    },
+    /// The store has been shut down.
+    Closed,
+    /// Any other database error.
+    Database {
+        /// The file.
+        path: PathBuf,
+        /// The database's message.
+        message: String,
+    },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::NotADatabase { path } => {
+                write!(f, "{} is not a database", path.display())
+            }
+            StoreError::Foreign { path } => write!(
+                f,
+                "{} is a database of something else (it has tables and no fsm schema)",
+                path.display()
+            ),
+            StoreError::NewerSchema {
+                path,
+                found,
+                supported,
+            } => write!(
+                f,
+                "{} has schema version {found}, newer than this library's {supported}: \
+                 upgrade fsm-core to open it",
+                path.display()
+            ),
+            StoreError::Locked { path } => {
+                write!(f, "{} is in use by another worker process", path.display())
+            }
+            StoreError::ReadOnly { path } => write!(f, "{} cannot be written", path.display()),
+            StoreError::Full { path } => write!(
+                f,
+                "{}: the disk is full; the write was not made",
+                path.display()
+            ),
+            StoreError::Conflict { execution } => write!(
+                f,
+                "execution {execution} changed since it was read; the write was not made"
+            ),
+            StoreError::NotFound { execution } => write!(f, "no execution {execution}"),
+            StoreError::Corrupt {
+                execution: Some(id),
+                message,
+            } => write!(f, "execution {id}: unreadable row: {message}"),
+            StoreError::Corrupt {
+                execution: None,
+                message,
+            } => write!(f, "unreadable row: {message}"),
+            StoreError::Closed => f.write_str("the store has been shut down"),
+            StoreError::Database { path, message } => {
+                write!(f, "{}: {message}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// A database that holds durable executions. The durable executor
+/// ([`DurableExecutor`](crate::DurableExecutor)) is its only writer in a process; every method
+/// is one atomic operation.
+///
+/// Implementations: [`SqliteStore`](crate::SqliteStore). The contract, which the executor
+/// relies on:
+/// - every write of one call is committed together or not at all, and is durable (as the
+///   store's durability setting says) when the returned future completes;
+/// - [`Store::checkpoint`] refuses, with [`StoreError::Conflict`], a record whose `version`
+///   is not the stored one, and stores it with `version + 1`;
+/// - [`Store::claim`] gives an execution to one owner at a time until its lease expires or
+///   is released.
+pub trait Store: Send + Sync + 'static {
+    /// Writes a new execution.
+    fn create(&self, new: NewExecution) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Writes a checkpoint, if the row is still at the version it names; returns the new
+    /// version.
+    fn checkpoint(
+        &self,
+        checkpoint: Checkpoint,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Claims for `owner`, until `lease_until`, up to `limit` executions of `machine` that are
+    /// running or waiting with a due time at or before `now`, and that no one holds (no
+    /// owner, or an expired lease). Returns them as claimed (with their new versions).
+    fn claim(
+        &self,
+        machine: &str,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ExecutionRecord>, StoreError>> + Send;
+
+    /// The earliest due time of `machine`'s running or waiting executions that no one holds.
+    fn next_due(
+        &self,
+        machine: &str,
+    ) -> impl Future<Output = Result<Option<Millis>, StoreError>> + Send;
+
+    /// One execution's row.
+    fn get(
+        &self,
+        id: ExecutionId,
+    ) -> impl Future<Output = Result<Option<ExecutionRecord>, StoreError>> + Send;
+
+    /// One execution's history events, in order.
+    fn events(
+        &self,
+        id: ExecutionId,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+
+    /// Executions, oldest first.
+    fn list(
+        &self,
+        query: ListQuery,
+    ) -> impl Future<Output = Result<Vec<ExecutionRecord>, StoreError>> + Send;
+
+    /// A task token, by its secret.
+    fn token(
+        &self,
+        secret: &str,
+    ) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+
+    /// Answers an open token of `answer.execution`: returns `false` (and changes nothing)
+    /// if the token is not open. A waiting execution becomes due at `answer.now`.
+    fn answer_token(
+        &self,
+        answer: TokenAnswer,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The open or answered token of an execution's wait at `step`, `attempt`.
+    fn wait_token(
+        &self,
+        id: ExecutionId,
+        step: u32,
+        attempt: u32,
+    ) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+}

@@ -1,0 +1,984 @@
+//! The embedded store: one SQLite file in WAL mode, written by one thread that commits the
+//! writes of many executions together (group commit).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
+use tokio::sync::oneshot;
+
+use super::{
+    Checkpoint, ExecutionRecord, ExecutionStatus, ListQuery, Millis, NewExecution, Store,
+    StoreError, StoredEvent, TokenAnswer, TokenRecord, TokenStatus, WaitingFor,
+};
+use crate::ExecutionId;
+
+/// Marks a SQLite file as this library's (`PRAGMA application_id`, "FSM1").
+const APPLICATION_ID: i64 = 0x4653_4D31;
+/// The schema this library writes and reads (`PRAGMA user_version`).
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+/// The most requests committed in one transaction.
+const BATCH: usize = 4096;
+
+const SCHEMA: &str = "
+CREATE TABLE executions (
+    id            TEXT PRIMARY KEY,
+    machine       TEXT NOT NULL,
+    fingerprint   TEXT NOT NULL,
+    state_name    TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    waiting_for   TEXT,
+    step          INTEGER NOT NULL,
+    attempt       INTEGER NOT NULL,
+    due_at        INTEGER,
+    error         TEXT,
+    events        INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL,
+    lease_owner   TEXT,
+    lease_expires INTEGER,
+    version       INTEGER NOT NULL
+);
+CREATE INDEX executions_due ON executions (machine, due_at)
+    WHERE status IN ('running', 'waiting');
+CREATE INDEX executions_status ON executions (status, machine, created_at);
+CREATE TABLE events (
+    execution TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    at        INTEGER NOT NULL,
+    kind      TEXT NOT NULL,
+    state     TEXT NOT NULL,
+    detail    TEXT NOT NULL,
+    PRIMARY KEY (execution, seq)
+) WITHOUT ROWID;
+CREATE TABLE tokens (
+    secret     TEXT PRIMARY KEY,
+    execution  TEXT NOT NULL,
+    step       INTEGER NOT NULL,
+    attempt    INTEGER NOT NULL,
+    status     TEXT NOT NULL,
+    result     TEXT
+);
+CREATE INDEX tokens_wait ON tokens (execution, step, attempt);
+";
+
+const COLUMNS: &str = "id, machine, fingerprint, state_name, state, status, waiting_for, step, \
+    attempt, due_at, error, events, created_at, updated_at, lease_owner, lease_expires, version";
+
+/// What a committed transaction promises, traded against speed. Commits are grouped either
+/// way: one transaction holds the checkpoints of every execution that asked meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// A committed checkpoint survives the process being killed (it is in the operating
+    /// system's hands); a power cut or an operating-system crash may lose the last commits,
+    /// never the file. SQLite's `synchronous = NORMAL` in WAL mode.
+    #[default]
+    Process,
+    /// A committed checkpoint survives a power cut too: every commit waits for the disk
+    /// (`fsync`). SQLite's `synchronous = FULL`.
+    PowerLoss,
+}
+
+/// How [`SqliteStore::open_with`] opens a file.
+#[derive(Debug, Clone, Default)]
+pub struct SqliteOptions {
+    /// What a commit promises (default [`Durability::Process`]).
+    pub durability: Durability,
+    /// Open the file read-only, to inspect it beside a running worker: every write is refused
+    /// with [`StoreError::ReadOnly`], and no worker lock is taken.
+    pub read_only: bool,
+    /// The largest the database may grow, in bytes (rounded down to pages); past it a write is
+    /// refused with [`StoreError::Full`], as on a full disk.
+    pub max_size: Option<u64>,
+}
+
+/// Durable executions in one SQLite file (SQLite compiled in; nothing to install).
+///
+/// The file is in WAL mode, so readers (`sqlite3 orders.db`, another process's read-only
+/// store) do not block the worker. One worker process at a time opens a file read-write: it
+/// takes a lock (the file `<path>-lock`) that the operating system releases when the process
+/// ends, however it ends, so the next process to open the file knows every execution that was
+/// held is free to resume.
+///
+/// Cheap to clone: clones share one connection, on a thread of its own that commits the
+/// writes of all waiting callers in one transaction.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: std::sync::Arc<Shared>,
+}
+
+struct Shared {
+    requests: mpsc::Sender<Request>,
+    path: PathBuf,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Held for the store's lifetime: the worker lock.
+    _lock: Option<File>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once it has answered what it holds.
+        let (tx, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.requests, tx));
+        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Request {
+    Create(NewExecution, Reply<()>),
+    Checkpoint(Checkpoint, Reply<u64>),
+    Claim {
+        machine: String,
+        owner: String,
+        now: Millis,
+        lease_until: Millis,
+        limit: usize,
+        reply: Reply<Vec<ExecutionRecord>>,
+    },
+    NextDue(String, Reply<Option<Millis>>),
+    Get(ExecutionId, Reply<Option<ExecutionRecord>>),
+    Events(ExecutionId, Reply<Vec<StoredEvent>>),
+    List(ListQuery, Reply<Vec<ExecutionRecord>>),
+    Token(String, Reply<Option<TokenRecord>>),
+    Answer(TokenAnswer, Reply<bool>),
+    WaitToken(ExecutionId, u32, u32, Reply<Option<TokenRecord>>),
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store in `path` as a worker, with the default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    /// Opens (or creates) the store in `path`.
+    ///
+    /// Fails, changing nothing, if the file is not a SQLite database, is another program's
+    /// database, has a newer schema, or is open in another worker process.
+    pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let exists = std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
+        if exists {
+            // Read before anything is written: a file that is not ours stays as it was.
+            let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| error(&path, e))?;
+            check_schema(&conn, &path)?;
+        } else if options.read_only {
+            return Err(StoreError::Database {
+                path,
+                message: "no such database".into(),
+            });
+        }
+        let lock = if options.read_only {
+            None
+        } else {
+            let mut lock_path = path.clone().into_os_string();
+            lock_path.push("-lock");
+            let file = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| io_error(&path, &e))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::Locked { path });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&path, &e)),
+            }
+            Some(file)
+        };
+        let flags = if options.read_only {
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+        } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(&path, flags).map_err(|e| error(&path, e))?;
+        if !options.read_only {
+            prepare(&mut conn, &path, &options)?;
+        }
+        let (requests, rx) = mpsc::channel();
+        let thread_path = path.clone();
+        let thread = std::thread::Builder::new()
+            .name("fsm-sqlite".into())
+            .spawn(move || Writer::new(conn, thread_path).serve(rx))
+            .map_err(|e| io_error(&path, &e))?;
+        Ok(SqliteStore {
+            inner: std::sync::Arc::new(Shared {
+                requests,
+                path,
+                thread: std::sync::Mutex::new(Some(thread)),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn ask<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .requests
+            .send(request(tx))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Checks that `conn` is a database of ours that this version can read, or empty.
+fn check_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let pragma = |name: &str| -> Result<i64, StoreError> {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .map_err(|e| error(path, e))
+    };
+    let (app, version) = (pragma("application_id")?, pragma("user_version")?);
+    if app == APPLICATION_ID {
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: path.to_path_buf(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        return Ok(());
+    }
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(|e| error(path, e))?;
+    if app != 0 || tables > 0 {
+        return Err(StoreError::Foreign {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Sets the connection up for writing: WAL, durability, the schema, and frees the executions
+/// of workers that are gone (this process holds the worker lock, so they are).
+fn prepare(conn: &mut Connection, path: &Path, options: &SqliteOptions) -> Result<(), StoreError> {
+    let err = |e| error(path, e);
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(err)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Database {
+            path: path.to_path_buf(),
+            message: format!("cannot use WAL mode (the journal is {mode})"),
+        });
+    }
+    let sync = match options.durability {
+        Durability::Process => "NORMAL",
+        Durability::PowerLoss => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF;"
+    ))
+    .map_err(err)?;
+    if let Some(bytes) = options.max_size {
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(err)?;
+        let pages = (bytes / page.max(1) as u64).max(1);
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(err)?;
+    }
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(err)?;
+    check_schema(&tx, path)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err)?;
+    if version == 0 {
+        tx.execute_batch(SCHEMA).map_err(err)?;
+        tx.execute_batch(&format!(
+            "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
+        ))
+        .map_err(err)?;
+    }
+    tx.execute(
+        "UPDATE executions SET lease_owner = NULL, lease_expires = NULL \
+         WHERE lease_owner IS NOT NULL",
+        [],
+    )
+    .map_err(err)?;
+    tx.commit().map_err(err)
+}
+
+fn io_error(path: &Path, e: &std::io::Error) -> StoreError {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+            StoreError::ReadOnly {
+                path: path.to_path_buf(),
+            }
+        }
+        std::io::ErrorKind::StorageFull => StoreError::Full {
+            path: path.to_path_buf(),
+        },
+        _ => StoreError::Database {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        },
+    }
+}
+
+/// The store's error for a SQLite error on `path`.
+fn error(path: &Path, e: rusqlite::Error) -> StoreError {
+    let path = path.to_path_buf();
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            ErrorCode::NotADatabase => StoreError::NotADatabase { path },
+            ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied => {
+                StoreError::ReadOnly { path }
+            }
+            ErrorCode::DiskFull => StoreError::Full { path },
+            _ => StoreError::Database {
+                path,
+                message: e.to_string(),
+            },
+        },
+        _ => StoreError::Database {
+            path,
+            message: e.to_string(),
+        },
+    }
+}
+
+/// The thread that owns the connection.
+struct Writer {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// A request's reply, sent once its transaction has committed (or failed).
+enum Done {
+    Unit(Reply<()>, Result<(), StoreError>),
+    Version(Reply<u64>, Result<u64, StoreError>),
+    Bool(Reply<bool>, Result<bool, StoreError>),
+    Records(
+        Reply<Vec<ExecutionRecord>>,
+        Result<Vec<ExecutionRecord>, StoreError>,
+    ),
+}
+
+impl Done {
+    /// Sends the result, or `failed` if the transaction did not commit.
+    fn send(self, failed: Option<&StoreError>) {
+        match self {
+            Done::Unit(tx, r) => drop(tx.send(failed.map_or(r, |e| Err(e.clone())))),
+            Done::Version(tx, r) => drop(tx.send(failed.map_or(r, |e| Err(e.clone())))),
+            Done::Bool(tx, r) => drop(tx.send(failed.map_or(r, |e| Err(e.clone())))),
+            Done::Records(tx, r) => drop(tx.send(failed.map_or(r, |e| Err(e.clone())))),
+        }
+    }
+}
+
+impl Writer {
+    fn new(conn: Connection, path: PathBuf) -> Self {
+        conn.set_prepared_statement_cache_capacity(64);
+        Writer { conn, path }
+    }
+
+    fn serve(mut self, requests: mpsc::Receiver<Request>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        while let Ok(first) = requests.recv() {
+            batch.push(first);
+            while batch.len() < BATCH {
+                match requests.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.run(&mut batch);
+        }
+    }
+
+    /// Runs a batch: reads answer at once; writes run in one transaction, each in a savepoint
+    /// of its own (one refused write does not undo the others), and are answered after the
+    /// commit.
+    fn run(&mut self, batch: &mut Vec<Request>) {
+        let writes = batch.iter().any(|r| {
+            matches!(
+                r,
+                Request::Create(..)
+                    | Request::Checkpoint(..)
+                    | Request::Claim { .. }
+                    | Request::Answer(..)
+            )
+        });
+        let began = if writes {
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| error(&self.path, e))
+        } else {
+            Ok(())
+        };
+        let mut done = Vec::new();
+        for request in batch.drain(..) {
+            if let Err(e) = &began {
+                fail(request, e.clone());
+                continue;
+            }
+            self.one(request, &mut done);
+        }
+        if writes && began.is_ok() {
+            let committed = self
+                .conn
+                .execute_batch("COMMIT")
+                .map_err(|e| error(&self.path, e));
+            if committed.is_err() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            for d in done {
+                d.send(committed.as_ref().err());
+            }
+        }
+    }
+
+    /// Runs a write in a savepoint: kept if it succeeds, undone if not.
+    fn savepoint<T>(
+        &mut self,
+        f: impl FnOnce(&Connection, &Path) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let path = self.path.clone();
+        let err = |e| error(&path, e);
+        self.conn.execute_batch("SAVEPOINT w").map_err(err)?;
+        let r = f(&self.conn, &self.path);
+        let end = if r.is_ok() {
+            "RELEASE w"
+        } else {
+            "ROLLBACK TO w; RELEASE w"
+        };
+        self.conn.execute_batch(end).map_err(err)?;
+        r
+    }
+
+    fn one(&mut self, request: Request, done: &mut Vec<Done>) {
+        match request {
+            Request::Create(new, reply) => {
+                let r = self.savepoint(|c, p| create(c, p, &new));
+                done.push(Done::Unit(reply, r));
+            }
+            Request::Checkpoint(cp, reply) => {
+                let r = self.savepoint(|c, p| checkpoint(c, p, &cp));
+                done.push(Done::Version(reply, r));
+            }
+            Request::Answer(answer, reply) => {
+                let r = self.savepoint(|c, p| answer_token(c, p, &answer));
+                done.push(Done::Bool(reply, r));
+            }
+            Request::Claim {
+                machine,
+                owner,
+                now,
+                lease_until,
+                limit,
+                reply,
+            } => {
+                let r =
+                    self.savepoint(|c, p| claim(c, p, &machine, &owner, now, lease_until, limit));
+                done.push(Done::Records(reply, r));
+            }
+            Request::NextDue(machine, reply) => {
+                let r = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT min(due_at) FROM executions WHERE machine = ?1 \
+                         AND status IN ('running', 'waiting') AND lease_owner IS NULL",
+                    )
+                    .and_then(|mut s| s.query_row([machine], |r| r.get::<_, Option<i64>>(0)))
+                    .map(|v| v.map(|v| v.max(0) as u64))
+                    .map_err(|e| error(&self.path, e));
+                let _ = reply.send(r);
+            }
+            Request::Get(id, reply) => {
+                let r = self.read_records(
+                    &format!("SELECT {COLUMNS} FROM executions WHERE id = ?1"),
+                    &[&id.to_string()],
+                );
+                let _ = reply.send(r.map(|mut v| v.pop()));
+            }
+            Request::Events(id, reply) => {
+                let _ = reply.send(self.events(id));
+            }
+            Request::List(q, reply) => {
+                let mut sql = format!("SELECT {COLUMNS} FROM executions WHERE 1");
+                let mut args: Vec<String> = Vec::new();
+                if let Some(m) = &q.machine {
+                    args.push(m.clone());
+                    sql.push_str(&format!(" AND machine = ?{}", args.len()));
+                }
+                if let Some(s) = q.status {
+                    args.push(s.as_str().to_owned());
+                    sql.push_str(&format!(" AND status = ?{}", args.len()));
+                }
+                sql.push_str(" ORDER BY created_at, id");
+                if q.limit > 0 {
+                    sql.push_str(&format!(" LIMIT {}", q.limit));
+                }
+                let args: Vec<&dyn rusqlite::ToSql> =
+                    args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
+                let _ = reply.send(self.read_records(&sql, &args));
+            }
+            Request::Token(secret, reply) => {
+                let r = read_tokens(&self.conn, &self.path, "secret = ?1", params![secret]);
+                let _ = reply.send(r.map(|mut v| v.pop()));
+            }
+            Request::WaitToken(id, step, attempt, reply) => {
+                let r = read_tokens(
+                    &self.conn,
+                    &self.path,
+                    "execution = ?1 AND step = ?2 AND attempt = ?3",
+                    params![id.to_string(), step, attempt],
+                );
+                let _ = reply.send(r.map(|mut v| v.pop()));
+            }
+        }
+    }
+
+    fn read_records(
+        &self,
+        sql: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(sql)
+            .map_err(|e| error(&self.path, e))?;
+        let rows = stmt
+            .query_map(args, |r| Ok(record(r)))
+            .map_err(|e| error(&self.path, e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.map_err(|e| error(&self.path, e))??);
+        }
+        Ok(out)
+    }
+
+    fn events(&self, id: ExecutionId) -> Result<Vec<StoredEvent>, StoreError> {
+        let err = |e| error(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, at, kind, state, detail FROM events WHERE execution = ?1 ORDER BY seq",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([id.to_string()], |r| {
+                Ok(StoredEvent {
+                    seq: r.get(0)?,
+                    at: r.get::<_, i64>(1)?.max(0) as u64,
+                    kind: r.get(2)?,
+                    state: r.get(3)?,
+                    detail: r.get(4)?,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|e| StoreError::Corrupt {
+                execution: Some(id),
+                message: format!("history: {e}"),
+            })
+    }
+}
+
+/// Answers a request whose transaction could not begin.
+fn fail(request: Request, e: StoreError) {
+    match request {
+        Request::Create(_, r) => drop(r.send(Err(e))),
+        Request::Checkpoint(_, r) => drop(r.send(Err(e))),
+        Request::Claim { reply, .. } => drop(reply.send(Err(e))),
+        Request::NextDue(_, r) => drop(r.send(Err(e))),
+        Request::Get(_, r) => drop(r.send(Err(e))),
+        Request::Events(_, r) => drop(r.send(Err(e))),
+        Request::List(_, r) => drop(r.send(Err(e))),
+        Request::Token(_, r) => drop(r.send(Err(e))),
+        Request::Answer(_, r) => drop(r.send(Err(e))),
+        Request::WaitToken(.., r) => drop(r.send(Err(e))),
+    }
+}
+
+fn opt_ms(v: Option<Millis>) -> Option<i64> {
+    v.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn ms(v: Millis) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn create(c: &Connection, path: &Path, new: &NewExecution) -> Result<(), StoreError> {
+    let err = |e| error(path, e);
+    let r = &new.record;
+    c.prepare_cached(&format!(
+        "INSERT INTO executions ({COLUMNS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, 1)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            r.id.to_string(),
+            r.machine,
+            r.fingerprint,
+            r.state_name,
+            r.state,
+            r.status.as_str(),
+            r.waiting_for.map(WaitingFor::as_str),
+            r.step,
+            r.attempt,
+            opt_ms(r.due_at),
+            r.error,
+            r.events,
+            ms(r.created_at),
+            ms(r.updated_at),
+            r.lease_owner,
+            opt_ms(r.lease_expires.filter(|&e| e != Millis::MAX)),
+        ])
+    })
+    .map_err(err)?;
+    insert_events(c, path, r.id, &new.events)?;
+    if let Some(t) = &new.token {
+        insert_token(c, path, t)?;
+    }
+    Ok(())
+}
+
+fn insert_events(
+    c: &Connection,
+    path: &Path,
+    id: ExecutionId,
+    events: &[StoredEvent],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = c
+        .prepare_cached(
+            "INSERT INTO events (execution, seq, at, kind, state, detail) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(|e| error(path, e))?;
+    let id = id.to_string();
+    for e in events {
+        stmt.execute(params![id, e.seq, ms(e.at), e.kind, e.state, e.detail])
+            .map_err(|e| error(path, e))?;
+    }
+    Ok(())
+}
+
+fn insert_token(c: &Connection, path: &Path, t: &TokenRecord) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO tokens (secret, execution, step, attempt, status, result) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            t.secret,
+            t.execution.to_string(),
+            t.step,
+            t.attempt,
+            t.status.as_str(),
+            t.result
+        ])
+    })
+    .map(drop)
+    .map_err(|e| error(path, e))
+}
+
+fn checkpoint(c: &Connection, path: &Path, cp: &Checkpoint) -> Result<u64, StoreError> {
+    let err = |e| error(path, e);
+    let r = &cp.record;
+    let id = r.id.to_string();
+    for (secret, status) in &cp.close_tokens {
+        let changed = c
+            .prepare_cached(
+                "UPDATE tokens SET status = ?1 WHERE secret = ?2 AND execution = ?3 \
+                 AND status = 'open'",
+            )
+            .and_then(|mut s| s.execute(params![status.as_str(), secret, id]))
+            .map_err(err)?;
+        if changed == 0 {
+            // It was answered meanwhile: the writer must read it again.
+            return Err(StoreError::Conflict { execution: r.id });
+        }
+    }
+    let changed = c
+        .prepare_cached(
+            "UPDATE executions SET fingerprint = ?1, state_name = ?2, state = ?3, status = ?4, \
+             waiting_for = ?5, step = ?6, attempt = ?7, due_at = ?8, error = ?9, events = ?10, \
+             updated_at = ?11, lease_owner = ?12, lease_expires = ?13, version = version + 1 \
+             WHERE id = ?14 AND version = ?15",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                r.fingerprint,
+                r.state_name,
+                r.state,
+                r.status.as_str(),
+                r.waiting_for.map(WaitingFor::as_str),
+                r.step,
+                r.attempt,
+                opt_ms(r.due_at),
+                r.error,
+                r.events,
+                ms(r.updated_at),
+                r.lease_owner,
+                opt_ms(r.lease_expires.filter(|&e| e != Millis::MAX)),
+                id,
+                i64::try_from(r.version).unwrap_or(i64::MAX),
+            ])
+        })
+        .map_err(err)?;
+    if changed == 0 {
+        let exists: bool = c
+            .prepare_cached("SELECT 1 FROM executions WHERE id = ?1")
+            .and_then(|mut s| s.exists([&id]))
+            .map_err(err)?;
+        return Err(if exists {
+            StoreError::Conflict { execution: r.id }
+        } else {
+            StoreError::NotFound { execution: r.id }
+        });
+    }
+    insert_events(c, path, r.id, &cp.events)?;
+    if let Some(t) = &cp.new_token {
+        insert_token(c, path, t)?;
+    }
+    // A wait whose token was answered before the wait was written is due at once.
+    if r.waiting_for == Some(WaitingFor::Token) {
+        c.prepare_cached(
+            "UPDATE executions SET due_at = ?2 WHERE id = ?1 AND EXISTS (SELECT 1 FROM tokens \
+             WHERE execution = ?1 AND step = ?3 AND attempt = ?4 \
+             AND status IN ('completed', 'failed'))",
+        )
+        .and_then(|mut s| s.execute(params![id, ms(r.updated_at), r.step, r.attempt]))
+        .map_err(err)?;
+    }
+    Ok(r.version + 1)
+}
+
+fn answer_token(c: &Connection, path: &Path, a: &TokenAnswer) -> Result<bool, StoreError> {
+    let err = |e| error(path, e);
+    let id = a.execution.to_string();
+    let changed = c
+        .prepare_cached(
+            "UPDATE tokens SET status = ?1, result = ?2 WHERE secret = ?3 AND execution = ?4 \
+             AND status = 'open'",
+        )
+        .and_then(|mut s| s.execute(params![a.status.as_str(), a.result, a.secret, id]))
+        .map_err(err)?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    c.prepare_cached(
+        "UPDATE executions SET due_at = ?2 WHERE id = ?1 AND status = 'waiting' \
+         AND waiting_for = 'token'",
+    )
+    .and_then(|mut s| s.execute(params![id, ms(a.now)]))
+    .map_err(err)?;
+    Ok(true)
+}
+
+fn claim(
+    c: &Connection,
+    path: &Path,
+    machine: &str,
+    owner: &str,
+    now: Millis,
+    lease_until: Millis,
+    limit: usize,
+) -> Result<Vec<ExecutionRecord>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(&format!(
+            "UPDATE executions SET lease_owner = ?1, lease_expires = ?2, version = version + 1 \
+             WHERE id IN (SELECT id FROM executions WHERE machine = ?3 \
+               AND status IN ('running', 'waiting') AND due_at <= ?4 \
+               AND (lease_owner IS NULL OR lease_expires <= ?4) \
+               ORDER BY due_at LIMIT ?5) \
+             RETURNING {COLUMNS}"
+        ))
+        .map_err(|e| error(path, e))?;
+    let lease = opt_ms(Some(lease_until).filter(|&e| e != Millis::MAX));
+    let rows = stmt
+        .query_map(params![owner, lease, machine, ms(now), limit as i64], |r| {
+            Ok(record(r))
+        })
+        .map_err(|e| error(path, e))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row.map_err(|e| error(path, e))??);
+    }
+    Ok(out)
+}
+
+fn read_tokens(
+    c: &Connection,
+    path: &Path,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<TokenRecord>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(&format!(
+            "SELECT secret, execution, step, attempt, status, result FROM tokens WHERE {filter}"
+        ))
+        .map_err(|e| error(path, e))?;
+    let rows = stmt
+        .query_map(args, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, u32>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+            ))
+        })
+        .map_err(|e| error(path, e))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (secret, execution, step, attempt, status, result) = row.map_err(|e| error(path, e))?;
+        let corrupt = |message: String| StoreError::Corrupt {
+            execution: execution.parse().ok(),
+            message,
+        };
+        out.push(TokenRecord {
+            execution: execution
+                .parse()
+                .map_err(|_| corrupt(format!("token of execution {execution:?}")))?,
+            status: TokenStatus::parse(&status)
+                .ok_or_else(|| corrupt(format!("token status {status:?}")))?,
+            secret,
+            step,
+            attempt,
+            result,
+        });
+    }
+    Ok(out)
+}
+
+/// An execution's row, or what is wrong with it.
+fn record(r: &Row<'_>) -> Result<ExecutionRecord, StoreError> {
+    let id_text: String = r.get(0).unwrap_or_default();
+    let id = id_text.parse::<ExecutionId>().ok();
+    let corrupt = |message: String| StoreError::Corrupt {
+        execution: id,
+        message,
+    };
+    let col = |e: rusqlite::Error| corrupt(e.to_string());
+    let status: String = r.get(5).map_err(col)?;
+    let waiting: Option<String> = r.get(6).map_err(col)?;
+    let millis = |i: usize| -> Result<Option<Millis>, StoreError> {
+        Ok(r.get::<_, Option<i64>>(i)
+            .map_err(col)?
+            .map(|v| v.max(0) as u64))
+    };
+    Ok(ExecutionRecord {
+        id: id.ok_or_else(|| corrupt(format!("id {id_text:?}")))?,
+        machine: r.get(1).map_err(col)?,
+        fingerprint: r.get(2).map_err(col)?,
+        state_name: r.get(3).map_err(col)?,
+        state: r.get(4).map_err(col)?,
+        status: ExecutionStatus::parse(&status)
+            .ok_or_else(|| corrupt(format!("status {status:?}")))?,
+        waiting_for: match waiting {
+            None => None,
+            Some(w) => {
+                Some(WaitingFor::parse(&w).ok_or_else(|| corrupt(format!("waiting_for {w:?}")))?)
+            }
+        },
+        step: r.get(7).map_err(col)?,
+        attempt: r.get(8).map_err(col)?,
+        due_at: millis(9)?,
+        error: r.get(10).map_err(col)?,
+        events: r.get(11).map_err(col)?,
+        created_at: millis(12)?.unwrap_or(0),
+        updated_at: millis(13)?.unwrap_or(0),
+        lease_owner: r.get(14).map_err(col)?,
+        lease_expires: millis(15)?,
+        version: r.get::<_, i64>(16).map_err(col)?.max(0) as u64,
+    })
+}
+
+impl Store for SqliteStore {
+    async fn create(&self, new: NewExecution) -> Result<(), StoreError> {
+        self.ask(|tx| Request::Create(new, tx)).await
+    }
+
+    async fn checkpoint(&self, checkpoint: Checkpoint) -> Result<u64, StoreError> {
+        self.ask(|tx| Request::Checkpoint(checkpoint, tx)).await
+    }
+
+    async fn claim(
+        &self,
+        machine: &str,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: usize,
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let (machine, owner) = (machine.to_owned(), owner.to_owned());
+        self.ask(|reply| Request::Claim {
+            machine,
+            owner,
+            now,
+            lease_until,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    async fn next_due(&self, machine: &str) -> Result<Option<Millis>, StoreError> {
+        let machine = machine.to_owned();
+        self.ask(|tx| Request::NextDue(machine, tx)).await
+    }
+
+    async fn get(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, StoreError> {
+        self.ask(|tx| Request::Get(id, tx)).await
+    }
+
+    async fn events(&self, id: ExecutionId) -> Result<Vec<StoredEvent>, StoreError> {
+        self.ask(|tx| Request::Events(id, tx)).await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<Vec<ExecutionRecord>, StoreError> {
+        self.ask(|tx| Request::List(query, tx)).await
+    }
+
+    async fn token(&self, secret: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let secret = secret.to_owned();
+        self.ask(|tx| Request::Token(secret, tx)).await
+    }
+
+    async fn answer_token(&self, answer: TokenAnswer) -> Result<bool, StoreError> {
+        self.ask(|tx| Request::Answer(answer, tx)).await
+    }
+
+    async fn wait_token(
+        &self,
+        id: ExecutionId,
+        step: u32,
+        attempt: u32,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        self.ask(|tx| Request::WaitToken(id, step, attempt, tx))
+            .await
+    }
+}
