@@ -34,6 +34,18 @@ pub struct StateInfo {
     pub retry: Option<RetryPolicy>,
     /// How long one attempt of the state's step may take (`#[fsm(timeout_ms = ...)]`).
     pub timeout: Option<Duration>,
+    /// Whether the state waits for the outside world (`#[fsm(wait)]`): its step hands out a
+    /// task token, and the execution goes on when the token is completed or failed.
+    pub wait: Option<WaitPolicy>,
+}
+
+/// How a waiting state waits (`#[fsm(wait(timeout_ms = ...))]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WaitPolicy {
+    /// How long after its step the wait fails with an error of kind
+    /// [`StepError::TIMEOUT`](crate::StepError::TIMEOUT), if no one completes or fails its
+    /// token; `None` waits for ever.
+    pub timeout: Option<Duration>,
 }
 
 /// One edge of the graph: leaving `from` through `event` leads to `to`.
@@ -113,6 +125,7 @@ impl Definition {
         for s in self.states {
             h.text(s.name);
             h.byte(s.kind as u8);
+            h.byte(u8::from(s.wait.is_some()));
         }
         h.word(self.initial as u64);
         for t in self.transitions {

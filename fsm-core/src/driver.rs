@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use tokio::time::{Instant, Sleep};
 
 use crate::executor::{Policy, Recorder};
-use crate::{Context, EventKind, ExecutionId, Fsm, IdempotencyKey, StepError};
+use crate::waits::Waits;
+use crate::{Context, EventKind, ExecutionId, Fsm, IdempotencyKey, StepError, TaskToken};
 
 /// Runs a machine's steps with the handlers `H`: implemented by `#[derive(Fsm)]` for every `H`
 /// that implements the machine's generated `Steps` trait.
@@ -85,6 +86,13 @@ pub struct Driver<'b, M> {
     /// Whether this run of the loop has begun a step.
     pub(crate) began: bool,
     pub(crate) policies: &'b [Policy],
+    /// The token the next waiting step hands out, when the executor made it beforehand (a
+    /// durable executor stores it before the step runs).
+    pub(crate) token: Option<TaskToken>,
+    /// Where an in-memory executor keeps the tokens its executions hand out.
+    pub(crate) waits: Option<&'b Waits<M>>,
+    /// The secret of the token handed out by the step under way.
+    pub(crate) handed_out: Option<u128>,
     pub(crate) rec: Recorder<'b>,
     pub(crate) deadline: &'b Deadline,
 }
@@ -96,6 +104,8 @@ pub(crate) enum Verdict {
     None = 0,
     /// The step returned after its time limit: its result is discarded, as a timeout.
     Late = 1,
+    /// The step of a waiting state handed out its token: the execution waits for it.
+    Waiting = 4,
     /// The execution's history is full, or it has taken its last step number (4,294,967,295
     /// steps): it ends before this attempt runs.
     Halted = 2,
@@ -168,6 +178,34 @@ impl<'b, M: Fsm> Driver<'b, M> {
             limits: self.deadline,
             checks: self.checks | yields,
         }
+    }
+
+    /// The task token the step of a waiting state hands out: registered before the step
+    /// runs, so that it can be answered at once. Fails (retryable) only if the operating
+    /// system has no randomness to give.
+    pub fn token<K: Keep<M>>(&mut self) -> Result<TaskToken, StepError> {
+        let token = match self.token.take() {
+            Some(token) => token,
+            None => TaskToken::generate(self.id, self.step, self.attempt).map_err(|e| {
+                StepError::retryable("random", format_args!("no random bytes for a token: {e}"))
+            })?,
+        };
+        if let (Some(waits), Some(state)) = (self.waits, self.kept.as_ref()) {
+            self.copying = true;
+            let copy = K::keep(state);
+            self.copying = false;
+            waits.open(&token, copy);
+        }
+        self.handed_out = Some(token.secret);
+        Ok(token)
+    }
+
+    /// Ends the step of a waiting state, which handed out its token: the loop returns this
+    /// (not an error: the executor sees the verdict) and the execution waits.
+    pub fn wait(&mut self) -> StepError {
+        self.deadline.disarm();
+        self.deadline.set_verdict(Verdict::Waiting);
+        StepError::fatal("wait", "waiting for a task token")
     }
 
     /// Ends the step under way, which succeeded by taking transition `transition`.
@@ -281,6 +319,7 @@ impl Deadline {
             1 => Verdict::Late,
             2 => Verdict::Halted,
             3 => Verdict::Paused,
+            4 => Verdict::Waiting,
             _ => Verdict::None,
         }
     }
@@ -473,6 +512,9 @@ mod tests {
             pause: false,
             began: false,
             policies: &[],
+            token: None,
+            waits: None,
+            handed_out: None,
             rec: Recorder::inactive(),
             deadline,
         }

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::driver::{history_full, panic_text, Cloned, Deadline, Driver, Guard, Stop, Verdict};
 use crate::policy::JitterSource;
+use crate::waits::{Answer, Waits};
 use crate::{
     Dispatch, EventKind, ExecutionId, History, HistoryEvent, RetryPolicy, StateKind, StepError,
 };
@@ -69,6 +70,7 @@ pub type Observer = Arc<dyn Fn(ExecutionId, &HistoryEvent) + Send + Sync>;
 /// ```
 pub struct Executor<M, H> {
     inner: Arc<Core<H>>,
+    waits: Arc<Waits<M>>,
     machine: PhantomData<fn() -> M>,
 }
 
@@ -86,6 +88,8 @@ pub(crate) struct Core<H> {
     /// Mixed into each execution's jitter, so that executors (and processes) that number
     /// their executions alike still spread their retries.
     pub(crate) jitter_seed: u64,
+    /// Whether any state waits for a task token.
+    pub(crate) has_waits: bool,
 }
 
 impl<H> Core<H> {
@@ -112,6 +116,7 @@ impl<M, H> Clone for Executor<M, H> {
     fn clone(&self) -> Self {
         Executor {
             inner: Arc::clone(&self.inner),
+            waits: Arc::clone(&self.waits),
             machine: PhantomData,
         }
     }
@@ -250,7 +255,9 @@ impl<M: crate::Fsm, H> ExecutorBuilder<M, H> {
                 has_timeouts,
                 history_limit: self.history_limit,
                 jitter_seed: crate::policy::random_seed(),
+                has_waits: M::DEFINITION.states.iter().any(|s| s.wait.is_some()),
             }),
+            waits: Arc::default(),
             machine: PhantomData,
         }
     }
@@ -311,6 +318,48 @@ where
         run
     }
 
+    /// Completes the wait that handed out `token`: `complete` receives the waiting state,
+    /// typed (`Machine<State>`), and returns one of its next states, which the execution
+    /// goes on from. `State` names the waiting state, and only its next states compile:
+    ///
+    /// ```ignore
+    /// executor.complete::<checkout::Shipped, _, _>(&token, |order| order.deliver(|s| checkout::Delivered { id: s.id }))?;
+    /// ```
+    ///
+    /// Returns the execution's id. A malformed, forged, already used or stale token, or one
+    /// whose wait timed out, is refused with a [`TokenError`](crate::TokenError) and
+    /// changes nothing.
+    pub fn complete<S, N>(
+        &self,
+        token: &str,
+        complete: impl FnOnce(S::Typed) -> N,
+    ) -> Result<ExecutionId, crate::TokenError>
+    where
+        S: crate::Waiting<M>,
+        N: Into<S::Next>,
+    {
+        let token: crate::TaskToken = token.parse()?;
+        self.waits.answer(&token, Some(S::NAME), |m| {
+            let typed = S::typed(m).map_err(|e| crate::TokenError::WrongState {
+                expected: S::NAME,
+                waiting: e.found().to_owned(),
+            })?;
+            let (next, transition) = S::leave(complete(typed).into());
+            Ok(Answer::Completed(next, transition))
+        })?;
+        Ok(token.execution())
+    }
+
+    /// Fails the wait that handed out `token` with `error`: the waiting state's retry policy
+    /// and error routes apply, as to a step's error. Refuses a bad token as
+    /// [`Executor::complete`] does.
+    pub fn fail(&self, token: &str, error: StepError) -> Result<ExecutionId, crate::TokenError> {
+        let token: crate::TaskToken = token.parse()?;
+        self.waits
+            .answer(&token, None, |_| Ok(Answer::Failed(error)))?;
+        Ok(token.execution())
+    }
+
     /// Runs [`Executor::run`] as a task of the current tokio runtime.
     pub fn spawn(&self, start: impl Into<M>) -> tokio::task::JoinHandle<Outcome<M>> {
         let this = self.clone();
@@ -318,7 +367,73 @@ where
         tokio::spawn(async move { this.run(start).await })
     }
 
-    async fn drive(&self, id: ExecutionId, mut state: M) -> Outcome<M> {
+    async fn drive(&self, id: ExecutionId, state: M) -> Outcome<M> {
+        let outcome = self.drive_tokens(id, state).await;
+        if self.inner.has_waits {
+            self.waits.forget(id);
+        }
+        outcome
+    }
+
+    /// Waits, in memory, for the answer to the token that the step of `waiting` handed out.
+    /// `Ok` is the state the answer leads to; `Err` the failure it counts as (failed by the
+    /// outside world, or timed out).
+    async fn wait(
+        &self,
+        driver: &mut Driver<'_, M>,
+        waiting: M,
+    ) -> Result<M, (M, StepError, Option<Duration>)> {
+        let info = &M::DEFINITION.states[waiting.state_index()];
+        let Some(secret) = driver.handed_out.take() else {
+            unreachable!("a waiting step returned without handing out its token")
+        };
+        let timeout = info.wait.and_then(|w| w.timeout);
+        let (name, attempt) = (info.name, driver.attempt);
+        let at = driver.rec.stamp();
+        driver.rec.event(at, || EventKind::WaitStarted {
+            state: name,
+            attempt,
+            timeout,
+        });
+        let answer = match self.waits.wait(secret) {
+            Ok(answer) => Some(answer),
+            Err(rx) => match timeout {
+                None => rx.await.ok(),
+                Some(limit) => match tokio::time::timeout(limit, rx).await {
+                    Ok(answer) => answer.ok(),
+                    Err(_) if self.waits.close(secret, crate::TokenError::TimedOut) => None,
+                    // Answered as the timeout fired: the answer stands.
+                    Err(_) => self.waits.wait(secret).ok(),
+                },
+            },
+        };
+        match answer {
+            Some(Answer::Completed(next, transition)) => {
+                let rec = &mut driver.rec;
+                let at = rec.stamp();
+                rec.event(at, || EventKind::WaitCompleted {
+                    state: name,
+                    attempt,
+                });
+                rec.transition(at, transition);
+                driver.step = driver.step.saturating_add(1);
+                driver.attempt = 1;
+                Ok(next)
+            }
+            Some(Answer::Failed(error)) => Err((waiting, error, None)),
+            None => {
+                let limit = timeout.unwrap_or_default();
+                let message = format_args!("no answer to the task token within {limit:?}");
+                Err((
+                    waiting,
+                    StepError::retryable(StepError::TIMEOUT, message),
+                    Some(limit),
+                ))
+            }
+        }
+    }
+
+    async fn drive_tokens(&self, id: ExecutionId, mut state: M) -> Outcome<M> {
         let def = M::DEFINITION;
         let inner = &*self.inner;
         let deadline = Deadline::new(inner.has_timeouts);
@@ -335,6 +450,9 @@ where
             pause: false,
             began: false,
             policies: &inner.policies,
+            token: None,
+            waits: Some(&self.waits),
+            handed_out: None,
             rec,
             deadline: &deadline,
         };
@@ -352,12 +470,23 @@ where
                 Stopped::Ended(end) => return driver.finish(end),
                 Stopped::Failed(failed, error, timed_out) => (failed, error, timed_out),
                 Stopped::GaveUp(failed, error) => return driver.give_up(failed, error),
-                // The in-memory loop does not pause; it waits for tokens in `wait`.
+                // The in-memory loop does not pause.
                 Stopped::Paused(next) => {
                     state = next;
                     continue;
                 }
+                Stopped::Waiting(waiting) => match self.wait(&mut driver, waiting).await {
+                    Ok(next) => {
+                        state = next;
+                        continue;
+                    }
+                    Err(failure) => failure,
+                },
             };
+            if let Some(secret) = driver.handed_out.take() {
+                // The step failed after handing out its token: the token is of no more use.
+                self.waits.close(secret, crate::TokenError::Stale);
+            }
             match inner.after_failure(&mut driver, failed, error, timed_out, &mut jitter) {
                 AfterFailure::Retry(failed, delay) => {
                     // Boxed, like the guard's: it would otherwise make every execution's
@@ -385,6 +514,8 @@ pub(crate) enum Stopped<M> {
     Failed(M, StepError, Option<Duration>),
     /// Before the step of this state, which a durable executor checkpoints first.
     Paused(M),
+    /// The step of this waiting state handed out its token.
+    Waiting(M),
 }
 
 /// What follows a step's failure.
@@ -411,6 +542,9 @@ impl<H> Core<H> {
         match (stop, driver.kept.take()) {
             (Stop::Done(Ok(end)), _) => Stopped::Ended(end),
             (Stop::Done(Err(_)), Some(next)) if verdict == Verdict::Paused => Stopped::Paused(next),
+            (Stop::Done(Err(_)), Some(waiting)) if verdict == Verdict::Waiting => {
+                Stopped::Waiting(waiting)
+            }
             // The step had not begun: the history is full, or the state could not be
             // copied. Neither is the step's failure to retry or route.
             (Stop::Done(Err(error)), Some(failed)) if verdict == Verdict::Halted => {
@@ -602,6 +736,9 @@ struct Active<'a> {
     in_observer: bool,
     /// The most events the history holds.
     limit: usize,
+    /// Events already handed out by [`Recorder::drain`] (a durable execution's stored
+    /// history): they count towards the limit.
+    flushed: usize,
 }
 
 impl<'a> Recorder<'a> {
@@ -616,19 +753,75 @@ impl<'a> Recorder<'a> {
         let active = inner.record_history || inner.observer.is_some();
         Recorder {
             active: active.then(|| {
-                Box::new(Active {
+                Recorder::active(
                     id,
-                    start: Instant::now(),
-                    history: inner.record_history.then(|| History::with_capacity(16)),
-                    observer: inner.observer.as_ref(),
+                    inner,
                     definition,
-                    last: Duration::ZERO,
-                    attempt_started: Duration::ZERO,
-                    in_observer: false,
-                    limit: inner.history_limit,
-                })
+                    Instant::now(),
+                    0,
+                    inner.record_history,
+                )
             }),
         }
+    }
+
+    /// A recorder that always records, for a durable execution: times count from `origin`
+    /// (when the execution was started), and `flushed` events are already stored.
+    #[cfg(feature = "durable")]
+    pub(crate) fn durable<H>(
+        id: ExecutionId,
+        inner: &'a Core<H>,
+        definition: &'static crate::Definition,
+        origin: Instant,
+        flushed: usize,
+    ) -> Self {
+        Recorder {
+            active: Some(Recorder::active(
+                id, inner, definition, origin, flushed, true,
+            )),
+        }
+    }
+
+    fn active<H>(
+        id: ExecutionId,
+        inner: &'a Core<H>,
+        definition: &'static crate::Definition,
+        start: Instant,
+        flushed: usize,
+        history: bool,
+    ) -> Box<Active<'a>> {
+        Box::new(Active {
+            id,
+            start,
+            history: history.then(|| History::with_capacity(16)),
+            observer: inner.observer.as_ref(),
+            definition,
+            last: Duration::ZERO,
+            attempt_started: Duration::ZERO,
+            in_observer: false,
+            limit: inner.history_limit,
+            flushed,
+        })
+    }
+
+    /// The events recorded since the last drain (a durable execution stores them at each
+    /// checkpoint).
+    #[cfg(feature = "durable")]
+    pub(crate) fn drain(&mut self) -> Vec<HistoryEvent> {
+        match self.active.as_mut() {
+            Some(a) => {
+                let events = a.history.as_mut().map(History::take).unwrap_or_default();
+                a.flushed += events.len();
+                events
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// How many events have been drained.
+    #[cfg(feature = "durable")]
+    pub(crate) fn flushed(&self) -> usize {
+        self.active.as_ref().map_or(0, |a| a.flushed)
     }
 
     /// Whether anything is recorded or observed.
@@ -641,7 +834,7 @@ impl<'a> Recorder<'a> {
     pub(crate) fn is_full(&self) -> bool {
         self.active
             .as_ref()
-            .and_then(|a| Some(a.history.as_ref()?.len() >= a.limit))
+            .and_then(|a| Some(a.history.as_ref()?.len() + a.flushed >= a.limit))
             .unwrap_or(false)
     }
 
@@ -695,7 +888,7 @@ impl<'a> Recorder<'a> {
                 event.kind,
                 EventKind::ExecutionFailed { .. } | EventKind::ExecutionSucceeded { .. }
             );
-            if history.len() < a.limit || ends {
+            if history.len() + a.flushed < a.limit || ends {
                 history.push(event);
             }
         }

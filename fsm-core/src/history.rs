@@ -87,6 +87,32 @@ pub enum EventKind {
         /// The transition's index in [`Definition::transitions`](crate::Definition::transitions).
         index: usize,
     },
+    /// A durable execution was taken up again by a worker after the process that ran it
+    /// stopped (its interrupted step runs again, with the same idempotency key).
+    ExecutionResumed {
+        /// The state it resumed in.
+        state: &'static str,
+        /// Whether the machine's definition changed since the execution last ran
+        /// ([`Definition::fingerprint`](crate::Definition::fingerprint)).
+        definition_changed: bool,
+    },
+    /// The step of a waiting state handed out its task token: the execution waits for it to
+    /// be completed or failed.
+    WaitStarted {
+        /// The waiting state.
+        state: &'static str,
+        /// The attempt, from 1.
+        attempt: u32,
+        /// How long it waits before the wait fails with a timeout, if it has a limit.
+        timeout: Option<Duration>,
+    },
+    /// The task token of a wait was completed (the transition follows).
+    WaitCompleted {
+        /// The waiting state.
+        state: &'static str,
+        /// The attempt, from 1.
+        attempt: u32,
+    },
     /// The execution ended in a terminal state of kind success.
     ExecutionSucceeded {
         /// The terminal state.
@@ -141,6 +167,12 @@ impl History {
         }
     }
 
+    /// The events, leaving this history empty.
+    #[cfg(feature = "durable")]
+    pub(crate) fn take(&mut self) -> Vec<HistoryEvent> {
+        std::mem::take(&mut self.events)
+    }
+
     #[cfg_attr(not(feature = "runtime"), allow(dead_code))]
     pub(crate) fn push(&mut self, event: HistoryEvent) {
         self.events.push(event);
@@ -158,6 +190,9 @@ impl EventKind {
             EventKind::StepTimedOut { .. } => "step timed out",
             EventKind::RetryScheduled { .. } => "retry scheduled",
             EventKind::Transition { .. } => "transition",
+            EventKind::ExecutionResumed { .. } => "execution resumed",
+            EventKind::WaitStarted { .. } => "wait started",
+            EventKind::WaitCompleted { .. } => "wait completed",
             EventKind::ExecutionSucceeded { .. } => "execution succeeded",
             EventKind::ExecutionFailed { .. } => "execution failed",
         }
@@ -173,6 +208,9 @@ impl EventKind {
             | EventKind::StepTimedOut { state, .. }
             | EventKind::RetryScheduled { state, .. }
             | EventKind::ExecutionSucceeded { state }
+            | EventKind::ExecutionResumed { state, .. }
+            | EventKind::WaitStarted { state, .. }
+            | EventKind::WaitCompleted { state, .. }
             | EventKind::ExecutionFailed { state, .. } => state,
             EventKind::Transition { from, .. } => from,
         }
@@ -207,6 +245,19 @@ impl fmt::Display for EventKind {
                 write!(f, "attempt {attempt} in {}", ms(*delay))
             }
             EventKind::Transition { event, to, .. } => write!(f, "--{event}--> {to}"),
+            EventKind::ExecutionResumed {
+                definition_changed: true,
+                ..
+            } => f.write_str("under a changed definition"),
+            EventKind::ExecutionResumed { .. } => Ok(()),
+            EventKind::WaitStarted {
+                attempt,
+                timeout: Some(timeout),
+                ..
+            } => write!(f, "attempt {attempt}, for up to {}", ms(*timeout)),
+            EventKind::WaitStarted { attempt, .. } | EventKind::WaitCompleted { attempt, .. } => {
+                write!(f, "attempt {attempt}")
+            }
             EventKind::ExecutionFailed {
                 attempts,
                 error: Some(error),

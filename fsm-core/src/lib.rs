@@ -62,8 +62,12 @@ mod policy;
 mod step;
 #[cfg(feature = "durable")]
 pub mod store;
+#[cfg(feature = "runtime")]
+mod token;
+#[cfg(feature = "runtime")]
+mod waits;
 
-pub use definition::{Definition, StateInfo, StateKind, Transition};
+pub use definition::{Definition, StateInfo, StateKind, Transition, WaitPolicy};
 #[cfg(feature = "runtime")]
 pub use driver::Dispatch;
 pub use error::WrongState;
@@ -76,6 +80,10 @@ pub use step::{Context, ExecutionId, IdempotencyKey, ParseIdError, StepError};
 pub use store::sqlite::{Durability, SqliteOptions, SqliteStore};
 #[cfg(feature = "durable")]
 pub use store::{Store, StoreError};
+#[cfg(feature = "runtime")]
+pub use token::{TaskToken, TokenError};
+#[cfg(feature = "runtime")]
+pub use waits::Waiting;
 
 // The README's examples compile as doctests.
 #[cfg(doctest)]

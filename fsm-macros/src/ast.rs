@@ -40,6 +40,7 @@ pub(crate) struct State<'a> {
     pub(crate) on: Vec<On>,
     pub(crate) retry: Option<Retry>,
     pub(crate) timeout_ms: Option<(Ident, u64)>,
+    pub(crate) wait: Option<crate::attr::Wait>,
     pub(crate) catch: Vec<Catch>,
     /// Some of this state's `#[fsm]` keys could not be read: rules that depend on them are
     /// skipped, so that one typo is reported once.
@@ -113,6 +114,7 @@ impl<'a> Machine<'a> {
                     on: a.on,
                     retry: a.retry,
                     timeout_ms: a.timeout_ms,
+                    wait: a.wait,
                     catch: a.catch,
                     tainted,
                 }

@@ -46,8 +46,19 @@ pub(crate) struct StateAttrs {
     pub(crate) retry: Option<Retry>,
     /// `timeout_ms = N`: how long one attempt of the state's step may take.
     pub(crate) timeout_ms: Option<(Ident, u64)>,
+    /// `wait` or `wait(timeout_ms = N)`: the state's step hands out a task token and the
+    /// execution waits for its answer.
+    pub(crate) wait: Option<Wait>,
     /// Each `catch(kind | kind => Target)`, in order.
     pub(crate) catch: Vec<Catch>,
+}
+
+/// `wait` or `wait(timeout_ms = N)`.
+pub(crate) struct Wait {
+    /// The key, for spans.
+    pub(crate) key: Ident,
+    /// How long the wait lasts before it fails with a timeout.
+    pub(crate) timeout_ms: Option<u64>,
 }
 
 /// `retry(max_attempts = 3, interval_ms = 1000, backoff_rate = 2.0, max_delay_ms = 5000,
@@ -106,7 +117,7 @@ pub(crate) fn machine_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> MachineAttrs 
                 cx.error(&meta.key, format!("expected `{key} = ...`"))
             }
             ("derive", _) => cx.error(&meta.key, "expected `derive(Trait, ...)`"),
-            ("initial" | "terminal" | "on" | "retry" | "timeout_ms" | "catch", _) => cx.error(
+            ("initial" | "terminal" | "on" | "retry" | "timeout_ms" | "catch" | "wait", _) => cx.error(
                 &meta.key,
                 format!("`{key}` belongs on a variant, not on the enum"),
             ),
@@ -196,6 +207,27 @@ pub(crate) fn state_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> StateAttrs {
                     Err(e) => cx.push(e),
                 }
             }
+            // wait | wait(timeout_ms = 86_400_000)
+            ("wait", value) => {
+                let timeout = match value {
+                    Value::Flag => Ok(None),
+                    Value::List(tokens, parens) => parse_list(tokens, parens, parse_wait),
+                    Value::Eq(_) => Err(syn::Error::new(
+                        meta.key.span(),
+                        "expected `wait` or `wait(timeout_ms = N)`",
+                    )),
+                };
+                match timeout {
+                    Ok(_) if out.wait.is_some() => cx.error(&meta.key, "duplicate key `wait`"),
+                    Ok(timeout_ms) => {
+                        out.wait = Some(Wait {
+                            key: meta.key,
+                            timeout_ms,
+                        })
+                    }
+                    Err(e) => cx.push(e),
+                }
+            }
             // catch(kind => Target) | catch(a | b => Target) | catch(_ => Target)
             ("catch", Value::List(tokens, parens)) => {
                 let key = meta.key.clone();
@@ -213,11 +245,19 @@ pub(crate) fn state_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> StateAttrs {
                 format!("`{key}` belongs on the enum, not on a variant"),
             ),
             _ => {
-                let keys = ["initial", "terminal", "on", "retry", "timeout_ms", "catch"];
+                let keys = [
+                    "initial",
+                    "terminal",
+                    "on",
+                    "retry",
+                    "timeout_ms",
+                    "catch",
+                    "wait",
+                ];
                 let hint = crate::names::closest(&key, keys)
                     .map(|k| format!("; did you mean `{k}`?"))
                     .unwrap_or_else(|| {
-                        "; expected `initial`, `terminal`, `on(...)`, `retry(...)`, `timeout_ms = N` or `catch(...)`"
+                        "; expected `initial`, `terminal`, `on(...)`, `retry(...)`, `timeout_ms = N`, `catch(...)` or `wait`"
                             .to_owned()
                     });
                 cx.error(&meta.key, format!("unknown key `{key}`{hint}"))
@@ -435,6 +475,26 @@ impl Bounds {
             _ => Err(self.error(lit.span())),
         }
     }
+}
+
+/// The inside of `wait(...)`: nothing, or `timeout_ms = N`.
+fn parse_wait(input: ParseStream) -> syn::Result<Option<u64>> {
+    if input.is_empty() {
+        return Ok(None);
+    }
+    let field: Ident = input.parse()?;
+    if field != "timeout_ms" {
+        return Err(syn::Error::new(
+            field.span(),
+            format!("unknown field `{field}` in `wait(...)`; expected `timeout_ms = N`"),
+        ));
+    }
+    input.parse::<Token![=]>()?;
+    let ms = TIMEOUT_MS.parse(input)?;
+    if !input.is_empty() {
+        return Err(input.error("expected `)` after `wait(timeout_ms = N`"));
+    }
+    Ok(Some(ms))
 }
 
 fn parse_retry(input: ParseStream, key: Ident) -> syn::Result<Retry> {

@@ -253,7 +253,8 @@ fn step_policies_are_on_steps(cx: &mut Ctxt, m: &Machine) {
             .retry
             .iter()
             .map(|r| &r.key)
-            .chain(s.timeout_ms.iter().map(|t| &t.0));
+            .chain(s.timeout_ms.iter().map(|t| &t.0))
+            .chain(s.wait.iter().map(|w| &w.key));
         for key in keys.chain(s.catch.iter().map(|c| &c.key)) {
             cx.error(
                 key,

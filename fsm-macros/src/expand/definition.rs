@@ -40,8 +40,12 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
             .timeout_ms
             .as_ref()
             .map_or(NONE.to_owned(), |(_, ms)| duration(*ms));
+        let wait = s.wait.as_ref().map_or(NONE.to_owned(), |w| {
+            let timeout = w.timeout_ms.map_or(NONE.to_owned(), duration);
+            format!("{some}({k}::WaitPolicy {{ timeout: {timeout} }})")
+        });
         src.write(format_args!(
-            "{k}::StateInfo {{ name: {name}, kind: {k}::StateKind::{kind}, retry: {retry}, timeout: {timeout} }},"
+            "{k}::StateInfo {{ name: {name}, kind: {k}::StateKind::{kind}, retry: {retry}, timeout: {timeout}, wait: {wait} }},"
         ));
     }
     src.write(format_args!("], initial: {}, transitions: &[", g.initial));

@@ -48,6 +48,27 @@ fn step_arms(src: &mut Src, g: &Graph, states: &[usize], state: &str) {
             NextType::Enum(_) => "__next.__index()".to_owned(),
             NextType::One { transition, .. } => transition.to_string(),
         };
+        if src.m.states[i].wait.is_some() {
+            // A waiting state's step hands out a token and returns nothing: the loop stops,
+            // and the execution goes on when the token is answered.
+            src.write(format_args!(
+                "__Enum::{s} {{ .. }} => {{\
+                   {state} = __driver.keep::<__K>({state});\
+                   let __Enum::{s}{pat} = {state} else {{ continue }};\
+                   let __cx = __driver.begin({i});\
+                   let __token = match __driver.token::<__K>() {{\
+                     __Result::Ok(__token) => __token,\
+                     __Result::Err(__error) => return __Result::Err(__error),\
+                   }};\
+                   match __driver.attempt(__steps.{name}(Machine {{ state: {s}{pat} }}, __cx, __token)).await {{\
+                     __Result::Ok(()) => {{}}\
+                     __Result::Err(__error) => return __Result::Err(__error),\
+                   }};\
+                   return __Result::Err(__driver.wait())\
+                 }}"
+            ));
+            continue;
+        }
         src.write(format_args!(
             "__Enum::{s} {{ .. }} => {{\
                {state} = __driver.keep::<__K>({state});\
@@ -95,6 +116,21 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
             .edges_from(i)
             .map(|(_, e)| format!("`{}` (`{}`)", src.state(e.to), e.event))
             .collect();
+        if src.m.states[i].wait.is_some() {
+            let doc = lit(&format!(
+                "The step of waiting state `{s}`: starts the work and hands `token` to whoever \
+                 will answer it (its text form travels). The execution then waits until the token \
+                 is completed with {}, through `complete::<{s}, _>(token, ...)`, or failed. \
+                 Called again on a retry, with a new token.",
+                targets.join(" or ")
+            ));
+            src.write(format_args!(
+                "#[doc = {doc}] fn {name}(&self, state: Machine<{s}>, cx: {k}::Context, token: {k}::TaskToken) \
+                 -> impl {k}::__private::Future<Output = __Result<(), {k}::StepError>> + ::core::marker::Send;",
+                name = step_method(src, i),
+            ));
+            continue;
+        }
         let doc = lit(&format!(
             "The step of `{s}`: returns {}. Called again on a retry, with a new attempt number \
              and the same idempotency key.",
@@ -234,4 +270,34 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
         ));
     }
     src.push("other => __Result::Err(other), } } }");
+    for &i in &steps {
+        if src.m.states[i].wait.is_none() {
+            continue;
+        }
+        let Some(next) = next_type(src, g, i) else {
+            continue;
+        };
+        let (ret, index) = match next {
+            NextType::Enum(next) => (next, "__next.__index()".to_owned()),
+            NextType::One {
+                target, transition, ..
+            } => (format!("Machine<{target}>"), transition.to_string()),
+        };
+        let s = src.state(i);
+        let name = lit(&crate::names::unraw(src.m.states[i].ident));
+        src.write(format_args!(
+            "#[automatically_derived] impl {k}::Waiting<__Enum> for {s} {{\
+               type Typed = Machine<{s}>;\
+               type Next = {ret};\
+               const NAME: &'static ::core::primitive::str = {name};\
+               fn typed(__m: __Enum) -> __Result<Machine<{s}>, {k}::WrongState<__Enum>> {{\
+                 <Machine<{s}> as ::core::convert::TryFrom<__Enum>>::try_from(__m)\
+               }}\
+               fn leave(__next: {ret}) -> (__Enum, ::core::primitive::usize) {{\
+                 let __index = {index};\
+                 (<__Enum as ::core::convert::From<_>>::from(__next), __index)\
+               }}\
+             }}"
+        ));
+    }
 }

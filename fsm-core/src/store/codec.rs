@@ -1,0 +1,184 @@
+//! History events to stored rows and back: the kind and state as text, the rest as JSON a
+//! person can read (`{"attempt":2,"delay_ms":200.0}`).
+
+use core::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{Millis, StoredEvent};
+use crate::{Definition, EventKind, HistoryEvent, StepError};
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// An error as JSON: `{"kind": ..., "message": ..., "retryable": ...}`.
+pub(crate) fn error_json(e: &StepError) -> Value {
+    json!({ "kind": e.kind(), "message": e.message(), "retryable": e.is_retryable() })
+}
+
+/// The error an [`error_json`] value holds.
+pub(crate) fn error_from(v: &Value) -> Option<StepError> {
+    let kind = v.get("kind")?.as_str()?.to_owned();
+    let message = v.get("message")?.as_str()?;
+    Some(if v.get("retryable")?.as_bool()? {
+        StepError::retryable(kind, message)
+    } else {
+        StepError::fatal(kind, message)
+    })
+}
+
+/// The row of `event`, the `seq`th of its execution.
+pub(crate) fn encode(event: &HistoryEvent, seq: u32) -> StoredEvent {
+    let detail = match &event.kind {
+        EventKind::ExecutionStarted { .. } | EventKind::ExecutionSucceeded { .. } => Value::Null,
+        EventKind::StepStarted { attempt, .. } | EventKind::WaitCompleted { attempt, .. } => {
+            json!({ "attempt": attempt })
+        }
+        EventKind::StepSucceeded {
+            attempt, duration, ..
+        } => json!({ "attempt": attempt, "duration_ms": ms(*duration) }),
+        EventKind::StepFailed {
+            attempt,
+            duration,
+            error,
+            ..
+        } => json!({ "attempt": attempt, "duration_ms": ms(*duration), "error": error_json(error) }),
+        EventKind::StepTimedOut {
+            attempt, timeout, ..
+        } => json!({ "attempt": attempt, "timeout_ms": ms(*timeout) }),
+        EventKind::RetryScheduled { attempt, delay, .. } => {
+            json!({ "attempt": attempt, "delay_ms": ms(*delay) })
+        }
+        EventKind::Transition {
+            event, to, index, ..
+        } => json!({ "event": event, "to": to, "index": index }),
+        EventKind::ExecutionFailed {
+            attempts, error, ..
+        } => json!({ "attempts": attempts, "error": error.as_ref().map(error_json) }),
+        EventKind::ExecutionResumed {
+            definition_changed, ..
+        } => json!({ "definition_changed": definition_changed }),
+        EventKind::WaitStarted {
+            attempt, timeout, ..
+        } => json!({ "attempt": attempt, "timeout_ms": timeout.map(ms) }),
+    };
+    StoredEvent {
+        seq,
+        at: event.at.as_millis() as Millis,
+        kind: event.kind.name().to_owned(),
+        state: event.kind.state().to_owned(),
+        detail: detail.to_string(),
+    }
+}
+
+/// The event a row holds, with its names taken from `def`; `Err` says what does not fit
+/// (a state or transition the definition no longer has, or a malformed detail).
+pub(crate) fn decode(def: &'static Definition, row: &StoredEvent) -> Result<HistoryEvent, String> {
+    let bad = |what: &str| format!("event {} ({}): {what}", row.seq, row.kind);
+    let detail: Value = serde_json::from_str(&row.detail).map_err(|e| bad(&e.to_string()))?;
+    let state = def
+        .state_index(&row.state)
+        .map(|i| def.states[i].name)
+        .ok_or_else(|| bad(&format!("no state `{}` in `{}`", row.state, def.name)))?;
+    let num = |key: &str| detail.get(key).and_then(Value::as_u64);
+    let attempt = || {
+        num("attempt")
+            .and_then(|a| u32::try_from(a).ok())
+            .ok_or_else(|| bad("no attempt"))
+    };
+    let millis = |key: &str| {
+        detail
+            .get(key)
+            .and_then(Value::as_f64)
+            .and_then(|v| Duration::try_from_secs_f64(v / 1000.0).ok())
+            .ok_or_else(|| bad(&format!("no {key}")))
+    };
+    let error = || {
+        detail
+            .get("error")
+            .and_then(error_from)
+            .ok_or_else(|| bad("no error"))
+    };
+    let kind = match row.kind.as_str() {
+        "execution started" => EventKind::ExecutionStarted { state },
+        "execution succeeded" => EventKind::ExecutionSucceeded { state },
+        "step started" => EventKind::StepStarted {
+            state,
+            attempt: attempt()?,
+        },
+        "wait completed" => EventKind::WaitCompleted {
+            state,
+            attempt: attempt()?,
+        },
+        "step succeeded" => EventKind::StepSucceeded {
+            state,
+            attempt: attempt()?,
+            duration: millis("duration_ms")?,
+        },
+        "step failed" => EventKind::StepFailed {
+            state,
+            attempt: attempt()?,
+            duration: millis("duration_ms")?,
+            error: error()?,
+        },
+        "step timed out" => EventKind::StepTimedOut {
+            state,
+            attempt: attempt()?,
+            timeout: millis("timeout_ms")?,
+        },
+        "retry scheduled" => EventKind::RetryScheduled {
+            state,
+            attempt: attempt()?,
+            delay: millis("delay_ms")?,
+        },
+        "transition" => {
+            let index = num("index").ok_or_else(|| bad("no index"))? as usize;
+            let t = def
+                .transitions
+                .get(index)
+                .filter(|t| {
+                    def.states[t.from].name == state
+                        && detail.get("event").and_then(Value::as_str) == Some(t.event)
+                        && detail.get("to").and_then(Value::as_str) == Some(def.states[t.to].name)
+                })
+                .ok_or_else(|| bad(&format!("`{}` has no such transition", def.name)))?;
+            EventKind::Transition {
+                from: state,
+                event: t.event,
+                to: def.states[t.to].name,
+                index,
+            }
+        }
+        "execution failed" => EventKind::ExecutionFailed {
+            state,
+            attempts: num("attempts")
+                .and_then(|a| u32::try_from(a).ok())
+                .ok_or_else(|| bad("no attempts"))?,
+            error: match detail.get("error") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(error()?),
+            },
+        },
+        "execution resumed" => EventKind::ExecutionResumed {
+            state,
+            definition_changed: detail
+                .get("definition_changed")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        },
+        "wait started" => EventKind::WaitStarted {
+            state,
+            attempt: attempt()?,
+            timeout: match detail.get("timeout_ms") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(millis("timeout_ms")?),
+            },
+        },
+        other => return Err(bad(&format!("unknown event kind `{other}`"))),
+    };
+    Ok(HistoryEvent {
+        at: Duration::from_millis(row.at),
+        kind,
+    })
+}
