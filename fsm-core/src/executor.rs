@@ -244,21 +244,26 @@ impl<M: crate::Fsm, H> ExecutorBuilder<M, H> {
 
     /// The executor.
     pub fn build(self) -> Executor<M, H> {
-        let has_timeouts = self.policies.iter().any(|p| p.timeout.is_some());
         Executor {
-            inner: Arc::new(Core {
-                steps: self.steps,
-                policies: self.policies.into_boxed_slice(),
-                record_history: self.record_history,
-                observer: self.observer,
-                ids: crate::step::IdSource::new(crate::policy::random_u128()),
-                has_timeouts,
-                history_limit: self.history_limit,
-                jitter_seed: crate::policy::random_seed(),
-                has_waits: M::DEFINITION.states.iter().any(|s| s.wait.is_some()),
-            }),
+            inner: Arc::new(self.core()),
             waits: Arc::default(),
             machine: PhantomData,
+        }
+    }
+
+    /// What the executor shares with its executions.
+    pub(crate) fn core(self) -> Core<H> {
+        let has_timeouts = self.policies.iter().any(|p| p.timeout.is_some());
+        Core {
+            steps: self.steps,
+            policies: self.policies.into_boxed_slice(),
+            record_history: self.record_history,
+            observer: self.observer,
+            ids: crate::step::IdSource::new(crate::policy::random_u128()),
+            has_timeouts,
+            history_limit: self.history_limit,
+            jitter_seed: crate::policy::random_seed(),
+            has_waits: M::DEFINITION.states.iter().any(|s| s.wait.is_some()),
         }
     }
 }
@@ -669,7 +674,7 @@ impl<M: crate::Fsm> Driver<'_, M> {
     /// copied).
     #[cold]
     #[inline(never)]
-    fn give_up(&mut self, state: M, error: StepError) -> Outcome<M> {
+    pub(crate) fn give_up(&mut self, state: M, error: StepError) -> Outcome<M> {
         let attempts = self.attempt;
         let rec = &mut self.rec;
         let at = rec.stamp();
@@ -689,7 +694,7 @@ impl<M: crate::Fsm> Driver<'_, M> {
     /// The outcome of an execution that reached the terminal state `end`. (Inlined: the
     /// outcome is then written once, where the caller reads it.)
     #[inline(always)]
-    fn finish(&mut self, end: M) -> Outcome<M> {
+    pub(crate) fn finish(&mut self, end: M) -> Outcome<M> {
         let rec = &mut self.rec;
         let info = &M::DEFINITION.states[end.state_index()];
         let state = info.name;
@@ -816,12 +821,6 @@ impl<'a> Recorder<'a> {
             }
             None => Vec::new(),
         }
-    }
-
-    /// How many events have been drained.
-    #[cfg(feature = "durable")]
-    pub(crate) fn flushed(&self) -> usize {
-        self.active.as_ref().map_or(0, |a| a.flushed)
     }
 
     /// Whether anything is recorded or observed.

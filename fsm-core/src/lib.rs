@@ -54,6 +54,8 @@
 mod definition;
 #[cfg(feature = "runtime")]
 mod driver;
+#[cfg(feature = "durable")]
+mod durable;
 mod error;
 #[cfg(feature = "runtime")]
 mod executor;
@@ -70,6 +72,8 @@ mod waits;
 pub use definition::{Definition, StateInfo, StateKind, Transition, WaitPolicy};
 #[cfg(feature = "runtime")]
 pub use driver::Dispatch;
+#[cfg(feature = "durable")]
+pub use durable::{DurableError, DurableExecutor, DurableOptions, Problem};
 pub use error::WrongState;
 #[cfg(feature = "runtime")]
 pub use executor::{Executor, ExecutorBuilder, Observer, Outcome, Status, UnknownState};
@@ -79,7 +83,7 @@ pub use step::{Context, ExecutionId, IdempotencyKey, ParseIdError, StepError};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::{Durability, SqliteOptions, SqliteStore};
 #[cfg(feature = "durable")]
-pub use store::{Store, StoreError};
+pub use store::{ExecutionRecord, ExecutionStatus, Store, StoreError};
 #[cfg(feature = "runtime")]
 pub use token::{TaskToken, TokenError};
 #[cfg(feature = "runtime")]

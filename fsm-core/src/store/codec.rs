@@ -43,7 +43,9 @@ pub(crate) fn encode(event: &HistoryEvent, seq: u32) -> StoredEvent {
             duration,
             error,
             ..
-        } => json!({ "attempt": attempt, "duration_ms": ms(*duration), "error": error_json(error) }),
+        } => {
+            json!({ "attempt": attempt, "duration_ms": ms(*duration), "error": error_json(error) })
+        }
         EventKind::StepTimedOut {
             attempt, timeout, ..
         } => json!({ "attempt": attempt, "timeout_ms": ms(*timeout) }),

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use crate::ExecutionId;
 
+pub(crate) mod codec;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 

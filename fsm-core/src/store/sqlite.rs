@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, Row};
 use tokio::sync::oneshot;
 
 use super::{
@@ -368,6 +368,9 @@ fn error(path: &Path, e: rusqlite::Error) -> StoreError {
 struct Writer {
     conn: Connection,
     path: PathBuf,
+    /// Set when SQLite rolled the whole transaction back (it does on a full disk, say): the
+    /// batch's writes are all lost, and each is answered with this error.
+    aborted: Option<StoreError>,
 }
 
 /// A request's reply, sent once its transaction has committed (or failed).
@@ -396,7 +399,11 @@ impl Done {
 impl Writer {
     fn new(conn: Connection, path: PathBuf) -> Self {
         conn.set_prepared_statement_cache_capacity(64);
-        Writer { conn, path }
+        Writer {
+            conn,
+            path,
+            aborted: None,
+        }
     }
 
     fn serve(mut self, requests: mpsc::Receiver<Request>) {
@@ -434,18 +441,22 @@ impl Writer {
             Ok(())
         };
         let mut done = Vec::new();
+        self.aborted = None;
         for request in batch.drain(..) {
-            if let Err(e) = &began {
+            if let Some(e) = began.as_ref().err().or(self.aborted.as_ref()) {
                 fail(request, e.clone());
                 continue;
             }
             self.one(request, &mut done);
         }
         if writes && began.is_ok() {
-            let committed = self
-                .conn
-                .execute_batch("COMMIT")
-                .map_err(|e| error(&self.path, e));
+            let committed = match self.aborted.take() {
+                Some(e) => Err(e),
+                None => self
+                    .conn
+                    .execute_batch("COMMIT")
+                    .map_err(|e| error(&self.path, e)),
+            };
             if committed.is_err() {
                 let _ = self.conn.execute_batch("ROLLBACK");
             }
@@ -464,6 +475,13 @@ impl Writer {
         let err = |e| error(&path, e);
         self.conn.execute_batch("SAVEPOINT w").map_err(err)?;
         let r = f(&self.conn, &self.path);
+        if let Err(e) = &r {
+            if self.conn.is_autocommit() {
+                // SQLite ended the transaction itself: nothing of this batch is written.
+                self.aborted = Some(e.clone());
+                return r;
+            }
+        }
         let end = if r.is_ok() {
             "RELEASE w"
         } else {

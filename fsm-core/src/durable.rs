@@ -1,0 +1,1300 @@
+//! Layer 3: durable executions. The same machine and the same `Steps` as the in-memory
+//! executor, with every transition checkpointed to a [`Store`] before the next step begins.
+//!
+//! An execution is a row in the store. A worker (this executor) claims rows that are due,
+//! drives each through the generated step loop one step at a time (the driver pauses before
+//! every step but the first of a run, and the executor checkpoints the state it paused in),
+//! and lets go of the row when the execution ends or waits: for a retry's due time, or for a
+//! task token. A scheduler task claims rows as they become due, so an execution that waits
+//! holds no task and no memory.
+
+use core::marker::PhantomData;
+use core::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::driver::{Cloned, Deadline, Driver, Guard};
+use crate::executor::{AfterFailure, Core, ExecutorBuilder, Recorder, Stopped};
+use crate::policy::JitterSource;
+use crate::store::codec;
+use crate::store::{
+    Checkpoint, ExecutionRecord, ExecutionStatus, ListQuery, Millis, NewExecution, Store,
+    StoreError, TokenAnswer, TokenRecord, TokenStatus, WaitingFor,
+};
+use crate::{
+    Dispatch, EventKind, ExecutionId, History, HistoryEvent, Status, StepError, TaskToken,
+    TokenError,
+};
+
+/// Why a durable execution, or a call on the durable executor, could not go on. Each names
+/// the execution it is about; the others go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DurableError {
+    /// The store refused or failed.
+    Store(StoreError),
+    /// A state could not be written as JSON (its `Serialize` failed): the execution stays at
+    /// its last checkpoint.
+    Serialize {
+        /// The execution, if it had been created.
+        execution: Option<ExecutionId>,
+        /// serde's message.
+        message: String,
+    },
+    /// A stored execution cannot be read as this machine: its state is gone from the
+    /// definition, its data no longer deserializes, or the row contradicts itself. It stays
+    /// in the store untouched.
+    BadState {
+        /// The execution.
+        execution: ExecutionId,
+        /// What is wrong.
+        message: String,
+    },
+    /// The execution is another machine's.
+    WrongMachine {
+        /// The execution.
+        execution: ExecutionId,
+        /// The machine it belongs to.
+        found: String,
+    },
+    /// No such execution.
+    NotFound {
+        /// The execution.
+        execution: ExecutionId,
+    },
+    /// A durable executor needs a tokio runtime to run its scheduler on, and was built
+    /// outside one.
+    NoRuntime,
+}
+
+impl core::fmt::Display for DurableError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DurableError::Store(e) => e.fmt(f),
+            DurableError::Serialize {
+                execution: Some(id),
+                message,
+            } => write!(f, "execution {id}: its state cannot be stored: {message}"),
+            DurableError::Serialize {
+                execution: None,
+                message,
+            } => write!(f, "the state cannot be stored: {message}"),
+            DurableError::BadState { execution, message } => {
+                write!(f, "execution {execution} cannot be resumed: {message}")
+            }
+            DurableError::WrongMachine { execution, found } => {
+                write!(f, "execution {execution} is of machine `{found}`")
+            }
+            DurableError::NotFound { execution } => write!(f, "no execution {execution}"),
+            DurableError::NoRuntime => {
+                f.write_str("a durable executor must be built inside a tokio runtime")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DurableError {}
+
+impl From<StoreError> for DurableError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { execution } => DurableError::NotFound { execution },
+            e => DurableError::Store(e),
+        }
+    }
+}
+
+/// An execution the executor set aside, and why ([`DurableExecutor::problems`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The execution, when the problem is one execution's (not the store's as a whole).
+    pub execution: Option<ExecutionId>,
+    /// What went wrong.
+    pub error: DurableError,
+}
+
+/// Settings of a [`DurableExecutor`] beyond those of [`ExecutorBuilder`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DurableOptions {
+    /// The most executions this worker drives at once (default 10,000). Executions started
+    /// here run at once; those claimed from the store wait for room.
+    pub max_in_flight: usize,
+    /// Retries due sooner than this wait in memory, holding their execution (the due time is
+    /// stored all the same, so a crash loses nothing); later ones leave memory and are claimed
+    /// again when due. Default 1 s.
+    pub hold_retries_under: Duration,
+    /// The most executions claimed in one round (default 512).
+    pub claim_batch: usize,
+}
+
+impl Default for DurableOptions {
+    fn default() -> Self {
+        DurableOptions {
+            max_in_flight: 10_000,
+            hold_retries_under: Duration::from_secs(1),
+            claim_batch: 512,
+        }
+    }
+}
+
+/// Wall-clock milliseconds, advanced by tokio's clock (so that a test on tokio's paused clock
+/// sees due times come as the clock moves).
+struct Clock {
+    wall: Millis,
+    at: Instant,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Clock {
+            wall: crate::step::unix_millis(),
+            at: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Millis {
+        self.wall + self.at.elapsed().as_millis() as Millis
+    }
+
+    /// The instant of wall-clock time `t`.
+    fn instant(&self, t: Millis) -> Instant {
+        if t >= self.wall {
+            self.at + Duration::from_millis(t - self.wall)
+        } else {
+            self.at
+                .checked_sub(Duration::from_millis(self.wall - t))
+                .unwrap_or(self.at)
+        }
+    }
+}
+
+struct Durable<M, H, S> {
+    core: Core<H>,
+    store: S,
+    /// This worker's name in leases.
+    owner: String,
+    fingerprint: String,
+    clock: Clock,
+    options: DurableOptions,
+    /// Wakes the scheduler: new due work, or room for it.
+    wake: Arc<Notify>,
+    /// Told whenever an execution ends or is set aside.
+    ended: Notify,
+    /// Told when the last execution in flight stops.
+    idle: Notify,
+    in_flight: AtomicUsize,
+    closing: Arc<AtomicBool>,
+    problems: Mutex<Vec<Problem>>,
+    machine: PhantomData<fn() -> M>,
+}
+
+impl<M, H, S> Drop for Durable<M, H, S> {
+    fn drop(&mut self) {
+        self.closing.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+}
+
+/// Runs executions of machine `M` with the step handlers `H`, durably, on store `S`: built
+/// by [`ExecutorBuilder::durable`].
+///
+/// Every transition is committed to the store before the next step begins; a process that
+/// opens the same store later resumes every execution that was running, from its last
+/// checkpoint. Retries are due times in the store, and waiting states wait for their task
+/// token there: neither holds memory. See the README's "Durable executions".
+///
+/// Cheap to clone: clones share the worker.
+pub struct DurableExecutor<M, H, S> {
+    inner: Arc<Durable<M, H, S>>,
+}
+
+impl<M, H, S> Clone for DurableExecutor<M, H, S> {
+    fn clone(&self) -> Self {
+        DurableExecutor {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<M, H> ExecutorBuilder<M, H>
+where
+    M: Dispatch<H> + Clone + Serialize + DeserializeOwned,
+    H: Send + Sync + 'static,
+{
+    /// A durable executor on `store`, with the default [`DurableOptions`]. Must be called
+    /// inside a tokio runtime: it starts the worker's scheduler, which at once resumes the
+    /// executions that were running in the store, and claims the ones that become due.
+    ///
+    /// Durable executions always record their history (it is stored); `record_history` is
+    /// ignored.
+    pub fn durable<S: Store>(self, store: S) -> Result<DurableExecutor<M, H, S>, DurableError> {
+        self.durable_with(store, DurableOptions::default())
+    }
+
+    /// A durable executor on `store`, with `options`.
+    pub fn durable_with<S: Store>(
+        self,
+        store: S,
+        options: DurableOptions,
+    ) -> Result<DurableExecutor<M, H, S>, DurableError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| DurableError::NoRuntime)?;
+        let mut core = self.core();
+        core.record_history = true;
+        let owner = crate::step::new_id(crate::policy::random_u128()).to_string();
+        let inner = Arc::new(Durable {
+            core,
+            store,
+            owner,
+            fingerprint: M::DEFINITION.fingerprint(),
+            clock: Clock::new(),
+            options,
+            wake: Arc::new(Notify::new()),
+            ended: Notify::new(),
+            idle: Notify::new(),
+            in_flight: AtomicUsize::new(0),
+            closing: Arc::new(AtomicBool::new(false)),
+            problems: Mutex::new(Vec::new()),
+            machine: PhantomData,
+        });
+        let scheduler = schedule(
+            Arc::downgrade(&inner),
+            Arc::clone(&inner.wake),
+            Arc::clone(&inner.closing),
+        );
+        runtime.spawn(scheduler);
+        Ok(DurableExecutor { inner })
+    }
+}
+
+/// The scheduler: claims due executions while there is room, then sleeps until the next due
+/// time or until woken. It holds the executor only while it works, and ends when the
+/// executor is dropped or shut down.
+async fn schedule<M, H, S>(
+    weak: Weak<Durable<M, H, S>>,
+    wake: Arc<Notify>,
+    closing: Arc<AtomicBool>,
+) where
+    M: Dispatch<H> + Clone + Serialize + DeserializeOwned,
+    H: Send + Sync + 'static,
+    S: Store,
+{
+    let machine = M::DEFINITION.name;
+    loop {
+        let notified = wake.notified();
+        let mut notified = core::pin::pin!(notified);
+        notified.as_mut().enable();
+        if closing.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(this) = weak.upgrade() else { return };
+        let room = this
+            .options
+            .max_in_flight
+            .saturating_sub(this.in_flight.load(Ordering::SeqCst));
+        let mut sleep_until = None;
+        if room > 0 {
+            let limit = room.min(this.options.claim_batch.max(1));
+            let now = this.clock.now();
+            match this
+                .store
+                .claim(machine, &this.owner, now, Millis::MAX, limit)
+                .await
+            {
+                Ok(rows) => {
+                    let full = rows.len() == limit;
+                    for row in rows {
+                        this.spawn(row, None);
+                    }
+                    if full {
+                        continue;
+                    }
+                    match this.store.next_due(machine).await {
+                        Ok(next) => sleep_until = next.map(|t| this.clock.instant(t)),
+                        Err(e) => {
+                            this.problem(None, e.into());
+                            sleep_until = Some(Instant::now() + Duration::from_secs(1));
+                        }
+                    }
+                }
+                Err(e) => {
+                    this.problem(None, e.into());
+                    sleep_until = Some(Instant::now() + Duration::from_secs(1));
+                }
+            }
+        }
+        drop(this);
+        match sleep_until {
+            Some(at) => {
+                let _ = tokio::time::timeout_at(at, notified).await;
+            }
+            None => notified.await,
+        }
+    }
+}
+
+/// Counts an execution in flight until dropped (also when its task unwinds).
+struct InFlight<'a, M, H, S>(&'a Durable<M, H, S>);
+
+impl<M, H, S> Drop for InFlight<'_, M, H, S> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+        self.0.wake.notify_one();
+    }
+}
+
+/// Where a wait stands when its execution reaches it.
+enum WaitEntry<M> {
+    /// Run the step, handing out this token.
+    Run(TaskToken),
+    /// The token was completed: the execution is in this state now.
+    Next(M),
+    /// The token was failed, or its wait timed out: a failure of the waiting state.
+    Failure(M, StepError, Option<Duration>),
+    /// Nothing yet: let go of the execution.
+    NotYet,
+}
+
+/// What a checkpoint writes besides the state.
+struct Write {
+    step: u32,
+    attempt: u32,
+    status: ExecutionStatus,
+    waiting_for: Option<WaitingFor>,
+    due_at: Option<Millis>,
+    /// Whether this worker keeps the execution (else it lets go of its lease).
+    hold: bool,
+    new_token: Option<TokenRecord>,
+    close_tokens: Vec<(String, TokenStatus)>,
+    events: Vec<HistoryEvent>,
+}
+
+/// The state as JSON, and its name.
+fn snapshot<M: crate::Fsm + Serialize>(
+    state: &M,
+    id: ExecutionId,
+) -> Result<(String, &'static str), DurableError> {
+    let json = serde_json::to_string(state).map_err(|e| DurableError::Serialize {
+        execution: Some(id),
+        message: e.to_string(),
+    })?;
+    Ok((json, state.state_name()))
+}
+
+/// A drive that must start again from the stored row (a token was answered while it timed
+/// the wait out).
+struct Again;
+
+impl<M, H, S> Durable<M, H, S>
+where
+    M: Dispatch<H> + Clone + Serialize + DeserializeOwned,
+    H: Send + Sync + 'static,
+    S: Store,
+{
+    fn problem(&self, execution: Option<ExecutionId>, error: DurableError) {
+        #[cfg(feature = "tracing")]
+        tracing::error!(execution = ?execution, %error, "durable execution set aside");
+        let mut problems = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        if problems.len() >= 1024 {
+            problems.remove(0);
+        }
+        problems.push(Problem { execution, error });
+        drop(problems);
+        self.ended.notify_waiters();
+    }
+
+    /// Drives `row` on a task of its own (`state` is its decoded state, when the caller has
+    /// it).
+    fn spawn(self: &Arc<Self>, row: ExecutionRecord, state: Option<M>) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let _in_flight = InFlight(&*this);
+            let id = row.id;
+            let mut next = Some((row, state));
+            while let Some((row, state)) = next.take() {
+                match this.drive(row, state).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(Again)) => match this.store.get(id).await {
+                        Ok(Some(row)) => next = Some((row, None)),
+                        Ok(None) => {
+                            this.problem(Some(id), DurableError::NotFound { execution: id })
+                        }
+                        Err(e) => this.problem(Some(id), e.into()),
+                    },
+                    Err(e) => this.problem(Some(id), e),
+                }
+            }
+        });
+    }
+
+    /// The machine's value stored in `row`.
+    fn decode(&self, row: &ExecutionRecord) -> Result<M, DurableError> {
+        let def = M::DEFINITION;
+        let execution = row.id;
+        if row.machine != def.name {
+            return Err(DurableError::WrongMachine {
+                execution,
+                found: row.machine.clone(),
+            });
+        }
+        let changed = if row.fingerprint == self.fingerprint {
+            String::new()
+        } else {
+            format!(
+                " (the definition changed since it last ran: fingerprint {} is now {})",
+                row.fingerprint, self.fingerprint
+            )
+        };
+        if def.state_index(&row.state_name).is_none() {
+            return Err(DurableError::BadState {
+                execution,
+                message: format!("`{}` has no state `{}`{changed}", def.name, row.state_name),
+            });
+        }
+        let state: M = serde_json::from_str(&row.state).map_err(|e| DurableError::BadState {
+            execution,
+            message: format!(
+                "its `{}` data does not deserialize: {e}{changed}",
+                row.state_name
+            ),
+        })?;
+        if state.state_name() != row.state_name {
+            return Err(DurableError::BadState {
+                execution,
+                message: format!(
+                    "the row says `{}` but its data is `{}`",
+                    row.state_name,
+                    state.state_name()
+                ),
+            });
+        }
+        Ok(state)
+    }
+
+    /// Writes the execution's progress: its state, where it stands, and the events recorded
+    /// since the last checkpoint. (Not `async`: the state is serialized before the future is
+    /// made, so that the future holds no reference to it and `M` need not be `Sync`.)
+    #[allow(clippy::too_many_arguments)]
+    fn save<'s>(
+        &'s self,
+        row: &'s mut ExecutionRecord,
+        driver: &mut Driver<'_, M>,
+        state: &M,
+        status: ExecutionStatus,
+        waiting_for: Option<WaitingFor>,
+        due_at: Option<Millis>,
+        hold: bool,
+        new_token: Option<TokenRecord>,
+        close_tokens: Vec<(String, TokenStatus)>,
+    ) -> impl core::future::Future<Output = Result<(), DurableError>> + Send + 's {
+        let events = driver.rec.drain();
+        let snapshot = snapshot(state, row.id);
+        let (step, attempt) = (driver.step, driver.attempt);
+        async move {
+            let write = Write {
+                step,
+                attempt,
+                status,
+                waiting_for,
+                due_at,
+                hold,
+                new_token,
+                close_tokens,
+                events,
+            };
+            self.write(row, snapshot?, write).await
+        }
+    }
+
+    async fn write(
+        &self,
+        row: &mut ExecutionRecord,
+        (json, name): (String, &'static str),
+        w: Write,
+    ) -> Result<(), DurableError> {
+        let first = row.events;
+        let events: Vec<_> = w
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| codec::encode(e, first + i as u32))
+            .collect();
+        let mut next = row.clone();
+        next.state_name = name.to_owned();
+        next.state = json;
+        next.status = w.status;
+        next.waiting_for = w.waiting_for;
+        next.step = w.step;
+        next.attempt = w.attempt;
+        next.due_at = w.due_at;
+        next.events = first + events.len() as u32;
+        next.updated_at = self.clock.now();
+        next.fingerprint.clone_from(&self.fingerprint);
+        if !w.hold {
+            next.lease_owner = None;
+            next.lease_expires = None;
+        }
+        let version = self
+            .store
+            .checkpoint(Checkpoint {
+                record: next.clone(),
+                events,
+                new_token: w.new_token,
+                close_tokens: w.close_tokens,
+            })
+            .await?;
+        next.version = version;
+        *row = next;
+        Ok(())
+    }
+
+    /// Where the wait of `state` (a waiting state, at the driver's step and attempt) stands.
+    async fn wait_entry(
+        &self,
+        row: &mut ExecutionRecord,
+        driver: &mut Driver<'_, M>,
+        state: M,
+        close: &mut Vec<(String, TokenStatus)>,
+    ) -> Result<WaitEntry<M>, DurableError> {
+        let def = M::DEFINITION;
+        let (id, step, attempt) = (row.id, driver.step, driver.attempt);
+        let index = state.state_index();
+        let name = def.states[index].name;
+        let token = self.store.wait_token(id, step, attempt).await?;
+        let bad = |message: String| DurableError::BadState {
+            execution: id,
+            message,
+        };
+        match token {
+            None => {
+                let token = TaskToken::generate(id, step, attempt).map_err(|e| {
+                    DurableError::Store(StoreError::Database {
+                        path: Default::default(),
+                        message: format!("no random bytes for a task token: {e}"),
+                    })
+                })?;
+                let record = TokenRecord {
+                    secret: token.secret_hex(),
+                    execution: id,
+                    step,
+                    attempt,
+                    status: TokenStatus::Open,
+                    result: None,
+                };
+                // The token is stored before the step hands it out, so an answer that comes
+                // at once finds it.
+                let now = self.clock.now();
+                self.save(
+                    row,
+                    driver,
+                    &state,
+                    ExecutionStatus::Running,
+                    None,
+                    Some(now),
+                    true,
+                    Some(record),
+                    Vec::new(),
+                )
+                .await?;
+                Ok(WaitEntry::Run(token))
+            }
+            Some(t) => match t.status {
+                TokenStatus::Open if row.status == ExecutionStatus::Waiting => {
+                    let timeout = def.states[index].wait.and_then(|w| w.timeout);
+                    match (timeout, row.due_at) {
+                        (Some(limit), Some(due)) if due <= self.clock.now() => {
+                            close.push((t.secret, TokenStatus::TimedOut));
+                            let message =
+                                format_args!("no answer to the task token within {limit:?}");
+                            Ok(WaitEntry::Failure(
+                                state,
+                                StepError::retryable(StepError::TIMEOUT, message),
+                                Some(limit),
+                            ))
+                        }
+                        _ => Ok(WaitEntry::NotYet),
+                    }
+                }
+                // The step was interrupted, or is run again: it hands out the same token.
+                TokenStatus::Open => {
+                    let secret = u128::from_str_radix(&t.secret, 16)
+                        .map_err(|_| bad(format!("token secret {:?}", t.secret)))?;
+                    Ok(WaitEntry::Run(TaskToken {
+                        execution: id,
+                        step,
+                        attempt,
+                        secret,
+                    }))
+                }
+                TokenStatus::Completed => {
+                    let result: serde_json::Value = t
+                        .result
+                        .as_deref()
+                        .and_then(|r| serde_json::from_str(r).ok())
+                        .ok_or_else(|| bad("the completed token has no result".into()))?;
+                    let transition = result
+                        .get("transition")
+                        .and_then(serde_json::Value::as_u64)
+                        .and_then(|t| def.transitions.get(t as usize).map(|_| t as usize))
+                        .ok_or_else(|| bad("the token's result names no transition".into()))?;
+                    let next: M = result
+                        .get("state")
+                        .map(|s| serde_json::from_value(s.clone()))
+                        .transpose()
+                        .map_err(|e| {
+                            bad(format!("the token's next state does not deserialize: {e}"))
+                        })?
+                        .ok_or_else(|| bad("the token's result has no state".into()))?;
+                    let t = &def.transitions[transition];
+                    if t.catch || t.from != index || t.to != next.state_index() {
+                        return Err(bad(format!(
+                            "the token's result is not a transition of `{name}`"
+                        )));
+                    }
+                    let rec = &mut driver.rec;
+                    let at = rec.stamp();
+                    rec.event(at, || EventKind::WaitCompleted {
+                        state: name,
+                        attempt,
+                    });
+                    rec.transition(at, transition);
+                    driver.step = driver.step.saturating_add(1);
+                    driver.attempt = 1;
+                    Ok(WaitEntry::Next(next))
+                }
+                TokenStatus::Failed => {
+                    let error = t
+                        .result
+                        .as_deref()
+                        .and_then(|r| serde_json::from_str(r).ok())
+                        .and_then(|v: serde_json::Value| codec::error_from(&v))
+                        .ok_or_else(|| bad("the failed token has no error".into()))?;
+                    Ok(WaitEntry::Failure(state, error, None))
+                }
+                TokenStatus::TimedOut | TokenStatus::Superseded => Err(bad(format!(
+                    "it waits in `{name}` on a token that is {}",
+                    t.status.as_str()
+                ))),
+            },
+        }
+    }
+
+    /// Drives one execution until it ends, waits or fails to checkpoint.
+    async fn drive(
+        &self,
+        mut row: ExecutionRecord,
+        state: Option<M>,
+    ) -> Result<Result<(), Again>, DurableError> {
+        let def = M::DEFINITION;
+        let id = row.id;
+        let claimed = state.is_none();
+        let mut state = match state {
+            Some(state) => state,
+            None => self.decode(&row)?,
+        };
+        let core = &self.core;
+        let deadline = Deadline::new(core.has_timeouts);
+        let origin = self.clock.instant(row.created_at);
+        let rec = Recorder::durable(id, core, def, origin, row.events as usize);
+        let mut driver = Driver {
+            kept: None,
+            id,
+            step: row.step,
+            attempt: row.attempt,
+            watched: true,
+            copying: false,
+            checks: 0,
+            index: 0,
+            pause: true,
+            began: false,
+            policies: &core.policies,
+            token: None,
+            waits: None,
+            handed_out: None,
+            rec,
+            deadline: &deadline,
+        };
+        let mut jitter = JitterSource::for_execution(core.jitter_seed, id);
+        let changed = row.fingerprint != self.fingerprint;
+        if (claimed && row.status == ExecutionStatus::Running) || changed {
+            let at = driver.rec.stamp();
+            let name = state.state_name();
+            driver.rec.event(at, || EventKind::ExecutionResumed {
+                state: name,
+                definition_changed: changed,
+            });
+        }
+        let mut close = Vec::new();
+        loop {
+            let mut failure = None;
+            if state.is_terminal() {
+                return self.end(&mut row, &mut driver, None, state).await.map(Ok);
+            }
+            if def.states[state.state_index()].wait.is_some() {
+                match self
+                    .wait_entry(&mut row, &mut driver, state.clone(), &mut close)
+                    .await?
+                {
+                    WaitEntry::Run(token) => driver.token = Some(token),
+                    WaitEntry::Next(next) => {
+                        state = next;
+                        let now = self.clock.now();
+                        self.save(
+                            &mut row,
+                            &mut driver,
+                            &state,
+                            ExecutionStatus::Running,
+                            None,
+                            Some(now),
+                            true,
+                            None,
+                            Vec::new(),
+                        )
+                        .await?;
+                        continue;
+                    }
+                    WaitEntry::Failure(failed, error, limit) => {
+                        failure = Some((failed, error, limit))
+                    }
+                    WaitEntry::NotYet => {
+                        let (status, waiting, due) = (row.status, row.waiting_for, row.due_at);
+                        self.save(
+                            &mut row,
+                            &mut driver,
+                            &state,
+                            status,
+                            waiting,
+                            due,
+                            false,
+                            None,
+                            Vec::new(),
+                        )
+                        .await?;
+                        return Ok(Ok(()));
+                    }
+                }
+            }
+            let (failed, error, timed_out) = match failure {
+                Some(failure) => failure,
+                None => {
+                    driver.began = false;
+                    let stop =
+                        Guard::new(state.run::<Cloned>(&core.steps, &mut driver), &deadline).await;
+                    deadline.disarm();
+                    let verdict = deadline.take_verdict();
+                    match core.stopped(stop, verdict, &mut driver) {
+                        Stopped::Ended(end) => {
+                            return self.end(&mut row, &mut driver, None, end).await.map(Ok);
+                        }
+                        Stopped::GaveUp(failed, error) => {
+                            return self
+                                .end(&mut row, &mut driver, Some(error), failed)
+                                .await
+                                .map(Ok);
+                        }
+                        Stopped::Paused(next) => {
+                            state = next;
+                            let now = self.clock.now();
+                            let hold = !self.closing.load(Ordering::SeqCst);
+                            self.save(
+                                &mut row,
+                                &mut driver,
+                                &state,
+                                ExecutionStatus::Running,
+                                None,
+                                Some(now),
+                                hold,
+                                None,
+                                Vec::new(),
+                            )
+                            .await?;
+                            if !hold {
+                                return Ok(Ok(()));
+                            }
+                            continue;
+                        }
+                        Stopped::Waiting(waiting) => {
+                            driver.handed_out = None;
+                            let info = &def.states[waiting.state_index()];
+                            let timeout = info.wait.and_then(|w| w.timeout);
+                            let now = self.clock.now();
+                            let at = driver.rec.stamp();
+                            let (name, attempt) = (info.name, driver.attempt);
+                            driver.rec.event(at, || EventKind::WaitStarted {
+                                state: name,
+                                attempt,
+                                timeout,
+                            });
+                            let due = timeout.map(|t| now.saturating_add(t.as_millis() as Millis));
+                            self.save(
+                                &mut row,
+                                &mut driver,
+                                &waiting,
+                                ExecutionStatus::Waiting,
+                                Some(WaitingFor::Token),
+                                due,
+                                false,
+                                None,
+                                Vec::new(),
+                            )
+                            .await?;
+                            return Ok(Ok(()));
+                        }
+                        Stopped::Failed(failed, error, timed_out) => (failed, error, timed_out),
+                    }
+                }
+            };
+            if driver.handed_out.take().is_some() {
+                // The step failed after handing out its token: the token is of no more use.
+                if let Some(t) = self
+                    .store
+                    .wait_token(id, driver.step, driver.attempt)
+                    .await?
+                {
+                    if t.status == TokenStatus::Open {
+                        close.push((t.secret, TokenStatus::Superseded));
+                    }
+                }
+            }
+            let closing = std::mem::take(&mut close);
+            let write = |row: &mut ExecutionRecord, result: Result<(), DurableError>| match result {
+                Err(DurableError::Store(StoreError::Conflict { .. })) if !closing.is_empty() => {
+                    let _ = row;
+                    Ok(Err(Again))
+                }
+                Err(e) => Err(e),
+                Ok(()) => Ok(Ok(())),
+            };
+            match core.after_failure(&mut driver, failed, error, timed_out, &mut jitter) {
+                AfterFailure::Retry(failed, delay) => {
+                    state = failed;
+                    let due = self.clock.now().saturating_add(delay.as_millis() as Millis);
+                    let hold = delay < self.options.hold_retries_under
+                        && !self.closing.load(Ordering::SeqCst);
+                    let (status, waiting) = if hold {
+                        (ExecutionStatus::Running, None)
+                    } else {
+                        (ExecutionStatus::Waiting, Some(WaitingFor::Retry))
+                    };
+                    let saved = self
+                        .save(
+                            &mut row,
+                            &mut driver,
+                            &state,
+                            status,
+                            waiting,
+                            Some(due),
+                            hold,
+                            None,
+                            closing.clone(),
+                        )
+                        .await;
+                    if let Ok(Err(again)) = write(&mut row, saved.clone()) {
+                        return Ok(Err(again));
+                    }
+                    saved?;
+                    if !hold {
+                        return Ok(Ok(()));
+                    }
+                    Box::pin(tokio::time::sleep(delay)).await;
+                }
+                AfterFailure::Routed(next) => {
+                    state = next;
+                    let now = self.clock.now();
+                    let saved = self
+                        .save(
+                            &mut row,
+                            &mut driver,
+                            &state,
+                            ExecutionStatus::Running,
+                            None,
+                            Some(now),
+                            true,
+                            None,
+                            closing.clone(),
+                        )
+                        .await;
+                    if let Ok(Err(again)) = write(&mut row, saved.clone()) {
+                        return Ok(Err(again));
+                    }
+                    saved?;
+                }
+                AfterFailure::Errored(failed, error) => {
+                    close = closing;
+                    let ended = self
+                        .end_closing(&mut row, &mut driver, Some(error), failed, &mut close)
+                        .await;
+                    return match ended {
+                        Err(DurableError::Store(StoreError::Conflict { .. }))
+                            if !close.is_empty() =>
+                        {
+                            Ok(Err(Again))
+                        }
+                        other => other.map(Ok),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Writes the end of an execution in `state`: errored with `error`, or in the terminal
+    /// state it reached.
+    async fn end(
+        &self,
+        row: &mut ExecutionRecord,
+        driver: &mut Driver<'_, M>,
+        error: Option<StepError>,
+        state: M,
+    ) -> Result<(), DurableError> {
+        self.end_closing(row, driver, error, state, &mut Vec::new())
+            .await
+    }
+
+    async fn end_closing(
+        &self,
+        row: &mut ExecutionRecord,
+        driver: &mut Driver<'_, M>,
+        error: Option<StepError>,
+        state: M,
+        close: &mut Vec<(String, TokenStatus)>,
+    ) -> Result<(), DurableError> {
+        let (outcome, error) = match error {
+            Some(error) => {
+                let text = format!("{}: {}", error.kind(), error.message());
+                (driver.give_up(state, error), Some(text))
+            }
+            None => (driver.finish(state), None),
+        };
+        let status = match outcome.status {
+            Status::Succeeded => ExecutionStatus::Succeeded,
+            Status::Failed => ExecutionStatus::Failed,
+            Status::Errored { .. } => ExecutionStatus::Errored,
+        };
+        let mut events = driver.rec.drain();
+        events.extend(outcome.history.events().iter().cloned());
+        row.error = error;
+        let snapshot = snapshot(&outcome.state, row.id);
+        drop(outcome);
+        let write = Write {
+            step: driver.step,
+            attempt: driver.attempt,
+            status,
+            waiting_for: None,
+            due_at: None,
+            hold: false,
+            new_token: None,
+            close_tokens: std::mem::take(close),
+            events,
+        };
+        let result = match snapshot {
+            Ok(snapshot) => self.write(row, snapshot, write).await,
+            Err(e) => Err(e),
+        };
+        self.ended.notify_waiters();
+        result
+    }
+}
+
+impl<M, H, S> DurableExecutor<M, H, S>
+where
+    M: Dispatch<H> + Clone + Serialize + DeserializeOwned,
+    H: Send + Sync + 'static,
+    S: Store,
+{
+    /// Starts an execution from `start` (normally the machine's initial state) and returns
+    /// its id once the start is committed. The execution runs on a task of its own.
+    pub async fn start(&self, start: impl Into<M>) -> Result<ExecutionId, DurableError> {
+        let inner = &self.inner;
+        let state: M = start.into();
+        let json = serde_json::to_string(&state).map_err(|e| DurableError::Serialize {
+            execution: None,
+            message: e.to_string(),
+        })?;
+        let id = crate::step::new_id(crate::policy::random_u128());
+        let now = inner.clock.now();
+        let closing = inner.closing.load(Ordering::SeqCst);
+        let started = HistoryEvent {
+            at: Duration::ZERO,
+            kind: EventKind::ExecutionStarted {
+                state: state.state_name(),
+            },
+        };
+        let record = ExecutionRecord {
+            id,
+            machine: M::DEFINITION.name.to_owned(),
+            fingerprint: inner.fingerprint.clone(),
+            state_name: state.state_name().to_owned(),
+            state: json,
+            status: ExecutionStatus::Running,
+            waiting_for: None,
+            step: 0,
+            attempt: 1,
+            due_at: Some(now),
+            error: None,
+            events: 1,
+            created_at: now,
+            updated_at: now,
+            lease_owner: (!closing).then(|| inner.owner.clone()),
+            lease_expires: (!closing).then_some(Millis::MAX),
+            version: 1,
+        };
+        inner
+            .store
+            .create(NewExecution {
+                record: record.clone(),
+                events: vec![codec::encode(&started, 0)],
+                token: None,
+            })
+            .await?;
+        if !closing {
+            inner.spawn(record, Some(state));
+        }
+        Ok(id)
+    }
+
+    /// The execution's row: status, state (as JSON), attempt, due time, lease...
+    pub async fn get(&self, id: ExecutionId) -> Result<ExecutionRecord, DurableError> {
+        self.inner
+            .store
+            .get(id)
+            .await?
+            .ok_or(DurableError::NotFound { execution: id })
+    }
+
+    /// The execution's current state, as the machine's enum.
+    pub async fn state(&self, id: ExecutionId) -> Result<M, DurableError> {
+        let row = self.get(id).await?;
+        self.inner.decode(&row)
+    }
+
+    /// The execution's history, read back from the store.
+    pub async fn history(&self, id: ExecutionId) -> Result<History, DurableError> {
+        let rows = self.inner.store.events(id).await?;
+        let mut history = History::with_capacity(rows.len());
+        for row in &rows {
+            let event =
+                codec::decode(M::DEFINITION, row).map_err(|message| DurableError::BadState {
+                    execution: id,
+                    message,
+                })?;
+            history.push(event);
+        }
+        Ok(history)
+    }
+
+    /// This machine's executions, oldest first; only those with `status` if it is given.
+    pub async fn list(
+        &self,
+        status: Option<ExecutionStatus>,
+    ) -> Result<Vec<ExecutionRecord>, DurableError> {
+        Ok(self
+            .inner
+            .store
+            .list(ListQuery {
+                machine: Some(M::DEFINITION.name.to_owned()),
+                status,
+                limit: 0,
+            })
+            .await?)
+    }
+
+    /// Waits until the execution has ended, and returns its row. Returns an error if the
+    /// execution is set aside (see [`DurableExecutor::problems`]).
+    pub async fn finished(&self, id: ExecutionId) -> Result<ExecutionRecord, DurableError> {
+        loop {
+            let notified = self.inner.ended.notified();
+            let mut notified = core::pin::pin!(notified);
+            notified.as_mut().enable();
+            let row = self.get(id).await?;
+            if row.machine != M::DEFINITION.name {
+                return Err(DurableError::WrongMachine {
+                    execution: id,
+                    found: row.machine,
+                });
+            }
+            if row.status.is_final() {
+                return Ok(row);
+            }
+            if let Some(p) = self
+                .problems()
+                .into_iter()
+                .rev()
+                .find(|p| p.execution == Some(id))
+            {
+                return Err(p.error);
+            }
+            // Woken by any execution's end; a timer guards against an end in another process.
+            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+        }
+    }
+
+    /// The executions set aside since the executor started (at most the last 1,024): their
+    /// stored data could not be read, or a checkpoint could not be written. Each stays in
+    /// the store as it was; the others go on.
+    pub fn problems(&self) -> Vec<Problem> {
+        self.inner
+            .problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Completes the wait that handed out `token` with what `complete` makes of the waiting
+    /// state (typed: `State` names the waiting state, and only its next states compile).
+    /// The answer is committed before this returns; the execution goes on on a worker.
+    /// Returns the execution's id. A malformed, forged, already used or stale token, or one
+    /// whose wait timed out, is refused with a [`TokenError`] and changes nothing.
+    pub async fn complete<W, N>(
+        &self,
+        token: &str,
+        complete: impl FnOnce(W::Typed) -> N,
+    ) -> Result<ExecutionId, TokenError>
+    where
+        W: crate::Waiting<M>,
+        N: Into<W::Next>,
+    {
+        let (token, row) = self.open_token(token, Some(W::NAME)).await?;
+        let state = self
+            .inner
+            .decode(&row)
+            .map_err(|e| TokenError::Execution(e.to_string()))?;
+        let typed = W::typed(state).map_err(|e| TokenError::WrongState {
+            expected: W::NAME,
+            waiting: e.found().to_owned(),
+        })?;
+        let (next, transition) = W::leave(complete(typed).into());
+        let next = serde_json::to_value(&next).map_err(|e| {
+            TokenError::Execution(format!(
+                "execution {}: the next state cannot be stored: {e}",
+                token.execution()
+            ))
+        })?;
+        let result = serde_json::json!({ "state": next, "transition": transition });
+        self.answer(token, TokenStatus::Completed, result.to_string())
+            .await
+    }
+
+    /// Fails the wait that handed out `token` with `error`: the waiting state's retry policy
+    /// and error routes apply, as to a step's error. Refuses a bad token as
+    /// [`DurableExecutor::complete`] does.
+    pub async fn fail(&self, token: &str, error: StepError) -> Result<ExecutionId, TokenError> {
+        let (token, _) = self.open_token(token, None).await?;
+        let result = codec::error_json(&error).to_string();
+        self.answer(token, TokenStatus::Failed, result).await
+    }
+
+    /// The token `text` names, if it is open, with its execution's row.
+    async fn open_token(
+        &self,
+        text: &str,
+        expected: Option<&'static str>,
+    ) -> Result<(TaskToken, ExecutionRecord), TokenError> {
+        let token: TaskToken = text.parse()?;
+        let store = &self.inner.store;
+        let failed = |e: StoreError| TokenError::Execution(e.to_string());
+        let record = store
+            .token(&token.secret_hex())
+            .await
+            .map_err(failed)?
+            .filter(|r| {
+                (r.execution, r.step, r.attempt) == (token.execution, token.step, token.attempt)
+            })
+            .ok_or(TokenError::Forged)?;
+        token_open(record.status)?;
+        let row = store
+            .get(token.execution)
+            .await
+            .map_err(failed)?
+            .ok_or(TokenError::Forged)?;
+        if (row.step, row.attempt) != (token.step, token.attempt) || row.status.is_final() {
+            return Err(TokenError::Stale);
+        }
+        if let Some(expected) = expected {
+            if row.state_name != expected {
+                return Err(TokenError::WrongState {
+                    expected,
+                    waiting: row.state_name,
+                });
+            }
+        }
+        Ok((token, row))
+    }
+
+    async fn answer(
+        &self,
+        token: TaskToken,
+        status: TokenStatus,
+        result: String,
+    ) -> Result<ExecutionId, TokenError> {
+        let store = &self.inner.store;
+        let failed = |e: StoreError| TokenError::Execution(e.to_string());
+        let answered = store
+            .answer_token(TokenAnswer {
+                secret: token.secret_hex(),
+                execution: token.execution,
+                status,
+                result,
+                now: self.inner.clock.now(),
+            })
+            .await
+            .map_err(failed)?;
+        if !answered {
+            // Answered, timed out or left behind meanwhile.
+            let record = store.token(&token.secret_hex()).await.map_err(failed)?;
+            token_open(record.map_or(TokenStatus::Superseded, |r| r.status))?;
+            return Err(TokenError::Stale);
+        }
+        self.inner.wake.notify_one();
+        Ok(token.execution)
+    }
+
+    /// Stops taking work: no more executions are claimed, and those in flight stop at their
+    /// next checkpoint (they stay running in the store, and the next worker resumes them).
+    /// Returns when none is in flight. Steps under way finish first.
+    pub async fn shutdown(&self) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+        loop {
+            let idle = self.inner.idle.notified();
+            let mut idle = core::pin::pin!(idle);
+            idle.as_mut().enable();
+            if self.inner.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// The step handlers.
+    pub fn steps(&self) -> &H {
+        &self.inner.core.steps
+    }
+
+    /// How many executions this worker is driving now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// `Ok` if a token in `status` can still be answered; otherwise the error that says why not.
+fn token_open(status: TokenStatus) -> Result<(), TokenError> {
+    match status {
+        TokenStatus::Open => Ok(()),
+        TokenStatus::Completed | TokenStatus::Failed => Err(TokenError::AlreadyUsed),
+        TokenStatus::TimedOut => Err(TokenError::TimedOut),
+        TokenStatus::Superseded => Err(TokenError::Stale),
+    }
+}

@@ -1,0 +1,689 @@
+//! Durable executions on a real SQLite file: checkpoints, reading back, recovery after the
+//! runtime that ran them is gone, durable retry timers, task tokens, bad data and changed
+//! definitions.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fsm_core::store::TokenStatus;
+use fsm_core::{
+    Context, DurableError, DurableExecutor, EventKind, ExecutionStatus, Executor, Fsm,
+    SqliteOptions, SqliteStore, StepError, StoreError, TaskToken, TokenError,
+};
+use serde::{Deserialize, Serialize};
+
+/// A fresh directory for one test's database.
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fsm-durable-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[derive(Fsm, Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Order {
+    #[fsm(initial, on(reserve => Reserved))]
+    Placed { id: u32 },
+    #[fsm(
+        on(charge => Paid | Declined),
+        retry(max_attempts = 3, interval_ms = 600_000, backoff_rate = 1.0)
+    )]
+    Reserved { id: u32 },
+    #[fsm(
+        wait(timeout_ms = 3_600_000),
+        on(deliver => Delivered),
+        retry(max_attempts = 1, interval_ms = 10),
+        catch(timeout => Lost)
+    )]
+    Paid { id: u32, charge: String },
+    #[fsm(terminal)]
+    Delivered { id: u32 },
+    #[fsm(terminal(failure))]
+    Declined { id: u32 },
+    #[fsm(terminal(failure))]
+    Lost { id: u32 },
+}
+
+/// What the steps do, scripted by the test.
+#[derive(Default)]
+struct Shop {
+    /// Charges the payment service made, by idempotency key.
+    charges: Mutex<Vec<String>>,
+    /// How many charge attempts fail before one succeeds.
+    charge_failures: AtomicU32,
+    /// Blocks the charge step until the test says (a step under way when the process dies).
+    charge_gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// Tokens handed to the carrier.
+    tokens: Mutex<Vec<String>>,
+    /// When each charge attempt started, on tokio's clock.
+    charge_times: Mutex<Vec<tokio::time::Instant>>,
+    /// Told when a charge attempt starts.
+    charge_started: tokio::sync::Notify,
+}
+
+impl order::Steps for Shop {
+    async fn placed(
+        &self,
+        o: order::Machine<order::Placed>,
+        _: Context,
+    ) -> Result<order::Machine<order::Reserved>, StepError> {
+        Ok(o.reserve(|s| order::Reserved { id: s.id }))
+    }
+
+    async fn reserved(
+        &self,
+        o: order::Machine<order::Reserved>,
+        cx: Context,
+    ) -> Result<order::ReservedNext, StepError> {
+        self.charge_times
+            .lock()
+            .unwrap()
+            .push(tokio::time::Instant::now());
+        self.charge_started.notify_one();
+        if let Some(gate) = &self.charge_gate {
+            gate.acquire().await.unwrap().forget();
+        }
+        if self
+            .charge_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StepError::retryable("gateway", "busy"));
+        }
+        if o.id == 0 {
+            return Ok(o.charge(|s| order::Declined { id: s.id }).into());
+        }
+        let key = cx.idempotency_key.to_string();
+        self.charges.lock().unwrap().push(key.clone());
+        Ok(o.charge(|s| order::Paid {
+            id: s.id,
+            charge: key,
+        })
+        .into())
+    }
+
+    async fn paid(
+        &self,
+        _: order::Machine<order::Paid>,
+        _: Context,
+        token: TaskToken,
+    ) -> Result<(), StepError> {
+        self.tokens.lock().unwrap().push(token.to_string());
+        Ok(())
+    }
+
+    fn catch_paid_to_lost(&self, failed: order::Paid, _: &StepError) -> order::Lost {
+        order::Lost { id: failed.id }
+    }
+}
+
+type Durable = DurableExecutor<Order, Shop, SqliteStore>;
+
+fn open(path: &std::path::Path, shop: Shop) -> Durable {
+    let store = SqliteStore::open(path).unwrap();
+    Executor::<Order, Shop>::builder(shop)
+        .durable(store)
+        .unwrap()
+}
+
+/// Waits until `f` holds, on tokio's clock (auto-advanced when paused).
+async fn until(mut f: impl FnMut() -> bool) {
+    for _ in 0..10_000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("condition never held");
+}
+
+fn deliver(o: order::Machine<order::Paid>) -> order::Machine<order::Delivered> {
+    o.deliver(|s| order::Delivered { id: s.id })
+}
+
+#[tokio::test]
+async fn an_execution_is_checkpointed_and_read_back_by_id_and_status() {
+    let d = dir("read-back");
+    let ex = open(&d.join("orders.db"), Shop::default());
+    let id = ex
+        .start(order::Machine::new(order::Placed { id: 7 }))
+        .await
+        .unwrap();
+    until(|| ex.steps().tokens.lock().unwrap().len() == 1).await;
+    // Waiting for the carrier: stored as waiting, out of memory.
+    let mut row = ex.get(id).await.unwrap();
+    while row.status != ExecutionStatus::Waiting {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        row = ex.get(id).await.unwrap();
+    }
+    assert_eq!(row.status, ExecutionStatus::Waiting);
+    assert_eq!(row.state_name, "Paid");
+    assert!(row.state.contains("\"charge\""), "{}", row.state);
+    assert_eq!(ex.in_flight(), 0, "a waiting execution holds no task");
+    let waiting = ex.list(Some(ExecutionStatus::Waiting)).await.unwrap();
+    assert_eq!(waiting.iter().map(|r| r.id).collect::<Vec<_>>(), vec![id]);
+
+    let token = ex.steps().tokens.lock().unwrap()[0].clone();
+    assert_eq!(ex.complete::<order::Paid, _>(&token, deliver).await, Ok(id));
+    let row = ex.finished(id).await.unwrap();
+    assert_eq!(row.status, ExecutionStatus::Succeeded);
+    assert_eq!(ex.state(id).await.unwrap(), Order::Delivered { id: 7 });
+    let history = ex.history(id).await.unwrap();
+    let path: Vec<&str> = history
+        .events()
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Transition { to, .. } => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(path, ["Reserved", "Paid", "Delivered"]);
+    assert_eq!(
+        ex.steps().charges.lock().unwrap().as_slice(),
+        [format!("{id}-step-1")]
+    );
+    assert!(ex
+        .list(Some(ExecutionStatus::Waiting))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(ex.list(None).await.unwrap().len(), 1);
+}
+
+/// Runs `f` on a runtime of its own, then drops the runtime with whatever is still running on
+/// it, as a killed process would leave it (the store's file lock goes with the store).
+fn in_a_process_that_dies<T: Send + 'static>(
+    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>> + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let out = rt.block_on(f());
+        drop(rt);
+        out
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn a_step_interrupted_by_a_crash_runs_again_with_the_same_idempotency_key() {
+    let d = dir("crash");
+    let path = d.join("orders.db");
+    let p = path.clone();
+    let (id, first) = in_a_process_that_dies(move || {
+        Box::pin(async move {
+            let shop = Shop {
+                charge_gate: Some(Arc::new(tokio::sync::Semaphore::new(0))),
+                ..Shop::default()
+            };
+            let ex = open(&p, shop);
+            let id = ex
+                .start(order::Machine::new(order::Placed { id: 1 }))
+                .await
+                .unwrap();
+            // The charge step has begun and hangs: the process dies under it.
+            until(|| ex.steps().charge_times.lock().unwrap().len() == 1).await;
+            let row = ex.get(id).await.unwrap();
+            (id, row)
+        })
+    });
+    assert_eq!(first.status, ExecutionStatus::Running);
+    assert_eq!(
+        first.state_name, "Reserved",
+        "the transition to Reserved was committed"
+    );
+    let p = path.clone();
+    let (row, charges, history) = in_a_process_that_dies(move || {
+        Box::pin(async move {
+            let ex = open(&p, Shop::default());
+            until(|| ex.steps().tokens.lock().unwrap().len() == 1).await;
+            let row = ex.get(id).await.unwrap();
+            let charges = ex.steps().charges.lock().unwrap().clone();
+            (row, charges, ex.history(id).await.unwrap())
+        })
+    });
+    assert_eq!(row.state_name, "Paid");
+    assert_eq!(
+        charges,
+        [format!("{id}-step-1")],
+        "the same key as before the crash"
+    );
+    let resumed = history
+        .events()
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::ExecutionResumed {
+                    definition_changed: false,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(resumed, 1, "{history}");
+}
+
+#[test]
+fn a_retry_due_in_ten_minutes_runs_in_ten_minutes_after_a_restart() {
+    let d = dir("timer");
+    let path = d.join("orders.db");
+    let p = path.clone();
+    let id = in_a_process_that_dies(move || {
+        Box::pin(async move {
+            let shop = Shop {
+                charge_failures: AtomicU32::new(1),
+                ..Shop::default()
+            };
+            let ex = open(&p, shop);
+            let id = ex
+                .start(order::Machine::new(order::Placed { id: 2 }))
+                .await
+                .unwrap();
+            loop {
+                let row = ex.get(id).await.unwrap();
+                if row.status == ExecutionStatus::Waiting {
+                    assert_eq!(row.attempt, 2);
+                    let due = row.due_at.unwrap() - row.updated_at;
+                    assert!((599_000..=600_000).contains(&due), "due in {due} ms");
+                    assert_eq!(ex.in_flight(), 0, "a retry ten minutes away holds no task");
+                    return id;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    });
+    let p = path.clone();
+    let (waited, attempts, charges) = in_a_process_that_dies(move || {
+        Box::pin(async move {
+            tokio::time::pause();
+            let started = tokio::time::Instant::now();
+            let ex = open(&p, Shop::default());
+            // No timer of the test's own: tokio's paused clock moves to the executor's.
+            ex.steps().charge_started.notified().await;
+            let first = ex.steps().charge_times.lock().unwrap()[0];
+            let row = ex.get(id).await.unwrap();
+            let charges = ex.steps().charges.lock().unwrap().len();
+            (first - started, row.attempt, charges)
+        })
+    });
+    assert!(
+        waited >= Duration::from_secs(599),
+        "the retry ran after {waited:?}, not in ten minutes"
+    );
+    assert!(waited <= Duration::from_secs(605), "{waited:?}");
+    assert_eq!((attempts, charges), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn tokens_forged_malformed_reused_stale_or_late_are_refused_and_change_nothing() {
+    let d = dir("tokens");
+    let ex = open(&d.join("orders.db"), Shop::default());
+    let a = ex
+        .start(order::Machine::new(order::Placed { id: 3 }))
+        .await
+        .unwrap();
+    until(|| ex.steps().tokens.lock().unwrap().len() == 1).await;
+    let token = ex.steps().tokens.lock().unwrap()[0].clone();
+    for bad in ["", "ft1", &token[1..], &format!("{token}.0")] {
+        assert_eq!(
+            ex.complete::<order::Paid, _>(bad, deliver).await,
+            Err(TokenError::Malformed)
+        );
+    }
+    let mut forged = token.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'f' { 'e' } else { 'f' });
+    assert_eq!(
+        ex.complete::<order::Paid, _>(&forged, deliver).await,
+        Err(TokenError::Forged)
+    );
+    // Failing the token retries the wait with a new token; the first is used.
+    ex.fail(&token, StepError::retryable("carrier", "lost the label"))
+        .await
+        .unwrap();
+    until(|| ex.steps().tokens.lock().unwrap().len() == 2).await;
+    assert_eq!(
+        ex.complete::<order::Paid, _>(&token, deliver).await,
+        Err(TokenError::AlreadyUsed)
+    );
+    let second = ex.steps().tokens.lock().unwrap()[1].clone();
+    // The second wait times out after an hour (no more retries): routed to Lost.
+    tokio::time::sleep(Duration::from_secs(3_601)).await;
+    let row = ex.finished(a).await.unwrap();
+    assert_eq!(row.state_name, "Lost");
+    assert_eq!(
+        ex.complete::<order::Paid, _>(&second, deliver).await,
+        Err(TokenError::TimedOut)
+    );
+    let stored = ex.store().wait_token(a, 2, 2).await.unwrap().unwrap();
+    assert_eq!(stored.status, TokenStatus::TimedOut);
+    let history = ex.history(a).await.unwrap().to_string();
+    assert!(
+        history.contains("wait started") && history.contains("step timed out"),
+        "{history}"
+    );
+}
+
+use fsm_core::Store as _;
+
+#[tokio::test]
+async fn a_corrupted_row_is_set_aside_with_a_typed_error_and_the_others_go_on() {
+    let d = dir("corrupt");
+    let path = d.join("orders.db");
+    let ids = {
+        let ex = open(&path, Shop::default());
+        let mut ids = Vec::new();
+        for id in 1..=4 {
+            ids.push(
+                ex.start(order::Machine::new(order::Placed { id }))
+                    .await
+                    .unwrap(),
+            );
+        }
+        until(|| ex.steps().tokens.lock().unwrap().len() == 4).await;
+        ex.shutdown().await;
+        ids
+    };
+    // Break three rows in three ways, behind the store's back.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let set = |sql: &str, id: fsm_core::ExecutionId| {
+        conn.execute(sql, [id.to_string()]).unwrap();
+    };
+    set(
+        "UPDATE executions SET state = '{not json', status = 'running', due_at = 0 WHERE id = ?1",
+        ids[0],
+    );
+    set("UPDATE executions SET state_name = 'Refunded', status = 'running', due_at = 0 WHERE id = ?1", ids[1]);
+    set(
+        "UPDATE executions SET machine = 'Invoice', status = 'running', due_at = 0 WHERE id = ?1",
+        ids[2],
+    );
+    let before: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            conn.query_row(
+                "SELECT state || state_name || machine FROM executions WHERE id = ?1",
+                [id.to_string()],
+                |r| r.get(0),
+            )
+            .unwrap()
+        })
+        .collect();
+    drop(conn);
+
+    let ex = open(&path, Shop::default());
+    let tokens: Vec<String> = {
+        // The good one is still waiting for its token from before.
+        let stored = ex.store().wait_token(ids[3], 2, 1).await.unwrap().unwrap();
+        vec![format!("ft1.{:032x}.2.1.{}", ids[3].0, stored.secret)]
+    };
+    ex.complete::<order::Paid, _>(&tokens[0], deliver)
+        .await
+        .unwrap();
+    assert_eq!(
+        ex.finished(ids[3]).await.unwrap().status,
+        ExecutionStatus::Succeeded
+    );
+    for (id, expect) in ids[..2]
+        .iter()
+        .zip(["does not deserialize", "has no state `Refunded`"])
+    {
+        let err = ex.finished(*id).await.unwrap_err();
+        assert!(err.to_string().contains(expect), "{err}");
+        assert!(matches!(err, DurableError::BadState { execution, .. } if execution == *id));
+        assert!(ex.problems().iter().any(|p| p.execution == Some(*id)));
+    }
+    // Another machine's row is not this executor's to run, nor to read as an `Order`.
+    let err = ex.finished(ids[2]).await.unwrap_err();
+    assert_eq!(
+        err,
+        DurableError::WrongMachine {
+            execution: ids[2],
+            found: "Invoice".into()
+        }
+    );
+    assert_eq!(ex.state(ids[2]).await.unwrap_err(), err);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    for (id, before) in ids[..3].iter().zip(&before) {
+        let now: String = conn
+            .query_row(
+                "SELECT state || state_name || machine FROM executions WHERE id = ?1",
+                [id.to_string()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(&now, before, "a set-aside row stays as it was");
+    }
+}
+
+mod v2 {
+    //! The same machine, a release later: `Reserved` gained a field with a default, and
+    //! `Paid` is gone (replaced by `Charged`).
+    use super::*;
+
+    #[derive(Fsm, Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[fsm(module = order_v2)]
+    pub enum Order {
+        #[fsm(initial, on(reserve => Reserved))]
+        Placed { id: u32 },
+        #[fsm(on(charge => Charged | Declined))]
+        Reserved {
+            id: u32,
+            #[serde(default)]
+            note: String,
+        },
+        #[fsm(terminal)]
+        Charged { id: u32 },
+        #[fsm(terminal(failure))]
+        Declined { id: u32 },
+    }
+
+    pub struct Shop;
+
+    impl order_v2::Steps for Shop {
+        async fn placed(
+            &self,
+            o: order_v2::Machine<order_v2::Placed>,
+            _: Context,
+        ) -> Result<order_v2::Machine<order_v2::Reserved>, StepError> {
+            Ok(o.reserve(|s| order_v2::Reserved {
+                id: s.id,
+                note: String::new(),
+            }))
+        }
+
+        async fn reserved(
+            &self,
+            o: order_v2::Machine<order_v2::Reserved>,
+            _: Context,
+        ) -> Result<order_v2::ReservedNext, StepError> {
+            Ok(o.charge(|s| order_v2::Charged { id: s.id }).into())
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_changed_definition_resumes_what_still_reads_and_sets_aside_what_does_not() {
+    let d = dir("changed");
+    let path = d.join("orders.db");
+    let (in_reserved, in_paid) = {
+        let shop = Shop {
+            charge_failures: AtomicU32::new(1),
+            ..Shop::default()
+        };
+        let ex = open(&path, shop);
+        let a = ex
+            .start(order::Machine::new(order::Placed { id: 5 }))
+            .await
+            .unwrap();
+        // `a` fails its charge once and waits ten minutes in `Reserved`.
+        loop {
+            if ex.get(a).await.unwrap().status == ExecutionStatus::Waiting {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let b = ex
+            .start(order::Machine::new(order::Placed { id: 6 }))
+            .await
+            .unwrap();
+        loop {
+            if ex.get(b).await.unwrap().state_name == "Paid" && ex.in_flight() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        ex.shutdown().await;
+        (a, b)
+    };
+    // Make both due now.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("UPDATE executions SET due_at = 0, status = 'running'", [])
+        .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path).unwrap();
+    let ex = Executor::<v2::Order, v2::Shop>::builder(v2::Shop)
+        .durable(store)
+        .unwrap();
+    let row = ex.finished(in_reserved).await.unwrap();
+    assert_eq!(row.state_name, "Charged");
+    let history = ex.history(in_reserved).await.unwrap();
+    assert!(
+        history.events().iter().any(|e| matches!(
+            e.kind,
+            EventKind::ExecutionResumed {
+                definition_changed: true,
+                ..
+            }
+        )),
+        "{history}"
+    );
+    let err = ex.finished(in_paid).await.unwrap_err();
+    assert!(
+        err.to_string().contains("has no state `Paid`")
+            && err.to_string().contains("definition changed"),
+        "{err}"
+    );
+    assert_eq!(ex.get(in_paid).await.unwrap().state_name, "Paid");
+}
+
+#[tokio::test]
+async fn files_that_are_not_ours_newer_or_in_use_are_refused_and_left_as_they_were() {
+    let d = dir("files");
+    let text = d.join("notes.txt");
+    std::fs::write(&text, "not a database, but precious").unwrap();
+    assert!(matches!(
+        SqliteStore::open(&text),
+        Err(StoreError::NotADatabase { .. })
+    ));
+    assert_eq!(
+        std::fs::read_to_string(&text).unwrap(),
+        "not a database, but precious"
+    );
+
+    let foreign = d.join("app.db");
+    rusqlite::Connection::open(&foreign)
+        .unwrap()
+        .execute_batch("CREATE TABLE users (name TEXT)")
+        .unwrap();
+    let before = std::fs::read(&foreign).unwrap();
+    assert!(matches!(
+        SqliteStore::open(&foreign),
+        Err(StoreError::Foreign { .. })
+    ));
+    assert_eq!(std::fs::read(&foreign).unwrap(), before);
+
+    let newer = d.join("newer.db");
+    drop(SqliteStore::open(&newer).unwrap());
+    rusqlite::Connection::open(&newer)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    let err = SqliteStore::open(&newer).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::NewerSchema {
+                found: 99,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("upgrade fsm-core"));
+
+    let busy = d.join("busy.db");
+    let first = SqliteStore::open(&busy).unwrap();
+    assert!(matches!(
+        SqliteStore::open(&busy),
+        Err(StoreError::Locked { .. })
+    ));
+    drop(first);
+    SqliteStore::open(&busy).unwrap();
+}
+
+#[tokio::test]
+async fn a_full_disk_or_a_read_only_file_is_a_typed_error_and_the_executor_goes_on() {
+    let d = dir("full");
+    let path = d.join("orders.db");
+    let small = SqliteOptions {
+        max_size: Some(64 * 1024),
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(&path, small).unwrap();
+    let ex = Executor::<Order, Shop>::builder(Shop::default())
+        .durable(store)
+        .unwrap();
+    let first = ex
+        .start(order::Machine::new(order::Placed { id: 9 }))
+        .await
+        .unwrap();
+    let mut full = None;
+    for id in 10..5_000 {
+        match ex.start(order::Machine::new(order::Placed { id })).await {
+            Ok(_) => {}
+            Err(e) => {
+                full = Some(e);
+                break;
+            }
+        }
+    }
+    let full = full.expect("the database filled up");
+    assert!(
+        matches!(&full, DurableError::Store(StoreError::Full { path: p }) if *p == path),
+        "{full}"
+    );
+    // Reads still work, and the first order is where it was.
+    let row = ex.get(first).await.unwrap();
+    assert!(!row.status.is_final() || row.status == ExecutionStatus::Succeeded);
+    ex.shutdown().await;
+    drop(ex);
+
+    let ro = SqliteStore::open_with(
+        &path,
+        SqliteOptions {
+            read_only: true,
+            ..SqliteOptions::default()
+        },
+    )
+    .unwrap();
+    let ex = Executor::<Order, Shop>::builder(Shop::default())
+        .durable(ro)
+        .unwrap();
+    assert_eq!(ex.get(first).await.unwrap().id, first);
+    let err = ex
+        .start(order::Machine::new(order::Placed { id: 1 }))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DurableError::Store(StoreError::ReadOnly { .. })),
+        "{err}"
+    );
+}
