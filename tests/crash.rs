@@ -1,0 +1,456 @@
+//! The crash test: 200 checkouts on a SQLite file, run by a child process that the test
+//! SIGKILLs at random moments (seeded; the seed is printed) at least 20 times, starting a new
+//! child each time, until every execution has ended. Then it checks, from the store and from
+//! the payment service's ledger: every execution ended and none was lost; each order was
+//! charged exactly once; every stored history is a path of the definition; no execution ran
+//! steps in two processes at once.
+//!
+//! `FSM_CRASH_SEED=<n> cargo test --test crash` repeats a run.
+//!
+//! The same binary is the child (`crash --child <dir>`): a worker on the store, with a fake
+//! payment gateway and a fake carrier that keep their ledger in a second SQLite file.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fsm_core::{
+    Context, DurableOptions, EventKind, ExecutionStatus, Executor, Fsm, SqliteStore, StepError,
+    StoreError, TaskToken,
+};
+use serde::{Deserialize, Serialize};
+
+const ORDERS: u32 = 200;
+const MIN_KILLS: u32 = 20;
+
+#[derive(Fsm, Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Checkout {
+    #[fsm(initial, on(reserve => Reserved))]
+    Placed { order: u32 },
+    #[fsm(on(charge => Paid), retry(max_attempts = 5, interval_ms = 1_200, backoff_rate = 1.0))]
+    Reserved { order: u32 },
+    #[fsm(wait(timeout_ms = 60_000), on(deliver => Delivered))]
+    Paid { order: u32, payment: String },
+    #[fsm(terminal)]
+    Delivered { order: u32, payment: String },
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// The fake services' ledger: every charge (keyed by idempotency key, so a retried or
+/// re-run charge is not made twice), every step run (which process, when), every token the
+/// carrier was given.
+fn ledger(dir: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(dir.join("ledger.db")).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE IF NOT EXISTS charges (key TEXT PRIMARY KEY, ord INTEGER NOT NULL, pid INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS charge_calls (key TEXT NOT NULL, pid INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS steps (execution TEXT NOT NULL, state TEXT NOT NULL, pid INTEGER NOT NULL,
+             started INTEGER NOT NULL, ended INTEGER);
+         CREATE TABLE IF NOT EXISTS carrier (token TEXT PRIMARY KEY, ord INTEGER NOT NULL, done INTEGER NOT NULL DEFAULT 0);",
+    )
+    .unwrap();
+    conn
+}
+
+/// The child's services.
+struct Shop {
+    ledger: Mutex<rusqlite::Connection>,
+    pid: u32,
+}
+
+impl Shop {
+    /// Records that a step of `cx.execution` in `state` runs in this process; returns its row.
+    fn step_started(&self, cx: &Context, state: &str) -> i64 {
+        let conn = self.ledger.lock().unwrap();
+        conn.execute(
+            "INSERT INTO steps (execution, state, pid, started) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![cx.execution.to_string(), state, self.pid, now_ns()],
+        )
+        .unwrap();
+        conn.last_insert_rowid()
+    }
+
+    fn step_ended(&self, row: i64) {
+        let conn = self.ledger.lock().unwrap();
+        conn.execute(
+            "UPDATE steps SET ended = ?2 WHERE rowid = ?1",
+            rusqlite::params![row, now_ns()],
+        )
+        .unwrap();
+    }
+
+    /// Some work, for a while (the kills land inside steps as well as between them).
+    async fn work(&self, order: u32, salt: u32) {
+        let ms = 5 + (order.wrapping_mul(2_654_435_761).wrapping_add(salt) >> 7) % 30;
+        tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
+    }
+}
+
+impl checkout::Steps for Shop {
+    async fn placed(
+        &self,
+        o: checkout::Machine<checkout::Placed>,
+        cx: Context,
+    ) -> Result<checkout::Machine<checkout::Reserved>, StepError> {
+        let row = self.step_started(&cx, "Placed");
+        self.work(o.order, 1).await;
+        self.step_ended(row);
+        Ok(o.reserve(|p| checkout::Reserved { order: p.order }))
+    }
+
+    async fn reserved(
+        &self,
+        o: checkout::Machine<checkout::Reserved>,
+        cx: Context,
+    ) -> Result<checkout::Machine<checkout::Paid>, StepError> {
+        let row = self.step_started(&cx, "Reserved");
+        self.work(o.order, cx.attempt).await;
+        // Every fifth order's gateway is down on the first attempt: its retry is a durable
+        // timer, 1.2 s away, that outlives the process.
+        if o.order % 5 == 0 && cx.attempt == 1 {
+            self.step_ended(row);
+            return Err(StepError::retryable("gateway_unavailable", "503"));
+        }
+        let key = cx.idempotency_key.to_string();
+        {
+            let conn = self.ledger.lock().unwrap();
+            conn.execute(
+                "INSERT INTO charge_calls (key, pid) VALUES (?1, ?2)",
+                rusqlite::params![key, self.pid],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT OR IGNORE INTO charges (key, ord, pid) VALUES (?1, ?2, ?3)",
+                rusqlite::params![key, o.order, self.pid],
+            )
+            .unwrap();
+        }
+        self.work(o.order, 7).await;
+        self.step_ended(row);
+        Ok(o.charge(|r| checkout::Paid {
+            order: r.order,
+            payment: key,
+        }))
+    }
+
+    async fn paid(
+        &self,
+        o: checkout::Machine<checkout::Paid>,
+        cx: Context,
+        token: TaskToken,
+    ) -> Result<(), StepError> {
+        let row = self.step_started(&cx, "Paid");
+        self.ledger
+            .lock()
+            .unwrap()
+            .execute(
+                "INSERT OR IGNORE INTO carrier (token, ord) VALUES (?1, ?2)",
+                rusqlite::params![token.to_string(), o.order],
+            )
+            .unwrap();
+        self.step_ended(row);
+        Ok(())
+    }
+}
+
+fn child(dir: &Path) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // The previous child may still be dying: its lock goes with it.
+        let store = loop {
+            match SqliteStore::open(dir.join("orders.db")) {
+                Ok(store) => break store,
+                Err(StoreError::Locked { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let shop = Shop {
+            ledger: Mutex::new(ledger(dir)),
+            pid: std::process::id(),
+        };
+        let mut options = DurableOptions::default();
+        options.max_in_flight = 12;
+        let ex = Executor::<Checkout, Shop>::builder(shop)
+            .durable_with(store, options)
+            .unwrap();
+        loop {
+            // The carrier delivers what it was given, once it is given it.
+            let tokens: Vec<String> = {
+                let conn = ex.steps().ledger.lock().unwrap();
+                let mut stmt = conn
+                    .prepare("SELECT token FROM carrier WHERE done = 0")
+                    .unwrap();
+                let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+                rows.collect::<Result<_, _>>().unwrap()
+            };
+            for token in tokens {
+                let answer = ex
+                    .complete::<checkout::Paid, _>(&token, |o| {
+                        o.deliver(|p| checkout::Delivered {
+                            order: p.order,
+                            payment: p.payment,
+                        })
+                    })
+                    .await;
+                match answer {
+                    Ok(_) | Err(fsm_core::TokenError::AlreadyUsed) => {
+                        ex.steps()
+                            .ledger
+                            .lock()
+                            .unwrap()
+                            .execute("UPDATE carrier SET done = 1 WHERE token = ?1", [&token])
+                            .unwrap();
+                    }
+                    Err(e) => panic!("the carrier's token was refused: {e}"),
+                }
+            }
+            let open = ex.list(Some(ExecutionStatus::Running)).await.unwrap().len()
+                + ex.list(Some(ExecutionStatus::Waiting)).await.unwrap().len();
+            if open == 0 {
+                break;
+            }
+            assert!(ex.problems().is_empty(), "{:?}", ex.problems());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
+/// A small seeded generator (xorshift), for the kill times.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn spawn_child(dir: &Path) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .arg("--child")
+        .arg(dir)
+        .spawn()
+        .unwrap()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--child") {
+        child(Path::new(&args[2]));
+        return;
+    }
+    let seed: u64 = std::env::var("FSM_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| now_ns() as u64 % 1_000_000);
+    println!("crash test: seed {seed} (FSM_CRASH_SEED={seed} cargo test --test crash repeats it)");
+    let began = Instant::now();
+    let dir: PathBuf = std::env::temp_dir().join(format!("fsm-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    drop(ledger(&dir));
+
+    // The orders are started durably up front by a worker that takes no work, so each is
+    // started exactly once.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ids = rt.block_on(async {
+        let store = SqliteStore::open(dir.join("orders.db")).unwrap();
+        let ex = Executor::<Checkout, Shop>::builder(Shop {
+            ledger: Mutex::new(ledger(&dir)),
+            pid: std::process::id(),
+        })
+        .durable(store)
+        .unwrap();
+        ex.shutdown().await;
+        let mut ids = HashMap::new();
+        for order in 0..ORDERS {
+            let id = ex
+                .start(checkout::Machine::new(checkout::Placed { order }))
+                .await
+                .unwrap();
+            ids.insert(id, order);
+        }
+        ids
+    });
+    drop(rt);
+
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    // When each child was killed, by pid.
+    let mut killed: HashMap<u32, i64> = HashMap::new();
+    let mut kills = 0;
+    loop {
+        let mut child = spawn_child(&dir);
+        if kills < MIN_KILLS {
+            std::thread::sleep(Duration::from_millis(20 + rng.below(150)));
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap();
+                killed.insert(child.id(), now_ns());
+                child.wait().unwrap();
+                kills += 1;
+                continue;
+            }
+        }
+        let status = child.wait().unwrap();
+        assert!(status.success(), "the last child failed: {status}");
+        break;
+    }
+    assert!(
+        kills >= MIN_KILLS,
+        "the work ended after {kills} kills; the test needs {MIN_KILLS}"
+    );
+
+    // What the store says.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (rows, histories) = rt.block_on(async {
+        let store = SqliteStore::open(dir.join("orders.db")).unwrap();
+        let ex = Executor::<Checkout, Shop>::builder(Shop {
+            ledger: Mutex::new(ledger(&dir)),
+            pid: std::process::id(),
+        })
+        .durable(store)
+        .unwrap();
+        ex.shutdown().await;
+        let rows = ex.list(None).await.unwrap();
+        let mut histories = Vec::new();
+        for row in &rows {
+            histories.push(ex.history(row.id).await.unwrap());
+        }
+        (rows, histories)
+    });
+
+    // Every execution ended, and none was lost or added.
+    assert_eq!(rows.len(), ORDERS as usize);
+    let stored: HashSet<_> = rows.iter().map(|r| r.id).collect();
+    assert_eq!(stored, ids.keys().copied().collect());
+    for row in &rows {
+        assert_eq!(row.status, ExecutionStatus::Succeeded, "{row:?}");
+        assert_eq!(row.state_name, "Delivered");
+    }
+
+    // Each order charged exactly once, with the key its execution holds.
+    let ledger = ledger(&dir);
+    let mut charged: HashMap<u32, Vec<String>> = HashMap::new();
+    let mut stmt = ledger.prepare("SELECT key, ord FROM charges").unwrap();
+    for row in stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
+        .unwrap()
+    {
+        let (key, order) = row.unwrap();
+        charged.entry(order).or_default().push(key);
+    }
+    let calls: i64 = ledger
+        .query_row("SELECT count(*) FROM charge_calls", [], |r| r.get(0))
+        .unwrap();
+    for row in &rows {
+        let order = ids[&row.id];
+        let keys = charged.get(&order).cloned().unwrap_or_default();
+        assert_eq!(keys.len(), 1, "order {order} charged {keys:?}");
+        assert!(
+            row.state.contains(&keys[0]),
+            "{} holds {}",
+            row.state,
+            keys[0]
+        );
+        assert_eq!(keys[0], format!("{}-step-1", row.id));
+    }
+
+    // Every stored history is a path of the definition, from the initial state to where the
+    // execution is.
+    let def = Checkout::DEFINITION;
+    let mut resumed = 0;
+    for (row, history) in rows.iter().zip(&histories) {
+        let events = history.events();
+        assert!(
+            matches!(events[0].kind, EventKind::ExecutionStarted { state } if state == def.initial_state().name)
+        );
+        let mut at = def.initial_state().name;
+        for e in events {
+            match e.kind {
+                EventKind::Transition {
+                    from, to, index, ..
+                } => {
+                    assert_eq!(from, at, "{history}");
+                    let t = &def.transitions[index];
+                    assert_eq!((def.states[t.from].name, def.states[t.to].name), (from, to));
+                    at = to;
+                }
+                EventKind::ExecutionResumed { .. } => resumed += 1,
+                _ => assert_eq!(e.kind.state(), at, "{history}"),
+            }
+        }
+        assert_eq!(at, row.state_name);
+        assert!(matches!(
+            events.last().unwrap().kind,
+            EventKind::ExecutionSucceeded { .. }
+        ));
+    }
+
+    // No execution ran steps in two processes at once: a step of a killed process lasts
+    // until the kill.
+    let mut runs: HashMap<String, Vec<(u32, i64, i64)>> = HashMap::new();
+    let mut stmt = ledger
+        .prepare("SELECT execution, pid, started, ended FROM steps")
+        .unwrap();
+    for row in stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+            ))
+        })
+        .unwrap()
+    {
+        let (execution, pid, started, ended) = row.unwrap();
+        let ended = ended
+            .or_else(|| killed.get(&pid).copied())
+            .unwrap_or(i64::MAX);
+        runs.entry(execution)
+            .or_default()
+            .push((pid, started, ended));
+    }
+    let mut steps = 0;
+    for (execution, mut spans) in runs {
+        spans.sort_by_key(|s| s.1);
+        steps += spans.len();
+        for pair in spans.windows(2) {
+            let ((pa, _, ea), (pb, sb, _)) = (pair[0], pair[1]);
+            assert!(
+                pa == pb || ea <= sb,
+                "execution {execution} ran in processes {pa} and {pb} at once"
+            );
+        }
+    }
+    println!(
+        "crash test: {ORDERS} checkouts, {kills} kills, {} children, {steps} steps run \
+         ({calls} charge calls, {} charges), {resumed} resumptions, {:.1} s",
+        kills + 1,
+        charged.values().map(Vec::len).sum::<usize>(),
+        began.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
