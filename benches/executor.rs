@@ -382,21 +382,25 @@ fn run_executor(bencher: divan::Bencher, record_history: bool, start: Chain) {
 /// 10,000 orders with the example's mix: out of stock, declined, gift, plain.
 fn checkout_orders() -> (example::Services, Vec<example::Checkout>) {
     let services = example::Services {
-        stock: Mutex::new(HashMap::from([("mug", 1_000_000), ("kettle", 0)])),
+        stock: Mutex::new(HashMap::from([
+            ("mug".into(), 1_000_000),
+            ("kettle".into(), 0),
+        ])),
         declined: (0..10_000).filter(|o| o % 10 == 1).collect(),
         ..example::Services::default()
     };
     let orders = (0..10_000)
         .map(|order| {
             let items = if order % 10 == 0 {
-                vec!["kettle"]
+                vec!["kettle".into()]
             } else {
-                vec!["mug"]
+                vec!["mug".into()]
             };
             example::Checkout::Submitted {
                 order,
                 items,
                 gift: order % 10 == 4,
+                signature: false,
             }
         })
         .collect();

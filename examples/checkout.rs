@@ -1,27 +1,36 @@
-//! The flagship: an order's checkout across inventory, payment, gift wrapping and shipping,
-//! run on the executor against simulated services.
+//! The flagship: an order's checkout across inventory, payment, gift wrapping, shipping and
+//! delivery, run durably on a SQLite file against simulated services.
 //!
 //! - order 1: the payment gateway fails twice, then succeeds (retries with backoff);
 //! - order 2: the card is declined: the reservation is released, customer and support told;
 //! - order 3: a gift: wrapped before it ships;
 //! - order 4: out of stock;
-//! - order 5: stored half-way (paid) by an earlier process, loaded back and resumed.
+//! - order 5: needs a signature: it waits for the carrier to confirm delivery through a task
+//!   token, out of memory, for as long as that takes.
 //!
-//! Each step receives a typed state and returns only what its events allow: a step that
-//! tried to ship an unpaid order would not compile. Run with `cargo run --example checkout`.
+//! The program starts the orders, runs a worker process, kills it (SIGKILL) half-way, and runs
+//! a second worker, which resumes every order from its last checkpoint. The payment gateway
+//! keeps a ledger keyed by idempotency key: each order is charged once, however many times
+//! its charge step ran. Each step receives a typed state and returns only what its events
+//! allow: a step that tried to ship an unpaid order would not compile.
+//!
+//! Run with `cargo run --example checkout`. Each run starts clean, in
+//! `target/debug/examples/checkout-example/`; the files stay there to look at afterwards
+//! (`sqlite3 target/debug/examples/checkout-example/orders.db`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use fsm_core::{Context, Executor, Fsm, StepError};
+use fsm_core::{Context, Executor, Fsm, StepError, TaskToken};
+use serde::{Deserialize, Serialize};
 
 pub type OrderId = u32;
-pub type Sku = &'static str;
+pub type Sku = String;
 
 /// One order's checkout.
-#[derive(Fsm, Debug, Clone, PartialEq)]
+#[derive(Fsm, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[fsm(derive(Debug, Clone, PartialEq))]
 pub enum Checkout {
     /// The customer placed the order.
@@ -30,6 +39,7 @@ pub enum Checkout {
         order: OrderId,
         items: Vec<Sku>,
         gift: bool,
+        signature: bool,
     },
     /// Inventory is held for the order; charge the customer.
     #[fsm(
@@ -42,14 +52,19 @@ pub enum Checkout {
         order: OrderId,
         reservation: u64,
         gift: bool,
+        signature: bool,
     },
     /// The customer paid.
-    #[fsm(on(wrap => Wrapped), on(ship => Shipped))]
+    #[fsm(on(wrap => Wrapped), on(ship => Shipped), on(hand_over => OutForDelivery))]
     Paid {
         order: OrderId,
         payment: String,
         gift: bool,
+        signature: bool,
     },
+    /// With the carrier, who confirms delivery (a signature) through a task token.
+    #[fsm(wait(timeout_ms = 172_800_000), on(deliver => Delivered))]
+    OutForDelivery { order: OrderId, tracking: String },
     /// Gift-wrapped, ready to ship.
     #[fsm(on(ship => Shipped))]
     Wrapped { order: OrderId },
@@ -63,6 +78,13 @@ pub enum Checkout {
     /// On its way to the customer.
     #[fsm(terminal)]
     Shipped { order: OrderId, tracking: String },
+    /// Handed to the customer, who signed for it.
+    #[fsm(terminal)]
+    Delivered {
+        order: OrderId,
+        tracking: String,
+        signed_by: String,
+    },
     /// Nothing to sell.
     #[fsm(terminal(failure))]
     OutOfStock { order: OrderId },
@@ -85,7 +107,11 @@ pub struct Services {
     pub declined: Vec<OrderId>,
     /// Idempotency keys of the charges made, so that a retried charge is not made twice.
     pub charges: Mutex<HashMap<String, String>>,
+    /// The gateway's ledger on disk, when there is one: charges survive the process.
+    pub ledger: Option<Mutex<rusqlite::Connection>>,
     pub outbox: Mutex<Vec<String>>,
+    /// Tokens handed to the carrier, with their orders.
+    pub carrier: Mutex<Vec<(OrderId, String)>>,
 }
 
 impl Services {
@@ -105,7 +131,7 @@ impl Services {
             return None;
         }
         for sku in items {
-            *stock.entry(sku).or_default() -= 1;
+            *stock.entry(sku.clone()).or_default() -= 1;
         }
         let id = 100 + self.next_reservation.fetch_add(1, Ordering::Relaxed);
         self.reservations.lock().unwrap().insert(id, items.to_vec());
@@ -149,6 +175,21 @@ impl Services {
         if self.declined.contains(&order) {
             return Ok(Err("card declined by issuer".to_owned()));
         }
+        if let Some(ledger) = &self.ledger {
+            let ledger = ledger.lock().unwrap();
+            let payment = format!("pay_{order:04}");
+            let sql = "INSERT INTO charge_calls (key, ord) VALUES (?1, ?2)";
+            ledger
+                .execute(sql, rusqlite::params![key, order])
+                .map_err(|e| StepError::retryable("gateway_unavailable", e))?;
+            ledger
+                .execute(
+                    "INSERT OR IGNORE INTO charges (key, ord, payment) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![key, order, payment],
+                )
+                .map_err(|e| StepError::retryable("gateway_unavailable", e))?;
+            return Ok(Ok(payment));
+        }
         let mut charges = self.charges.lock().unwrap();
         let payment = charges
             .entry(key)
@@ -177,6 +218,7 @@ impl Steps for Services {
                     order: s.order,
                     reservation,
                     gift: s.gift,
+                    signature: s.signature,
                 })
                 .into(),
             None => order.reserve(|s| OutOfStock { order: s.order }).into(),
@@ -199,6 +241,7 @@ impl Steps for Services {
                         order: r.order,
                         payment,
                         gift: r.gift,
+                        signature: r.signature,
                     })
                     .into(),
                 Err(reason) => order
@@ -216,6 +259,13 @@ impl Steps for Services {
         self.latency().await;
         Ok(if order.gift {
             order.wrap(|p| Wrapped { order: p.order }).into()
+        } else if order.signature {
+            order
+                .hand_over(|p| OutForDelivery {
+                    order: p.order,
+                    tracking: format!("1Z{:06}", p.order),
+                })
+                .into()
         } else {
             order
                 .ship(|p| Shipped {
@@ -236,6 +286,27 @@ impl Steps for Services {
             order: w.order,
             tracking: format!("1Z{:06}", w.order),
         }))
+    }
+
+    async fn out_for_delivery(
+        &self,
+        order: Machine<OutForDelivery>,
+        _: Context,
+        token: TaskToken,
+    ) -> Result<(), StepError> {
+        // The carrier gets the token with the parcel, and answers when the customer signs.
+        self.latency().await;
+        let token = token.to_string();
+        if let Some(ledger) = &self.ledger {
+            let sql = "INSERT OR IGNORE INTO carrier (token, ord) VALUES (?1, ?2)";
+            ledger
+                .lock()
+                .unwrap()
+                .execute(sql, rusqlite::params![token, order.order])
+                .map_err(|e| StepError::retryable("carrier_unavailable", e))?;
+        }
+        self.carrier.lock().unwrap().push((order.order, token));
+        Ok(())
     }
 
     async fn payment_declined(
@@ -273,84 +344,260 @@ impl Steps for Services {
     }
 }
 
-#[tokio::main]
-async fn main() {
-    let services = Services {
-        latency: Duration::from_millis(5),
-        stock: Mutex::new(HashMap::from([("mug", 10), ("tea", 10), ("kettle", 0)])),
+/// The gateway's and the carrier's ledger, in a SQLite file of their own.
+pub fn ledger(path: &std::path::Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).expect("the ledger opens");
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE IF NOT EXISTS charges (key TEXT PRIMARY KEY, ord INTEGER, payment TEXT);
+         CREATE TABLE IF NOT EXISTS charge_calls (key TEXT, ord INTEGER);
+         CREATE TABLE IF NOT EXISTS carrier (token TEXT PRIMARY KEY, ord INTEGER, signed INTEGER DEFAULT 0);",
+    )
+    .expect("the ledger's tables");
+    conn
+}
+
+/// The orders of the example, and what the simulated services do with them.
+fn orders() -> Vec<(&'static str, Checkout)> {
+    let order = |order: OrderId, items: &[&str], gift: bool, signature: bool| Submitted {
+        order,
+        items: items.iter().map(|s| s.to_string()).collect(),
+        gift,
+        signature,
+    };
+    vec![
+        (
+            "gateway fails twice, then succeeds",
+            Machine::new(order(1, &["mug"], false, false)).into(),
+        ),
+        (
+            "card declined",
+            Machine::new(order(2, &["tea"], false, false)).into(),
+        ),
+        (
+            "a gift",
+            Machine::new(order(3, &["tea", "mug"], true, false)).into(),
+        ),
+        (
+            "out of stock",
+            Machine::new(order(4, &["kettle"], false, false)).into(),
+        ),
+        (
+            "needs a signature",
+            Machine::new(order(5, &["kettle-descaler"], false, true)).into(),
+        ),
+    ]
+}
+
+fn services(dir: &std::path::Path) -> Services {
+    let stock = [
+        ("mug", 10),
+        ("tea", 10),
+        ("kettle", 0),
+        ("kettle-descaler", 3),
+    ];
+    Services {
+        latency: Duration::from_millis(150),
+        stock: Mutex::new(stock.iter().map(|(s, n)| (s.to_string(), *n)).collect()),
         gateway_failures: Mutex::new(HashMap::from([(1, 2)])),
         declined: vec![2],
+        ledger: Some(Mutex::new(ledger(&dir.join("ledger.db")))),
         ..Services::default()
-    };
-    print!("{}", Checkout::DEFINITION);
-    let executor = Executor::<Checkout, _>::new(services);
-
-    // Order 5 was paid by an earlier process and stored as the enum; load it back as a typed
-    // state (which checks the state it is in) before handing it to the executor.
-    let stored = Checkout::Paid {
-        order: 5,
-        payment: "pay_0005".into(),
-        gift: false,
-    };
-    let loaded = Machine::<Paid>::try_from(stored.clone()).expect("stored as paid");
-    if let Err(wrong) = Machine::<Reserved>::try_from(stored) {
-        println!("\nloading order 5 as `Reserved` is refused: {wrong}");
     }
+}
 
-    let orders = [
-        (
-            "order 1: gateway fails twice, then succeeds",
-            Machine::new(Submitted {
-                order: 1,
-                items: vec!["mug"],
-                gift: false,
-            })
-            .into(),
-        ),
-        (
-            "order 2: card declined",
-            Machine::new(Submitted {
-                order: 2,
-                items: vec!["tea"],
-                gift: false,
-            })
-            .into(),
-        ),
-        (
-            "order 3: a gift",
-            Machine::new(Submitted {
-                order: 3,
-                items: vec!["tea", "mug"],
-                gift: true,
-            })
-            .into(),
-        ),
-        (
-            "order 4: out of stock",
-            Machine::new(Submitted {
-                order: 4,
-                items: vec!["kettle"],
-                gift: false,
-            })
-            .into(),
-        ),
-        ("order 5: resumed from storage", Checkout::from(loaded)),
-    ];
-    // All orders run at once on the executor.
-    let running: Vec<_> = orders
-        .into_iter()
-        .map(|(title, start)| (title, executor.spawn(start)))
-        .collect();
-    for (title, handle) in running {
-        let outcome = handle.await.expect("the execution task finished");
+type Durable = fsm_core::DurableExecutor<Checkout, Services, fsm_core::SqliteStore>;
+
+fn open(dir: &std::path::Path) -> Durable {
+    let store = loop {
+        match fsm_core::SqliteStore::open(dir.join("orders.db")) {
+            Ok(store) => break store,
+            // The worker before is still going away.
+            Err(fsm_core::StoreError::Locked { .. }) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    Executor::<Checkout, _>::builder(services(dir))
+        .observer(|id, event| {
+            if let fsm_core::EventKind::Transition { from, to, .. } = event.kind {
+                let id = id.to_string();
+                println!(
+                    "  [worker {}] {}: {from} -> {to}",
+                    std::process::id(),
+                    &id[24..]
+                );
+            }
+        })
+        .durable(store)
+        .expect("inside a tokio runtime")
+}
+
+/// A worker process: runs every order until none is running or waiting, and plays the
+/// carrier, who confirms a delivery a little after the parcel is handed over.
+async fn worker(dir: &std::path::Path) {
+    let executor = open(dir);
+    loop {
+        let tokens: Vec<(String, OrderId)> = {
+            let ledger = executor.steps().ledger.as_ref().unwrap().lock().unwrap();
+            let mut stmt = ledger
+                .prepare("SELECT token, ord FROM carrier WHERE signed = 0")
+                .unwrap();
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+            rows.collect::<Result<_, _>>().unwrap()
+        };
+        for (token, order) in tokens {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            println!(
+                "  [worker {}] the carrier confirms order {order}: signed by A. Customer",
+                std::process::id()
+            );
+            let done = executor
+                .complete::<OutForDelivery, _>(&token, |parcel| {
+                    parcel.deliver(|p| Delivered {
+                        order: p.order,
+                        tracking: p.tracking,
+                        signed_by: "A. Customer".into(),
+                    })
+                })
+                .await;
+            match done {
+                Ok(_) | Err(fsm_core::TokenError::AlreadyUsed) => {
+                    let ledger = executor.steps().ledger.as_ref().unwrap().lock().unwrap();
+                    ledger
+                        .execute("UPDATE carrier SET signed = 1 WHERE token = ?1", [&token])
+                        .unwrap();
+                }
+                Err(e) => panic!("the carrier's token was refused: {e}"),
+            }
+        }
+        let open = executor
+            .list(Some(fsm_core::ExecutionStatus::Running))
+            .await
+            .unwrap()
+            .len()
+            + executor
+                .list(Some(fsm_core::ExecutionStatus::Waiting))
+                .await
+                .unwrap()
+                .len();
+        if open == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn spawn_worker(dir: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--worker")
+        .arg(dir)
+        .spawn()
+        .expect("the worker starts")
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--worker") {
+        worker(std::path::Path::new(&args[2])).await;
+        return;
+    }
+    // Each run starts clean, next to the example's binary (under `target/`).
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().join("checkout-example");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    print!("{}", Checkout::DEFINITION);
+    println!("\nstore: {}", dir.join("orders.db").display());
+
+    // Start the orders: each start is committed before `start` returns. This process only
+    // starts them (shut down first, it takes no work): the workers run them.
+    let executor = open(&dir);
+    executor.shutdown().await;
+    let mut ids = Vec::new();
+    for (title, order) in orders() {
+        let id = executor.start(order).await.unwrap();
+        println!("started {id}: order {}: {title}", ids.len() + 1);
+        ids.push(id);
+    }
+    drop(executor);
+
+    // A first worker, killed with SIGKILL once the gateway has charged two orders.
+    let mut first = spawn_worker(&dir);
+    println!("\nworker {} runs the orders", first.id());
+    let ledger = ledger(&dir.join("ledger.db"));
+    let charged = || -> i64 {
+        ledger
+            .query_row("SELECT count(*) FROM charges", [], |r| r.get(0))
+            .unwrap()
+    };
+    let waited = std::time::Instant::now();
+    while charged() < 2 && waited.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    println!(
+        "\nkilled worker {} (SIGKILL) after {} charges; in the store now:",
+        first.id(),
+        charged()
+    );
+    let store = fsm_core::SqliteStore::open_with(
+        dir.join("orders.db"),
+        fsm_core::SqliteOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let reader = Executor::<Checkout, _>::builder(Services::default())
+        .durable(store)
+        .unwrap();
+    for id in &ids {
+        let row = reader.get(*id).await.unwrap();
+        println!("  {id}: {:<9} {}", row.status.as_str(), row.state_name);
+    }
+    drop(reader);
+
+    // A second worker resumes every order from its last checkpoint.
+    let mut second = spawn_worker(&dir);
+    println!("\nworker {} resumes them", second.id());
+    assert!(
+        second.wait().unwrap().success(),
+        "the second worker finished"
+    );
+
+    let executor = open(&dir);
+    executor.shutdown().await;
+    for (i, id) in ids.iter().enumerate() {
+        let row = executor.get(*id).await.unwrap();
+        let state = executor.state(*id).await.unwrap();
         println!(
-            "\n{title}: {:?}, ended in {:?}\n{}",
-            outcome.status, outcome.state, outcome.history
+            "\norder {}: {} in {state:?}\n{}",
+            i + 1,
+            row.status,
+            executor.history(*id).await.unwrap()
         );
     }
-
-    println!("notifications:");
-    for message in executor.steps().outbox.lock().unwrap().iter() {
-        println!("    {message}");
+    println!("payments (the gateway's ledger, keyed by idempotency key):");
+    let mut stmt = ledger
+        .prepare("SELECT ord, count(*), (SELECT count(*) FROM charges c WHERE c.ord = calls.ord) FROM charge_calls calls GROUP BY ord ORDER BY ord")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, u32>(2)?,
+            ))
+        })
+        .unwrap();
+    for row in rows {
+        let (order, calls, charges) = row.unwrap();
+        println!("  order {order}: charge requested {calls} time(s), charged {charges} time(s)");
+        assert_eq!(charges, 1, "each order is charged once");
     }
 }

@@ -42,7 +42,10 @@ async fn ten_thousand_concurrent_checkouts_end_where_they_should() {
     }
     let services = Services {
         latency: Duration::from_millis(2),
-        stock: Mutex::new(HashMap::from([("mug", ORDERS), ("kettle", 0)])),
+        stock: Mutex::new(HashMap::from([
+            ("mug".into(), ORDERS),
+            ("kettle".into(), 0),
+        ])),
         gateway_failures: Mutex::new(failures),
         declined,
         ..Services::default()
@@ -51,12 +54,17 @@ async fn ten_thousand_concurrent_checkouts_end_where_they_should() {
     let handles: Vec<_> = (0..ORDERS)
         .map(|order| {
             let items = if scenario(order) == "out of stock" {
-                vec!["kettle"]
+                vec!["kettle".into()]
             } else {
-                vec!["mug"]
+                vec!["mug".into()]
             };
             let gift = scenario(order) == "gift";
-            executor.spawn(Machine::new(Submitted { order, items, gift }))
+            executor.spawn(Machine::new(Submitted {
+                order,
+                items,
+                gift,
+                signature: false,
+            }))
         })
         .collect();
 

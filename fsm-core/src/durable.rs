@@ -724,7 +724,10 @@ where
         };
         let mut jitter = JitterSource::for_execution(core.jitter_seed, id);
         let changed = row.fingerprint != self.fingerprint;
-        if (claimed && row.status == ExecutionStatus::Running) || changed {
+        // A running execution claimed from the store, that had gone past its start, was
+        // interrupted: the step it was in runs again.
+        let interrupted = claimed && row.status == ExecutionStatus::Running && row.events > 1;
+        if interrupted || changed {
             let at = driver.rec.stamp();
             let name = state.state_name();
             driver.rec.event(at, || EventKind::ExecutionResumed {
