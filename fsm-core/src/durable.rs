@@ -1259,12 +1259,10 @@ where
         Ok(token.execution)
     }
 
-    /// Stops taking work: no more executions are claimed, and those in flight stop at their
-    /// next checkpoint (they stay running in the store, and the next worker resumes them).
-    /// Returns when none is in flight. Steps under way finish first.
-    pub async fn shutdown(&self) {
-        self.inner.closing.store(true, Ordering::SeqCst);
-        self.inner.wake.notify_one();
+    /// Returns once no execution is in flight on this worker: every one has ended, waits (for
+    /// a retry or a token), or is set aside. Executions that become due later are claimed
+    /// again.
+    pub async fn idle(&self) {
         loop {
             let idle = self.inner.idle.notified();
             let mut idle = core::pin::pin!(idle);
@@ -1274,6 +1272,15 @@ where
             }
             idle.await;
         }
+    }
+
+    /// Stops taking work: no more executions are claimed, and those in flight stop at their
+    /// next checkpoint (they stay running in the store, and the next worker resumes them).
+    /// Returns when none is in flight. Steps under way finish first.
+    pub async fn shutdown(&self) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+        self.idle().await;
     }
 
     /// The store.

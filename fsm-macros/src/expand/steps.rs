@@ -187,7 +187,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
             // Each part runs its states' steps until the state leaves the part: the top-level
             // loop is entered again only when an execution moves on to another part.
             src.write(format_args!(
-                "async fn __step_{c}<'__b, __H: Steps, __K: {k}::__private::Keep<__Enum>>(\
+                "#[allow(unreachable_code)] async fn __step_{c}<'__b, __H: Steps, __K: {k}::__private::Keep<__Enum>>(\
                    mut __state: __Enum, __steps: &__H, __driver: &mut {driver}) \
                  -> __Result<__Enum, {k}::StepError> {{ loop {{ __state = match __state {{"
             ));
@@ -198,7 +198,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
     src.write(format_args!(
         "#[automatically_derived] impl<__H: Steps> {k}::Dispatch<__H> for __Enum \
          where for<'__a> __Enum: ::core::marker::Send {{\
-           fn run<'__a, '__b: '__a, __K: {k}::__private::Keep<Self>>(mut self, __steps: &'__a __H, __driver: &'__a mut {driver}) \
+           #[allow(unreachable_code)] fn run<'__a, '__b: '__a, __K: {k}::__private::Keep<Self>>(mut self, __steps: &'__a __H, __driver: &'__a mut {driver}) \
              -> impl {k}::__private::Future<Output = __Result<Self, {k}::StepError>> + ::core::marker::Send + '__a {{\
              async move {{ loop {{ self = match self {{"
     ));

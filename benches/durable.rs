@@ -1,0 +1,318 @@
+//! Durable executions on SQLite: checkpointed transitions per second, the latency of one
+//! durable transition, and the memory that waiting executions hold.
+//!
+//! - `throughput_1000`: 1,000 executions of a 20-step chain started at once on a two-worker
+//!   runtime, each transition checkpointed (the execution's row, three history events) before
+//!   the next step; divan's items/s are transitions per second. `process` is the default
+//!   durability (a commit survives a killed process), `power_loss` the strictest (every
+//!   commit waits for the disk).
+//! - `one_execution`: one execution of the 20-step chain alone; divide by 20 for one durable
+//!   transition. Medians; the p99 of single transitions is printed after the divan table.
+//! - After the table: the resident memory of 100,000 executions waiting for task tokens, out
+//!   of memory, against the process before they started.
+//!
+//! `cargo bench --bench durable`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use fsm_core::{
+    Context, Durability, DurableExecutor, Executor, Fsm, SqliteOptions, SqliteStore, StepError,
+    TaskToken,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Fsm, Clone, Serialize, Deserialize)]
+pub enum Chain {
+    #[fsm(initial, on(t0 => S1))]
+    S0(u64),
+    #[fsm(on(t1 => S2))]
+    S1(u64),
+    #[fsm(on(t2 => S3))]
+    S2(u64),
+    #[fsm(on(t3 => S4))]
+    S3(u64),
+    #[fsm(on(t4 => S5))]
+    S4(u64),
+    #[fsm(on(t5 => S6))]
+    S5(u64),
+    #[fsm(on(t6 => S7))]
+    S6(u64),
+    #[fsm(on(t7 => S8))]
+    S7(u64),
+    #[fsm(on(t8 => S9))]
+    S8(u64),
+    #[fsm(on(t9 => S10))]
+    S9(u64),
+    #[fsm(on(t10 => S11))]
+    S10(u64),
+    #[fsm(on(t11 => S12))]
+    S11(u64),
+    #[fsm(on(t12 => S13))]
+    S12(u64),
+    #[fsm(on(t13 => S14))]
+    S13(u64),
+    #[fsm(on(t14 => S15))]
+    S14(u64),
+    #[fsm(on(t15 => S16))]
+    S15(u64),
+    #[fsm(on(t16 => S17))]
+    S16(u64),
+    #[fsm(on(t17 => S18))]
+    S17(u64),
+    #[fsm(on(t18 => S19))]
+    S18(u64),
+    #[fsm(on(t19 => S20))]
+    S19(u64),
+    #[fsm(terminal)]
+    S20(u64),
+}
+
+pub struct Bump;
+
+macro_rules! steps {
+    ($($name:ident: $from:ident -> $event:ident -> $to:ident),* $(,)?) => {
+        impl chain::Steps for Bump {
+            $(
+                async fn $name(
+                    &self,
+                    s: chain::Machine<chain::$from>,
+                    _: Context,
+                ) -> Result<chain::Machine<chain::$to>, StepError> {
+                    Ok(s.$event(|chain::$from(x)| chain::$to(x + 1)))
+                }
+            )*
+        }
+    };
+}
+
+steps! {
+    s0: S0 -> t0 -> S1, s1: S1 -> t1 -> S2, s2: S2 -> t2 -> S3, s3: S3 -> t3 -> S4,
+    s4: S4 -> t4 -> S5, s5: S5 -> t5 -> S6, s6: S6 -> t6 -> S7, s7: S7 -> t7 -> S8,
+    s8: S8 -> t8 -> S9, s9: S9 -> t9 -> S10, s10: S10 -> t10 -> S11, s11: S11 -> t11 -> S12,
+    s12: S12 -> t12 -> S13, s13: S13 -> t13 -> S14, s14: S14 -> t14 -> S15,
+    s15: S15 -> t15 -> S16, s16: S16 -> t16 -> S17, s17: S17 -> t17 -> S18,
+    s18: S18 -> t18 -> S19, s19: S19 -> t19 -> S20,
+}
+
+const STEPS: u64 = 20;
+
+fn temp_db(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fsm-bench-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("bench.db")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn executor(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    durability: Durability,
+) -> DurableExecutor<Chain, Bump, SqliteStore> {
+    let options = SqliteOptions {
+        durability,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(temp_db(name), options).unwrap();
+    let _guard = rt.enter();
+    Executor::<Chain, Bump>::builder(Bump)
+        .durable(store)
+        .unwrap()
+}
+
+fn throughput(bencher: divan::Bencher, durability: Durability, name: &str) {
+    let rt = runtime();
+    let ex = executor(&rt, name, durability);
+    bencher
+        .counter(divan::counter::ItemsCount::new(1_000 * STEPS))
+        .bench_local(|| {
+            rt.block_on(async {
+                for _ in 0..1_000 {
+                    ex.start(Chain::S0(0)).await.unwrap();
+                }
+                ex.idle().await;
+            })
+        });
+}
+
+#[divan::bench(sample_count = 10, sample_size = 1)]
+fn throughput_1000_process(bencher: divan::Bencher) {
+    throughput(bencher, Durability::Process, "process");
+}
+
+#[divan::bench(sample_count = 10, sample_size = 1)]
+fn throughput_1000_power_loss(bencher: divan::Bencher) {
+    throughput(bencher, Durability::PowerLoss, "power-loss");
+}
+
+#[divan::bench(sample_count = 200, sample_size = 1)]
+fn one_execution(bencher: divan::Bencher) {
+    let rt = runtime();
+    let ex = executor(&rt, "one", Durability::Process);
+    bencher.bench_local(|| {
+        rt.block_on(async {
+            ex.start(Chain::S0(0)).await.unwrap();
+            ex.idle().await;
+        })
+    });
+}
+
+/// Single durable transitions, timed from the observer: the p50 and p99 of the time between
+/// one transition and the next of one execution alone.
+fn latency_report() {
+    let rt = runtime();
+    let times = std::sync::Arc::new(std::sync::Mutex::new(Vec::with_capacity(40_000)));
+    let store = SqliteStore::open(temp_db("latency")).unwrap();
+    let seen = times.clone();
+    let last = std::sync::Mutex::new(None::<Instant>);
+    let ex = {
+        let _guard = rt.enter();
+        Executor::<Chain, Bump>::builder(Bump)
+            .observer(move |_, e| {
+                if let fsm_core::EventKind::Transition { from, .. } = e.kind {
+                    let now = Instant::now();
+                    let mut last = last.lock().unwrap();
+                    if from != "S0" {
+                        if let Some(before) = *last {
+                            seen.lock().unwrap().push(now - before);
+                        }
+                    }
+                    *last = Some(now);
+                }
+            })
+            .durable(store)
+            .unwrap()
+    };
+    rt.block_on(async {
+        for _ in 0..1_000 {
+            ex.start(Chain::S0(0)).await.unwrap();
+            ex.idle().await;
+        }
+    });
+    let mut t = times.lock().unwrap().clone();
+    t.sort();
+    let p = |q: f64| t[((t.len() as f64 * q) as usize).min(t.len() - 1)];
+    println!(
+        "one durable transition (default durability, {} samples): p50 {:?}, p99 {:?}, max {:?}",
+        t.len(),
+        p(0.50),
+        p(0.99),
+        t[t.len() - 1]
+    );
+}
+
+/// Resident memory, from /proc (Linux), in MiB.
+fn rss_mib() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0.0);
+    pages * 4096.0 / (1024.0 * 1024.0)
+}
+
+#[derive(Fsm, Clone, Serialize, Deserialize)]
+pub enum Parcel {
+    #[fsm(initial, wait, on(deliver => Delivered))]
+    Shipped { order: u64 },
+    #[fsm(terminal)]
+    Delivered { order: u64 },
+}
+
+pub struct Carrier;
+
+impl parcel::Steps for Carrier {
+    async fn shipped(
+        &self,
+        _: parcel::Machine<parcel::Shipped>,
+        _: Context,
+        _: TaskToken,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+fn memory_report() {
+    const WAITING: u64 = 100_000;
+    let rt = runtime();
+    let path = temp_db("waiting");
+    let store = SqliteStore::open(&path).unwrap();
+    let ex = {
+        let _guard = rt.enter();
+        Executor::<Parcel, Carrier>::builder(Carrier)
+            .durable(store)
+            .unwrap()
+    };
+    // Warm up the allocator and the store with a few, then measure from there.
+    rt.block_on(async {
+        for order in 0..1_000 {
+            ex.start(parcel::Machine::new(parcel::Shipped { order }))
+                .await
+                .unwrap();
+        }
+        ex.idle().await;
+    });
+    let start_many = |first: u64| {
+        rt.block_on(async {
+            let mut batch = Vec::new();
+            for order in first..first + WAITING {
+                let ex = ex.clone();
+                batch.push(tokio::spawn(async move {
+                    ex.start(parcel::Machine::new(parcel::Shipped { order }))
+                        .await
+                        .unwrap()
+                }));
+                if batch.len() == 1_000 {
+                    for h in batch.drain(..) {
+                        h.await.unwrap();
+                    }
+                }
+            }
+            for h in batch {
+                h.await.unwrap();
+            }
+            ex.idle().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        })
+    };
+    let before = rss_mib();
+    let started = Instant::now();
+    start_many(1_000);
+    let elapsed = started.elapsed();
+    let after = rss_mib();
+    // A second 100,000: memory that grows with the number waiting would grow again.
+    start_many(1_000 + WAITING);
+    let again = rss_mib();
+    let waiting = rt
+        .block_on(ex.list(Some(fsm_core::ExecutionStatus::Waiting)))
+        .unwrap()
+        .len();
+    let file = std::fs::metadata(&path).map_or(0, |m| m.len()) as f64 / (1024.0 * 1024.0);
+    println!(
+        "{WAITING} executions started and left waiting for tokens in {:.1} s: RSS {before:.1} MiB \
+         before, {after:.1} MiB after ({:+.1} MiB); {} waiting after another {WAITING}: \
+         {again:.1} MiB ({:+.1} MiB); in flight: {}; database file {file:.1} MiB",
+        elapsed.as_secs_f64(),
+        after - before,
+        waiting,
+        again - after,
+        ex.in_flight()
+    );
+}
+
+fn main() {
+    divan::main();
+    if std::env::args().any(|a| a == "--bench") {
+        latency_report();
+        memory_report();
+    }
+}
