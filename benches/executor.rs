@@ -30,7 +30,7 @@ use std::pin::pin;
 use std::sync::Mutex;
 use std::task::{Context as Waker, Poll};
 
-use fsm_core::{Context, EventKind, ExecutionId, Executor, Fsm, IdempotencyKey, StepError};
+use fsm_core::{Context, EventKind, ExecutionId, Executor, Fsm, StepError};
 
 #[allow(dead_code)]
 #[path = "../examples/checkout.rs"]
@@ -224,7 +224,7 @@ async fn hand_loop_steps(
         let cx = Context {
             execution,
             attempt: 1,
-            idempotency_key: IdempotencyKey { execution, step },
+            step,
         };
         step += 1;
         state = barrier(match AnyState::from(state) {

@@ -233,7 +233,7 @@ impl Steps for Services {
         // The key is the same on every retry of this step: the gateway charges once.
         Ok(
             match self
-                .charge(order.order, cx.idempotency_key.to_string())
+                .charge(order.order, cx.idempotency_key().to_string())
                 .await?
             {
                 Ok(payment) => order

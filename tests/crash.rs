@@ -120,7 +120,7 @@ impl checkout::Steps for Shop {
             self.step_ended(row);
             return Err(StepError::retryable("gateway_unavailable", "503"));
         }
-        let key = cx.idempotency_key.to_string();
+        let key = cx.idempotency_key().to_string();
         {
             let conn = self.ledger.lock().unwrap();
             conn.execute(

@@ -95,7 +95,7 @@ impl order::Steps for Shop {
         if o.id == 0 {
             return Ok(o.charge(|s| order::Declined { id: s.id }).into());
         }
-        let key = cx.idempotency_key.to_string();
+        let key = cx.idempotency_key().to_string();
         self.charges.lock().unwrap().push(key.clone());
         Ok(o.charge(|s| order::Paid {
             id: s.id,

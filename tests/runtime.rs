@@ -159,9 +159,9 @@ async fn retries_back_off_by_the_declared_policy_with_one_idempotency_key() {
     );
     assert!(seen
         .iter()
-        .all(|cx| cx.idempotency_key == seen[0].idempotency_key));
+        .all(|cx| cx.idempotency_key() == seen[0].idempotency_key()));
     assert_eq!(
-        seen[0].idempotency_key.to_string(),
+        seen[0].idempotency_key().to_string(),
         format!("{}-step-0", outcome.id)
     );
 }

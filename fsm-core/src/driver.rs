@@ -20,7 +20,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::executor::{Policy, Recorder};
 use crate::waits::Waits;
-use crate::{Context, EventKind, ExecutionId, Fsm, IdempotencyKey, StepError, TaskToken};
+use crate::{Context, EventKind, ExecutionId, Fsm, StepError, TaskToken};
 
 /// Runs a machine's steps with the handlers `H`: implemented by `#[derive(Fsm)]` for every `H`
 /// that implements the machine's generated `Steps` trait.
@@ -88,11 +88,11 @@ pub struct Driver<'b, M> {
     pub(crate) policies: &'b [Policy],
     /// The token the next waiting step hands out, when the executor made it beforehand (a
     /// durable executor stores it before the step runs).
-    pub(crate) token: Option<TaskToken>,
+    pub(crate) token: Option<Box<TaskToken>>,
     /// Where an in-memory executor keeps the tokens its executions hand out.
     pub(crate) waits: Option<&'b Waits<M>>,
     /// The secret of the token handed out by the step under way.
-    pub(crate) handed_out: Option<u128>,
+    pub(crate) handed_out: Option<Box<u128>>,
     pub(crate) rec: Recorder<'b>,
     pub(crate) deadline: &'b Deadline,
 }
@@ -136,10 +136,7 @@ impl<'b, M: Fsm> Driver<'b, M> {
         Context {
             execution: self.id,
             attempt: self.attempt,
-            idempotency_key: IdempotencyKey {
-                execution: self.id,
-                step: self.step,
-            },
+            step: self.step,
         }
     }
 
@@ -185,7 +182,7 @@ impl<'b, M: Fsm> Driver<'b, M> {
     /// system has no randomness to give.
     pub fn token<K: Keep<M>>(&mut self) -> Result<TaskToken, StepError> {
         let token = match self.token.take() {
-            Some(token) => token,
+            Some(token) => *token,
             None => TaskToken::generate(self.id, self.step, self.attempt).map_err(|e| {
                 StepError::retryable("random", format_args!("no random bytes for a token: {e}"))
             })?,
@@ -196,7 +193,7 @@ impl<'b, M: Fsm> Driver<'b, M> {
             self.copying = false;
             waits.open(&token, copy);
         }
-        self.handed_out = Some(token.secret);
+        self.handed_out = Some(Box::new(token.secret));
         Ok(token)
     }
 

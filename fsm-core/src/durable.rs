@@ -746,7 +746,7 @@ where
                     .wait_entry(&mut row, &mut driver, state.clone(), &mut close)
                     .await?
                 {
-                    WaitEntry::Run(token) => driver.token = Some(token),
+                    WaitEntry::Run(token) => driver.token = Some(Box::new(token)),
                     WaitEntry::Next(next) => {
                         state = next;
                         let now = self.clock.now();

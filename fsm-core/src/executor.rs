@@ -88,8 +88,6 @@ pub(crate) struct Core<H> {
     /// Mixed into each execution's jitter, so that executors (and processes) that number
     /// their executions alike still spread their retries.
     pub(crate) jitter_seed: u64,
-    /// Whether any state waits for a task token.
-    pub(crate) has_waits: bool,
 }
 
 impl<H> Core<H> {
@@ -263,7 +261,6 @@ impl<M: crate::Fsm, H> ExecutorBuilder<M, H> {
             has_timeouts,
             history_limit: self.history_limit,
             jitter_seed: crate::policy::random_seed(),
-            has_waits: M::DEFINITION.states.iter().any(|s| s.wait.is_some()),
         }
     }
 }
@@ -325,15 +322,45 @@ where
 
     /// Completes the wait that handed out `token`: `complete` receives the waiting state,
     /// typed (`Machine<State>`), and returns one of its next states, which the execution
-    /// goes on from. `State` names the waiting state, and only its next states compile:
-    ///
-    /// ```ignore
-    /// executor.complete::<checkout::Shipped, _, _>(&token, |order| order.deliver(|s| checkout::Delivered { id: s.id }))?;
-    /// ```
+    /// goes on from. `State` names the waiting state, and only its next states compile.
     ///
     /// Returns the execution's id. A malformed, forged, already used or stale token, or one
     /// whose wait timed out, is refused with a [`TokenError`](crate::TokenError) and
     /// changes nothing.
+    ///
+    /// ```
+    /// use fsm_core::{Context, Executor, Fsm, StepError, TaskToken};
+    /// use std::sync::Mutex;
+    ///
+    /// #[derive(Fsm, Debug, Clone, PartialEq)]
+    /// enum Parcel {
+    ///     #[fsm(initial, wait, on(deliver => Delivered))]
+    ///     Shipped { id: u32 },
+    ///     #[fsm(terminal)]
+    ///     Delivered { id: u32 },
+    /// }
+    ///
+    /// struct Carrier(Mutex<Option<String>>);
+    ///
+    /// impl parcel::Steps for Carrier {
+    ///     async fn shipped(&self, _: parcel::Machine<parcel::Shipped>, _: Context, token: TaskToken) -> Result<(), StepError> {
+    ///         *self.0.lock().unwrap() = Some(token.to_string()); // hand it to the carrier
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let executor = Executor::<Parcel, _>::new(Carrier(Mutex::new(None)));
+    /// let run = executor.spawn(parcel::Machine::new(parcel::Shipped { id: 7 }));
+    /// # tokio::task::yield_now().await;
+    /// let token = executor.steps().0.lock().unwrap().clone().unwrap();
+    /// executor
+    ///     .complete::<parcel::Shipped, _>(&token, |p| p.deliver(|s| parcel::Delivered { id: s.id }))
+    ///     .unwrap();
+    /// assert_eq!(run.await.unwrap().state, Parcel::Delivered { id: 7 });
+    /// # }
+    /// ```
     pub fn complete<S, N>(
         &self,
         token: &str,
@@ -372,14 +399,6 @@ where
         tokio::spawn(async move { this.run(start).await })
     }
 
-    async fn drive(&self, id: ExecutionId, state: M) -> Outcome<M> {
-        let outcome = self.drive_tokens(id, state).await;
-        if self.inner.has_waits {
-            self.waits.forget(id);
-        }
-        outcome
-    }
-
     /// Waits, in memory, for the answer to the token that the step of `waiting` handed out.
     /// `Ok` is the state the answer leads to; `Err` the failure it counts as (failed by the
     /// outside world, or timed out).
@@ -389,7 +408,7 @@ where
         waiting: M,
     ) -> Result<M, (M, StepError, Option<Duration>)> {
         let info = &M::DEFINITION.states[waiting.state_index()];
-        let Some(secret) = driver.handed_out.take() else {
+        let Some(secret) = driver.handed_out.take().map(|s| *s) else {
             unreachable!("a waiting step returned without handing out its token")
         };
         let timeout = info.wait.and_then(|w| w.timeout);
@@ -438,7 +457,10 @@ where
         }
     }
 
-    async fn drive_tokens(&self, id: ExecutionId, mut state: M) -> Outcome<M> {
+    async fn drive(&self, id: ExecutionId, mut state: M) -> Outcome<M> {
+        // An execution's tokens are forgotten when it ends (only a machine that waits has
+        // any).
+        let _tokens = M::WAITS.then(|| ForgetTokens(&self.waits, id));
         let def = M::DEFINITION;
         let inner = &*self.inner;
         let deadline = Deadline::new(inner.has_timeouts);
@@ -480,17 +502,25 @@ where
                     state = next;
                     continue;
                 }
-                Stopped::Waiting(waiting) => match self.wait(&mut driver, waiting).await {
-                    Ok(next) => {
-                        state = next;
-                        continue;
+                // Boxed: a wait's future would otherwise make every execution's larger.
+                Stopped::Waiting(waiting) if M::WAITS => {
+                    match Box::pin(self.wait(&mut driver, waiting)).await {
+                        Ok(next) => {
+                            state = next;
+                            continue;
+                        }
+                        Err(failure) => failure,
                     }
-                    Err(failure) => failure,
-                },
+                }
+                // Only the loop of a machine that waits stops to wait.
+                Stopped::Waiting(waiting) => {
+                    let error = StepError::fatal("wait", "a machine without waits stopped to wait");
+                    (waiting, error, None)
+                }
             };
             if let Some(secret) = driver.handed_out.take() {
                 // The step failed after handing out its token: the token is of no more use.
-                self.waits.close(secret, crate::TokenError::Stale);
+                self.waits.close(*secret, crate::TokenError::Stale);
             }
             match inner.after_failure(&mut driver, failed, error, timed_out, &mut jitter) {
                 AfterFailure::Retry(failed, delay) => {
@@ -503,6 +533,15 @@ where
                 AfterFailure::Errored(failed, error) => return driver.give_up(failed, error),
             }
         }
+    }
+}
+
+/// Forgets an execution's tokens when dropped.
+struct ForgetTokens<'a, M>(&'a Waits<M>, ExecutionId);
+
+impl<M> Drop for ForgetTokens<'_, M> {
+    fn drop(&mut self) {
+        self.0.forget(self.1);
     }
 }
 
@@ -590,7 +629,8 @@ impl<H> Core<H> {
     }
 
     /// Records a failed attempt of `failed`'s step and decides what follows: a retry, an
-    /// error route, or the end.
+    /// error route, or the end. (Out of line: the path without failures stays small.)
+    #[inline(never)]
     pub(crate) fn after_failure<M: Dispatch<H> + Clone>(
         &self,
         driver: &mut Driver<'_, M>,

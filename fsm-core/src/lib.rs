@@ -103,6 +103,10 @@ pub trait Fsm: Sized + 'static {
     /// The machine's graph.
     const DEFINITION: &'static Definition;
 
+    /// Whether any state waits for a task token (`#[fsm(wait)]`): a constant, so that the
+    /// executor's code for waits is compiled out of machines that have none.
+    const WAITS: bool = false;
+
     /// The index in [`Definition::states`] of the state this value is in.
     fn state_index(&self) -> usize;
 

@@ -145,8 +145,21 @@ pub struct Context {
     pub execution: ExecutionId,
     /// The attempt, from 1; retries count up.
     pub attempt: u32,
-    /// The same for every attempt of this step; see [`IdempotencyKey`].
-    pub idempotency_key: IdempotencyKey,
+    /// The step's position in the execution: 0 for the first step (see
+    /// [`IdempotencyKey::step`]).
+    pub step: u32,
+}
+
+impl Context {
+    /// The same for every attempt of this step, and for its runs after a restart; see
+    /// [`IdempotencyKey`].
+    #[inline]
+    pub fn idempotency_key(&self) -> IdempotencyKey {
+        IdempotencyKey {
+            execution: self.execution,
+            step: self.step,
+        }
+    }
 }
 
 /// Why a step failed, and whether trying again may help.

@@ -11,9 +11,17 @@ const NONE: &str = "::core::option::Option::None";
 pub(super) fn write(src: &mut Src, g: &Graph) {
     let k = src.krate.clone();
     let name = lit(&names::unraw(src.m.ident));
+    if src.m.states.iter().any(|s| s.wait.is_some()) {
+        src.write(format_args!(
+            "#[automatically_derived] impl {k}::Fsm for __Enum {{ const WAITS: ::core::primitive::bool = true;"
+        ));
+    } else {
+        src.write(format_args!(
+            "#[automatically_derived] impl {k}::Fsm for __Enum {{"
+        ));
+    }
     src.write(format_args!(
-        "#[automatically_derived] impl {k}::Fsm for __Enum {{\
-           const DEFINITION: &'static {k}::Definition = &{k}::Definition {{ name: {name}, states: &["
+        "const DEFINITION: &'static {k}::Definition = &{k}::Definition {{ name: {name}, states: &["
     ));
     for s in &src.m.states {
         let kind = match &s.terminal {
