@@ -340,7 +340,7 @@ fn hand_loop_over_steps_20_steps() -> Result<Chain, StepError> {
     ready(hand_loop_steps(
         black_box(Chain::S0(1)),
         &Bump,
-        ExecutionId(1),
+        ExecutionId::from_u128(1),
         |s| s,
     ))
 }
@@ -350,7 +350,7 @@ fn hand_loop_over_steps_opaque_20_steps() -> Result<Chain, StepError> {
     ready(hand_loop_steps(
         black_box(Chain::S0(1)),
         &Bump,
-        ExecutionId(1),
+        ExecutionId::from_u128(1),
         black_box,
     ))
 }

@@ -421,7 +421,11 @@ async fn a_corrupted_row_is_set_aside_with_a_typed_error_and_the_others_go_on() 
     let tokens: Vec<String> = {
         // The good one is still waiting for its token from before.
         let stored = ex.store().wait_token(ids[3], 2, 1).await.unwrap().unwrap();
-        vec![format!("ft1.{:032x}.2.1.{}", ids[3].0, stored.secret)]
+        vec![format!(
+            "ft1.{:032x}.2.1.{}",
+            ids[3].as_u128(),
+            stored.secret
+        )]
     };
     ex.complete::<order::Paid, _>(&tokens[0], deliver)
         .await

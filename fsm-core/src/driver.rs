@@ -80,21 +80,31 @@ pub struct Driver<'b, M> {
     pub(crate) checks: u8,
     /// The state index of the step under way (kept up to date only when `watched`).
     pub(crate) index: usize,
+
+    pub(crate) policies: &'b [Policy],
+    /// What only durable executions and waiting states need (see [`Cold`]).
+    pub(crate) cold: Option<Box<Cold>>,
+    /// Where an in-memory executor keeps the tokens its executions hand out.
+    pub(crate) waits: Option<&'b Waits<M>>,
+    pub(crate) rec: Recorder<'b>,
+    pub(crate) deadline: &'b Deadline,
+}
+
+/// What the driver needs only for durable executions and waiting states: out of line, so
+/// that an execution that uses neither carries one pointer for it (the driver is part of
+/// every execution's future).
+#[derive(Default)]
+pub(crate) struct Cold {
     /// Whether the loop stops before each step but its first (a durable execution
     /// checkpoints between steps).
     pub(crate) pause: bool,
     /// Whether this run of the loop has begun a step.
     pub(crate) began: bool,
-    pub(crate) policies: &'b [Policy],
     /// The token the next waiting step hands out, when the executor made it beforehand (a
     /// durable executor stores it before the step runs).
-    pub(crate) token: Option<Box<TaskToken>>,
-    /// Where an in-memory executor keeps the tokens its executions hand out.
-    pub(crate) waits: Option<&'b Waits<M>>,
+    pub(crate) token: Option<TaskToken>,
     /// The secret of the token handed out by the step under way.
-    pub(crate) handed_out: Option<Box<u128>>,
-    pub(crate) rec: Recorder<'b>,
-    pub(crate) deadline: &'b Deadline,
+    pub(crate) handed_out: Option<u128>,
 }
 
 /// Why the attempt under way was stopped by the executor rather than by its step.
@@ -181,8 +191,8 @@ impl<'b, M: Fsm> Driver<'b, M> {
     /// runs, so that it can be answered at once. Fails (retryable) only if the operating
     /// system has no randomness to give.
     pub fn token<K: Keep<M>>(&mut self) -> Result<TaskToken, StepError> {
-        let token = match self.token.take() {
-            Some(token) => *token,
+        let token = match self.cold.as_mut().and_then(|c| c.token.take()) {
+            Some(token) => token,
             None => TaskToken::generate(self.id, self.step, self.attempt).map_err(|e| {
                 StepError::retryable("random", format_args!("no random bytes for a token: {e}"))
             })?,
@@ -193,8 +203,18 @@ impl<'b, M: Fsm> Driver<'b, M> {
             self.copying = false;
             waits.open(&token, copy);
         }
-        self.handed_out = Some(Box::new(token.secret));
+        self.cold().handed_out = Some(token.secret);
         Ok(token)
+    }
+
+    /// The driver's out-of-line part, made on first use.
+    pub(crate) fn cold(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(Box::default)
+    }
+
+    /// The secret of the token the step under way handed out, if it did.
+    pub(crate) fn take_handed_out(&mut self) -> Option<u128> {
+        self.cold.as_mut().and_then(|c| c.handed_out.take())
     }
 
     /// Ends the step of a waiting state, which handed out its token: the loop returns this
@@ -218,12 +238,12 @@ impl<'b, M: Fsm> Driver<'b, M> {
 
     #[inline(never)]
     fn watch_start(&mut self, index: usize) {
-        if self.pause {
-            if self.began {
+        if let Some(cold) = self.cold.as_mut().filter(|c| c.pause) {
+            if cold.began {
                 self.checks = PAUSE;
                 return;
             }
-            self.began = true;
+            cold.began = true;
         }
         self.index = index;
         // Only a watched execution has checks: they are set here for each step.
@@ -383,18 +403,10 @@ impl<T, F: Future<Output = Result<T, StepError>>> Future for Attempt<'_, F> {
     fn poll(self: Pin<&mut Self>, cx: &mut core::task::Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         if *this.checks & (YIELD | HALT | PAUSE) != 0 {
-            if *this.checks & YIELD != 0 {
-                *this.checks &= !YIELD;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
+            if let Some(stop) = before_step(this.checks, this.limits, cx) {
+                return Poll::Ready(Err(stop));
             }
-            if *this.checks & PAUSE != 0 {
-                this.limits.set_verdict(Verdict::Paused);
-                return Poll::Ready(Err(StepError::fatal("pause", "paused for a checkpoint")));
-            }
-            this.limits.set_verdict(Verdict::Halted);
-            // The executor tells the last step number from a full history (`drive`).
-            return Poll::Ready(Err(history_full()));
+            return Poll::Pending;
         }
         match this.step.poll(cx) {
             Poll::Ready(Ok(_)) if *this.checks & TIMED != 0 && this.limits.overdue() => {
@@ -407,6 +419,31 @@ impl<T, F: Future<Output = Result<T, StepError>>> Future for Attempt<'_, F> {
             other => other,
         }
     }
+}
+
+/// What an attempt does before its step when it has checks to make: give the thread back
+/// once (`None`: pending), or stop before the step with the error the executor reads its
+/// verdict beside. Out of line: it is rare, and the attempt's poll is inlined into every arm
+/// of the generated loop.
+#[cold]
+#[inline(never)]
+fn before_step(
+    checks: &mut u8,
+    limits: &Deadline,
+    cx: &mut core::task::Context<'_>,
+) -> Option<StepError> {
+    if *checks & YIELD != 0 {
+        *checks &= !YIELD;
+        cx.waker().wake_by_ref();
+        return None;
+    }
+    if *checks & PAUSE != 0 {
+        limits.set_verdict(Verdict::Paused);
+        return Some(StepError::fatal("pause", "paused for a checkpoint"));
+    }
+    limits.set_verdict(Verdict::Halted);
+    // The executor tells the last step number from a full history (`drive`).
+    Some(history_full())
 }
 
 /// How a run of the generated loop ended.
@@ -499,19 +536,16 @@ mod tests {
     fn driver(step: u32, deadline: &Deadline) -> Driver<'_, Lamp> {
         Driver {
             kept: None,
-            id: ExecutionId(1),
+            id: ExecutionId::from_u128(1),
             step,
             attempt: 1,
             watched: false,
             copying: false,
             checks: 0,
             index: 0,
-            pause: false,
-            began: false,
             policies: &[],
-            token: None,
+            cold: None,
             waits: None,
-            handed_out: None,
             rec: Recorder::inactive(),
             deadline,
         }

@@ -713,12 +713,12 @@ where
             copying: false,
             checks: 0,
             index: 0,
-            pause: true,
-            began: false,
             policies: &core.policies,
-            token: None,
+            cold: Some(Box::new(crate::driver::Cold {
+                pause: true,
+                ..Default::default()
+            })),
             waits: None,
-            handed_out: None,
             rec,
             deadline: &deadline,
         };
@@ -746,7 +746,7 @@ where
                     .wait_entry(&mut row, &mut driver, state.clone(), &mut close)
                     .await?
                 {
-                    WaitEntry::Run(token) => driver.token = Some(Box::new(token)),
+                    WaitEntry::Run(token) => driver.cold().token = Some(token),
                     WaitEntry::Next(next) => {
                         state = next;
                         let now = self.clock.now();
@@ -788,7 +788,7 @@ where
             let (failed, error, timed_out) = match failure {
                 Some(failure) => failure,
                 None => {
-                    driver.began = false;
+                    driver.cold().began = false;
                     let stop =
                         Guard::new(state.run::<Cloned>(&core.steps, &mut driver), &deadline).await;
                     deadline.disarm();
@@ -825,7 +825,7 @@ where
                             continue;
                         }
                         Stopped::Waiting(waiting) => {
-                            driver.handed_out = None;
+                            driver.take_handed_out();
                             let info = &def.states[waiting.state_index()];
                             let timeout = info.wait.and_then(|w| w.timeout);
                             let now = self.clock.now();
@@ -855,7 +855,7 @@ where
                     }
                 }
             };
-            if driver.handed_out.take().is_some() {
+            if driver.take_handed_out().is_some() {
                 // The step failed after handing out its token: the token is of no more use.
                 if let Some(t) = self
                     .store

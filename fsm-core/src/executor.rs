@@ -408,7 +408,7 @@ where
         waiting: M,
     ) -> Result<M, (M, StepError, Option<Duration>)> {
         let info = &M::DEFINITION.states[waiting.state_index()];
-        let Some(secret) = driver.handed_out.take().map(|s| *s) else {
+        let Some(secret) = driver.take_handed_out() else {
             unreachable!("a waiting step returned without handing out its token")
         };
         let timeout = info.wait.and_then(|w| w.timeout);
@@ -474,12 +474,9 @@ where
             copying: false,
             checks: 0,
             index: 0,
-            pause: false,
-            began: false,
             policies: &inner.policies,
-            token: None,
-            waits: Some(&self.waits),
-            handed_out: None,
+            cold: None,
+            waits: M::WAITS.then_some(&*self.waits),
             rec,
             deadline: &deadline,
         };
@@ -518,9 +515,9 @@ where
                     (waiting, error, None)
                 }
             };
-            if let Some(secret) = driver.handed_out.take() {
+            if let Some(secret) = driver.take_handed_out() {
                 // The step failed after handing out its token: the token is of no more use.
-                self.waits.close(*secret, crate::TokenError::Stale);
+                self.waits.close(secret, crate::TokenError::Stale);
             }
             match inner.after_failure(&mut driver, failed, error, timed_out, &mut jitter) {
                 AfterFailure::Retry(failed, delay) => {

@@ -103,7 +103,8 @@ impl JitterSource {
     /// different delays.
     #[cfg(feature = "runtime")]
     pub(crate) fn for_execution(seed: u64, id: crate::ExecutionId) -> Self {
-        let id = (id.0 as u64) ^ (id.0 >> 64) as u64;
+        let id = id.as_u128();
+        let id = (id as u64) ^ (id >> 64) as u64;
         JitterSource::new(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 

@@ -53,7 +53,10 @@ impl fmt::Display for TaskToken {
         write!(
             f,
             "ft1.{:032x}.{}.{}.{:032x}",
-            self.execution.0, self.step, self.attempt, self.secret
+            self.execution.as_u128(),
+            self.step,
+            self.attempt,
+            self.secret
         )
     }
 }
@@ -99,7 +102,7 @@ impl core::str::FromStr for TaskToken {
             }
         };
         Ok(TaskToken {
-            execution: ExecutionId(hex(execution).ok_or(TokenError::Malformed)?),
+            execution: ExecutionId::from_u128(hex(execution).ok_or(TokenError::Malformed)?),
             step: number(step).ok_or(TokenError::Malformed)?,
             attempt: number(attempt).ok_or(TokenError::Malformed)?,
             secret: hex(secret).ok_or(TokenError::Malformed)?,
@@ -159,7 +162,7 @@ mod tests {
 
     #[test]
     fn tokens_read_back_from_their_text_and_hide_their_secret_in_debug() {
-        let t = TaskToken::generate(ExecutionId(42 << 64 | 7), 3, 2).unwrap();
+        let t = TaskToken::generate(ExecutionId::from_u128(42 << 64 | 7), 3, 2).unwrap();
         let text = t.to_string();
         assert_eq!(text.parse::<TaskToken>(), Ok(t.clone()));
         assert!(!format!("{t:?}").contains(&t.secret_hex()));

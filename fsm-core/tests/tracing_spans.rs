@@ -91,7 +91,7 @@ fn one_span_per_execution_and_one_per_step_attempt() {
     assert!(outcome.is_success());
 
     let spans = spans.spans.lock().unwrap();
-    let id = outcome.id.0.to_string();
+    let id = outcome.id.to_string();
     let field = |fields: &[(String, String)], name: &str| {
         fields
             .iter()
