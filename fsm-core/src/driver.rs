@@ -100,6 +100,10 @@ pub(crate) struct Cold {
     pub(crate) pause: bool,
     /// Whether this run of the loop has begun a step.
     pub(crate) began: bool,
+    /// Whether the loop halted to pause (not because the history is full): the attempt
+    /// stops the same way for both, so that its poll, inlined into every arm of the
+    /// generated loop, has no branch of its own for pauses.
+    pub(crate) paused: bool,
     /// The token the next waiting step hands out, when the executor made it beforehand (a
     /// durable executor stores it before the step runs).
     pub(crate) token: Option<TaskToken>,
@@ -119,9 +123,6 @@ pub(crate) enum Verdict {
     /// The execution's history is full, or it has taken its last step number (4,294,967,295
     /// steps): it ends before this attempt runs.
     Halted = 2,
-    /// The execution is durable and has taken a step: it stops before the next one, which
-    /// begins after the checkpoint.
-    Paused = 3,
 }
 
 impl<'b, M: Fsm> Driver<'b, M> {
@@ -212,6 +213,13 @@ impl<'b, M: Fsm> Driver<'b, M> {
         self.cold.get_or_insert_with(Box::default)
     }
 
+    /// Whether the loop halted to pause before a step (see [`Cold::paused`]); clears it.
+    pub(crate) fn take_paused(&mut self) -> bool {
+        self.cold
+            .as_mut()
+            .is_some_and(|c| std::mem::take(&mut c.paused))
+    }
+
     /// The secret of the token the step under way handed out, if it did.
     pub(crate) fn take_handed_out(&mut self) -> Option<u128> {
         self.cold.as_mut().and_then(|c| c.handed_out.take())
@@ -240,7 +248,8 @@ impl<'b, M: Fsm> Driver<'b, M> {
     fn watch_start(&mut self, index: usize) {
         if let Some(cold) = self.cold.as_mut().filter(|c| c.pause) {
             if cold.began {
-                self.checks = PAUSE;
+                cold.paused = true;
+                self.checks = HALT;
                 return;
             }
             cold.began = true;
@@ -335,7 +344,6 @@ impl Deadline {
         match self.verdict.load(Ordering::Relaxed) {
             1 => Verdict::Late,
             2 => Verdict::Halted,
-            3 => Verdict::Paused,
             4 => Verdict::Waiting,
             _ => Verdict::None,
         }
@@ -382,8 +390,6 @@ const YIELD_EVERY: u32 = 1024;
 const YIELD: u8 = 1;
 const HALT: u8 = 2;
 const TIMED: u8 = 4;
-/// Stop before the step: see [`Verdict::Paused`].
-const PAUSE: u8 = 8;
 
 pin_project_lite::pin_project! {
     /// One attempt of a step, as the generated loop awaits it (see [`Driver::attempt`]).
@@ -402,11 +408,15 @@ impl<T, F: Future<Output = Result<T, StepError>>> Future for Attempt<'_, F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut core::task::Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        if *this.checks & (YIELD | HALT | PAUSE) != 0 {
-            if let Some(stop) = before_step(this.checks, this.limits, cx) {
-                return Poll::Ready(Err(stop));
+        if *this.checks & (YIELD | HALT) != 0 {
+            if *this.checks & YIELD != 0 {
+                *this.checks &= !YIELD;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
-            return Poll::Pending;
+            this.limits.set_verdict(Verdict::Halted);
+            // The executor tells a pause and the last step number from a full history.
+            return Poll::Ready(Err(history_full()));
         }
         match this.step.poll(cx) {
             Poll::Ready(Ok(_)) if *this.checks & TIMED != 0 && this.limits.overdue() => {
@@ -419,31 +429,6 @@ impl<T, F: Future<Output = Result<T, StepError>>> Future for Attempt<'_, F> {
             other => other,
         }
     }
-}
-
-/// What an attempt does before its step when it has checks to make: give the thread back
-/// once (`None`: pending), or stop before the step with the error the executor reads its
-/// verdict beside. Out of line: it is rare, and the attempt's poll is inlined into every arm
-/// of the generated loop.
-#[cold]
-#[inline(never)]
-fn before_step(
-    checks: &mut u8,
-    limits: &Deadline,
-    cx: &mut core::task::Context<'_>,
-) -> Option<StepError> {
-    if *checks & YIELD != 0 {
-        *checks &= !YIELD;
-        cx.waker().wake_by_ref();
-        return None;
-    }
-    if *checks & PAUSE != 0 {
-        limits.set_verdict(Verdict::Paused);
-        return Some(StepError::fatal("pause", "paused for a checkpoint"));
-    }
-    limits.set_verdict(Verdict::Halted);
-    // The executor tells the last step number from a full history (`drive`).
-    Some(history_full())
 }
 
 /// How a run of the generated loop ended.

@@ -582,7 +582,11 @@ impl<H> Core<H> {
         // The loop kept the state before each step began: a failure comes with it.
         match (stop, driver.kept.take()) {
             (Stop::Done(Ok(end)), _) => Stopped::Ended(end),
-            (Stop::Done(Err(_)), Some(next)) if verdict == Verdict::Paused => Stopped::Paused(next),
+            (Stop::Done(Err(_)), Some(next))
+                if verdict == Verdict::Halted && driver.take_paused() =>
+            {
+                Stopped::Paused(next)
+            }
             (Stop::Done(Err(_)), Some(waiting)) if verdict == Verdict::Waiting => {
                 Stopped::Waiting(waiting)
             }
