@@ -392,9 +392,9 @@ fn checkout_orders() -> (example::Services, Vec<example::Checkout>) {
     let orders = (0..10_000)
         .map(|order| {
             let items = if order % 10 == 0 {
-                vec!["kettle".into()]
+                vec!["kettle".into()].into()
             } else {
-                vec!["mug".into()]
+                vec!["mug".into()].into()
             };
             example::Checkout::Submitted {
                 order,

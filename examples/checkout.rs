@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fsm_core::{Context, Executor, Fsm, StepError, TaskToken};
@@ -37,7 +37,9 @@ pub enum Checkout {
     #[fsm(initial, on(reserve => Reserved | OutOfStock), timeout_ms = 2000)]
     Submitted {
         order: OrderId,
-        items: Vec<Sku>,
+        /// Behind an `Arc`: the executor copies a state before its step, and a copy of an
+        /// `Arc` allocates nothing.
+        items: Arc<[Sku]>,
         gift: bool,
         signature: bool,
     },
@@ -362,7 +364,11 @@ pub fn ledger(path: &std::path::Path) -> rusqlite::Connection {
 fn orders() -> Vec<(&'static str, Checkout)> {
     let order = |order: OrderId, items: &[&str], gift: bool, signature: bool| Submitted {
         order,
-        items: items.iter().map(|s| s.to_string()).collect(),
+        items: items
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .into(),
         gift,
         signature,
     };

@@ -54,9 +54,9 @@ async fn ten_thousand_concurrent_checkouts_end_where_they_should() {
     let handles: Vec<_> = (0..ORDERS)
         .map(|order| {
             let items = if scenario(order) == "out of stock" {
-                vec!["kettle".into()]
+                vec!["kettle".into()].into()
             } else {
-                vec!["mug".into()]
+                vec!["mug".into()].into()
             };
             let gift = scenario(order) == "gift";
             executor.spawn(Machine::new(Submitted {
