@@ -70,6 +70,14 @@ pub enum DurableError {
     /// A durable executor needs a tokio runtime to run its scheduler on, and was built
     /// outside one.
     NoRuntime,
+    /// The operating system gave no random bytes for a task token: the execution stays
+    /// before its waiting step.
+    NoRandomness {
+        /// The execution.
+        execution: ExecutionId,
+        /// The operating system's error.
+        message: String,
+    },
 }
 
 impl core::fmt::Display for DurableError {
@@ -91,6 +99,10 @@ impl core::fmt::Display for DurableError {
                 write!(f, "execution {execution} is of machine `{found}`")
             }
             DurableError::NotFound { execution } => write!(f, "no execution {execution}"),
+            DurableError::NoRandomness { execution, message } => write!(
+                f,
+                "execution {execution}: no random bytes for a task token: {message}"
+            ),
             DurableError::NoRuntime => {
                 f.write_str("a durable executor must be built inside a tokio runtime")
             }
@@ -576,10 +588,10 @@ where
         match token {
             None => {
                 let token = TaskToken::generate(id, step, attempt).map_err(|e| {
-                    DurableError::Store(StoreError::Database {
-                        path: Default::default(),
-                        message: format!("no random bytes for a task token: {e}"),
-                    })
+                    DurableError::NoRandomness {
+                        execution: id,
+                        message: e.to_string(),
+                    }
                 })?;
                 let record = TokenRecord {
                     secret: token.secret_hex(),
@@ -868,13 +880,11 @@ where
                 }
             }
             let closing = std::mem::take(&mut close);
-            let write = |row: &mut ExecutionRecord, result: Result<(), DurableError>| match result {
-                Err(DurableError::Store(StoreError::Conflict { .. })) if !closing.is_empty() => {
-                    let _ = row;
-                    Ok(Err(Again))
-                }
-                Err(e) => Err(e),
-                Ok(()) => Ok(Ok(())),
+            // A token this checkpoint closes (a wait that timed out) was answered meanwhile:
+            // the drive starts again from the stored row, and takes the answer.
+            let answered = |saved: &Result<(), DurableError>| {
+                !closing.is_empty()
+                    && matches!(saved, Err(DurableError::Store(StoreError::Conflict { .. })))
             };
             match core.after_failure(&mut driver, failed, error, timed_out, &mut jitter) {
                 AfterFailure::Retry(failed, delay) => {
@@ -900,8 +910,8 @@ where
                             closing.clone(),
                         )
                         .await;
-                    if let Ok(Err(again)) = write(&mut row, saved.clone()) {
-                        return Ok(Err(again));
+                    if answered(&saved) {
+                        return Ok(Err(Again));
                     }
                     saved?;
                     if !hold {
@@ -925,8 +935,8 @@ where
                             closing.clone(),
                         )
                         .await;
-                    if let Ok(Err(again)) = write(&mut row, saved.clone()) {
-                        return Ok(Err(again));
+                    if answered(&saved) {
+                        return Ok(Err(Again));
                     }
                     saved?;
                 }
