@@ -61,6 +61,8 @@ struct Shop {
     charge_times: Mutex<Vec<tokio::time::Instant>>,
     /// Told when a charge attempt starts.
     charge_started: tokio::sync::Notify,
+    /// How many times the carrier's step fails after it handed out its token.
+    hand_over_failures: AtomicU32,
 }
 
 impl order::Steps for Shop {
@@ -111,6 +113,16 @@ impl order::Steps for Shop {
         token: TaskToken,
     ) -> Result<(), StepError> {
         self.tokens.lock().unwrap().push(token.to_string());
+        if self
+            .hand_over_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StepError::retryable(
+                "carrier",
+                "the van left without the parcel",
+            ));
+        }
         Ok(())
     }
 
@@ -368,6 +380,35 @@ async fn tokens_forged_malformed_reused_stale_or_late_are_refused_and_change_not
         history.contains("wait started") && history.contains("step timed out"),
         "{history}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_whose_step_failed_after_handing_it_out_is_stale() {
+    let d = dir("stale");
+    let shop = Shop {
+        hand_over_failures: AtomicU32::new(1),
+        ..Shop::default()
+    };
+    let ex = open(&d.join("orders.db"), shop);
+    let id = ex
+        .start(order::Machine::new(order::Placed { id: 8 }))
+        .await
+        .unwrap();
+    // The first hand-over fails after its token went out; the retry hands out another.
+    until(|| ex.steps().tokens.lock().unwrap().len() == 2).await;
+    let (first, second) = {
+        let t = ex.steps().tokens.lock().unwrap();
+        (t[0].clone(), t[1].clone())
+    };
+    assert_eq!(
+        ex.complete::<order::Paid, _>(&first, deliver).await,
+        Err(TokenError::Stale)
+    );
+    assert_eq!(
+        ex.complete::<order::Paid, _>(&second, deliver).await,
+        Ok(id)
+    );
+    assert_eq!(ex.finished(id).await.unwrap().state_name, "Delivered");
 }
 
 use fsm_core::Store as _;
