@@ -382,6 +382,44 @@ async fn tokens_forged_malformed_reused_stale_or_late_are_refused_and_change_not
     );
 }
 
+#[test]
+fn a_wait_timeout_fires_after_a_restart_too() {
+    let d = dir("wait-timer");
+    let path = d.join("orders.db");
+    let p = path.clone();
+    let id = in_a_process_that_dies(move || {
+        Box::pin(async move {
+            let ex = open(&p, Shop::default());
+            let id = ex
+                .start(order::Machine::new(order::Placed { id: 11 }))
+                .await
+                .unwrap();
+            until(|| ex.steps().tokens.lock().unwrap().len() == 1).await;
+            id
+        })
+    });
+    let p = path.clone();
+    let (waited, row, tokens) = in_a_process_that_dies(move || {
+        Box::pin(async move {
+            tokio::time::pause();
+            let started = tokio::time::Instant::now();
+            let ex = open(&p, Shop::default());
+            // No one answers: the wait times out after an hour, is retried with a new token,
+            // times out again, and the catch route ends the order `Lost`.
+            let row = ex.finished(id).await.unwrap();
+            let tokens = ex.steps().tokens.lock().unwrap().len();
+            (started.elapsed(), row, tokens)
+        })
+    });
+    assert_eq!(row.state_name, "Lost");
+    assert_eq!(
+        tokens, 1,
+        "the retry in the second process handed out one new token"
+    );
+    assert!(waited >= Duration::from_secs(2 * 3_600 - 60), "{waited:?}");
+    assert!(waited <= Duration::from_secs(2 * 3_600 + 60), "{waited:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_token_whose_step_failed_after_handing_it_out_is_stale() {
     let d = dir("stale");
