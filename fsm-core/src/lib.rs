@@ -66,6 +66,7 @@ mod step;
 pub mod store;
 #[cfg(feature = "runtime")]
 mod token;
+pub mod views;
 #[cfg(feature = "runtime")]
 mod waits;
 

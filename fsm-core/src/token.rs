@@ -43,6 +43,7 @@ impl TaskToken {
     }
 
     /// The secret part, as stored (32 hexadecimal digits).
+    #[cfg_attr(not(feature = "durable"), allow(dead_code))]
     pub(crate) fn secret_hex(&self) -> String {
         format!("{:032x}", self.secret)
     }

@@ -1,0 +1,6 @@
+//! Layer 4: views of a machine and of what its executions did. [`Diagram`] draws a
+//! definition, and an execution's path over it, as Mermaid or Graphviz DOT.
+
+mod diagram;
+
+pub use diagram::Diagram;
