@@ -4,3 +4,9 @@
 mod diagram;
 
 pub use diagram::Diagram;
+
+#[cfg(feature = "asl")]
+mod asl;
+
+#[cfg(feature = "asl")]
+pub use asl::{fatal_error_name, Asl};
