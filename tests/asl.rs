@@ -131,3 +131,151 @@ fn statelint_accepts_every_export() {
     }
     println!("statelint accepted {} exports", machines().len());
 }
+
+/// Where the step adapter example was built (`cargo test` builds the examples).
+fn adapter_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().unwrap().parent().unwrap();
+    profile
+        .join("examples")
+        .join(format!("step_adapter{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// The scripted services of `examples/step_adapter.rs`.
+fn scripted_services() -> example::Services {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    example::Services {
+        stock: Mutex::new(HashMap::from([
+            ("mug".to_string(), 100),
+            ("tea".to_string(), 100),
+        ])),
+        gateway_failures: Mutex::new(HashMap::from([(1, 2), (3, 1_000)])),
+        declined: vec![2],
+        ..example::Services::default()
+    }
+}
+
+#[test]
+fn the_exported_checkout_takes_the_executors_path_in_an_asl_interpreter() {
+    let dir = std::env::var_os("FSM_ASL_INTERPRETER").map(PathBuf::from);
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let Some(dir) =
+        dir.filter(|d| d.join("node_modules/aws-local-stepfunctions").exists() && node_ok)
+    else {
+        let line = "SKIPPED the_exported_checkout_takes_the_executors_path_in_an_asl_interpreter: \
+                    aws-local-stepfunctions (npm, in $FSM_ASL_INTERPRETER/node_modules) or node not found; .ci/run installs it";
+        assert!(std::env::var_os("FSM_REQUIRE_TOOLS").is_none(), "{line}");
+        println!("{line}");
+        return;
+    };
+    let adapter = adapter_binary();
+    assert!(
+        adapter.exists(),
+        "{} is built by `cargo test`",
+        adapter.display()
+    );
+    let definition = std::env::temp_dir().join(format!("fsm-asl-run-{}.json", std::process::id()));
+    std::fs::write(
+        &definition,
+        Asl::new(example::Checkout::DEFINITION).to_json_pretty(),
+    )
+    .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/asl/run.mjs");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    // A retried step (the gateway fails twice), a declined payment, a caught error (the
+    // gateway is down: retries, then the route to `PaymentDeclined`), a plain success.
+    for (order, scenario) in [
+        (1, "retried"),
+        (2, "declined"),
+        (3, "caught"),
+        (7, "success"),
+    ] {
+        let start = example::Checkout::Submitted {
+            order,
+            items: vec!["mug".to_string()].into(),
+            gift: false,
+            signature: false,
+        };
+        // Our executor, with the same scripted services.
+        let executor = fsm_core::Executor::<example::Checkout, _>::new(scripted_services());
+        let outcome = rt.block_on(executor.run(start.clone()));
+        let mut ours = vec![start.state_name().to_owned()];
+        let mut retries = 0;
+        for e in outcome.history.events() {
+            match &e.kind {
+                fsm_core::EventKind::Transition { to, .. } => ours.push(to.to_string()),
+                fsm_core::EventKind::RetryScheduled { .. } => retries += 1,
+                _ => {}
+            }
+        }
+        // The interpreter, its Tasks calling the step adapter.
+        let input = serde_json::json!({
+            "state": "Submitted",
+            "data": serde_json::to_value(&start).unwrap(),
+            "step": 0,
+            "execution": outcome.id.to_string(),
+        });
+        let out = Command::new("node")
+            .arg(&script)
+            .arg(&definition)
+            .arg(&adapter)
+            .arg(input.to_string())
+            .env("FSM_ASL_INTERPRETER", &dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{scenario}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let theirs: Vec<String> = report["entered"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .filter(|s| !s.contains('.'))
+            .collect();
+        assert_eq!(
+            theirs, ours,
+            "{scenario}: the interpreter's path, then ours"
+        );
+        assert_eq!(
+            report["retried"].as_array().unwrap().len(),
+            retries,
+            "{scenario}: retries"
+        );
+        assert_eq!(
+            report["caught"].as_array().unwrap().len(),
+            usize::from(scenario == "caught"),
+            "{scenario}: caught errors"
+        );
+        match outcome.status {
+            fsm_core::Status::Succeeded => {
+                assert_eq!(report["status"], "succeeded", "{scenario}");
+                assert_eq!(
+                    report["output"]["data"],
+                    serde_json::to_value(&outcome.state).unwrap()
+                );
+                assert_eq!(report["output"]["step"], ours.len() - 1);
+            }
+            _ => {
+                assert_eq!(report["status"], "failed", "{scenario}");
+                assert_eq!(
+                    report["error"],
+                    format!("fsm.{}", outcome.state.state_name())
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&definition);
+    println!("aws-local-stepfunctions took the executor's path in 4 scenarios");
+}

@@ -788,8 +788,8 @@ struct Active<'a> {
 }
 
 impl<'a> Recorder<'a> {
-    /// A recorder that records nothing, for the driver's own tests.
-    #[cfg(test)]
+    /// A recorder that records nothing (the driver's own tests, the ASL step adapter).
+    #[cfg(any(test, feature = "asl"))]
     pub(crate) fn inactive() -> Self {
         Recorder { active: None }
     }

@@ -2,9 +2,13 @@
 
 use core::time::Duration;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::{Definition, StateKind};
+use crate::driver::{Cloned, Cold, Deadline, Driver, Guard, Stop, Verdict};
+use crate::executor::Recorder;
+use crate::{Definition, Dispatch, ExecutionId, StateKind, StepError};
 
 /// A machine's definition as an Amazon States Language state machine.
 ///
@@ -271,4 +275,180 @@ impl<'a> Asl<'a> {
 /// Whole seconds, rounded up, at least 1: ASL counts timeouts and intervals in seconds.
 fn seconds(d: Duration) -> u64 {
     d.as_millis().div_ceil(1000).max(1) as u64
+}
+
+/// Why a Task failed, as Step Functions names it: `error` is the step's error kind (with
+/// `.fatal` appended when it is not retryable, see [`fatal_error_name`]), `cause` its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskFailure {
+    /// The ASL error name.
+    pub error: String,
+    /// The ASL cause.
+    pub cause: String,
+}
+
+impl TaskFailure {
+    fn of(error: &StepError) -> Self {
+        TaskFailure {
+            error: if error.is_retryable() {
+                error.kind().to_owned()
+            } else {
+                fatal_error_name(error.kind())
+            },
+            cause: error.message().to_owned(),
+        }
+    }
+
+    fn input(cause: impl Into<String>) -> Self {
+        TaskFailure {
+            error: "fsm.BadInput".into(),
+            cause: cause.into(),
+        }
+    }
+}
+
+impl core::fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}: {}", self.error, self.cause)
+    }
+}
+
+impl std::error::Error for TaskFailure {}
+
+/// The step adapter: what the function behind an exported Task does. It runs one step of
+/// `steps` (or, for an error route's Task, the route's handler) on the envelope `input`
+/// (`{"state": "<State>", "data": <enum>, "step": n, "execution": "<id>"}`, the last two
+/// optional), and answers the envelope of the next state, or the failure Step Functions
+/// retries and routes by its name.
+///
+/// The step gets a [`Context`](crate::Context) whose execution is `execution` (a UUID; 0 when
+/// absent) and whose step number is `step`, which the answer counts up: pass both in the
+/// execution's input, and the idempotency keys are those the executor would give. Retries
+/// are Step Functions' own, so the attempt is always 1. A waiting state's step is not run
+/// here (Step Functions hands its own token to the function named in the export).
+pub async fn run_task<M, H>(steps: &H, input: &Value) -> Result<Value, TaskFailure>
+where
+    M: Dispatch<H> + Clone + Serialize + DeserializeOwned,
+    H: Send + Sync + 'static,
+{
+    let def = M::DEFINITION;
+    let name = input
+        .get("state")
+        .and_then(Value::as_str)
+        .ok_or_else(|| TaskFailure::input("the input has no `state`"))?;
+    let data = input
+        .get("data")
+        .ok_or_else(|| TaskFailure::input("the input has no `data`"))?;
+    let state: M = serde_json::from_value(data.clone())
+        .map_err(|e| TaskFailure::input(format!("`data` is not a `{}`: {e}", def.name)))?;
+    if state.state_name() != name {
+        return Err(TaskFailure::input(format!(
+            "`state` says `{name}` but `data` is `{}`",
+            state.state_name()
+        )));
+    }
+    let step = input
+        .get("step")
+        .and_then(Value::as_u64)
+        .and_then(|s| u32::try_from(s).ok())
+        .unwrap_or(0);
+    let execution = input
+        .get("execution")
+        .and_then(Value::as_str)
+        .and_then(|e| e.parse::<ExecutionId>().ok())
+        .unwrap_or(ExecutionId::from_u128(0));
+    let envelope = |next: &M, step: u32| -> Result<Value, TaskFailure> {
+        Ok(json!({
+            "state": next.state_name(),
+            "data": serde_json::to_value(next).map_err(|e| TaskFailure {
+                error: "fsm.Serialize".into(),
+                cause: e.to_string(),
+            })?,
+            "step": step,
+            "execution": execution.to_string(),
+        }))
+    };
+    if let Some(route) = input.get("route").and_then(Value::as_str) {
+        // An error route: the error as Step Functions caught it.
+        let caught = input.get("error");
+        let error_name = caught
+            .and_then(|e| e.get("Error"))
+            .and_then(Value::as_str)
+            .unwrap_or("States.ALL");
+        let cause = caught
+            .and_then(|e| e.get("Cause"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let error = match error_name.strip_suffix(".fatal") {
+            Some(kind) => StepError::fatal(kind.to_owned(), cause),
+            None if error_name == "States.Timeout" => {
+                StepError::retryable(StepError::TIMEOUT, cause)
+            }
+            None => StepError::retryable(error_name.to_owned(), cause),
+        };
+        return match state.recover(steps, &error) {
+            Ok((next, _)) => {
+                let target = route.split("->").nth(1).unwrap_or_default();
+                if next.state_name() != target {
+                    return Err(TaskFailure::input(format!(
+                        "route `{route}` does not take an error named `{error_name}`"
+                    )));
+                }
+                envelope(&next, step.saturating_add(1))
+            }
+            Err(_) => Err(TaskFailure::input(format!(
+                "`{name}` has no route for an error named `{error_name}`"
+            ))),
+        };
+    }
+    let index = state.state_index();
+    if def.states[index].kind.is_terminal() {
+        return Err(TaskFailure::input(format!(
+            "`{name}` is terminal: it has no step"
+        )));
+    }
+    if def.states[index].wait.is_some() {
+        return Err(TaskFailure {
+            error: "fsm.WaitNotRun".into(),
+            cause: format!("`{name}` waits for a task token: its step is not run by the adapter"),
+        });
+    }
+    // One step: the driver pauses before the next, as a durable executor's does.
+    let deadline = Deadline::new(false);
+    let mut driver = Driver {
+        kept: None,
+        id: execution,
+        step,
+        watched: true,
+        copying: false,
+        checks: 0,
+        index: 0,
+        attempt: 1,
+        policies: &[],
+        cold: Some(Box::new(Cold {
+            pause: true,
+            ..Cold::default()
+        })),
+        waits: None,
+        rec: Recorder::inactive(),
+        deadline: &deadline,
+    };
+    let stop = Guard::new(state.run::<Cloned>(steps, &mut driver), &deadline).await;
+    let verdict = deadline.take_verdict();
+    let next_step = driver.step;
+    match (stop, driver.kept.take()) {
+        (Stop::Done(Ok(end)), _) => envelope(&end, next_step),
+        (Stop::Done(Err(_)), Some(next)) if verdict == Verdict::Halted && driver.take_paused() => {
+            envelope(&next, next_step)
+        }
+        (Stop::Done(Err(error)), _) => Err(TaskFailure::of(&error)),
+        (Stop::Panicked(payload), _) => Err(TaskFailure::of(&StepError::fatal(
+            StepError::PANIC,
+            format!("step panicked: {}", crate::driver::panic_text(&*payload)),
+        ))),
+        (Stop::TimedOut, _) => Err(TaskFailure::of(&StepError::retryable(
+            StepError::TIMEOUT,
+            "the step ran past its time limit",
+        ))),
+    }
 }
