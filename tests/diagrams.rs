@@ -187,15 +187,27 @@ fn a_path_marks_what_the_execution_did() {
 fn the_readme_shows_the_checkout_as_the_code_draws_it() {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let start = readme
-        .find("```mermaid\n")
-        .expect("the README has a mermaid block")
-        + "```mermaid\n".len();
-    let end = start + readme[start..].find("```").unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```mermaid\n")
+        .skip(1)
+        .map(|rest| &rest[..rest.find("```").unwrap()])
+        .collect();
+    let diagrams = diagrams();
+    let want = |name: &str| diagrams.iter().find(|(n, _)| *n == name).unwrap().1.clone();
     assert_eq!(
-        &readme[start..end],
-        Diagram::new(Checkout::DEFINITION).mermaid(),
+        blocks.len(),
+        2,
+        "the README shows the checkout and one executed path"
+    );
+    assert_eq!(
+        blocks[0],
+        want("checkout.mmd"),
         "the README's diagram is not what `Diagram::new(Checkout::DEFINITION).mermaid()` gives"
+    );
+    assert_eq!(
+        blocks[1],
+        want("checkout-retried.mmd"),
+        "the README's executed path is not what the code draws for that order"
     );
 }
 
