@@ -199,8 +199,8 @@ struct Durable<M, H, S> {
     /// Told whenever an execution ends or is set aside.
     ended: Notify,
     /// Told when the last execution in flight stops.
-    idle: Notify,
-    in_flight: AtomicUsize,
+    /// Executions in flight, and who to tell when there are none.
+    flight: Arc<Flight>,
     closing: Arc<AtomicBool>,
     problems: Mutex<Vec<Problem>>,
     machine: PhantomData<fn() -> M>,
@@ -268,8 +268,10 @@ where
             options,
             wake: Arc::new(Notify::new()),
             ended: Notify::new(),
-            idle: Notify::new(),
-            in_flight: AtomicUsize::new(0),
+            flight: Arc::new(Flight {
+                in_flight: AtomicUsize::new(0),
+                idle: Notify::new(),
+            }),
             closing: Arc::new(AtomicBool::new(false)),
             problems: Mutex::new(Vec::new()),
             machine: PhantomData,
@@ -280,6 +282,18 @@ where
             Arc::clone(&inner.closing),
         );
         runtime.spawn(scheduler);
+        if let Some(lease) = inner.store.lease() {
+            runtime.spawn(renew(Arc::downgrade(&inner), lease));
+        }
+        if let Some(work) = inner.store.work() {
+            let (wake, closing) = (Arc::clone(&inner.wake), Arc::clone(&inner.closing));
+            runtime.spawn(async move {
+                while !closing.load(Ordering::SeqCst) {
+                    work.notified().await;
+                    wake.notify_one();
+                }
+            });
+        }
         Ok(DurableExecutor { inner })
     }
 }
@@ -308,14 +322,14 @@ async fn schedule<M, H, S>(
         let room = this
             .options
             .max_in_flight
-            .saturating_sub(this.in_flight.load(Ordering::SeqCst));
+            .saturating_sub(this.flight.in_flight.load(Ordering::SeqCst));
         let mut sleep_until = None;
         if room > 0 {
             let limit = room.min(this.options.claim_batch.max(1));
             let now = this.clock.now();
             match this
                 .store
-                .claim(machine, &this.owner, now, Millis::MAX, limit)
+                .claim(machine, &this.owner, now, this.lease_until(now), limit)
                 .await
             {
                 Ok(rows) => {
@@ -350,15 +364,44 @@ async fn schedule<M, H, S>(
     }
 }
 
-/// Counts an execution in flight until dropped (also when its task unwinds).
-struct InFlight<'a, M, H, S>(&'a Durable<M, H, S>);
+/// Renews this worker's claims every third of a lease, while the executor lives.
+async fn renew<M, H, S>(weak: Weak<Durable<M, H, S>>, lease: Duration)
+where
+    M: Dispatch<H> + Clone + Serialize + DeserializeOwned,
+    H: Send + Sync + 'static,
+    S: Store,
+{
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let Some(this) = weak.upgrade() else { return };
+        if this.closing.load(Ordering::SeqCst) && this.flight.in_flight.load(Ordering::SeqCst) == 0
+        {
+            return;
+        }
+        let until = this.lease_until(this.clock.now());
+        // A failure is retried at the next tick; a claim that runs out meanwhile is another
+        // worker's to take.
+        let _ = this.store.renew(&this.owner, until).await;
+    }
+}
 
-impl<M, H, S> Drop for InFlight<'_, M, H, S> {
+/// How many executions are in flight, apart from the executor, so that an execution's task
+/// can let go of the executor before it counts itself out (a caller waiting for none in
+/// flight then finds the store free).
+struct Flight {
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+/// Counts an execution in flight until dropped (also when its task unwinds).
+struct InFlight(Arc<Flight>, Arc<Notify>);
+
+impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }
-        self.0.wake.notify_one();
+        self.1.notify_one();
     }
 }
 
@@ -372,6 +415,8 @@ enum WaitEntry<M> {
     Failure(M, StepError, Option<Duration>),
     /// Nothing yet: let go of the execution.
     NotYet,
+    /// The row changed since it was read: drive it again from the store.
+    Again,
 }
 
 /// What a checkpoint writes besides the state.
@@ -425,26 +470,49 @@ where
     /// Drives `row` on a task of its own (`state` is its decoded state, when the caller has
     /// it).
     fn spawn(self: &Arc<Self>, row: ExecutionRecord, state: Option<M>) {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.flight.in_flight.fetch_add(1, Ordering::SeqCst);
         let this = Arc::clone(self);
+        let in_flight = InFlight(Arc::clone(&self.flight), Arc::clone(&self.wake));
         tokio::spawn(async move {
-            let _in_flight = InFlight(&*this);
             let id = row.id;
             let mut next = Some((row, state));
             while let Some((row, state)) = next.take() {
                 match this.drive(row, state).await {
                     Ok(Ok(())) => {}
                     Ok(Err(Again)) => match this.store.get(id).await {
-                        Ok(Some(row)) => next = Some((row, None)),
+                        // Only while this worker still holds it.
+                        Ok(Some(row)) if row.lease_owner.as_deref() == Some(&this.owner) => {
+                            next = Some((row, None))
+                        }
+                        Ok(Some(_)) => {}
                         Ok(None) => {
                             this.problem(Some(id), DurableError::NotFound { execution: id })
                         }
                         Err(e) => this.problem(Some(id), e.into()),
                     },
+                    // Another worker took the execution over (its lease ran out, say, while
+                    // the database was away), or the database is away: not this execution's
+                    // fault; it goes on from its last checkpoint where it is claimed next.
+                    Err(DurableError::Store(
+                        StoreError::Conflict { .. } | StoreError::Unavailable { .. },
+                    )) => {}
                     Err(e) => this.problem(Some(id), e),
                 }
             }
+            // The executor first, then the count: whoever waits for none in flight finds
+            // the executor (and its store) free.
+            drop(this);
+            drop(in_flight);
         });
+    }
+
+    /// Until when a claim made at `now` holds: for ever (until released) when the store's
+    /// claims do not expire.
+    fn lease_until(&self, now: Millis) -> Millis {
+        match self.store.lease() {
+            Some(lease) => now.saturating_add(lease.as_millis() as Millis),
+            None => Millis::MAX,
+        }
     }
 
     /// The machine's value stored in `row`.
@@ -550,7 +618,10 @@ where
         next.events = first + events.len() as u32;
         next.updated_at = self.clock.now();
         next.fingerprint.clone_from(&self.fingerprint);
-        if !w.hold {
+        if w.hold {
+            // Each checkpoint extends the claim (the renewal task does between them).
+            next.lease_expires = Some(self.lease_until(next.updated_at));
+        } else {
             next.lease_owner = None;
             next.lease_expires = None;
         }
@@ -620,7 +691,7 @@ where
             }
             Some(t) => match t.status {
                 TokenStatus::Open if row.status == ExecutionStatus::Waiting => {
-                    let timeout = def.states[index].wait.and_then(|w| w.timeout);
+                    let timeout = self.core.policies[index].wait_timeout;
                     match (timeout, row.due_at) {
                         (Some(limit), Some(due)) if due <= self.clock.now() => {
                             close.push((t.secret, TokenStatus::TimedOut));
@@ -691,10 +762,18 @@ where
                         .ok_or_else(|| bad("the failed token has no error".into()))?;
                     Ok(WaitEntry::Failure(state, error, None))
                 }
-                TokenStatus::TimedOut | TokenStatus::Superseded => Err(bad(format!(
-                    "it waits in `{name}` on a token that is {}",
-                    t.status.as_str()
-                ))),
+                TokenStatus::TimedOut | TokenStatus::Superseded => {
+                    // A write that came after this row was read (another claim's, or one of
+                    // this worker's from before a lease ran out): read it again, once.
+                    let now = self.store.get(id).await?;
+                    if now.is_some_and(|r| r.version != row.version) {
+                        return Ok(WaitEntry::Again);
+                    }
+                    Err(bad(format!(
+                        "it waits in `{name}` on a token that is {}",
+                        t.status.as_str()
+                    )))
+                }
             },
         }
     }
@@ -779,6 +858,7 @@ where
                     WaitEntry::Failure(failed, error, limit) => {
                         failure = Some((failed, error, limit))
                     }
+                    WaitEntry::Again => return Ok(Err(Again)),
                     WaitEntry::NotYet => {
                         let (status, waiting, due) = (row.status, row.waiting_for, row.due_at);
                         self.save(
@@ -839,7 +919,7 @@ where
                         Stopped::Waiting(waiting) => {
                             driver.take_handed_out();
                             let info = &def.states[waiting.state_index()];
-                            let timeout = info.wait.and_then(|w| w.timeout);
+                            let timeout = core.policies[waiting.state_index()].wait_timeout;
                             let now = self.clock.now();
                             let at = driver.rec.stamp();
                             let (name, attempt) = (info.name, driver.attempt);
@@ -1056,7 +1136,7 @@ where
             created_at: now,
             updated_at: now,
             lease_owner: (!closing).then(|| inner.owner.clone()),
-            lease_expires: (!closing).then_some(Millis::MAX),
+            lease_expires: (!closing).then(|| inner.lease_until(now)),
             version: 1,
         };
         inner
@@ -1274,10 +1354,10 @@ where
     /// again.
     pub async fn idle(&self) {
         loop {
-            let idle = self.inner.idle.notified();
+            let idle = self.inner.flight.idle.notified();
             let mut idle = core::pin::pin!(idle);
             idle.as_mut().enable();
-            if self.inner.in_flight.load(Ordering::SeqCst) == 0 {
+            if self.inner.flight.in_flight.load(Ordering::SeqCst) == 0 {
                 return;
             }
             idle.await;
@@ -1305,7 +1385,7 @@ where
 
     /// How many executions this worker is driving now.
     pub fn in_flight(&self) -> usize {
-        self.inner.in_flight.load(Ordering::SeqCst)
+        self.inner.flight.in_flight.load(Ordering::SeqCst)
     }
 }
 

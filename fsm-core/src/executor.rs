@@ -107,6 +107,8 @@ impl<H> Core<H> {
 pub(crate) struct Policy {
     retry: RetryPolicy,
     pub(crate) timeout: Option<Duration>,
+    /// How long a waiting state waits for its token.
+    pub(crate) wait_timeout: Option<Duration>,
     has_catch: bool,
 }
 
@@ -209,6 +211,17 @@ impl<M: crate::Fsm, H> ExecutorBuilder<M, H> {
         Ok(self)
     }
 
+    /// Gives the wait of waiting state `state` `timeout` (or none), instead of its declared
+    /// `wait(timeout_ms = ...)`.
+    pub fn wait_timeout(
+        mut self,
+        state: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Self, UnknownState> {
+        self.state(state)?.wait_timeout = timeout;
+        Ok(self)
+    }
+
     /// Whether executions record their history (on by default). Switched off, an
     /// [`Outcome::history`] is empty and the hot path takes no timestamps; observers still
     /// see every event.
@@ -285,6 +298,7 @@ where
             .map(|(i, s)| Policy {
                 retry: s.retry.unwrap_or(RetryPolicy::NONE),
                 timeout: s.timeout,
+                wait_timeout: s.wait.and_then(|w| w.timeout),
                 has_catch: def.transitions.iter().any(|t| t.catch && t.from == i),
             })
             .collect();
@@ -411,7 +425,7 @@ where
         let Some(secret) = driver.take_handed_out() else {
             unreachable!("a waiting step returned without handing out its token")
         };
-        let timeout = info.wait.and_then(|w| w.timeout);
+        let timeout = self.inner.policies[waiting.state_index()].wait_timeout;
         let (name, attempt) = (info.name, driver.attempt);
         let at = driver.rec.stamp();
         driver.rec.event(at, || EventKind::WaitStarted {

@@ -81,6 +81,8 @@ pub use executor::{Executor, ExecutorBuilder, Observer, Outcome, Status, Unknown
 pub use history::{EventKind, History, HistoryEvent};
 pub use policy::{Jitter, RetryPolicy};
 pub use step::{Context, ExecutionId, IdempotencyKey, ParseIdError, StepError};
+#[cfg(feature = "postgres")]
+pub use store::postgres::PgStore;
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::{Durability, SqliteOptions, SqliteStore};
 #[cfg(feature = "durable")]

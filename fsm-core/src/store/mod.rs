@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use crate::ExecutionId;
 
 pub(crate) mod codec;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
@@ -330,6 +332,12 @@ pub enum StoreError {
     },
     /// The store has been shut down.
     Closed,
+    /// The database cannot be reached (a server restarting, a broken connection): the write
+    /// may or may not have been made; the store connects again for the next.
+    Unavailable {
+        /// What the connection said.
+        message: String,
+    },
     /// Any other database error.
     Database {
         /// The file.
@@ -383,6 +391,9 @@ impl fmt::Display for StoreError {
                 message,
             } => write!(f, "unreadable row: {message}"),
             StoreError::Closed => f.write_str("the store has been shut down"),
+            StoreError::Unavailable { message } => {
+                write!(f, "the database cannot be reached: {message}")
+            }
             StoreError::Database { path, message } => {
                 write!(f, "{}: {message}", path.display())
             }
@@ -471,4 +482,27 @@ pub trait Store: Send + Sync + 'static {
         step: u32,
         attempt: u32,
     ) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+
+    /// How long a claim holds, if claims expire: the worker renews its claims well within it,
+    /// and a dead worker's executions are taken over once it has passed. `None` (the
+    /// default): a claim holds until it is released, for a store with one worker at a time.
+    fn lease(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Extends every lease `owner` holds to `until`; returns how many.
+    fn renew(
+        &self,
+        owner: &str,
+        until: Millis,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let _ = (owner, until);
+        async { Ok(0) }
+    }
+
+    /// Told when another process started an execution or answered a token, so that idle
+    /// workers claim it at once; `None` (the default) when there is no other process to hear.
+    fn work(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
 }

@@ -1,0 +1,870 @@
+//! The PostgreSQL store: several worker processes share executions. Claims take due rows with
+//! `FOR UPDATE SKIP LOCKED` and a lease that the worker renews; a checkpoint names the row's
+//! version, which every claim increases, so a worker whose lease was taken over cannot write
+//! (the version is the fencing counter). New work and answered tokens are announced with
+//! `NOTIFY`. Writes of concurrent executions are committed together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, Mutex, Notify};
+use tokio_postgres::{Client, NoTls, Row};
+
+use super::{
+    Checkpoint, ExecutionRecord, ExecutionStatus, ListQuery, Millis, NewExecution, Store,
+    StoreError, StoredEvent, TokenAnswer, TokenRecord, TokenStatus, WaitingFor,
+};
+use crate::ExecutionId;
+
+/// The schema this library writes and reads (in `fsm_meta`).
+const SCHEMA_VERSION: i64 = 1;
+const BATCH: usize = 2048;
+const CHANNEL: &str = "fsm_work";
+
+const SCHEMA: &str = "
+CREATE TABLE fsm_executions (
+    id            TEXT PRIMARY KEY,
+    machine       TEXT NOT NULL,
+    fingerprint   TEXT NOT NULL,
+    state_name    TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    waiting_for   TEXT,
+    step          BIGINT NOT NULL,
+    attempt       BIGINT NOT NULL,
+    due_at        BIGINT,
+    error         TEXT,
+    events        BIGINT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    updated_at    BIGINT NOT NULL,
+    lease_owner   TEXT,
+    lease_expires BIGINT,
+    version       BIGINT NOT NULL
+);
+CREATE INDEX fsm_executions_due ON fsm_executions (machine, due_at)
+    WHERE status IN ('running', 'waiting');
+CREATE INDEX fsm_executions_status ON fsm_executions (status, machine, created_at);
+CREATE INDEX fsm_executions_lease ON fsm_executions (lease_owner) WHERE lease_owner IS NOT NULL;
+CREATE TABLE fsm_events (
+    execution TEXT NOT NULL,
+    seq       BIGINT NOT NULL,
+    at        BIGINT NOT NULL,
+    kind      TEXT NOT NULL,
+    state     TEXT NOT NULL,
+    detail    TEXT NOT NULL,
+    PRIMARY KEY (execution, seq)
+);
+CREATE TABLE fsm_tokens (
+    secret    TEXT PRIMARY KEY,
+    execution TEXT NOT NULL,
+    step      BIGINT NOT NULL,
+    attempt   BIGINT NOT NULL,
+    status    TEXT NOT NULL,
+    result    TEXT
+);
+CREATE INDEX fsm_tokens_wait ON fsm_tokens (execution, step, attempt);
+";
+
+const COLUMNS: &str = "id, machine, fingerprint, state_name, state, status, waiting_for, step, \
+    attempt, due_at, error, events, created_at, updated_at, lease_owner, lease_expires, version";
+
+/// Durable executions in a PostgreSQL database, shared by any number of worker processes.
+///
+/// Cheap to clone. The connection string is libpq's (`postgres://user@host:port/db`); the
+/// tables (`fsm_executions`, `fsm_events`, `fsm_tokens`, `fsm_meta`) are created on connect
+/// and carry a schema version. Connections that break are made again; the writes under way
+/// when one broke fail with [`StoreError::Unavailable`], and their executions go on from
+/// their last checkpoint once their leases run out.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    url: String,
+    writes: mpsc::UnboundedSender<Write>,
+    reader: Mutex<Option<Client>>,
+    work: Arc<Notify>,
+    lease: Duration,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Write {
+    Create(NewExecution, Reply<()>),
+    Checkpoint(Checkpoint, Reply<u64>),
+    Answer(TokenAnswer, Reply<bool>),
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable {
+        message: e.to_string(),
+    }
+}
+
+fn db(e: tokio_postgres::Error) -> StoreError {
+    if e.is_closed() || e.as_db_error().is_none() {
+        return unavailable(e);
+    }
+    let code = e.code().map(|c| c.code().to_owned()).unwrap_or_default();
+    match code.as_str() {
+        // disk_full, out of memory
+        "53100" | "53200" => StoreError::Full {
+            path: "postgresql".into(),
+        },
+        // read_only_sql_transaction, insufficient_privilege
+        "25006" | "42501" => StoreError::ReadOnly {
+            path: "postgresql".into(),
+        },
+        // admin shutdown, cannot connect now, connection failures
+        c if c.starts_with("57P") || c.starts_with("08") => unavailable(e),
+        _ => StoreError::Database {
+            path: "postgresql".into(),
+            message: e.to_string(),
+        },
+    }
+}
+
+async fn connect(url: &str) -> Result<Client, StoreError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(db)?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+impl PgStore {
+    /// Connects to the database at `url`, creating the schema if it is not there, with leases
+    /// of 10 seconds (renewed every 3 by the worker that holds them).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with_lease(url, Duration::from_secs(10)).await
+    }
+
+    /// Connects with leases of `lease`: how long a dead worker's executions wait before
+    /// another worker takes them over.
+    pub async fn connect_with_lease(url: &str, lease: Duration) -> Result<Self, StoreError> {
+        let mut client = connect(url).await?;
+        prepare(&mut client).await?;
+        let work = Arc::new(Notify::new());
+        let (writes, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(url.to_owned(), client, rx));
+        tokio::spawn(listen(url.to_owned(), Arc::downgrade(&work)));
+        Ok(PgStore {
+            inner: Arc::new(Shared {
+                url: url.to_owned(),
+                writes,
+                reader: Mutex::new(Some(connect(url).await?)),
+                work,
+                lease,
+            }),
+        })
+    }
+
+    async fn write<T>(&self, write: impl FnOnce(Reply<T>) -> Write) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .writes
+            .send(write(tx))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on the reading connection, connecting again once if it broke.
+    async fn read<T>(
+        &self,
+        f: impl for<'c> Fn(
+            &'c Client,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send + 'c>,
+        >,
+    ) -> Result<T, StoreError> {
+        let mut reader = self.inner.reader.lock().await;
+        for _ in 0..2 {
+            if reader.as_ref().is_none_or(Client::is_closed) {
+                *reader = Some(connect(&self.inner.url).await?);
+            }
+            let client = reader.as_ref().ok_or(StoreError::Closed)?;
+            match f(client).await {
+                Ok(v) => return Ok(v),
+                Err(e) if client.is_closed() || e.is_closed() => *reader = None,
+                Err(e) => return Err(db(e)),
+            }
+        }
+        Err(unavailable("the database connection broke twice"))
+    }
+}
+
+/// Creates or checks the schema, under an advisory lock so that workers starting together
+/// do not race.
+async fn prepare(client: &mut Client) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(db)?;
+    tx.execute("SELECT pg_advisory_xact_lock(7146528)", &[])
+        .await
+        .map_err(db)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS fsm_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    )
+    .await
+    .map_err(db)?;
+    let version: Option<String> = tx
+        .query_opt(
+            "SELECT value FROM fsm_meta WHERE key = 'schema_version'",
+            &[],
+        )
+        .await
+        .map_err(db)?
+        .map(|r| r.get(0));
+    match version.as_deref().map(str::parse::<i64>) {
+        None => {
+            tx.batch_execute(SCHEMA).await.map_err(db)?;
+            tx.execute(
+                "INSERT INTO fsm_meta (key, value) VALUES ('schema_version', $1)",
+                &[&SCHEMA_VERSION.to_string()],
+            )
+            .await
+            .map_err(db)?;
+        }
+        Some(Ok(v)) if v > SCHEMA_VERSION => {
+            return Err(StoreError::NewerSchema {
+                path: "postgresql".into(),
+                found: v,
+                supported: SCHEMA_VERSION,
+            })
+        }
+        Some(Ok(_)) => {}
+        Some(Err(_)) => {
+            return Err(StoreError::Foreign {
+                path: "postgresql".into(),
+            })
+        }
+    }
+    tx.commit().await.map_err(db)
+}
+
+/// Forwards `NOTIFY fsm_work` to the workers of this process; listens again after a break.
+async fn listen(url: String, work: std::sync::Weak<Notify>) {
+    loop {
+        if work.strong_count() == 0 {
+            return;
+        }
+        let Ok((client, mut connection)) = tokio_postgres::connect(&url, NoTls).await else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // Polling the connection's messages also drives it.
+        let pump = tokio::spawn(async move {
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                        if tx.send(()).is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return,
+                }
+            }
+        });
+        if client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .await
+            .is_ok()
+        {
+            while rx.recv().await.is_some() {
+                match work.upgrade() {
+                    Some(work) => work.notify_waiters(),
+                    None => return,
+                }
+            }
+        }
+        pump.abort();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The writer: takes every write waiting and commits them in one transaction, each in a
+/// savepoint; connects again after a break (the batch under way fails as unavailable).
+async fn writer(url: String, client: Client, mut rx: mpsc::UnboundedReceiver<Write>) {
+    let mut client = Some(client);
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        if client.as_ref().is_none_or(Client::is_closed) {
+            client = connect(&url).await.ok();
+        }
+        let Some(c) = client.as_mut() else {
+            for w in batch.drain(..) {
+                fail(w, unavailable("cannot connect to the database"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        match commit(c, &mut batch).await {
+            Ok(done) => done.into_iter().for_each(Done::send),
+            Err(e) => {
+                for w in batch.drain(..) {
+                    fail(w, e.clone());
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+enum Done {
+    Unit(Reply<()>, Result<(), StoreError>),
+    Version(Reply<u64>, Result<u64, StoreError>),
+    Bool(Reply<bool>, Result<bool, StoreError>),
+}
+
+impl Done {
+    fn send(self) {
+        match self {
+            Done::Unit(tx, r) => drop(tx.send(r)),
+            Done::Version(tx, r) => drop(tx.send(r)),
+            Done::Bool(tx, r) => drop(tx.send(r)),
+        }
+    }
+}
+
+fn fail(w: Write, e: StoreError) {
+    match w {
+        Write::Create(_, r) => drop(r.send(Err(e))),
+        Write::Checkpoint(_, r) => drop(r.send(Err(e))),
+        Write::Answer(_, r) => drop(r.send(Err(e))),
+    }
+}
+
+fn ms(v: Millis) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn opt_ms(v: Option<Millis>) -> Option<i64> {
+    v.filter(|&v| v != Millis::MAX).map(ms)
+}
+
+/// Commits a batch: every write in a savepoint of its own. Returns the answers to send once
+/// committed; `Err` if the transaction as a whole failed.
+async fn commit(client: &mut Client, batch: &mut Vec<Write>) -> Result<Vec<Done>, StoreError> {
+    let mut tx = client.transaction().await.map_err(db)?;
+    let mut done = Vec::with_capacity(batch.len());
+    let mut notify = false;
+    for w in batch.drain(..) {
+        let sp = tx.savepoint("w").await.map_err(db)?;
+        match w {
+            Write::Create(new, reply) => {
+                let r = create(&sp, &new).await;
+                notify |= r.is_ok() && new.record.lease_owner.is_none();
+                finish(sp, &r).await?;
+                done.push(Done::Unit(reply, r));
+            }
+            Write::Checkpoint(cp, reply) => {
+                let r = checkpoint(&sp, &cp).await;
+                notify |=
+                    r.is_ok() && cp.record.lease_owner.is_none() && !cp.record.status.is_final();
+                finish(sp, &r).await?;
+                done.push(Done::Version(reply, r));
+            }
+            Write::Answer(answer, reply) => {
+                let r = answer_token(&sp, &answer).await;
+                notify |= matches!(r, Ok(true));
+                finish(sp, &r).await?;
+                done.push(Done::Bool(reply, r));
+            }
+        }
+    }
+    if notify {
+        tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
+            .await
+            .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(done)
+}
+
+/// Keeps or undoes a savepoint by its write's result. A broken connection fails the batch.
+async fn finish<T>(
+    sp: tokio_postgres::Transaction<'_>,
+    r: &Result<T, StoreError>,
+) -> Result<(), StoreError> {
+    match r {
+        Ok(_) => sp.commit().await.map_err(db),
+        Err(e @ StoreError::Unavailable { .. }) => Err(e.clone()),
+        Err(_) => sp.rollback().await.map_err(db),
+    }
+}
+
+async fn create(c: &tokio_postgres::Transaction<'_>, new: &NewExecution) -> Result<(), StoreError> {
+    let r = &new.record;
+    c.execute(
+        &format!(
+            "INSERT INTO fsm_executions ({COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 1)"
+        ),
+        &[
+            &r.id.to_string(),
+            &r.machine,
+            &r.fingerprint,
+            &r.state_name,
+            &r.state,
+            &r.status.as_str(),
+            &r.waiting_for.map(WaitingFor::as_str),
+            &i64::from(r.step),
+            &i64::from(r.attempt),
+            &opt_ms(r.due_at),
+            &r.error,
+            &i64::from(r.events),
+            &ms(r.created_at),
+            &ms(r.updated_at),
+            &r.lease_owner,
+            &opt_ms(r.lease_expires),
+        ],
+    )
+    .await
+    .map_err(db)?;
+    insert_events(c, r.id, &new.events).await?;
+    if let Some(t) = &new.token {
+        insert_token(c, t).await?;
+    }
+    Ok(())
+}
+
+async fn insert_events(
+    c: &tokio_postgres::Transaction<'_>,
+    id: ExecutionId,
+    events: &[StoredEvent],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let seqs: Vec<i64> = events.iter().map(|e| i64::from(e.seq)).collect();
+    let ats: Vec<i64> = events.iter().map(|e| ms(e.at)).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let states: Vec<&str> = events.iter().map(|e| e.state.as_str()).collect();
+    let details: Vec<&str> = events.iter().map(|e| e.detail.as_str()).collect();
+    c.execute(
+        "INSERT INTO fsm_events (execution, seq, at, kind, state, detail) \
+         SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[])",
+        &[&id.to_string(), &seqs, &ats, &kinds, &states, &details],
+    )
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+async fn insert_token(
+    c: &tokio_postgres::Transaction<'_>,
+    t: &TokenRecord,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO fsm_tokens (secret, execution, step, attempt, status, result) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &t.secret,
+            &t.execution.to_string(),
+            &i64::from(t.step),
+            &i64::from(t.attempt),
+            &t.status.as_str(),
+            &t.result,
+        ],
+    )
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+async fn checkpoint(
+    c: &tokio_postgres::Transaction<'_>,
+    cp: &Checkpoint,
+) -> Result<u64, StoreError> {
+    let r = &cp.record;
+    let id = r.id.to_string();
+    for (secret, status) in &cp.close_tokens {
+        let changed = c
+            .execute(
+                "UPDATE fsm_tokens SET status = $1 WHERE secret = $2 AND execution = $3 \
+                 AND status = 'open'",
+                &[&status.as_str(), secret, &id],
+            )
+            .await
+            .map_err(db)?;
+        if changed == 0 {
+            return Err(StoreError::Conflict { execution: r.id });
+        }
+    }
+    let changed = c
+        .execute(
+            "UPDATE fsm_executions SET fingerprint = $1, state_name = $2, state = $3, status = $4, \
+             waiting_for = $5, step = $6, attempt = $7, due_at = $8, error = $9, events = $10, \
+             updated_at = $11, lease_owner = $12, lease_expires = $13, version = version + 1 \
+             WHERE id = $14 AND version = $15",
+            &[
+                &r.fingerprint,
+                &r.state_name,
+                &r.state,
+                &r.status.as_str(),
+                &r.waiting_for.map(WaitingFor::as_str),
+                &i64::from(r.step),
+                &i64::from(r.attempt),
+                &opt_ms(r.due_at),
+                &r.error,
+                &i64::from(r.events),
+                &ms(r.updated_at),
+                &r.lease_owner,
+                &opt_ms(r.lease_expires),
+                &id,
+                &i64::try_from(r.version).unwrap_or(i64::MAX),
+            ],
+        )
+        .await
+        .map_err(db)?;
+    if changed == 0 {
+        let exists = c
+            .query_opt("SELECT 1 FROM fsm_executions WHERE id = $1", &[&id])
+            .await
+            .map_err(db)?
+            .is_some();
+        return Err(if exists {
+            StoreError::Conflict { execution: r.id }
+        } else {
+            StoreError::NotFound { execution: r.id }
+        });
+    }
+    insert_events(c, r.id, &cp.events).await?;
+    if let Some(t) = &cp.new_token {
+        insert_token(c, t).await?;
+    }
+    if r.waiting_for == Some(WaitingFor::Token) {
+        c.execute(
+            "UPDATE fsm_executions SET due_at = $2 WHERE id = $1 AND EXISTS (SELECT 1 FROM fsm_tokens \
+             WHERE execution = $1 AND step = $3 AND attempt = $4 \
+             AND status IN ('completed', 'failed'))",
+            &[&id, &ms(r.updated_at), &i64::from(r.step), &i64::from(r.attempt)],
+        )
+        .await
+        .map_err(db)?;
+    }
+    Ok(r.version + 1)
+}
+
+async fn answer_token(
+    c: &tokio_postgres::Transaction<'_>,
+    a: &TokenAnswer,
+) -> Result<bool, StoreError> {
+    let id = a.execution.to_string();
+    let changed = c
+        .execute(
+            "UPDATE fsm_tokens SET status = $1, result = $2 WHERE secret = $3 AND execution = $4 \
+             AND status = 'open'",
+            &[&a.status.as_str(), &a.result, &a.secret, &id],
+        )
+        .await
+        .map_err(db)?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    c.execute(
+        "UPDATE fsm_executions SET due_at = $2 WHERE id = $1 AND status = 'waiting' \
+         AND waiting_for = 'token'",
+        &[&id, &ms(a.now)],
+    )
+    .await
+    .map_err(db)?;
+    Ok(true)
+}
+
+/// An execution's row, or what is wrong with it.
+fn record(r: &Row) -> Result<ExecutionRecord, StoreError> {
+    let id_text: String = r.try_get(0).unwrap_or_default();
+    let id = id_text.parse::<ExecutionId>().ok();
+    let corrupt = |message: String| StoreError::Corrupt {
+        execution: id,
+        message,
+    };
+    let col = |e: tokio_postgres::Error| corrupt(e.to_string());
+    let status: String = r.try_get(5).map_err(col)?;
+    let waiting: Option<String> = r.try_get(6).map_err(col)?;
+    let millis = |i: usize| -> Result<Option<Millis>, StoreError> {
+        Ok(r.try_get::<_, Option<i64>>(i)
+            .map_err(col)?
+            .map(|v| v.max(0) as u64))
+    };
+    let small = |i: usize| -> Result<u32, StoreError> {
+        let v: i64 = r.try_get(i).map_err(col)?;
+        u32::try_from(v).map_err(|_| corrupt(format!("column {i} is {v}")))
+    };
+    Ok(ExecutionRecord {
+        id: id.ok_or_else(|| corrupt(format!("id {id_text:?}")))?,
+        machine: r.try_get(1).map_err(col)?,
+        fingerprint: r.try_get(2).map_err(col)?,
+        state_name: r.try_get(3).map_err(col)?,
+        state: r.try_get(4).map_err(col)?,
+        status: ExecutionStatus::parse(&status)
+            .ok_or_else(|| corrupt(format!("status {status:?}")))?,
+        waiting_for: match waiting {
+            None => None,
+            Some(w) => {
+                Some(WaitingFor::parse(&w).ok_or_else(|| corrupt(format!("waiting_for {w:?}")))?)
+            }
+        },
+        step: small(7)?,
+        attempt: small(8)?,
+        due_at: millis(9)?,
+        error: r.try_get(10).map_err(col)?,
+        events: small(11)?,
+        created_at: millis(12)?.unwrap_or(0),
+        updated_at: millis(13)?.unwrap_or(0),
+        lease_owner: r.try_get(14).map_err(col)?,
+        lease_expires: millis(15)?,
+        version: r.try_get::<_, i64>(16).map_err(col)?.max(0) as u64,
+    })
+}
+
+fn records(rows: Vec<Row>) -> Result<Vec<ExecutionRecord>, StoreError> {
+    rows.iter().map(record).collect()
+}
+
+fn tokens(rows: Vec<Row>) -> Result<Vec<TokenRecord>, StoreError> {
+    rows.iter()
+        .map(|r| {
+            let execution: String = r.get(1);
+            let status: String = r.get(4);
+            let corrupt = |message: String| StoreError::Corrupt {
+                execution: execution.parse().ok(),
+                message,
+            };
+            Ok(TokenRecord {
+                secret: r.get(0),
+                execution: execution
+                    .parse()
+                    .map_err(|_| corrupt(format!("token of execution {execution:?}")))?,
+                step: u32::try_from(r.get::<_, i64>(2)).unwrap_or(u32::MAX),
+                attempt: u32::try_from(r.get::<_, i64>(3)).unwrap_or(u32::MAX),
+                status: TokenStatus::parse(&status)
+                    .ok_or_else(|| corrupt(format!("token status {status:?}")))?,
+                result: r.get(5),
+            })
+        })
+        .collect()
+}
+
+impl Store for PgStore {
+    async fn create(&self, new: NewExecution) -> Result<(), StoreError> {
+        self.write(|tx| Write::Create(new, tx)).await
+    }
+
+    async fn checkpoint(&self, checkpoint: Checkpoint) -> Result<u64, StoreError> {
+        self.write(|tx| Write::Checkpoint(checkpoint, tx)).await
+    }
+
+    async fn claim(
+        &self,
+        machine: &str,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: usize,
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let (machine, owner) = (machine.to_owned(), owner.to_owned());
+        let lease = opt_ms(Some(lease_until));
+        let limit = limit as i64;
+        let rows = self
+            .read(|c| {
+                let (machine, owner) = (machine.clone(), owner.clone());
+                Box::pin(async move {
+                    c.query(
+                        &format!(
+                            "UPDATE fsm_executions SET lease_owner = $1, lease_expires = $2, \
+                             version = version + 1 \
+                             WHERE id IN (SELECT id FROM fsm_executions WHERE machine = $3 \
+                               AND status IN ('running', 'waiting') AND due_at <= $4 \
+                               AND (lease_owner IS NULL OR lease_expires <= $4) \
+                               ORDER BY due_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
+                             RETURNING {COLUMNS}"
+                        ),
+                        &[&owner, &lease, &machine, &ms(now), &limit],
+                    )
+                    .await
+                })
+            })
+            .await?;
+        records(rows)
+    }
+
+    async fn next_due(&self, machine: &str) -> Result<Option<Millis>, StoreError> {
+        let machine = machine.to_owned();
+        let row = self
+            .read(|c| {
+                let machine = machine.clone();
+                Box::pin(async move {
+                    c.query_one(
+                        "SELECT min(CASE WHEN due_at IS NULL THEN NULL \
+                         WHEN lease_owner IS NULL THEN due_at \
+                         ELSE greatest(due_at, lease_expires) END) FROM fsm_executions \
+                         WHERE machine = $1 AND status IN ('running', 'waiting') \
+                         AND (lease_owner IS NULL OR lease_expires IS NOT NULL)",
+                        &[&machine],
+                    )
+                    .await
+                })
+            })
+            .await?;
+        Ok(row.get::<_, Option<i64>>(0).map(|v| v.max(0) as u64))
+    }
+
+    async fn get(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, StoreError> {
+        let id = id.to_string();
+        let rows = self
+            .read(|c| {
+                let id = id.clone();
+                Box::pin(async move {
+                    c.query(
+                        &format!("SELECT {COLUMNS} FROM fsm_executions WHERE id = $1"),
+                        &[&id],
+                    )
+                    .await
+                })
+            })
+            .await?;
+        Ok(records(rows)?.pop())
+    }
+
+    async fn events(&self, id: ExecutionId) -> Result<Vec<StoredEvent>, StoreError> {
+        let key = id.to_string();
+        let rows = self
+            .read(|c| {
+                let key = key.clone();
+                Box::pin(async move {
+                    c.query(
+                        "SELECT seq, at, kind, state, detail FROM fsm_events WHERE execution = $1 \
+                         ORDER BY seq",
+                        &[&key],
+                    )
+                    .await
+                })
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredEvent {
+                seq: u32::try_from(r.get::<_, i64>(0)).unwrap_or(u32::MAX),
+                at: r.get::<_, i64>(1).max(0) as u64,
+                kind: r.get(2),
+                state: r.get(3),
+                detail: r.get(4),
+            })
+            .collect())
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let limit = if query.limit == 0 {
+            i64::MAX
+        } else {
+            query.limit as i64
+        };
+        let machine = query.machine.clone();
+        let status = query.status.map(|s| s.as_str().to_owned());
+        let rows = self
+            .read(|c| {
+                let (machine, status) = (machine.clone(), status.clone());
+                Box::pin(async move {
+                    c.query(
+                        &format!(
+                            "SELECT {COLUMNS} FROM fsm_executions \
+                             WHERE ($1::text IS NULL OR machine = $1) \
+                             AND ($2::text IS NULL OR status = $2) \
+                             ORDER BY created_at, id LIMIT $3"
+                        ),
+                        &[&machine, &status, &limit],
+                    )
+                    .await
+                })
+            })
+            .await?;
+        records(rows)
+    }
+
+    async fn token(&self, secret: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let secret = secret.to_owned();
+        let rows = self
+            .read(|c| {
+                let secret = secret.clone();
+                Box::pin(async move {
+                    c.query(
+                        "SELECT secret, execution, step, attempt, status, result FROM fsm_tokens \
+                         WHERE secret = $1",
+                        &[&secret],
+                    )
+                    .await
+                })
+            })
+            .await?;
+        Ok(tokens(rows)?.pop())
+    }
+
+    async fn answer_token(&self, answer: TokenAnswer) -> Result<bool, StoreError> {
+        self.write(|tx| Write::Answer(answer, tx)).await
+    }
+
+    async fn wait_token(
+        &self,
+        id: ExecutionId,
+        step: u32,
+        attempt: u32,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let id = id.to_string();
+        let rows = self
+            .read(|c| {
+                let id = id.clone();
+                Box::pin(async move {
+                    c.query(
+                        "SELECT secret, execution, step, attempt, status, result FROM fsm_tokens \
+                         WHERE execution = $1 AND step = $2 AND attempt = $3",
+                        &[&id, &i64::from(step), &i64::from(attempt)],
+                    )
+                    .await
+                })
+            })
+            .await?;
+        Ok(tokens(rows)?.pop())
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(self.inner.lease)
+    }
+
+    async fn renew(&self, owner: &str, until: Millis) -> Result<u64, StoreError> {
+        let owner = owner.to_owned();
+        let n = self
+            .read(|c| {
+                let owner = owner.clone();
+                Box::pin(async move {
+                    c.execute(
+                        "UPDATE fsm_executions SET lease_expires = $2 WHERE lease_owner = $1 \
+                         AND lease_expires IS NOT NULL AND status IN ('running', 'waiting')",
+                        &[&owner, &ms(until)],
+                    )
+                    .await
+                })
+            })
+            .await?;
+        Ok(n)
+    }
+
+    fn work(&self) -> Option<Arc<Notify>> {
+        Some(Arc::clone(&self.inner.work))
+    }
+}
