@@ -17,12 +17,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fsm_core::{
-    Context, DurableOptions, EventKind, ExecutionStatus, Executor, Fsm, SqliteStore, StepError,
-    StoreError, TaskToken,
+    Context, DurableOptions, EventKind, ExecutionStatus, Executor, Fsm, PgStore, SqliteStore,
+    StepError, Store, StoreError, TaskToken,
 };
 use serde::{Deserialize, Serialize};
 
-const ORDERS: u32 = 200;
+#[path = "support/any_store.rs"]
+mod any_store;
+use any_store::AnyStore;
+
 const MIN_KILLS: u32 = 20;
 
 #[derive(Fsm, Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,72 +165,98 @@ impl checkout::Steps for Shop {
     }
 }
 
-fn child(dir: &Path) {
+/// Where the executions live: the SQLite file in the test's directory, or a PostgreSQL
+/// database.
+#[derive(Clone)]
+enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+fn child(dir: &Path, backend: &Backend) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        // The previous child may still be dying: its lock goes with it.
-        let store = loop {
-            match SqliteStore::open(dir.join("orders.db")) {
-                Ok(store) => break store,
-                Err(StoreError::Locked { .. }) => {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err(e) => panic!("{e}"),
-            }
-        };
-        let shop = Shop {
-            ledger: Mutex::new(ledger(dir)),
-            pid: std::process::id(),
-        };
-        let mut options = DurableOptions::default();
-        options.max_in_flight = 12;
-        let ex = Executor::<Checkout, Shop>::builder(shop)
-            .durable_with(store, options)
-            .unwrap();
-        loop {
-            // The carrier delivers what it was given, once it is given it.
-            let tokens: Vec<String> = {
-                let conn = ex.steps().ledger.lock().unwrap();
-                let mut stmt = conn
-                    .prepare("SELECT token FROM carrier WHERE done = 0")
-                    .unwrap();
-                let rows = stmt.query_map([], |r| r.get(0)).unwrap();
-                rows.collect::<Result<_, _>>().unwrap()
-            };
-            for token in tokens {
-                let answer = ex
-                    .complete::<checkout::Paid, _>(&token, |o| {
-                        o.deliver(|p| checkout::Delivered {
-                            order: p.order,
-                            payment: p.payment,
-                        })
-                    })
-                    .await;
-                match answer {
-                    Ok(_) | Err(fsm_core::TokenError::AlreadyUsed) => {
-                        ex.steps()
-                            .ledger
-                            .lock()
-                            .unwrap()
-                            .execute("UPDATE carrier SET done = 1 WHERE token = ?1", [&token])
-                            .unwrap();
+        match backend {
+            Backend::Sqlite => {
+                // The previous child may still be dying: its lock goes with it.
+                let store = loop {
+                    match SqliteStore::open(dir.join("orders.db")) {
+                        Ok(store) => break store,
+                        Err(StoreError::Locked { .. }) => {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        Err(e) => panic!("{e}"),
                     }
-                    Err(e) => panic!("the carrier's token was refused: {e}"),
-                }
+                };
+                work(dir, store, 12).await;
             }
-            let open = ex.list(Some(ExecutionStatus::Running)).await.unwrap().len()
-                + ex.list(Some(ExecutionStatus::Waiting)).await.unwrap().len();
-            if open == 0 {
-                break;
+            Backend::Postgres(url) => {
+                // A lease well beyond a step and a checkpoint on this loaded machine, so that
+                // no live worker's lease runs out; a killed worker's executions wait for it.
+                let store = PgStore::connect_with_lease(url, Duration::from_secs(4))
+                    .await
+                    .unwrap();
+                work(dir, store, 8).await;
             }
-            assert!(ex.problems().is_empty(), "{:?}", ex.problems());
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
+}
+
+/// A worker: runs executions until none is running or waiting, and plays the carrier.
+async fn work<S: Store>(dir: &Path, store: S, in_flight: usize) {
+    let shop = Shop {
+        ledger: Mutex::new(ledger(dir)),
+        pid: std::process::id(),
+    };
+    let mut options = DurableOptions::default();
+    options.max_in_flight = in_flight;
+    let ex = Executor::<Checkout, Shop>::builder(shop)
+        .durable_with(store, options)
+        .unwrap();
+    loop {
+        // The carrier delivers what it was given, once it is given it.
+        let tokens: Vec<String> = {
+            let conn = ex.steps().ledger.lock().unwrap();
+            let mut stmt = conn
+                .prepare("SELECT token FROM carrier WHERE done = 0")
+                .unwrap();
+            let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+            rows.collect::<Result<_, _>>().unwrap()
+        };
+        for token in tokens {
+            let answer = ex
+                .complete::<checkout::Paid, _>(&token, |o| {
+                    o.deliver(|p| checkout::Delivered {
+                        order: p.order,
+                        payment: p.payment,
+                    })
+                })
+                .await;
+            match answer {
+                // Another worker answered it first: as good.
+                Ok(_) | Err(fsm_core::TokenError::AlreadyUsed) => {
+                    ex.steps()
+                        .ledger
+                        .lock()
+                        .unwrap()
+                        .execute("UPDATE carrier SET done = 1 WHERE token = ?1", [&token])
+                        .unwrap();
+                }
+                Err(e) => panic!("the carrier's token was refused: {e}"),
+            }
+        }
+        let open = ex.list(Some(ExecutionStatus::Running)).await.unwrap().len()
+            + ex.list(Some(ExecutionStatus::Waiting)).await.unwrap().len();
+        if open == 0 {
+            break;
+        }
+        assert!(ex.problems().is_empty(), "{:?}", ex.problems());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A small seeded generator (xorshift), for the kill times.
@@ -242,18 +271,23 @@ impl Rng {
     }
 }
 
-fn spawn_child(dir: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .arg("--child")
-        .arg(dir)
-        .spawn()
-        .unwrap()
+fn spawn_child(dir: &Path, backend: &Backend) -> Child {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.arg("--child").arg(dir);
+    if let Backend::Postgres(url) = backend {
+        command.arg(url);
+    }
+    command.spawn().unwrap()
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--child") {
-        child(Path::new(&args[2]));
+        let backend = match args.get(3) {
+            Some(url) => Backend::Postgres(url.clone()),
+            None => Backend::Sqlite,
+        };
+        child(Path::new(&args[2]), &backend);
         return;
     }
     let seed: u64 = std::env::var("FSM_CRASH_SEED")
@@ -261,29 +295,80 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| now_ns() as u64 % 1_000_000);
     println!("crash test: seed {seed} (FSM_CRASH_SEED={seed} cargo test --test crash repeats it)");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(scenario(seed, Backend::Sqlite, 200, 1));
+    match std::env::var("DATABASE_URL") {
+        Ok(url) => {
+            let url = rt.block_on(fresh_database(&url));
+            rt.block_on(scenario(seed, Backend::Postgres(url), 1_000, 4));
+        }
+        Err(_) => {
+            let line = "SKIPPED crash test on PostgreSQL (4 workers, 1,000 checkouts): \
+                        DATABASE_URL is not set (.ci/run starts a server)";
+            assert!(std::env::var_os("FSM_REQUIRE_POSTGRES").is_none(), "{line}");
+            println!("{line}");
+        }
+    }
+}
+
+/// A fresh database for the test on the server of `url`; its URL.
+async fn fresh_database(url: &str) -> String {
+    let db = format!("fsm_crash_{}", std::process::id());
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("DATABASE_URL={url}: {e}"));
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
+    format!("{base}/{db}")
+}
+
+async fn store_of(dir: &Path, backend: &Backend) -> AnyStore {
+    match backend {
+        Backend::Sqlite => AnyStore::Sqlite(SqliteStore::open(dir.join("orders.db")).unwrap()),
+        Backend::Postgres(url) => AnyStore::Postgres(PgStore::connect(url).await.unwrap()),
+    }
+}
+
+/// `orders` checkouts on `workers` worker processes, killed one at a time, at least
+/// `MIN_KILLS` times, and restarted; then the checks.
+async fn scenario(seed: u64, backend: Backend, orders: u32, workers: usize) {
+    let name = match backend {
+        Backend::Sqlite => "SQLite",
+        Backend::Postgres(_) => "PostgreSQL",
+    };
     let began = Instant::now();
-    let dir: PathBuf = std::env::temp_dir().join(format!("fsm-crash-{}", std::process::id()));
+    let dir: PathBuf = std::env::temp_dir().join(format!(
+        "fsm-crash-{}-{}",
+        std::process::id(),
+        name.to_lowercase()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     drop(ledger(&dir));
 
     // The orders are started durably up front by a worker that takes no work, so each is
     // started exactly once.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let ids = rt.block_on(async {
-        let store = SqliteStore::open(dir.join("orders.db")).unwrap();
+    let ids = {
         let ex = Executor::<Checkout, Shop>::builder(Shop {
             ledger: Mutex::new(ledger(&dir)),
             pid: std::process::id(),
         })
-        .durable(store)
+        .durable(store_of(&dir, &backend).await)
         .unwrap();
         ex.shutdown().await;
         let mut ids = HashMap::new();
-        for order in 0..ORDERS {
+        for order in 0..orders {
             let id = ex
                 .start(checkout::Machine::new(checkout::Placed { order }))
                 .await
@@ -291,46 +376,45 @@ fn main() {
             ids.insert(id, order);
         }
         ids
-    });
-    drop(rt);
+    };
 
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     // When each child was killed, by pid.
     let mut killed: HashMap<u32, i64> = HashMap::new();
     let mut kills = 0;
-    loop {
-        let mut child = spawn_child(&dir);
-        if kills < MIN_KILLS {
-            std::thread::sleep(Duration::from_millis(20 + rng.below(150)));
-            if child.try_wait().unwrap().is_none() {
-                child.kill().unwrap();
-                killed.insert(child.id(), now_ns());
-                child.wait().unwrap();
-                kills += 1;
-                continue;
-            }
+    let mut children: Vec<Child> = (0..workers).map(|_| spawn_child(&dir, &backend)).collect();
+    let mut spawned = workers;
+    while kills < MIN_KILLS {
+        tokio::time::sleep(Duration::from_millis(20 + rng.below(150))).await;
+        let i = rng.below(workers as u64) as usize;
+        if children.iter_mut().all(|c| c.try_wait().unwrap().is_some()) {
+            break;
         }
+        if children[i].try_wait().unwrap().is_none() {
+            children[i].kill().unwrap();
+            killed.insert(children[i].id(), now_ns());
+            children[i].wait().unwrap();
+            kills += 1;
+            children[i] = spawn_child(&dir, &backend);
+            spawned += 1;
+        }
+    }
+    for child in &mut children {
         let status = child.wait().unwrap();
-        assert!(status.success(), "the last child failed: {status}");
-        break;
+        assert!(status.success(), "a worker failed: {status}");
     }
     assert!(
         kills >= MIN_KILLS,
-        "the work ended after {kills} kills; the test needs {MIN_KILLS}"
+        "{name}: the work ended after {kills} kills; the test needs {MIN_KILLS}"
     );
 
     // What the store says.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (rows, histories) = rt.block_on(async {
-        let store = SqliteStore::open(dir.join("orders.db")).unwrap();
+    let (rows, histories) = {
         let ex = Executor::<Checkout, Shop>::builder(Shop {
             ledger: Mutex::new(ledger(&dir)),
             pid: std::process::id(),
         })
-        .durable(store)
+        .durable(store_of(&dir, &backend).await)
         .unwrap();
         ex.shutdown().await;
         let rows = ex.list(None).await.unwrap();
@@ -339,10 +423,10 @@ fn main() {
             histories.push(ex.history(row.id).await.unwrap());
         }
         (rows, histories)
-    });
+    };
 
     // Every execution ended, and none was lost or added.
-    assert_eq!(rows.len(), ORDERS as usize);
+    assert_eq!(rows.len(), orders as usize);
     let stored: HashSet<_> = rows.iter().map(|r| r.id).collect();
     assert_eq!(stored, ids.keys().copied().collect());
     for row in &rows {
@@ -446,9 +530,8 @@ fn main() {
         }
     }
     println!(
-        "crash test: {ORDERS} checkouts, {kills} kills, {} children, {steps} steps run \
+        "crash test on {name}: {orders} checkouts, {workers} worker(s), {kills} kills, {spawned} processes, {steps} steps run \
          ({calls} charge calls, {} charges), {resumed} resumptions, {:.1} s",
-        kills + 1,
         charged.values().map(Vec::len).sum::<usize>(),
         began.elapsed().as_secs_f64()
     );

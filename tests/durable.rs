@@ -9,10 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fsm_core::store::{
-    Checkpoint, ExecutionRecord, ListQuery, Millis, NewExecution, StoredEvent, TokenAnswer,
-    TokenRecord, TokenStatus,
-};
+use fsm_core::store::TokenStatus;
 use fsm_core::{
     Context, DurableError, DurableExecutor, EventKind, ExecutionId, ExecutionStatus, Executor, Fsm,
     PgStore, SqliteOptions, SqliteStore, StepError, Store, StoreError, TaskToken, TokenError,
@@ -279,81 +276,9 @@ async fn open(db: &Db, shop: Shop) -> Durable {
         .unwrap()
 }
 
-/// Either store, so that one test body runs on both.
-#[derive(Clone)]
-enum AnyStore {
-    Sqlite(SqliteStore),
-    Postgres(PgStore),
-}
-
-macro_rules! delegate {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            AnyStore::Sqlite($s) => $e.await,
-            AnyStore::Postgres($s) => $e.await,
-        }
-    };
-}
-
-impl Store for AnyStore {
-    async fn create(&self, new: NewExecution) -> Result<(), StoreError> {
-        delegate!(self, s => s.create(new))
-    }
-    async fn checkpoint(&self, cp: Checkpoint) -> Result<u64, StoreError> {
-        delegate!(self, s => s.checkpoint(cp))
-    }
-    async fn claim(
-        &self,
-        machine: &str,
-        owner: &str,
-        now: Millis,
-        lease_until: Millis,
-        limit: usize,
-    ) -> Result<Vec<ExecutionRecord>, StoreError> {
-        delegate!(self, s => s.claim(machine, owner, now, lease_until, limit))
-    }
-    async fn next_due(&self, machine: &str) -> Result<Option<Millis>, StoreError> {
-        delegate!(self, s => s.next_due(machine))
-    }
-    async fn get(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, StoreError> {
-        delegate!(self, s => s.get(id))
-    }
-    async fn events(&self, id: ExecutionId) -> Result<Vec<StoredEvent>, StoreError> {
-        delegate!(self, s => s.events(id))
-    }
-    async fn list(&self, q: ListQuery) -> Result<Vec<ExecutionRecord>, StoreError> {
-        delegate!(self, s => s.list(q))
-    }
-    async fn token(&self, secret: &str) -> Result<Option<TokenRecord>, StoreError> {
-        delegate!(self, s => s.token(secret))
-    }
-    async fn answer_token(&self, a: TokenAnswer) -> Result<bool, StoreError> {
-        delegate!(self, s => s.answer_token(a))
-    }
-    async fn wait_token(
-        &self,
-        id: ExecutionId,
-        step: u32,
-        attempt: u32,
-    ) -> Result<Option<TokenRecord>, StoreError> {
-        delegate!(self, s => s.wait_token(id, step, attempt))
-    }
-    fn lease(&self) -> Option<Duration> {
-        match self {
-            AnyStore::Sqlite(s) => s.lease(),
-            AnyStore::Postgres(s) => s.lease(),
-        }
-    }
-    async fn renew(&self, owner: &str, until: Millis) -> Result<u64, StoreError> {
-        delegate!(self, s => s.renew(owner, until))
-    }
-    fn work(&self) -> Option<Arc<tokio::sync::Notify>> {
-        match self {
-            AnyStore::Sqlite(s) => s.work(),
-            AnyStore::Postgres(s) => s.work(),
-        }
-    }
-}
+#[path = "support/any_store.rs"]
+mod any_store;
+use any_store::AnyStore;
 
 /// A runtime for one test: tokio's clock paused or not.
 fn runtime(paused: bool) -> tokio::runtime::Runtime {

@@ -203,6 +203,8 @@ struct Durable<M, H, S> {
     flight: Arc<Flight>,
     closing: Arc<AtomicBool>,
     problems: Mutex<Vec<Problem>>,
+    /// The scheduler's task, which `shutdown` waits for.
+    scheduler: Mutex<Option<tokio::task::JoinHandle<()>>>,
     machine: PhantomData<fn() -> M>,
 }
 
@@ -274,6 +276,7 @@ where
             }),
             closing: Arc::new(AtomicBool::new(false)),
             problems: Mutex::new(Vec::new()),
+            scheduler: Mutex::new(None),
             machine: PhantomData,
         });
         let scheduler = schedule(
@@ -281,7 +284,8 @@ where
             Arc::clone(&inner.wake),
             Arc::clone(&inner.closing),
         );
-        runtime.spawn(scheduler);
+        let scheduler = runtime.spawn(scheduler);
+        *inner.scheduler.lock().unwrap_or_else(|e| e.into_inner()) = Some(scheduler);
         if let Some(lease) = inner.store.lease() {
             runtime.spawn(renew(Arc::downgrade(&inner), lease));
         }
@@ -311,6 +315,9 @@ async fn schedule<M, H, S>(
     S: Store,
 {
     let machine = M::DEFINITION.name;
+    let shared = weak
+        .upgrade()
+        .is_some_and(|this| this.store.work().is_some());
     loop {
         let notified = wake.notified();
         let mut notified = core::pin::pin!(notified);
@@ -353,6 +360,12 @@ async fn schedule<M, H, S>(
                     sleep_until = Some(Instant::now() + Duration::from_secs(1));
                 }
             }
+        }
+        // Where other processes write too, look again at least every second: a notification
+        // can pass between two looks.
+        if shared {
+            let poll = Instant::now() + Duration::from_secs(1);
+            sleep_until = Some(sleep_until.map_or(poll, |at| at.min(poll)));
         }
         drop(this);
         match sleep_until {
@@ -1308,6 +1321,9 @@ where
             .map_err(failed)?
             .ok_or(TokenError::Forged)?;
         if (row.step, row.attempt) != (token.step, token.attempt) || row.status.is_final() {
+            // Answered by someone else between the two reads, or truly left behind.
+            let now = store.token(&token.secret_hex()).await.map_err(failed)?;
+            token_open(now.map_or(TokenStatus::Superseded, |r| r.status))?;
             return Err(TokenError::Stale);
         }
         if let Some(expected) = expected {
@@ -1370,6 +1386,16 @@ where
     pub async fn shutdown(&self) {
         self.inner.closing.store(true, Ordering::SeqCst);
         self.inner.wake.notify_one();
+        let scheduler = self
+            .inner
+            .scheduler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(scheduler) = scheduler {
+            // It holds the executor only while it claims; it ends at its next look.
+            let _ = scheduler.await;
+        }
         self.idle().await;
     }
 

@@ -122,11 +122,17 @@ fn db(e: tokio_postgres::Error) -> StoreError {
         "25006" | "42501" => StoreError::ReadOnly {
             path: "postgresql".into(),
         },
-        // admin shutdown, cannot connect now, connection failures
-        c if c.starts_with("57P") || c.starts_with("08") => unavailable(e),
+        // admin shutdown, cannot connect now, connection failures; a deadlock or a
+        // serialization failure (the batch is run again)
+        c if c.starts_with("57P") || c.starts_with("08") || c == "40P01" || c == "40001" => {
+            unavailable(e)
+        }
         _ => StoreError::Database {
             path: "postgresql".into(),
-            message: e.to_string(),
+            message: match e.as_db_error() {
+                Some(d) => format!("{} ({})", d.message(), d.code().code()),
+                None => e.to_string(),
+            },
         },
     }
 }
@@ -279,7 +285,8 @@ async fn listen(url: String, work: std::sync::Weak<Notify>) {
         {
             while rx.recv().await.is_some() {
                 match work.upgrade() {
-                    Some(work) => work.notify_waiters(),
+                    // One permit is kept if no one waits this instant: nothing is missed.
+                    Some(work) => work.notify_one(),
                     None => return,
                 }
             }
@@ -302,41 +309,64 @@ async fn writer(url: String, client: Client, mut rx: mpsc::UnboundedReceiver<Wri
                 Err(_) => break,
             }
         }
-        if client.as_ref().is_none_or(Client::is_closed) {
-            client = connect(&url).await.ok();
-        }
-        let Some(c) = client.as_mut() else {
-            for w in batch.drain(..) {
-                fail(w, unavailable("cannot connect to the database"));
+        // The same order in every worker's batches: fewer deadlocks between them.
+        batch.sort_by_key(Write::execution);
+        let mut result = Err(unavailable("not run"));
+        // A batch that meets a deadlock, or a connection that broke, is run again.
+        for retry in 0..6u32 {
+            if retry > 0 {
+                tokio::time::sleep(Duration::from_millis(10 << retry)).await;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        };
-        match commit(c, &mut batch).await {
-            Ok(done) => done.into_iter().for_each(Done::send),
+            if client.as_ref().is_none_or(Client::is_closed) {
+                client = connect(&url).await.ok();
+            }
+            let Some(c) = client.as_mut() else {
+                result = Err(unavailable("cannot connect to the database"));
+                continue;
+            };
+            result = commit(c, &batch).await;
+            if !matches!(result, Err(StoreError::Unavailable { .. })) {
+                break;
+            }
+        }
+        match result {
+            Ok(outcomes) => {
+                for (w, outcome) in batch.drain(..).zip(outcomes) {
+                    reply(w, outcome);
+                }
+            }
             Err(e) => {
                 for w in batch.drain(..) {
                     fail(w, e.clone());
                 }
             }
         }
-        batch.clear();
     }
 }
 
-enum Done {
-    Unit(Reply<()>, Result<(), StoreError>),
-    Version(Reply<u64>, Result<u64, StoreError>),
-    Bool(Reply<bool>, Result<bool, StoreError>),
+/// What a write came to.
+enum Outcome {
+    Unit(Result<(), StoreError>),
+    Version(Result<u64, StoreError>),
+    Bool(Result<bool, StoreError>),
 }
 
-impl Done {
-    fn send(self) {
+impl Write {
+    fn execution(&self) -> ExecutionId {
         match self {
-            Done::Unit(tx, r) => drop(tx.send(r)),
-            Done::Version(tx, r) => drop(tx.send(r)),
-            Done::Bool(tx, r) => drop(tx.send(r)),
+            Write::Create(n, _) => n.record.id,
+            Write::Checkpoint(c, _) => c.record.id,
+            Write::Answer(a, _) => a.execution,
         }
+    }
+}
+
+fn reply(w: Write, outcome: Outcome) {
+    match (w, outcome) {
+        (Write::Create(_, r), Outcome::Unit(o)) => drop(r.send(o)),
+        (Write::Checkpoint(_, r), Outcome::Version(o)) => drop(r.send(o)),
+        (Write::Answer(_, r), Outcome::Bool(o)) => drop(r.send(o)),
+        (w, _) => fail(w, StoreError::Closed),
     }
 }
 
@@ -356,33 +386,33 @@ fn opt_ms(v: Option<Millis>) -> Option<i64> {
     v.filter(|&v| v != Millis::MAX).map(ms)
 }
 
-/// Commits a batch: every write in a savepoint of its own. Returns the answers to send once
-/// committed; `Err` if the transaction as a whole failed.
-async fn commit(client: &mut Client, batch: &mut Vec<Write>) -> Result<Vec<Done>, StoreError> {
+/// Commits a batch: every write in a savepoint of its own. Returns what each write came to,
+/// once committed; `Err` if the transaction as a whole failed (`Unavailable`: run it again).
+async fn commit(client: &mut Client, batch: &[Write]) -> Result<Vec<Outcome>, StoreError> {
     let mut tx = client.transaction().await.map_err(db)?;
     let mut done = Vec::with_capacity(batch.len());
     let mut notify = false;
-    for w in batch.drain(..) {
+    for w in batch {
         let sp = tx.savepoint("w").await.map_err(db)?;
         match w {
-            Write::Create(new, reply) => {
-                let r = create(&sp, &new).await;
+            Write::Create(new, _) => {
+                let r = create(&sp, new).await;
                 notify |= r.is_ok() && new.record.lease_owner.is_none();
                 finish(sp, &r).await?;
-                done.push(Done::Unit(reply, r));
+                done.push(Outcome::Unit(r));
             }
-            Write::Checkpoint(cp, reply) => {
-                let r = checkpoint(&sp, &cp).await;
+            Write::Checkpoint(cp, _) => {
+                let r = checkpoint(&sp, cp).await;
                 notify |=
                     r.is_ok() && cp.record.lease_owner.is_none() && !cp.record.status.is_final();
                 finish(sp, &r).await?;
-                done.push(Done::Version(reply, r));
+                done.push(Outcome::Version(r));
             }
-            Write::Answer(answer, reply) => {
-                let r = answer_token(&sp, &answer).await;
+            Write::Answer(answer, _) => {
+                let r = answer_token(&sp, answer).await;
                 notify |= matches!(r, Ok(true));
                 finish(sp, &r).await?;
-                done.push(Done::Bool(reply, r));
+                done.push(Outcome::Bool(r));
             }
         }
     }
@@ -565,6 +595,14 @@ async fn answer_token(
     a: &TokenAnswer,
 ) -> Result<bool, StoreError> {
     let id = a.execution.to_string();
+    // The execution's row first: a checkpoint that makes it wait either commits before this
+    // (and is then made due here) or after (and sees the answer).
+    c.execute(
+        "SELECT 1 FROM fsm_executions WHERE id = $1 FOR UPDATE",
+        &[&id],
+    )
+    .await
+    .map_err(db)?;
     let changed = c
         .execute(
             "UPDATE fsm_tokens SET status = $1, result = $2 WHERE secret = $3 AND execution = $4 \
