@@ -309,10 +309,131 @@ fn memory_report() {
     );
 }
 
+/// A fresh database on the server of `DATABASE_URL`.
+async fn fresh_pg(url: &str, name: &str) -> String {
+    let db = format!("fsm_bench_{name}_{}", std::process::id());
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("DATABASE_URL");
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
+    format!("{base}/{db}")
+}
+
+/// PostgreSQL: checkpointed transitions per second with 1, 2 and 4 workers (executors with a
+/// store and connections each, in this process), the same run on SQLite, and the latency
+/// from `start` (by a client that is not a worker) to the first step, with idle workers.
+fn postgres_report(url: &str) {
+    let rt = runtime();
+    for workers in [1usize, 2, 4] {
+        let db = rt.block_on(fresh_pg(url, &format!("w{workers}")));
+        let (ex, client) = rt.block_on(async {
+            let mut ex = Vec::new();
+            for _ in 0..workers {
+                let store = fsm_core::PgStore::connect(&db).await.unwrap();
+                ex.push(
+                    Executor::<Chain, Bump>::builder(Bump)
+                        .durable(store)
+                        .unwrap(),
+                );
+            }
+            // The client starts executions and leaves them to the workers.
+            let store = fsm_core::PgStore::connect(&db).await.unwrap();
+            let client = Executor::<Chain, Bump>::builder(Bump)
+                .durable(store)
+                .unwrap();
+            client.shutdown().await;
+            (ex, client)
+        });
+        let mut rates = Vec::new();
+        for _ in 0..3 {
+            let started = Instant::now();
+            rt.block_on(async {
+                let mut ids = Vec::new();
+                for _ in 0..1_000 {
+                    ids.push(client.start(Chain::S0(0)).await.unwrap());
+                }
+                loop {
+                    let open = client
+                        .list(Some(fsm_core::ExecutionStatus::Running))
+                        .await
+                        .unwrap()
+                        .len();
+                    if open == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+            rates.push(20_000.0 / started.elapsed().as_secs_f64());
+        }
+        rates.sort_by(f64::total_cmp);
+        println!(
+            "PostgreSQL, {workers} worker(s): 1,000 executions x 20 steps started by a client: \
+             {:.0} checkpointed transitions/s (median of 3; {:.0}-{:.0})",
+            rates[1], rates[0], rates[2]
+        );
+        drop(ex);
+    }
+    // Latency from start to the first step, one execution at a time, idle workers.
+    let db = rt.block_on(fresh_pg(url, "latency"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let first = seen.clone();
+    let mut latencies = rt.block_on(async {
+        let store = fsm_core::PgStore::connect(&db).await.unwrap();
+        let _worker = Executor::<Chain, Bump>::builder(Bump)
+            .observer(move |_, e| {
+                if matches!(e.kind, fsm_core::EventKind::StepStarted { state: "S0", .. }) {
+                    first.lock().unwrap().get_or_insert_with(Instant::now);
+                }
+            })
+            .durable(store)
+            .unwrap();
+        let store = fsm_core::PgStore::connect(&db).await.unwrap();
+        let client = Executor::<Chain, Bump>::builder(Bump)
+            .durable(store)
+            .unwrap();
+        client.shutdown().await;
+        let mut latencies = Vec::new();
+        for _ in 0..200 {
+            *seen.lock().unwrap() = None;
+            let t = Instant::now();
+            client.start(Chain::S0(0)).await.unwrap();
+            loop {
+                if let Some(at) = *seen.lock().unwrap() {
+                    latencies.push(at - t);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        latencies
+    });
+    latencies.sort();
+    println!(
+        "PostgreSQL: start (by a client) to the first step on an idle worker: p50 {:?}, p99 {:?} (200 starts)",
+        latencies[100],
+        latencies[197]
+    );
+}
+
 fn main() {
     divan::main();
     if std::env::args().any(|a| a == "--bench") {
         latency_report();
         memory_report();
+        match std::env::var("DATABASE_URL") {
+            Ok(url) => postgres_report(&url),
+            Err(_) => println!("PostgreSQL figures skipped: DATABASE_URL is not set"),
+        }
     }
 }
