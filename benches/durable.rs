@@ -309,24 +309,9 @@ fn memory_report() {
     );
 }
 
-/// A fresh database on the server of `DATABASE_URL`.
-async fn fresh_pg(url: &str, name: &str) -> String {
-    let db = format!("fsm_bench_{name}_{}", std::process::id());
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("DATABASE_URL");
-    tokio::spawn(conn);
-    client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
-        .await
-        .unwrap();
-    client
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
-    format!("{base}/{db}")
-}
+#[path = "../tests/support/postgres.rs"]
+mod postgres;
+use postgres::fresh_database;
 
 /// PostgreSQL: checkpointed transitions per second with 1, 2 and 4 workers (executors with a
 /// store and connections each, in this process), the same run on SQLite, and the latency
@@ -334,7 +319,7 @@ async fn fresh_pg(url: &str, name: &str) -> String {
 fn postgres_report(url: &str) {
     let rt = runtime();
     for workers in [1usize, 2, 4] {
-        let db = rt.block_on(fresh_pg(url, &format!("w{workers}")));
+        let db = rt.block_on(fresh_database(url, &format!("bench_w{workers}")));
         let (ex, client) = rt.block_on(async {
             let mut ex = Vec::new();
             for _ in 0..workers {
@@ -384,7 +369,7 @@ fn postgres_report(url: &str) {
         drop(ex);
     }
     // Latency from start to the first step, one execution at a time, idle workers.
-    let db = rt.block_on(fresh_pg(url, "latency"));
+    let db = rt.block_on(fresh_database(url, "bench_latency"));
     let seen = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
     let first = seen.clone();
     let mut latencies = rt.block_on(async {

@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
 
 #[path = "support/any_store.rs"]
 mod any_store;
+#[path = "support/postgres.rs"]
+mod postgres;
 use any_store::AnyStore;
 
 const MIN_KILLS: u32 = 20;
@@ -302,7 +304,7 @@ fn main() {
     rt.block_on(scenario(seed, Backend::Sqlite, 200, 1));
     match std::env::var("DATABASE_URL") {
         Ok(url) => {
-            let url = rt.block_on(fresh_database(&url));
+            let url = rt.block_on(postgres::fresh_database(&url, "crash"));
             rt.block_on(scenario(seed, Backend::Postgres(url), 1_000, 4));
         }
         Err(_) => {
@@ -312,25 +314,6 @@ fn main() {
             println!("{line}");
         }
     }
-}
-
-/// A fresh database for the test on the server of `url`; its URL.
-async fn fresh_database(url: &str) -> String {
-    let db = format!("fsm_crash_{}", std::process::id());
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("DATABASE_URL={url}: {e}"));
-    tokio::spawn(conn);
-    client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
-        .await
-        .unwrap();
-    client
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
-    format!("{base}/{db}")
 }
 
 async fn store_of(dir: &Path, backend: &Backend) -> AnyStore {

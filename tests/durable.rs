@@ -148,35 +148,12 @@ impl Db {
         Db::Sqlite(dir(name).join("orders.db"))
     }
 
-    /// A fresh database `fsm_test_<name>_<pid>` on the server of `DATABASE_URL`, or `None`.
+    /// A fresh database on the server of `DATABASE_URL`, or `None`.
     fn postgres(name: &str) -> Option<Db> {
         let url = std::env::var("DATABASE_URL").ok()?;
-        let short: String = name.chars().take(30).collect();
-        let db = format!("fsm_test_{short}_{}", std::process::id());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap_or_else(|e| panic!("DATABASE_URL={url}: {e}"));
-            tokio::spawn(conn);
-            client
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
-                .await
-                .unwrap();
-            client
-                .batch_execute(&format!("CREATE DATABASE {db}"))
-                .await
-                .unwrap();
-        });
-        let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
+        let url = runtime(false).block_on(postgres::fresh_database(&url, &format!("test_{name}")));
         // Short leases: a test's dead worker is taken over quickly.
-        Some(Db::Postgres(
-            format!("{base}/{db}"),
-            Duration::from_millis(500),
-        ))
+        Some(Db::Postgres(url, Duration::from_millis(500)))
     }
 
     async fn store(&self) -> AnyStore {
@@ -278,6 +255,8 @@ async fn open(db: &Db, shop: Shop) -> Durable {
 
 #[path = "support/any_store.rs"]
 mod any_store;
+#[path = "support/postgres.rs"]
+mod postgres;
 use any_store::AnyStore;
 
 /// A runtime for one test: tokio's clock paused or not.

@@ -972,81 +972,66 @@ where
                     }
                 }
             }
-            let closing = std::mem::take(&mut close);
+            let mut closing = std::mem::take(&mut close);
             // A token this checkpoint closes (a wait that timed out) was answered meanwhile:
             // the drive starts again from the stored row, and takes the answer.
+            let closes_tokens = !closing.is_empty();
             let answered = |saved: &Result<(), DurableError>| {
-                !closing.is_empty()
+                closes_tokens
                     && matches!(saved, Err(DurableError::Store(StoreError::Conflict { .. })))
             };
-            match core.after_failure(&mut driver, failed, error, timed_out, &mut jitter) {
-                AfterFailure::Retry(failed, delay) => {
-                    state = failed;
-                    let due = self.clock.now().saturating_add(delay.as_millis() as Millis);
-                    let hold = delay < self.options.hold_retries_under
-                        && !self.closing.load(Ordering::SeqCst);
-                    let (status, waiting) = if hold {
-                        (ExecutionStatus::Running, None)
-                    } else {
-                        (ExecutionStatus::Waiting, Some(WaitingFor::Retry))
-                    };
-                    let saved = self
-                        .save(
-                            &mut row,
-                            &mut driver,
-                            &state,
-                            status,
-                            waiting,
-                            Some(due),
-                            hold,
-                            None,
-                            closing.clone(),
-                        )
-                        .await;
-                    if answered(&saved) {
-                        return Ok(Err(Again));
-                    }
-                    saved?;
-                    if !hold {
-                        return Ok(Ok(()));
-                    }
-                    Box::pin(tokio::time::sleep(delay)).await;
-                }
-                AfterFailure::Routed(next) => {
-                    state = next;
-                    let now = self.clock.now();
-                    let saved = self
-                        .save(
-                            &mut row,
-                            &mut driver,
-                            &state,
-                            ExecutionStatus::Running,
-                            None,
-                            Some(now),
-                            true,
-                            None,
-                            closing.clone(),
-                        )
-                        .await;
-                    if answered(&saved) {
-                        return Ok(Err(Again));
-                    }
-                    saved?;
-                }
-                AfterFailure::Errored(failed, error) => {
-                    close = closing;
-                    let ended = self
-                        .end_closing(&mut row, &mut driver, Some(error), failed, &mut close)
-                        .await;
-                    return match ended {
-                        Err(DurableError::Store(StoreError::Conflict { .. }))
-                            if !close.is_empty() =>
+            // What the failure leads to, as it is written: status, due time, whether this
+            // worker keeps the execution, and a retry it waits for in memory.
+            let (status, waiting, due, hold, wait) =
+                match core.after_failure(&mut driver, failed, error, timed_out, &mut jitter) {
+                    AfterFailure::Retry(failed, delay) => {
+                        state = failed;
+                        let due = self.clock.now().saturating_add(delay.as_millis() as Millis);
+                        if delay < self.options.hold_retries_under
+                            && !self.closing.load(Ordering::SeqCst)
                         {
-                            Ok(Err(Again))
+                            (ExecutionStatus::Running, None, due, true, Some(delay))
+                        } else {
+                            let retry = Some(WaitingFor::Retry);
+                            (ExecutionStatus::Waiting, retry, due, false, None)
                         }
-                        other => other.map(Ok),
-                    };
-                }
+                    }
+                    AfterFailure::Routed(next) => {
+                        state = next;
+                        (ExecutionStatus::Running, None, self.clock.now(), true, None)
+                    }
+                    AfterFailure::Errored(failed, error) => {
+                        let ended = self
+                            .end_closing(&mut row, &mut driver, Some(error), failed, &mut closing)
+                            .await;
+                        return if answered(&ended) {
+                            Ok(Err(Again))
+                        } else {
+                            ended.map(Ok)
+                        };
+                    }
+                };
+            let saved = self
+                .save(
+                    &mut row,
+                    &mut driver,
+                    &state,
+                    status,
+                    waiting,
+                    Some(due),
+                    hold,
+                    None,
+                    closing,
+                )
+                .await;
+            if answered(&saved) {
+                return Ok(Err(Again));
+            }
+            saved?;
+            match wait {
+                Some(delay) => Box::pin(tokio::time::sleep(delay)).await,
+                None if !hold => return Ok(Ok(())),
+                None => {}
             }
         }
     }

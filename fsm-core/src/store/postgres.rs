@@ -65,6 +65,8 @@ CREATE TABLE fsm_tokens (
 CREATE INDEX fsm_tokens_wait ON fsm_tokens (execution, step, attempt);
 ";
 
+const TOKEN_COLUMNS: &str = "secret, execution, step, attempt, status, result";
+
 const COLUMNS: &str = "id, machine, fingerprint, state_name, state, status, waiting_for, step, \
     attempt, due_at, error, events, created_at, updated_at, lease_owner, lease_expires, version";
 
@@ -181,23 +183,20 @@ impl PgStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Runs `f` on the reading connection, connecting again once if it broke.
-    async fn read<T>(
+    /// The rows `sql` answers on the reading connection, connecting again once if it broke.
+    async fn rows(
         &self,
-        f: impl for<'c> Fn(
-            &'c Client,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send + 'c>,
-        >,
-    ) -> Result<T, StoreError> {
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
         let mut reader = self.inner.reader.lock().await;
         for _ in 0..2 {
             if reader.as_ref().is_none_or(Client::is_closed) {
                 *reader = Some(connect(&self.inner.url).await?);
             }
             let client = reader.as_ref().ok_or(StoreError::Closed)?;
-            match f(client).await {
-                Ok(v) => return Ok(v),
+            match client.query(sql, params).await {
+                Ok(rows) => return Ok(rows),
                 Err(e) if client.is_closed() || e.is_closed() => *reader = None,
                 Err(e) => return Err(db(e)),
             }
@@ -716,84 +715,51 @@ impl Store for PgStore {
         lease_until: Millis,
         limit: usize,
     ) -> Result<Vec<ExecutionRecord>, StoreError> {
-        let (machine, owner) = (machine.to_owned(), owner.to_owned());
-        let lease = opt_ms(Some(lease_until));
-        let limit = limit as i64;
-        let rows = self
-            .read(|c| {
-                let (machine, owner) = (machine.clone(), owner.clone());
-                Box::pin(async move {
-                    c.query(
-                        &format!(
-                            "UPDATE fsm_executions SET lease_owner = $1, lease_expires = $2, \
-                             version = version + 1 \
-                             WHERE id IN (SELECT id FROM fsm_executions WHERE machine = $3 \
-                               AND status IN ('running', 'waiting') AND due_at <= $4 \
-                               AND (lease_owner IS NULL OR lease_expires <= $4) \
-                               ORDER BY due_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
-                             RETURNING {COLUMNS}"
-                        ),
-                        &[&owner, &lease, &machine, &ms(now), &limit],
-                    )
-                    .await
-                })
-            })
-            .await?;
-        records(rows)
+        let sql = format!(
+            "UPDATE fsm_executions SET lease_owner = $1, lease_expires = $2, \
+             version = version + 1 \
+             WHERE id IN (SELECT id FROM fsm_executions WHERE machine = $3 \
+               AND status IN ('running', 'waiting') AND due_at <= $4 \
+               AND (lease_owner IS NULL OR lease_expires <= $4) \
+               ORDER BY due_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
+             RETURNING {COLUMNS}"
+        );
+        let (lease, now, limit) = (opt_ms(Some(lease_until)), ms(now), limit as i64);
+        records(
+            self.rows(&sql, &[&owner, &lease, &machine, &now, &limit])
+                .await?,
+        )
     }
 
     async fn next_due(&self, machine: &str) -> Result<Option<Millis>, StoreError> {
-        let machine = machine.to_owned();
-        let row = self
-            .read(|c| {
-                let machine = machine.clone();
-                Box::pin(async move {
-                    c.query_one(
-                        "SELECT min(CASE WHEN due_at IS NULL THEN NULL \
-                         WHEN lease_owner IS NULL THEN due_at \
-                         ELSE greatest(due_at, lease_expires) END) FROM fsm_executions \
-                         WHERE machine = $1 AND status IN ('running', 'waiting') \
-                         AND (lease_owner IS NULL OR lease_expires IS NOT NULL)",
-                        &[&machine],
-                    )
-                    .await
-                })
-            })
+        let rows = self
+            .rows(
+                "SELECT min(CASE WHEN due_at IS NULL THEN NULL \
+                 WHEN lease_owner IS NULL THEN due_at \
+                 ELSE greatest(due_at, lease_expires) END) FROM fsm_executions \
+                 WHERE machine = $1 AND status IN ('running', 'waiting') \
+                 AND (lease_owner IS NULL OR lease_expires IS NOT NULL)",
+                &[&machine],
+            )
             .await?;
-        Ok(row.get::<_, Option<i64>>(0).map(|v| v.max(0) as u64))
+        Ok(rows
+            .first()
+            .and_then(|r| r.get::<_, Option<i64>>(0))
+            .map(|v| v.max(0) as u64))
     }
 
     async fn get(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, StoreError> {
-        let id = id.to_string();
-        let rows = self
-            .read(|c| {
-                let id = id.clone();
-                Box::pin(async move {
-                    c.query(
-                        &format!("SELECT {COLUMNS} FROM fsm_executions WHERE id = $1"),
-                        &[&id],
-                    )
-                    .await
-                })
-            })
-            .await?;
-        Ok(records(rows)?.pop())
+        let sql = format!("SELECT {COLUMNS} FROM fsm_executions WHERE id = $1");
+        Ok(records(self.rows(&sql, &[&id.to_string()]).await?)?.pop())
     }
 
     async fn events(&self, id: ExecutionId) -> Result<Vec<StoredEvent>, StoreError> {
-        let key = id.to_string();
         let rows = self
-            .read(|c| {
-                let key = key.clone();
-                Box::pin(async move {
-                    c.query(
-                        "SELECT seq, at, kind, state, detail FROM fsm_events WHERE execution = $1 \
-                         ORDER BY seq",
-                        &[&key],
-                    )
-                    .await
-                })
-            })
+            .rows(
+                "SELECT seq, at, kind, state, detail FROM fsm_events WHERE execution = $1 \
+                 ORDER BY seq",
+                &[&id.to_string()],
+            )
             .await?;
         Ok(rows
             .iter()
@@ -813,44 +779,18 @@ impl Store for PgStore {
         } else {
             query.limit as i64
         };
-        let machine = query.machine.clone();
-        let status = query.status.map(|s| s.as_str().to_owned());
-        let rows = self
-            .read(|c| {
-                let (machine, status) = (machine.clone(), status.clone());
-                Box::pin(async move {
-                    c.query(
-                        &format!(
-                            "SELECT {COLUMNS} FROM fsm_executions \
-                             WHERE ($1::text IS NULL OR machine = $1) \
-                             AND ($2::text IS NULL OR status = $2) \
-                             ORDER BY created_at, id LIMIT $3"
-                        ),
-                        &[&machine, &status, &limit],
-                    )
-                    .await
-                })
-            })
-            .await?;
-        records(rows)
+        let status = query.status.map(ExecutionStatus::as_str);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM fsm_executions \
+             WHERE ($1::text IS NULL OR machine = $1) AND ($2::text IS NULL OR status = $2) \
+             ORDER BY created_at, id LIMIT $3"
+        );
+        records(self.rows(&sql, &[&query.machine, &status, &limit]).await?)
     }
 
     async fn token(&self, secret: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let secret = secret.to_owned();
-        let rows = self
-            .read(|c| {
-                let secret = secret.clone();
-                Box::pin(async move {
-                    c.query(
-                        "SELECT secret, execution, step, attempt, status, result FROM fsm_tokens \
-                         WHERE secret = $1",
-                        &[&secret],
-                    )
-                    .await
-                })
-            })
-            .await?;
-        Ok(tokens(rows)?.pop())
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM fsm_tokens WHERE secret = $1");
+        Ok(tokens(self.rows(&sql, &[&secret]).await?)?.pop())
     }
 
     async fn answer_token(&self, answer: TokenAnswer) -> Result<bool, StoreError> {
@@ -863,21 +803,12 @@ impl Store for PgStore {
         step: u32,
         attempt: u32,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        let id = id.to_string();
-        let rows = self
-            .read(|c| {
-                let id = id.clone();
-                Box::pin(async move {
-                    c.query(
-                        "SELECT secret, execution, step, attempt, status, result FROM fsm_tokens \
-                         WHERE execution = $1 AND step = $2 AND attempt = $3",
-                        &[&id, &i64::from(step), &i64::from(attempt)],
-                    )
-                    .await
-                })
-            })
-            .await?;
-        Ok(tokens(rows)?.pop())
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM fsm_tokens \
+             WHERE execution = $1 AND step = $2 AND attempt = $3"
+        );
+        let (step, attempt) = (i64::from(step), i64::from(attempt));
+        Ok(tokens(self.rows(&sql, &[&id.to_string(), &step, &attempt]).await?)?.pop())
     }
 
     fn lease(&self) -> Option<Duration> {
@@ -885,21 +816,15 @@ impl Store for PgStore {
     }
 
     async fn renew(&self, owner: &str, until: Millis) -> Result<u64, StoreError> {
-        let owner = owner.to_owned();
-        let n = self
-            .read(|c| {
-                let owner = owner.clone();
-                Box::pin(async move {
-                    c.execute(
-                        "UPDATE fsm_executions SET lease_expires = $2 WHERE lease_owner = $1 \
-                         AND lease_expires IS NOT NULL AND status IN ('running', 'waiting')",
-                        &[&owner, &ms(until)],
-                    )
-                    .await
-                })
-            })
+        let rows = self
+            .rows(
+                "UPDATE fsm_executions SET lease_expires = $2 WHERE lease_owner = $1 \
+                 AND lease_expires IS NOT NULL AND status IN ('running', 'waiting') \
+                 RETURNING 1",
+                &[&owner, &ms(until)],
+            )
             .await?;
-        Ok(n)
+        Ok(rows.len() as u64)
     }
 
     fn work(&self) -> Option<Arc<Notify>> {
