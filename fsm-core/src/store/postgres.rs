@@ -385,35 +385,91 @@ fn opt_ms(v: Option<Millis>) -> Option<i64> {
     v.filter(|&v| v != Millis::MAX).map(ms)
 }
 
-/// Commits a batch: every write in a savepoint of its own. Returns what each write came to,
-/// once committed; `Err` if the transaction as a whole failed (`Unavailable`: run it again).
+/// Commits a batch. Plain checkpoints (no token to hand out or close, not waiting for one)
+/// and plain creates go in one statement each for the whole batch; every other write, and
+/// every write of a bulk statement that failed, in a savepoint of its own. Returns what each
+/// write came to, once committed; `Err` if the transaction as a whole failed (`Unavailable`:
+/// run it again).
 async fn commit(client: &mut Client, batch: &[Write]) -> Result<Vec<Outcome>, StoreError> {
     let mut tx = client.transaction().await.map_err(db)?;
-    let mut done = Vec::with_capacity(batch.len());
+    let mut done: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
     let mut notify = false;
-    for w in batch {
-        let sp = tx.savepoint("w").await.map_err(db)?;
+    let mut seen = std::collections::HashSet::with_capacity(batch.len());
+    let (mut plain_creates, mut plain_checkpoints) = (Vec::new(), Vec::new());
+    for (i, w) in batch.iter().enumerate() {
+        // An execution written twice in one batch: the second write waits for the first.
+        if !seen.insert(w.execution()) {
+            continue;
+        }
         match w {
+            Write::Create(new, _) if new.token.is_none() => plain_creates.push(i),
+            Write::Checkpoint(cp, _) if is_plain(cp) => plain_checkpoints.push(i),
+            _ => {}
+        }
+    }
+    if !plain_creates.is_empty() {
+        let news: Vec<&NewExecution> = plain_creates
+            .iter()
+            .filter_map(|&i| match &batch[i] {
+                Write::Create(n, _) => Some(n),
+                _ => None,
+            })
+            .collect();
+        let sp = tx.savepoint("bulk").await.map_err(db)?;
+        let r = create_all(&sp, &news).await;
+        finish(sp, &r).await?;
+        if r.is_ok() {
+            for (&i, new) in plain_creates.iter().zip(&news) {
+                notify |= new.record.lease_owner.is_none();
+                done[i] = Some(Outcome::Unit(Ok(())));
+            }
+        }
+    }
+    if !plain_checkpoints.is_empty() {
+        let cps: Vec<&Checkpoint> = plain_checkpoints
+            .iter()
+            .filter_map(|&i| match &batch[i] {
+                Write::Checkpoint(c, _) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let sp = tx.savepoint("bulk").await.map_err(db)?;
+        let r = checkpoint_all(&sp, &cps).await;
+        finish(sp, &r).await?;
+        if let Ok(outcomes) = r {
+            for ((&i, cp), outcome) in plain_checkpoints.iter().zip(&cps).zip(outcomes) {
+                let r = &cp.record;
+                notify |= outcome.is_ok() && r.lease_owner.is_none() && !r.status.is_final();
+                done[i] = Some(Outcome::Version(outcome));
+            }
+        }
+    }
+    for (w, slot) in batch.iter().zip(&mut done) {
+        if slot.is_some() {
+            continue;
+        }
+        let sp = tx.savepoint("w").await.map_err(db)?;
+        *slot = Some(match w {
             Write::Create(new, _) => {
                 let r = create(&sp, new).await;
                 notify |= r.is_ok() && new.record.lease_owner.is_none();
                 finish(sp, &r).await?;
-                done.push(Outcome::Unit(r));
+                Outcome::Unit(r)
             }
             Write::Checkpoint(cp, _) => {
                 let r = checkpoint(&sp, cp).await;
                 notify |=
                     r.is_ok() && cp.record.lease_owner.is_none() && !cp.record.status.is_final();
                 finish(sp, &r).await?;
-                done.push(Outcome::Version(r));
+                Outcome::Version(r)
             }
             Write::Answer(answer, _) => {
                 let r = answer_token(&sp, answer).await;
                 notify |= matches!(r, Ok(true));
                 finish(sp, &r).await?;
-                done.push(Outcome::Bool(r));
+                Outcome::Bool(r)
             }
-        }
+        });
     }
     if notify {
         tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
@@ -421,7 +477,244 @@ async fn commit(client: &mut Client, batch: &[Write]) -> Result<Vec<Outcome>, St
             .map_err(db)?;
     }
     tx.commit().await.map_err(db)?;
-    Ok(done)
+    Ok(done.into_iter().flatten().collect())
+}
+
+/// Whether a checkpoint only moves its row and appends events.
+fn is_plain(cp: &Checkpoint) -> bool {
+    cp.new_token.is_none()
+        && cp.close_tokens.is_empty()
+        && cp.record.waiting_for != Some(WaitingFor::Token)
+}
+
+/// The events of several executions as columns, for `unnest`.
+#[derive(Default)]
+struct EventColumns<'a> {
+    execution: Vec<String>,
+    seq: Vec<i64>,
+    at: Vec<i64>,
+    kind: Vec<&'a str>,
+    state: Vec<&'a str>,
+    detail: Vec<&'a str>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn push(&mut self, id: ExecutionId, events: &'a [StoredEvent]) {
+        for e in events {
+            self.execution.push(id.to_string());
+            self.seq.push(i64::from(e.seq));
+            self.at.push(ms(e.at));
+            self.kind.push(&e.kind);
+            self.state.push(&e.state);
+            self.detail.push(&e.detail);
+        }
+    }
+}
+
+/// Creates executions that hand out no token, in one statement.
+async fn create_all(
+    c: &tokio_postgres::Transaction<'_>,
+    news: &[&NewExecution],
+) -> Result<(), StoreError> {
+    let rows = RowColumns::new(news.iter().map(|n| &n.record));
+    let mut events = EventColumns::default();
+    for n in news {
+        events.push(n.record.id, &n.events);
+    }
+    let created: Vec<i64> = news.iter().map(|n| ms(n.record.created_at)).collect();
+    let machine: Vec<&str> = news.iter().map(|n| n.record.machine.as_str()).collect();
+    c.execute(
+        "WITH rows AS (INSERT INTO fsm_executions (id, machine, fingerprint, state_name, state, \
+           status, waiting_for, step, attempt, due_at, error, events, created_at, updated_at, \
+           lease_owner, lease_expires, version) \
+         SELECT id, machine, fingerprint, state_name, state, status, waiting_for, step, attempt, \
+           due_at, error, events, created_at, updated_at, lease_owner, lease_expires, 1 \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+           $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::bigint[], $12::bigint[], \
+           $13::text[], $14::bigint[], $15::bigint[], $16::text[]) \
+           AS i(id, fingerprint, state_name, state, status, waiting_for, step, attempt, due_at, \
+           error, events, updated_at, lease_owner, lease_expires, created_at, machine) \
+         RETURNING 1) \
+         INSERT INTO fsm_events (execution, seq, at, kind, state, detail) \
+         SELECT * FROM unnest($17::text[], $18::bigint[], $19::bigint[], $20::text[], \
+           $21::text[], $22::text[])",
+        &[
+            &rows.id,
+            &rows.fingerprint,
+            &rows.state_name,
+            &rows.state,
+            &rows.status,
+            &rows.waiting_for,
+            &rows.step,
+            &rows.attempt,
+            &rows.due_at,
+            &rows.error,
+            &rows.events,
+            &rows.updated_at,
+            &rows.lease_owner,
+            &rows.lease_expires,
+            &created,
+            &machine,
+            &events.execution,
+            &events.seq,
+            &events.at,
+            &events.kind,
+            &events.state,
+            &events.detail,
+        ],
+    )
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// The columns a checkpoint writes, for several rows, for `unnest`.
+struct RowColumns<'a> {
+    id: Vec<String>,
+    fingerprint: Vec<&'a str>,
+    state_name: Vec<&'a str>,
+    state: Vec<&'a str>,
+    status: Vec<&'static str>,
+    waiting_for: Vec<Option<&'static str>>,
+    step: Vec<i64>,
+    attempt: Vec<i64>,
+    due_at: Vec<Option<i64>>,
+    error: Vec<Option<&'a str>>,
+    events: Vec<i64>,
+    updated_at: Vec<i64>,
+    lease_owner: Vec<Option<&'a str>>,
+    lease_expires: Vec<Option<i64>>,
+    version: Vec<i64>,
+}
+
+impl<'a> RowColumns<'a> {
+    fn new(records: impl ExactSizeIterator<Item = &'a ExecutionRecord>) -> Self {
+        let n = records.len();
+        let mut c = RowColumns {
+            id: Vec::with_capacity(n),
+            fingerprint: Vec::with_capacity(n),
+            state_name: Vec::with_capacity(n),
+            state: Vec::with_capacity(n),
+            status: Vec::with_capacity(n),
+            waiting_for: Vec::with_capacity(n),
+            step: Vec::with_capacity(n),
+            attempt: Vec::with_capacity(n),
+            due_at: Vec::with_capacity(n),
+            error: Vec::with_capacity(n),
+            events: Vec::with_capacity(n),
+            updated_at: Vec::with_capacity(n),
+            lease_owner: Vec::with_capacity(n),
+            lease_expires: Vec::with_capacity(n),
+            version: Vec::with_capacity(n),
+        };
+        for r in records {
+            c.id.push(r.id.to_string());
+            c.fingerprint.push(&r.fingerprint);
+            c.state_name.push(&r.state_name);
+            c.state.push(&r.state);
+            c.status.push(r.status.as_str());
+            c.waiting_for.push(r.waiting_for.map(WaitingFor::as_str));
+            c.step.push(i64::from(r.step));
+            c.attempt.push(i64::from(r.attempt));
+            c.due_at.push(opt_ms(r.due_at));
+            c.error.push(r.error.as_deref());
+            c.events.push(i64::from(r.events));
+            c.updated_at.push(ms(r.updated_at));
+            c.lease_owner.push(r.lease_owner.as_deref());
+            c.lease_expires.push(opt_ms(r.lease_expires));
+            c.version.push(i64::try_from(r.version).unwrap_or(i64::MAX));
+        }
+        c
+    }
+}
+
+/// Applies plain checkpoints in one statement: each row moves if its version is still the one
+/// its writer read, and only moved rows get their events. Returns each checkpoint's outcome.
+async fn checkpoint_all(
+    c: &tokio_postgres::Transaction<'_>,
+    cps: &[&Checkpoint],
+) -> Result<Vec<Result<u64, StoreError>>, StoreError> {
+    let rows = RowColumns::new(cps.iter().map(|cp| &cp.record));
+    let mut events = EventColumns::default();
+    for cp in cps {
+        events.push(cp.record.id, &cp.events);
+    }
+    let moved = c
+        .query(
+            "WITH moved AS (UPDATE fsm_executions e SET fingerprint = i.fingerprint, \
+               state_name = i.state_name, state = i.state, status = i.status, \
+               waiting_for = i.waiting_for, step = i.step, attempt = i.attempt, \
+               due_at = i.due_at, error = i.error, events = i.events, \
+               updated_at = i.updated_at, lease_owner = i.lease_owner, \
+               lease_expires = i.lease_expires, version = e.version + 1 \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+               $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::bigint[], \
+               $12::bigint[], $13::text[], $14::bigint[], $15::bigint[]) \
+               AS i(id, fingerprint, state_name, state, status, waiting_for, step, attempt, \
+               due_at, error, events, updated_at, lease_owner, lease_expires, version) \
+             WHERE e.id = i.id AND e.version = i.version \
+             RETURNING e.id), \
+             logged AS (INSERT INTO fsm_events (execution, seq, at, kind, state, detail) \
+               SELECT ev.* FROM unnest($16::text[], $17::bigint[], $18::bigint[], $19::text[], \
+                 $20::text[], $21::text[]) AS ev(execution, seq, at, kind, state, detail) \
+               WHERE ev.execution IN (SELECT id FROM moved)) \
+             SELECT id FROM moved",
+            &[
+                &rows.id,
+                &rows.fingerprint,
+                &rows.state_name,
+                &rows.state,
+                &rows.status,
+                &rows.waiting_for,
+                &rows.step,
+                &rows.attempt,
+                &rows.due_at,
+                &rows.error,
+                &rows.events,
+                &rows.updated_at,
+                &rows.lease_owner,
+                &rows.lease_expires,
+                &rows.version,
+                &events.execution,
+                &events.seq,
+                &events.at,
+                &events.kind,
+                &events.state,
+                &events.detail,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    let moved: std::collections::HashSet<String> = moved.iter().map(|r| r.get(0)).collect();
+    // The rows that did not move: taken over (they exist) or gone.
+    let stuck: Vec<&String> = rows.id.iter().filter(|id| !moved.contains(*id)).collect();
+    let existing: std::collections::HashSet<String> = if stuck.is_empty() {
+        Default::default()
+    } else {
+        c.query(
+            "SELECT id FROM fsm_executions WHERE id = ANY($1)",
+            &[&stuck],
+        )
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    Ok(cps
+        .iter()
+        .zip(&rows.id)
+        .map(|(cp, id)| {
+            let execution = cp.record.id;
+            if moved.contains(id) {
+                Ok(cp.record.version + 1)
+            } else if existing.contains(id) {
+                Err(StoreError::Conflict { execution })
+            } else {
+                Err(StoreError::NotFound { execution })
+            }
+        })
+        .collect())
 }
 
 /// Keeps or undoes a savepoint by its write's result. A broken connection fails the batch.
@@ -436,61 +729,12 @@ async fn finish<T>(
     }
 }
 
+/// Creates one execution, and its first token if it hands one out.
 async fn create(c: &tokio_postgres::Transaction<'_>, new: &NewExecution) -> Result<(), StoreError> {
-    let r = &new.record;
-    c.execute(
-        &format!(
-            "INSERT INTO fsm_executions ({COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 1)"
-        ),
-        &[
-            &r.id.to_string(),
-            &r.machine,
-            &r.fingerprint,
-            &r.state_name,
-            &r.state,
-            &r.status.as_str(),
-            &r.waiting_for.map(WaitingFor::as_str),
-            &i64::from(r.step),
-            &i64::from(r.attempt),
-            &opt_ms(r.due_at),
-            &r.error,
-            &i64::from(r.events),
-            &ms(r.created_at),
-            &ms(r.updated_at),
-            &r.lease_owner,
-            &opt_ms(r.lease_expires),
-        ],
-    )
-    .await
-    .map_err(db)?;
-    insert_events(c, r.id, &new.events).await?;
+    create_all(c, &[new]).await?;
     if let Some(t) = &new.token {
         insert_token(c, t).await?;
     }
-    Ok(())
-}
-
-async fn insert_events(
-    c: &tokio_postgres::Transaction<'_>,
-    id: ExecutionId,
-    events: &[StoredEvent],
-) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let seqs: Vec<i64> = events.iter().map(|e| i64::from(e.seq)).collect();
-    let ats: Vec<i64> = events.iter().map(|e| ms(e.at)).collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-    let states: Vec<&str> = events.iter().map(|e| e.state.as_str()).collect();
-    let details: Vec<&str> = events.iter().map(|e| e.detail.as_str()).collect();
-    c.execute(
-        "INSERT INTO fsm_events (execution, seq, at, kind, state, detail) \
-         SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[])",
-        &[&id.to_string(), &seqs, &ats, &kinds, &states, &details],
-    )
-    .await
-    .map_err(db)?;
     Ok(())
 }
 
@@ -534,45 +778,10 @@ async fn checkpoint(
             return Err(StoreError::Conflict { execution: r.id });
         }
     }
-    let changed = c
-        .execute(
-            "UPDATE fsm_executions SET fingerprint = $1, state_name = $2, state = $3, status = $4, \
-             waiting_for = $5, step = $6, attempt = $7, due_at = $8, error = $9, events = $10, \
-             updated_at = $11, lease_owner = $12, lease_expires = $13, version = version + 1 \
-             WHERE id = $14 AND version = $15",
-            &[
-                &r.fingerprint,
-                &r.state_name,
-                &r.state,
-                &r.status.as_str(),
-                &r.waiting_for.map(WaitingFor::as_str),
-                &i64::from(r.step),
-                &i64::from(r.attempt),
-                &opt_ms(r.due_at),
-                &r.error,
-                &i64::from(r.events),
-                &ms(r.updated_at),
-                &r.lease_owner,
-                &opt_ms(r.lease_expires),
-                &id,
-                &i64::try_from(r.version).unwrap_or(i64::MAX),
-            ],
-        )
-        .await
-        .map_err(db)?;
-    if changed == 0 {
-        let exists = c
-            .query_opt("SELECT 1 FROM fsm_executions WHERE id = $1", &[&id])
-            .await
-            .map_err(db)?
-            .is_some();
-        return Err(if exists {
-            StoreError::Conflict { execution: r.id }
-        } else {
-            StoreError::NotFound { execution: r.id }
-        });
-    }
-    insert_events(c, r.id, &cp.events).await?;
+    let version = checkpoint_all(c, &[cp])
+        .await?
+        .pop()
+        .ok_or(StoreError::Closed)??;
     if let Some(t) = &cp.new_token {
         insert_token(c, t).await?;
     }
@@ -586,7 +795,7 @@ async fn checkpoint(
         .await
         .map_err(db)?;
     }
-    Ok(r.version + 1)
+    Ok(version)
 }
 
 async fn answer_token(
