@@ -5,10 +5,16 @@
 //! charged exactly once; every stored history is a path of the definition; no execution ran
 //! steps in two processes at once.
 //!
+//! With `DATABASE_URL`, the same on PostgreSQL with 1,000 checkouts shared by 4 worker
+//! processes, one killed at a time; and with `FSM_PG_CTL` too (the server's `pg_ctl` with its
+//! `-D`, as `.ci/run` sets it), the database going away: 1,000 checkouts on 4 workers while
+//! the server is restarted three times (once in `immediate` mode, as after a crash), with the
+//! same checks.
+//!
 //! `FSM_CRASH_SEED=<n> cargo test --test crash` repeats a run.
 //!
-//! The same binary is the child (`crash --child <dir>`): a worker on the store, with a fake
-//! payment gateway and a fake carrier that keep their ledger in a second SQLite file.
+//! The same binary is the child (`crash --child <dir> [url]`): a worker on the store, with a
+//! fake payment gateway and a fake carrier that keep their ledger in a second SQLite file.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -17,8 +23,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fsm_core::{
-    Context, DurableOptions, EventKind, ExecutionStatus, Executor, Fsm, PgStore, SqliteStore,
-    StepError, Store, StoreError, TaskToken,
+    Context, DurableError, DurableOptions, EventKind, ExecutionStatus, Executor, Fsm, PgStore,
+    SqliteStore, StepError, Store, StoreError, TaskToken,
 };
 use serde::{Deserialize, Serialize};
 
@@ -248,17 +254,54 @@ async fn work<S: Store>(dir: &Path, store: S, in_flight: usize) {
                         .execute("UPDATE carrier SET done = 1 WHERE token = ?1", [&token])
                         .unwrap();
                 }
+                // The database is away: the carrier tries again.
+                Err(fsm_core::TokenError::Unavailable(_)) => {}
                 Err(e) => panic!("the carrier's token was refused: {e}"),
             }
         }
-        let open = ex.list(Some(ExecutionStatus::Running)).await.unwrap().len()
-            + ex.list(Some(ExecutionStatus::Waiting)).await.unwrap().len();
-        if open == 0 {
-            break;
+        let (running, waiting) = (
+            ex.list(Some(ExecutionStatus::Running)).await,
+            ex.list(Some(ExecutionStatus::Waiting)).await,
+        );
+        // Only the database being away is a problem this worker may meet, and it is the
+        // store's, not an execution's.
+        for problem in ex.problems() {
+            assert!(
+                problem.execution.is_none()
+                    && matches!(
+                        problem.error,
+                        DurableError::Store(StoreError::Unavailable { .. })
+                    ),
+                "{problem:?}"
+            );
         }
-        assert!(ex.problems().is_empty(), "{:?}", ex.problems());
+        match (running, waiting) {
+            (Ok(running), Ok(waiting)) if running.len() + waiting.len() == 0 => break,
+            (Ok(_), Ok(_)) => {}
+            (Err(DurableError::Store(StoreError::Unavailable { .. })), _)
+            | (_, Err(DurableError::Store(StoreError::Unavailable { .. }))) => {}
+            (Err(e), _) | (_, Err(e)) => panic!("{e}"),
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// How many executions have ended, and how many are running or waiting, on a connection of
+/// its own.
+async fn progress(url: &str) -> (i64, i64) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE status NOT IN ('running', 'waiting')), \
+             count(*) FILTER (WHERE status IN ('running', 'waiting')) FROM fsm_executions",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
 }
 
 /// A small seeded generator (xorshift), for the kill times.
@@ -301,19 +344,55 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(scenario(seed, Backend::Sqlite, 200, 1));
-    match std::env::var("DATABASE_URL") {
-        Ok(url) => {
-            let url = rt.block_on(postgres::fresh_database(&url, "crash"));
-            rt.block_on(scenario(seed, Backend::Postgres(url), 1_000, 4));
-        }
-        Err(_) => {
-            let line = "SKIPPED crash test on PostgreSQL (4 workers, 1,000 checkouts): \
-                        DATABASE_URL is not set (.ci/run starts a server)";
-            assert!(std::env::var_os("FSM_REQUIRE_POSTGRES").is_none(), "{line}");
-            println!("{line}");
-        }
-    }
+    rt.block_on(scenario(seed, Backend::Sqlite, 200, 1, Disruption::Kills));
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        skipped(
+            "crash and restart tests on PostgreSQL (4 workers)",
+            "DATABASE_URL is not set (.ci/run starts a server)",
+        );
+        return;
+    };
+    let db = rt.block_on(postgres::fresh_database(&url, "crash"));
+    rt.block_on(scenario(
+        seed,
+        Backend::Postgres(db),
+        1_000,
+        4,
+        Disruption::Kills,
+    ));
+    let Ok(pg_ctl) = std::env::var("FSM_PG_CTL") else {
+        skipped(
+            "database restart test on PostgreSQL",
+            "FSM_PG_CTL (the pg_ctl command of the server of DATABASE_URL, with its -D) \
+             is not set (.ci/run sets it)",
+        );
+        return;
+    };
+    let db = rt.block_on(postgres::fresh_database(&url, "restart"));
+    rt.block_on(scenario(
+        seed,
+        Backend::Postgres(db),
+        1_000,
+        4,
+        Disruption::Restarts(pg_ctl),
+    ));
+}
+
+/// Says that a test was skipped, in a line CI prints; fails where the server is required.
+fn skipped(test: &str, why: &str) {
+    let line = format!("SKIPPED {test}: {why}");
+    assert!(std::env::var_os("FSM_REQUIRE_POSTGRES").is_none(), "{line}");
+    println!("{line}");
+}
+
+/// What happens to the workers while they work.
+enum Disruption {
+    /// One worker at a time is SIGKILLed, at least `MIN_KILLS` times, and restarted.
+    Kills,
+    /// The database server is restarted (`pg_ctl restart`, given the command up to the
+    /// action) three times, once in `immediate` mode (as after a crash of the server); the
+    /// workers live on.
+    Restarts(String),
 }
 
 async fn store_of(dir: &Path, backend: &Backend) -> AnyStore {
@@ -323,16 +402,25 @@ async fn store_of(dir: &Path, backend: &Backend) -> AnyStore {
     }
 }
 
-/// `orders` checkouts on `workers` worker processes, killed one at a time, at least
-/// `MIN_KILLS` times, and restarted; then the checks.
-async fn scenario(seed: u64, backend: Backend, orders: u32, workers: usize) {
+/// `orders` checkouts on `workers` worker processes, disrupted; then the checks.
+async fn scenario(
+    seed: u64,
+    backend: Backend,
+    orders: u32,
+    workers: usize,
+    disruption: Disruption,
+) {
     let name = match backend {
         Backend::Sqlite => "SQLite",
         Backend::Postgres(_) => "PostgreSQL",
     };
+    let test = match disruption {
+        Disruption::Kills => "crash",
+        Disruption::Restarts(_) => "restart",
+    };
     let began = Instant::now();
     let dir: PathBuf = std::env::temp_dir().join(format!(
-        "fsm-crash-{}-{}",
+        "fsm-{test}-{}-{}",
         std::process::id(),
         name.to_lowercase()
     ));
@@ -367,29 +455,77 @@ async fn scenario(seed: u64, backend: Backend, orders: u32, workers: usize) {
     let mut kills = 0;
     let mut children: Vec<Child> = (0..workers).map(|_| spawn_child(&dir, &backend)).collect();
     let mut spawned = workers;
-    while kills < MIN_KILLS {
-        tokio::time::sleep(Duration::from_millis(20 + rng.below(150))).await;
-        let i = rng.below(workers as u64) as usize;
-        if children.iter_mut().all(|c| c.try_wait().unwrap().is_some()) {
-            break;
+    let mut what = String::new();
+    match (&disruption, &backend) {
+        (Disruption::Kills, _) => {
+            while kills < MIN_KILLS {
+                tokio::time::sleep(Duration::from_millis(20 + rng.below(150))).await;
+                let i = rng.below(workers as u64) as usize;
+                if children.iter_mut().all(|c| c.try_wait().unwrap().is_some()) {
+                    break;
+                }
+                if children[i].try_wait().unwrap().is_none() {
+                    children[i].kill().unwrap();
+                    killed.insert(children[i].id(), now_ns());
+                    children[i].wait().unwrap();
+                    kills += 1;
+                    children[i] = spawn_child(&dir, &backend);
+                    spawned += 1;
+                }
+            }
+            assert!(
+                kills >= MIN_KILLS,
+                "{name}: the work ended after {kills} kills; the test needs {MIN_KILLS}"
+            );
+            what = format!("{kills} kills, {spawned} processes");
         }
-        if children[i].try_wait().unwrap().is_none() {
-            children[i].kill().unwrap();
-            killed.insert(children[i].id(), now_ns());
-            children[i].wait().unwrap();
-            kills += 1;
-            children[i] = spawn_child(&dir, &backend);
-            spawned += 1;
+        (Disruption::Restarts(pg_ctl), Backend::Postgres(url)) => {
+            // Each restart once a seeded share of the work has ended: mid-run.
+            for (i, mode) in ["fast", "immediate", "fast"].into_iter().enumerate() {
+                let due = i64::from(orders) * (15 + 20 * i as i64 + rng.below(10) as i64) / 100;
+                let (ended, open) = loop {
+                    let (ended, open) = progress(url).await;
+                    assert!(
+                        children.iter_mut().all(|c| c.try_wait().unwrap().is_none()),
+                        "a worker ended before the server was restarted"
+                    );
+                    if ended >= due {
+                        break (ended, open);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                };
+                assert!(open > 0, "the work ended before the server was restarted");
+                let restarted = Instant::now();
+                let status = Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("{pg_ctl} -w -m {mode} restart >/dev/null"))
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "{pg_ctl} restart: {status}");
+                what += &format!(
+                    "{}restarted ({mode}) with {ended} ended and {open} open in {:.1} s",
+                    if what.is_empty() { "" } else { ", " },
+                    restarted.elapsed().as_secs_f64()
+                );
+            }
         }
+        (Disruption::Restarts(_), Backend::Sqlite) => unreachable!("SQLite has no server"),
     }
-    for child in &mut children {
-        let status = child.wait().unwrap();
+    // The workers end when every execution has; one that is stuck fails the test.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for i in 0..children.len() {
+        let status = loop {
+            if let Some(status) = children[i].try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                children.iter_mut().for_each(|c| drop(c.kill()));
+                panic!("{name}: the work did not end within 300 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert!(status.success(), "a worker failed: {status}");
     }
-    assert!(
-        kills >= MIN_KILLS,
-        "{name}: the work ended after {kills} kills; the test needs {MIN_KILLS}"
-    );
 
     // What the store says.
     let (rows, histories) = {
@@ -513,7 +649,7 @@ async fn scenario(seed: u64, backend: Backend, orders: u32, workers: usize) {
         }
     }
     println!(
-        "crash test on {name}: {orders} checkouts, {workers} worker(s), {kills} kills, {spawned} processes, {steps} steps run \
+        "{test} test on {name}: {orders} checkouts, {workers} worker(s), {what}, {steps} steps run \
          ({calls} charge calls, {} charges), {resumed} resumptions, {:.1} s",
         charged.values().map(Vec::len).sum::<usize>(),
         began.elapsed().as_secs_f64()

@@ -10,6 +10,7 @@
 
 use core::marker::PhantomData;
 use core::time::Duration;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -261,6 +262,7 @@ where
         let mut core = self.core();
         core.record_history = true;
         let owner = crate::step::new_id(crate::policy::random_u128()).to_string();
+        let leases = store.lease().is_some();
         let inner = Arc::new(Durable {
             core,
             store,
@@ -273,6 +275,7 @@ where
             flight: Arc::new(Flight {
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
+                leased: leases.then(|| Mutex::new(HashSet::new())),
             }),
             closing: Arc::new(AtomicBool::new(false)),
             problems: Mutex::new(Vec::new()),
@@ -392,9 +395,14 @@ where
             return;
         }
         let until = this.lease_until(this.clock.now());
+        let driving: Vec<ExecutionId> = this
+            .flight
+            .leased()
+            .map(|leased| leased.iter().copied().collect())
+            .unwrap_or_default();
         // A failure is retried at the next tick; a claim that runs out meanwhile is another
         // worker's to take.
-        let _ = this.store.renew(&this.owner, until).await;
+        let _ = this.store.renew(&this.owner, &driving, until).await;
     }
 }
 
@@ -404,13 +412,26 @@ where
 struct Flight {
     in_flight: AtomicUsize,
     idle: Notify,
+    /// Where claims expire: the executions in flight, whose leases are renewed. One that is
+    /// dropped (its commit could not be confirmed) lets its lease run out.
+    leased: Option<Mutex<HashSet<ExecutionId>>>,
+}
+
+impl Flight {
+    fn leased(&self) -> Option<std::sync::MutexGuard<'_, HashSet<ExecutionId>>> {
+        let leased = self.leased.as_ref()?;
+        Some(leased.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// Counts an execution in flight until dropped (also when its task unwinds).
-struct InFlight(Arc<Flight>, Arc<Notify>);
+struct InFlight(Arc<Flight>, Arc<Notify>, ExecutionId);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        if let Some(mut leased) = self.0.leased() {
+            leased.remove(&self.2);
+        }
         if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }
@@ -484,8 +505,11 @@ where
     /// it).
     fn spawn(self: &Arc<Self>, row: ExecutionRecord, state: Option<M>) {
         self.flight.in_flight.fetch_add(1, Ordering::SeqCst);
+        if let Some(mut leased) = self.flight.leased() {
+            leased.insert(row.id);
+        }
         let this = Arc::clone(self);
-        let in_flight = InFlight(Arc::clone(&self.flight), Arc::clone(&self.wake));
+        let in_flight = InFlight(Arc::clone(&self.flight), Arc::clone(&self.wake), row.id);
         tokio::spawn(async move {
             let id = row.id;
             let mut next = Some((row, state));
@@ -501,6 +525,8 @@ where
                         Ok(None) => {
                             this.problem(Some(id), DurableError::NotFound { execution: id })
                         }
+                        // The database is away: taken up again where it is claimed next.
+                        Err(StoreError::Unavailable { .. }) => {}
                         Err(e) => this.problem(Some(id), e.into()),
                     },
                     // Another worker took the execution over (its lease ran out, say, while
@@ -1290,7 +1316,7 @@ where
     ) -> Result<(TaskToken, ExecutionRecord), TokenError> {
         let token: TaskToken = text.parse()?;
         let store = &self.inner.store;
-        let failed = |e: StoreError| TokenError::Execution(e.to_string());
+        let failed = token_store_error;
         let record = store
             .token(&token.secret_hex())
             .await
@@ -1329,7 +1355,7 @@ where
         result: String,
     ) -> Result<ExecutionId, TokenError> {
         let store = &self.inner.store;
-        let failed = |e: StoreError| TokenError::Execution(e.to_string());
+        let failed = token_store_error;
         let answered = store
             .answer_token(TokenAnswer {
                 secret: token.secret_hex(),
@@ -1407,5 +1433,13 @@ fn token_open(status: TokenStatus) -> Result<(), TokenError> {
         TokenStatus::Completed | TokenStatus::Failed => Err(TokenError::AlreadyUsed),
         TokenStatus::TimedOut => Err(TokenError::TimedOut),
         TokenStatus::Superseded => Err(TokenError::Stale),
+    }
+}
+
+/// A store's error met while answering a token.
+fn token_store_error(e: StoreError) -> TokenError {
+    match e {
+        StoreError::Unavailable { message } => TokenError::Unavailable(message),
+        e => TokenError::Execution(e.to_string()),
     }
 }

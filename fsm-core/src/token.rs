@@ -136,6 +136,9 @@ pub enum TokenError {
     },
     /// The execution's stored data could not be read or written.
     Execution(String),
+    /// The store could not be reached (the database is away): nothing was answered; the
+    /// same answer can be given again later.
+    Unavailable(String),
 }
 
 impl fmt::Display for TokenError {
@@ -151,6 +154,12 @@ impl fmt::Display for TokenError {
                 "the token answers a wait in `{waiting}`, not in `{expected}`"
             ),
             TokenError::Execution(message) => f.write_str(message),
+            TokenError::Unavailable(message) => {
+                write!(
+                    f,
+                    "the store is unavailable, nothing was answered: {message}"
+                )
+            }
         }
     }
 }

@@ -76,8 +76,13 @@ impl Store for AnyStore {
             AnyStore::Postgres(s) => s.lease(),
         }
     }
-    async fn renew(&self, owner: &str, until: Millis) -> Result<u64, StoreError> {
-        delegate!(self, s => s.renew(owner, until))
+    async fn renew(
+        &self,
+        owner: &str,
+        executions: &[ExecutionId],
+        until: Millis,
+    ) -> Result<u64, StoreError> {
+        delegate!(self, s => s.renew(owner, executions, until))
     }
     fn work(&self) -> Option<Arc<tokio::sync::Notify>> {
         match self {

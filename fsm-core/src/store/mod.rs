@@ -490,13 +490,16 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    /// Extends every lease `owner` holds to `until`; returns how many.
+    /// Extends to `until` the leases `owner` holds on `executions` (those it is driving);
+    /// returns how many it extended. A lease `owner` holds on an execution it no longer
+    /// drives (it dropped it when a checkpoint's commit could not be confirmed) runs out.
     fn renew(
         &self,
         owner: &str,
+        executions: &[ExecutionId],
         until: Millis,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send {
-        let _ = (owner, until);
+        let _ = (owner, executions, until);
         async { Ok(0) }
     }
 

@@ -85,7 +85,7 @@ pub struct PgStore {
 struct Shared {
     url: String,
     writes: mpsc::UnboundedSender<Write>,
-    reader: Mutex<Option<Client>>,
+    reader: Mutex<Connection>,
     work: Arc<Notify>,
     lease: Duration,
 }
@@ -147,6 +147,60 @@ async fn connect(url: &str) -> Result<Client, StoreError> {
     Ok(client)
 }
 
+/// A connection made again after a break, no more often than a backoff allows: while the
+/// server is away (restarting, recovering) its callers get `Unavailable` at once instead of
+/// a connection attempt each, which would keep a recovering server busy.
+struct Connection {
+    client: Option<Client>,
+    /// No attempt before this instant.
+    not_before: Option<tokio::time::Instant>,
+    delay: Duration,
+}
+
+impl Connection {
+    const FIRST_DELAY: Duration = Duration::from_millis(50);
+    const MAX_DELAY: Duration = Duration::from_secs(2);
+
+    fn new(client: Client) -> Self {
+        Connection {
+            client: Some(client),
+            not_before: None,
+            delay: Self::FIRST_DELAY,
+        }
+    }
+
+    /// The connection, made again if it broke.
+    async fn get(&mut self, url: &str) -> Result<&mut Client, StoreError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = None;
+            if let Some(at) = self.not_before {
+                if tokio::time::Instant::now() < at {
+                    return Err(unavailable(
+                        "the database is away (the next attempt to connect is due later)",
+                    ));
+                }
+            }
+            match connect(url).await {
+                Ok(client) => {
+                    self.client = Some(client);
+                    (self.not_before, self.delay) = (None, Self::FIRST_DELAY);
+                }
+                Err(e) => {
+                    self.not_before = Some(tokio::time::Instant::now() + self.delay);
+                    self.delay = (self.delay * 2).min(Self::MAX_DELAY);
+                    return Err(e);
+                }
+            }
+        }
+        self.client.as_mut().ok_or(StoreError::Closed)
+    }
+
+    /// Drops a connection that broke.
+    fn broke(&mut self) {
+        self.client = None;
+    }
+}
+
 impl PgStore {
     /// Connects to the database at `url`, creating the schema if it is not there, with leases
     /// of 10 seconds (renewed every 3 by the worker that holds them).
@@ -167,7 +221,7 @@ impl PgStore {
             inner: Arc::new(Shared {
                 url: url.to_owned(),
                 writes,
-                reader: Mutex::new(Some(connect(url).await?)),
+                reader: Mutex::new(Connection::new(connect(url).await?)),
                 work,
                 lease,
             }),
@@ -191,13 +245,10 @@ impl PgStore {
     ) -> Result<Vec<Row>, StoreError> {
         let mut reader = self.inner.reader.lock().await;
         for _ in 0..2 {
-            if reader.as_ref().is_none_or(Client::is_closed) {
-                *reader = Some(connect(&self.inner.url).await?);
-            }
-            let client = reader.as_ref().ok_or(StoreError::Closed)?;
+            let client = reader.get(&self.inner.url).await?;
             match client.query(sql, params).await {
                 Ok(rows) => return Ok(rows),
-                Err(e) if client.is_closed() || e.is_closed() => *reader = None,
+                Err(e) if client.is_closed() || e.is_closed() => reader.broke(),
                 Err(e) => return Err(db(e)),
             }
         }
@@ -298,7 +349,7 @@ async fn listen(url: String, work: std::sync::Weak<Notify>) {
 /// The writer: takes every write waiting and commits them in one transaction, each in a
 /// savepoint; connects again after a break (the batch under way fails as unavailable).
 async fn writer(url: String, client: Client, mut rx: mpsc::UnboundedReceiver<Write>) {
-    let mut client = Some(client);
+    let mut connection = Connection::new(client);
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -316,14 +367,10 @@ async fn writer(url: String, client: Client, mut rx: mpsc::UnboundedReceiver<Wri
             if retry > 0 {
                 tokio::time::sleep(Duration::from_millis(10 << retry)).await;
             }
-            if client.as_ref().is_none_or(Client::is_closed) {
-                client = connect(&url).await.ok();
-            }
-            let Some(c) = client.as_mut() else {
-                result = Err(unavailable("cannot connect to the database"));
-                continue;
+            result = match connection.get(&url).await {
+                Ok(client) => commit(client, &batch).await,
+                Err(e) => Err(e),
             };
-            result = commit(c, &batch).await;
             if !matches!(result, Err(StoreError::Unavailable { .. })) {
                 break;
             }
@@ -1024,13 +1071,24 @@ impl Store for PgStore {
         Some(self.inner.lease)
     }
 
-    async fn renew(&self, owner: &str, until: Millis) -> Result<u64, StoreError> {
+    async fn renew(
+        &self,
+        owner: &str,
+        executions: &[ExecutionId],
+        until: Millis,
+    ) -> Result<u64, StoreError> {
+        if executions.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = executions.iter().map(ToString::to_string).collect();
         let rows = self
             .rows(
-                "UPDATE fsm_executions SET lease_expires = $2 WHERE lease_owner = $1 \
+                // A row being checkpointed is skipped: its checkpoint extends its lease.
+                "UPDATE fsm_executions SET lease_expires = $2 WHERE id IN (SELECT id \
+                 FROM fsm_executions WHERE lease_owner = $1 AND id = ANY($3) \
                  AND lease_expires IS NOT NULL AND status IN ('running', 'waiting') \
-                 RETURNING 1",
-                &[&owner, &ms(until)],
+                 FOR UPDATE SKIP LOCKED) RETURNING 1",
+                &[&owner, &ms(until), &ids],
             )
             .await?;
         Ok(rows.len() as u64)
