@@ -313,71 +313,182 @@ fn memory_report() {
 mod postgres;
 use postgres::fresh_database;
 
-/// PostgreSQL: checkpointed transitions per second with 1, 2 and 4 workers (executors with a
-/// store and connections each, in this process), the same run on SQLite, and the latency
-/// from `start` (by a client that is not a worker) to the first step, with idle workers.
+/// A worker process of the PostgreSQL report (`durable --pg-worker <url>`): runs the chain's
+/// executions until its standard input closes.
+fn pg_worker(url: &str) {
+    let rt = runtime();
+    rt.block_on(async {
+        let store = fsm_core::PgStore::connect(url).await.unwrap();
+        let ex = Executor::<Chain, Bump>::builder(Bump)
+            .durable(store)
+            .unwrap();
+        println!("ready");
+        tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new()))
+            .await
+            .unwrap()
+            .unwrap();
+        ex.shutdown().await;
+    });
+}
+
+/// CPU time (user and system) of a process, from `/proc` (in clock ticks of 10 ms).
+fn cpu_of(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time of every PostgreSQL server process on this machine.
+fn postgres_cpu() -> Duration {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().into_string().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            (comm.trim() == "postgres").then(|| cpu_of(&pid)).flatten()
+        })
+        .sum()
+}
+
+/// Runs `runs` times: 1,000 chains started together by `start`, timed until `open` says none is
+/// left; returns transitions per second, sorted.
+async fn timed_runs<F, O>(runs: usize, start: impl Fn() -> F, open: impl Fn() -> O) -> Vec<f64>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+    O: std::future::Future<Output = i64>,
+{
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        let began = Instant::now();
+        let mut starts = tokio::task::JoinSet::new();
+        for _ in 0..1_000 {
+            starts.spawn(start());
+        }
+        starts.join_all().await;
+        while open().await > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        rates.push(1_000.0 * STEPS as f64 / began.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    rates
+}
+
+/// PostgreSQL: checkpointed transitions per second with 1, 2 and 4 worker processes (this
+/// bench run again as `--pg-worker`), executions started by a client that is not a worker,
+/// and where the CPU went; the same 1,000 chains on SQLite in this process; and the latency
+/// from `start` to the first step, with idle workers.
 fn postgres_report(url: &str) {
     let rt = runtime();
     for workers in [1usize, 2, 4] {
         let db = rt.block_on(fresh_database(url, &format!("bench_w{workers}")));
-        let (ex, client) = rt.block_on(async {
-            let mut ex = Vec::new();
-            for _ in 0..workers {
-                let store = fsm_core::PgStore::connect(&db).await.unwrap();
-                ex.push(
-                    Executor::<Chain, Bump>::builder(Bump)
-                        .durable(store)
-                        .unwrap(),
-                );
-            }
-            // The client starts executions and leaves them to the workers.
+        let client = rt.block_on(async {
             let store = fsm_core::PgStore::connect(&db).await.unwrap();
             let client = Executor::<Chain, Bump>::builder(Bump)
                 .durable(store)
                 .unwrap();
             client.shutdown().await;
-            (ex, client)
+            client
         });
+        let mut children: Vec<std::process::Child> = (0..workers)
+            .map(|_| {
+                let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                    .arg("--pg-worker")
+                    .arg(&db)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let mut ready = String::new();
+                std::io::BufRead::read_line(
+                    &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+                    &mut ready,
+                )
+                .unwrap();
+                assert_eq!(ready.trim(), "ready");
+                child
+            })
+            .collect();
         let (counter, conn) = rt
             .block_on(tokio_postgres::connect(&db, tokio_postgres::NoTls))
             .unwrap();
         rt.spawn(conn);
-        let mut rates = Vec::new();
-        for _ in 0..3 {
-            let started = Instant::now();
-            rt.block_on(async {
-                // Clients start executions together, as a service's requests would.
-                let mut starts = tokio::task::JoinSet::new();
-                for _ in 0..1_000 {
-                    let client = client.clone();
-                    starts.spawn(async move { client.start(Chain::S0(0)).await.unwrap() });
+        let counter = std::sync::Arc::new(counter);
+        let pids: Vec<String> = children.iter().map(|c| c.id().to_string()).collect();
+        let worker_cpu = || pids.iter().filter_map(|p| cpu_of(p)).sum::<Duration>();
+        let cpu_before = (
+            worker_cpu(),
+            postgres_cpu(),
+            cpu_of("self").unwrap_or_default(),
+        );
+        let rates = rt.block_on(timed_runs(
+            3,
+            || {
+                let client = client.clone();
+                async move {
+                    client.start(Chain::S0(0)).await.unwrap();
                 }
-                starts.join_all().await;
-                loop {
-                    let open: i64 = counter
+            },
+            || {
+                let counter = counter.clone();
+                async move {
+                    counter
                         .query_one(
                             "SELECT count(*) FROM fsm_executions WHERE status <> 'succeeded'",
                             &[],
                         )
                         .await
                         .unwrap()
-                        .get(0);
-                    if open == 0 {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                        .get(0)
                 }
-            });
-            rates.push(20_000.0 / started.elapsed().as_secs_f64());
-        }
-        rates.sort_by(f64::total_cmp);
-        println!(
-            "PostgreSQL, {workers} worker(s): 1,000 executions x 20 steps started by a client: \
-             {:.0} checkpointed transitions/s (median of 3; {:.0}-{:.0})",
-            rates[1], rates[0], rates[2]
+            },
+        ));
+        let transitions = 3.0 * 1_000.0 * STEPS as f64;
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / transitions;
+        let (w, p, c) = (
+            per(worker_cpu() - cpu_before.0),
+            per(postgres_cpu() - cpu_before.1),
+            per(cpu_of("self").unwrap_or_default() - cpu_before.2),
         );
-        drop(ex);
+        println!(
+            "PostgreSQL, {workers} worker process(es): 1,000 executions x 20 steps started by a \
+             client: {:.0} checkpointed transitions/s (median of 3; {:.0}-{:.0}); CPU per \
+             transition: workers {w:.1} us, PostgreSQL {p:.1} us, client {c:.1} us \
+             ({:.2} cores busy at the median rate)",
+            rates[1],
+            rates[0],
+            rates[2],
+            (w + p + c) * rates[1] / 1e6
+        );
+        for child in &mut children {
+            drop(child.stdin.take());
+            child.wait().unwrap();
+        }
     }
+    // The same chains on SQLite, in one process (a SQLite file has one worker process).
+    let ex = executor(&rt, "report", Durability::Process);
+    let rates = rt.block_on(timed_runs(
+        3,
+        || {
+            let ex = ex.clone();
+            async move {
+                ex.start(Chain::S0(0)).await.unwrap();
+            }
+        },
+        || {
+            let ex = ex.clone();
+            async move { ex.in_flight() as i64 }
+        },
+    ));
+    println!(
+        "SQLite, the same run in one process: {:.0} checkpointed transitions/s (median of 3; \
+         {:.0}-{:.0})",
+        rates[1], rates[0], rates[2]
+    );
     // Latency from start to the first step, one execution at a time, idle workers.
     let db = rt.block_on(fresh_database(url, "bench_latency"));
     let seen = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
@@ -422,6 +533,11 @@ fn postgres_report(url: &str) {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--pg-worker") {
+        pg_worker(&args[2]);
+        return;
+    }
     divan::main();
     if std::env::args().any(|a| a == "--bench") {
         // FSM_BENCH_REPORTS=postgres (say) prints only that report.

@@ -181,7 +181,7 @@ enum Backend {
     Postgres(String),
 }
 
-fn child(dir: &Path, backend: &Backend) {
+fn child(dir: &Path, backend: &Backend, lease: Duration) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -203,11 +203,7 @@ fn child(dir: &Path, backend: &Backend) {
                 work(dir, store, 12).await;
             }
             Backend::Postgres(url) => {
-                // A lease well beyond a step and a checkpoint on this loaded machine, so that
-                // no live worker's lease runs out; a killed worker's executions wait for it.
-                let store = PgStore::connect_with_lease(url, Duration::from_secs(4))
-                    .await
-                    .unwrap();
+                let store = PgStore::connect_with_lease(url, lease).await.unwrap();
                 work(dir, store, 8).await;
             }
         }
@@ -316,11 +312,19 @@ impl Rng {
     }
 }
 
-fn spawn_child(dir: &Path, backend: &Backend) -> Child {
+fn spawn_child(dir: &Path, backend: &Backend, disruption: &Disruption) -> Child {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command.arg("--child").arg(dir);
     if let Backend::Postgres(url) = backend {
-        command.arg(url);
+        // Under kills, a lease well beyond a step and a checkpoint on this loaded machine, so
+        // that no live worker's lease runs out (a killed worker's executions wait for it);
+        // under restarts, the default lease, longer than the server is away: an execution a
+        // worker dropped when its commit could not be confirmed must not stay leased.
+        let lease = match disruption {
+            Disruption::Kills => 4_000,
+            Disruption::Restarts(_) => 10_000,
+        };
+        command.arg(url).arg(lease.to_string());
     }
     command.spawn().unwrap()
 }
@@ -332,7 +336,8 @@ fn main() {
             Some(url) => Backend::Postgres(url.clone()),
             None => Backend::Sqlite,
         };
-        child(Path::new(&args[2]), &backend);
+        let lease = args.get(4).and_then(|ms| ms.parse().ok()).unwrap_or(10_000);
+        child(Path::new(&args[2]), &backend, Duration::from_millis(lease));
         return;
     }
     let seed: u64 = std::env::var("FSM_CRASH_SEED")
@@ -453,7 +458,9 @@ async fn scenario(
     // When each child was killed, by pid.
     let mut killed: HashMap<u32, i64> = HashMap::new();
     let mut kills = 0;
-    let mut children: Vec<Child> = (0..workers).map(|_| spawn_child(&dir, &backend)).collect();
+    let mut children: Vec<Child> = (0..workers)
+        .map(|_| spawn_child(&dir, &backend, &disruption))
+        .collect();
     let mut spawned = workers;
     let mut what = String::new();
     match (&disruption, &backend) {
@@ -469,7 +476,7 @@ async fn scenario(
                     killed.insert(children[i].id(), now_ns());
                     children[i].wait().unwrap();
                     kills += 1;
-                    children[i] = spawn_child(&dir, &backend);
+                    children[i] = spawn_child(&dir, &backend, &disruption);
                     spawned += 1;
                 }
             }

@@ -942,3 +942,154 @@ async fn a_full_disk_or_a_read_only_file_is_a_typed_error_and_the_executor_goes_
         "{err}"
     );
 }
+
+/// A store that loses the reply to one checkpoint: the checkpoint commits, and its writer is
+/// told the database is away (as when a connection breaks after `COMMIT` was sent).
+struct LosesAReply {
+    store: AnyStore,
+    /// Counts checkpoints down; the one that finds 1 loses its reply.
+    countdown: AtomicU32,
+}
+
+impl Store for LosesAReply {
+    async fn create(&self, new: fsm_core::store::NewExecution) -> Result<(), StoreError> {
+        self.store.create(new).await
+    }
+    async fn checkpoint(&self, cp: fsm_core::store::Checkpoint) -> Result<u64, StoreError> {
+        let version = self.store.checkpoint(cp).await?;
+        match self.countdown.fetch_sub(1, Ordering::SeqCst) {
+            1 => Err(StoreError::Unavailable {
+                message: "the connection broke after COMMIT".into(),
+            }),
+            _ => Ok(version),
+        }
+    }
+    async fn claim(
+        &self,
+        machine: &str,
+        owner: &str,
+        now: fsm_core::store::Millis,
+        lease_until: fsm_core::store::Millis,
+        limit: usize,
+    ) -> Result<Vec<fsm_core::store::ExecutionRecord>, StoreError> {
+        self.store
+            .claim(machine, owner, now, lease_until, limit)
+            .await
+    }
+    async fn next_due(&self, machine: &str) -> Result<Option<fsm_core::store::Millis>, StoreError> {
+        self.store.next_due(machine).await
+    }
+    async fn get(
+        &self,
+        id: ExecutionId,
+    ) -> Result<Option<fsm_core::store::ExecutionRecord>, StoreError> {
+        self.store.get(id).await
+    }
+    async fn events(
+        &self,
+        id: ExecutionId,
+    ) -> Result<Vec<fsm_core::store::StoredEvent>, StoreError> {
+        self.store.events(id).await
+    }
+    async fn list(
+        &self,
+        q: fsm_core::store::ListQuery,
+    ) -> Result<Vec<fsm_core::store::ExecutionRecord>, StoreError> {
+        self.store.list(q).await
+    }
+    async fn token(
+        &self,
+        secret: &str,
+    ) -> Result<Option<fsm_core::store::TokenRecord>, StoreError> {
+        self.store.token(secret).await
+    }
+    async fn answer_token(&self, a: fsm_core::store::TokenAnswer) -> Result<bool, StoreError> {
+        self.store.answer_token(a).await
+    }
+    async fn wait_token(
+        &self,
+        id: ExecutionId,
+        step: u32,
+        attempt: u32,
+    ) -> Result<Option<fsm_core::store::TokenRecord>, StoreError> {
+        self.store.wait_token(id, step, attempt).await
+    }
+    fn lease(&self) -> Option<Duration> {
+        self.store.lease()
+    }
+    async fn renew(
+        &self,
+        owner: &str,
+        executions: &[ExecutionId],
+        until: fsm_core::store::Millis,
+    ) -> Result<u64, StoreError> {
+        self.store.renew(owner, executions, until).await
+    }
+    fn work(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.store.work()
+    }
+}
+
+/// PostgreSQL only (SQLite has one worker process and no connection to lose): a worker told
+/// that a checkpoint failed drops the execution and lets its lease run out, even while it
+/// renews the leases of the executions it still drives; the execution is then claimed again
+/// and goes on from the checkpoint, which had committed.
+#[test]
+fn an_execution_whose_checkpoint_reply_was_lost_is_taken_up_again_when_its_lease_runs_out() {
+    let Some(db) = Db::postgres("lost_reply") else {
+        let line = "SKIPPED an_execution_whose_checkpoint_reply_was_lost_is_taken_up_again_\
+                    when_its_lease_runs_out: DATABASE_URL is not set (.ci/run starts a server)";
+        assert!(std::env::var_os("FSM_REQUIRE_POSTGRES").is_none(), "{line}");
+        println!("{line}");
+        return;
+    };
+    runtime(false).block_on(async {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let shop = Shop {
+            charge_gate: Some(gate.clone()),
+            ..Shop::default()
+        };
+        // The second checkpoint loses its reply: the first is B's, at Reserved.
+        let store = LosesAReply {
+            store: db.store().await,
+            countdown: AtomicU32::new(2),
+        };
+        let ex = Executor::<Order, Shop>::builder(shop)
+            .durable(store)
+            .unwrap();
+        // B is driven by this worker all along (its charge waits at the gate), so the worker
+        // renews leases throughout.
+        let b = ex
+            .start(order::Machine::new(order::Placed { id: 1 }))
+            .await
+            .unwrap();
+        until(|| ex.steps().charge_times.lock().unwrap().len() == 1).await;
+        let a = ex
+            .start(order::Machine::new(order::Placed { id: 2 }))
+            .await
+            .unwrap();
+        // A's checkpoint at Reserved committed, but the worker was told otherwise: it dropped
+        // A. Once A's lease (500 ms) runs out, A is claimed again and its charge starts.
+        let began = std::time::Instant::now();
+        until(|| ex.steps().charge_times.lock().unwrap().len() == 2).await;
+        let waited = began.elapsed();
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        assert_eq!(ex.get(a).await.unwrap().state_name, "Reserved");
+        gate.add_permits(2);
+        // Both charged once, and waiting for the carrier.
+        until(|| ex.steps().tokens.lock().unwrap().len() == 2).await;
+        for id in [a, b] {
+            assert_eq!(ex.get(id).await.unwrap().state_name, "Paid");
+        }
+        let history = ex.history(a).await.unwrap();
+        assert!(
+            history
+                .events()
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::ExecutionResumed { .. })),
+            "{history}"
+        );
+        assert_eq!(ex.steps().charges.lock().unwrap().len(), 2);
+        assert!(ex.problems().is_empty(), "{:?}", ex.problems());
+    });
+}

@@ -387,8 +387,9 @@ where
     H: Send + Sync + 'static,
     S: Store,
 {
+    let mut pause = lease / 3;
     loop {
-        tokio::time::sleep(lease / 3).await;
+        tokio::time::sleep(pause).await;
         let Some(this) = weak.upgrade() else { return };
         if this.closing.load(Ordering::SeqCst) && this.flight.in_flight.load(Ordering::SeqCst) == 0
         {
@@ -400,9 +401,12 @@ where
             .leased()
             .map(|leased| leased.iter().copied().collect())
             .unwrap_or_default();
-        // A failure is retried at the next tick; a claim that runs out meanwhile is another
-        // worker's to take.
-        let _ = this.store.renew(&this.owner, &driving, until).await;
+        // A failure (the database is away) is tried again soon; a claim that runs out
+        // meanwhile is another worker's to take.
+        pause = match this.store.renew(&this.owner, &driving, until).await {
+            Ok(_) => lease / 3,
+            Err(_) => lease / 12,
+        };
     }
 }
 
