@@ -1093,3 +1093,111 @@ fn an_execution_whose_checkpoint_reply_was_lost_is_taken_up_again_when_its_lease
         assert!(ex.problems().is_empty(), "{:?}", ex.problems());
     });
 }
+
+on_both_stores!(
+    one_bad_write_among_many_committed_together_fails_alone,
+    async
+);
+/// Writes committed together (a batch, on either store) fail one by one: a checkpoint whose
+/// events clash with the stored ones is refused with a typed error and changes nothing, and
+/// the others of its batch, sent at the same moment, commit.
+async fn one_bad_write_among_many_committed_together_fails_alone(db: Db) {
+    use fsm_core::store::{Checkpoint, ExecutionRecord, NewExecution, StoredEvent};
+    let store = db.store().await;
+    let event = |seq: u32| StoredEvent {
+        seq,
+        at: u64::from(seq),
+        kind: "transition".into(),
+        state: "Placed".into(),
+        detail: "null".into(),
+    };
+    let record = |n: u128| ExecutionRecord {
+        id: ExecutionId::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 | n),
+        machine: "Order".into(),
+        fingerprint: "f".into(),
+        state_name: "Placed".into(),
+        state: format!(r#"{{"Placed":{{"id":{n}}}}}"#),
+        status: ExecutionStatus::Running,
+        waiting_for: None,
+        step: 0,
+        attempt: 1,
+        due_at: None,
+        error: None,
+        events: 1,
+        created_at: 1,
+        updated_at: 1,
+        lease_owner: Some("test".into()),
+        lease_expires: None,
+        version: 1,
+    };
+    let creates = (0..20u128).map(|n| {
+        store.create(NewExecution {
+            record: record(n),
+            events: vec![event(0)],
+            token: None,
+        })
+    });
+    for created in futures_join_all(creates).await {
+        created.unwrap();
+    }
+    // Twenty checkpoints at once; the seventh repeats event 0.
+    let checkpoints = (0..20u128).map(|n| {
+        let mut moved = record(n);
+        moved.state_name = "Reserved".into();
+        moved.state = format!(r#"{{"Reserved":{{"id":{n}}}}}"#);
+        moved.events = 2;
+        store.checkpoint(Checkpoint {
+            record: moved,
+            events: vec![event(if n == 7 { 0 } else { 1 })],
+            new_token: None,
+            close_tokens: Vec::new(),
+        })
+    });
+    let outcomes = futures_join_all(checkpoints).await;
+    for (n, outcome) in outcomes.iter().enumerate() {
+        let row = store.get(record(n as u128).id).await.unwrap().unwrap();
+        let events = store.events(row.id).await.unwrap();
+        if n == 7 {
+            assert!(
+                matches!(outcome, Err(StoreError::Database { .. })),
+                "{outcome:?}"
+            );
+            assert_eq!((row.state_name.as_str(), row.version), ("Placed", 1));
+            assert_eq!(events, vec![event(0)]);
+        } else {
+            assert_eq!(outcome, &Ok(2));
+            assert_eq!((row.state_name.as_str(), row.version), ("Reserved", 2));
+            assert_eq!(events, vec![event(0), event(1)]);
+        }
+    }
+}
+
+/// Polls `futures` together (they reach the store's writer at the same moment) and returns
+/// their outputs in order.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.map(Box::pin).map(Some).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, output) in futures.iter_mut().zip(&mut outputs) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *output = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}

@@ -534,6 +534,29 @@ fn is_plain(cp: &Checkpoint) -> bool {
         && cp.record.waiting_for != Some(WaitingFor::Token)
 }
 
+/// A statement's parameter.
+type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+/// The columns of [`RowColumns::params`], as the bulk statements name them, and their types.
+const ROW_NAMES: &str = "id, fingerprint, state_name, state, status, waiting_for, step, \
+    attempt, due_at, error, events, updated_at, lease_owner, lease_expires";
+const ROW_TYPES: [&str; 14] = [
+    "text", "text", "text", "text", "text", "text", "bigint", "bigint", "bigint", "text", "bigint",
+    "bigint", "text", "bigint",
+];
+/// The types of [`EventColumns::params`].
+const EVENT_TYPES: [&str; 6] = ["text", "bigint", "bigint", "text", "text", "text"];
+
+/// `unnest($first::type[], ...)`: arrays bound from parameter `first` on, as rows.
+fn unnest<'a>(first: usize, types: impl IntoIterator<Item = &'a &'a str>) -> String {
+    let arrays: Vec<String> = types
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| format!("${}::{t}[]", first + i))
+        .collect();
+    format!("unnest({})", arrays.join(", "))
+}
+
 /// The events of several executions as columns, for `unnest`.
 #[derive(Default)]
 struct EventColumns<'a> {
@@ -546,6 +569,18 @@ struct EventColumns<'a> {
 }
 
 impl<'a> EventColumns<'a> {
+    /// The columns, in the order of [`EVENT_TYPES`].
+    fn params(&self) -> [Param<'_>; 6] {
+        [
+            &self.execution,
+            &self.seq,
+            &self.at,
+            &self.kind,
+            &self.state,
+            &self.detail,
+        ]
+    }
+
     fn push(&mut self, id: ExecutionId, events: &'a [StoredEvent]) {
         for e in events {
             self.execution.push(id.to_string());
@@ -570,48 +605,19 @@ async fn create_all(
     }
     let created: Vec<i64> = news.iter().map(|n| ms(n.record.created_at)).collect();
     let machine: Vec<&str> = news.iter().map(|n| n.record.machine.as_str()).collect();
-    c.execute(
-        "WITH rows AS (INSERT INTO fsm_executions (id, machine, fingerprint, state_name, state, \
-           status, waiting_for, step, attempt, due_at, error, events, created_at, updated_at, \
-           lease_owner, lease_expires, version) \
+    let sql = format!(
+        "WITH rows AS (INSERT INTO fsm_executions ({COLUMNS}) \
          SELECT id, machine, fingerprint, state_name, state, status, waiting_for, step, attempt, \
            due_at, error, events, created_at, updated_at, lease_owner, lease_expires, 1 \
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-           $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::bigint[], $12::bigint[], \
-           $13::text[], $14::bigint[], $15::bigint[], $16::text[]) \
-           AS i(id, fingerprint, state_name, state, status, waiting_for, step, attempt, due_at, \
-           error, events, updated_at, lease_owner, lease_expires, created_at, machine) \
-         RETURNING 1) \
-         INSERT INTO fsm_events (execution, seq, at, kind, state, detail) \
-         SELECT * FROM unnest($17::text[], $18::bigint[], $19::bigint[], $20::text[], \
-           $21::text[], $22::text[])",
-        &[
-            &rows.id,
-            &rows.fingerprint,
-            &rows.state_name,
-            &rows.state,
-            &rows.status,
-            &rows.waiting_for,
-            &rows.step,
-            &rows.attempt,
-            &rows.due_at,
-            &rows.error,
-            &rows.events,
-            &rows.updated_at,
-            &rows.lease_owner,
-            &rows.lease_expires,
-            &created,
-            &machine,
-            &events.execution,
-            &events.seq,
-            &events.at,
-            &events.kind,
-            &events.state,
-            &events.detail,
-        ],
-    )
-    .await
-    .map_err(db)?;
+         FROM {} AS i({ROW_NAMES}, created_at, machine) RETURNING 1) \
+         INSERT INTO fsm_events (execution, seq, at, kind, state, detail) SELECT * FROM {}",
+        unnest(1, ROW_TYPES.iter().chain(&["bigint", "text"])),
+        unnest(17, &EVENT_TYPES),
+    );
+    let mut params = rows.params().to_vec();
+    params.extend([&created as Param, &machine]);
+    params.extend(events.params());
+    c.execute(&sql, &params).await.map_err(db)?;
     Ok(())
 }
 
@@ -635,6 +641,26 @@ struct RowColumns<'a> {
 }
 
 impl<'a> RowColumns<'a> {
+    /// The columns but `version`, in the order of [`ROW_NAMES`].
+    fn params(&self) -> [Param<'_>; 14] {
+        [
+            &self.id,
+            &self.fingerprint,
+            &self.state_name,
+            &self.state,
+            &self.status,
+            &self.waiting_for,
+            &self.step,
+            &self.attempt,
+            &self.due_at,
+            &self.error,
+            &self.events,
+            &self.updated_at,
+            &self.lease_owner,
+            &self.lease_expires,
+        ]
+    }
+
     fn new(records: impl ExactSizeIterator<Item = &'a ExecutionRecord>) -> Self {
         let n = records.len();
         let mut c = RowColumns {
@@ -686,52 +712,25 @@ async fn checkpoint_all(
     for cp in cps {
         events.push(cp.record.id, &cp.events);
     }
-    let moved = c
-        .query(
-            "WITH moved AS (UPDATE fsm_executions e SET fingerprint = i.fingerprint, \
-               state_name = i.state_name, state = i.state, status = i.status, \
-               waiting_for = i.waiting_for, step = i.step, attempt = i.attempt, \
-               due_at = i.due_at, error = i.error, events = i.events, \
-               updated_at = i.updated_at, lease_owner = i.lease_owner, \
-               lease_expires = i.lease_expires, version = e.version + 1 \
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-               $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::bigint[], \
-               $12::bigint[], $13::text[], $14::bigint[], $15::bigint[]) \
-               AS i(id, fingerprint, state_name, state, status, waiting_for, step, attempt, \
-               due_at, error, events, updated_at, lease_owner, lease_expires, version) \
-             WHERE e.id = i.id AND e.version = i.version \
-             RETURNING e.id), \
-             logged AS (INSERT INTO fsm_events (execution, seq, at, kind, state, detail) \
-               SELECT ev.* FROM unnest($16::text[], $17::bigint[], $18::bigint[], $19::text[], \
-                 $20::text[], $21::text[]) AS ev(execution, seq, at, kind, state, detail) \
-               WHERE ev.execution IN (SELECT id FROM moved)) \
-             SELECT id FROM moved",
-            &[
-                &rows.id,
-                &rows.fingerprint,
-                &rows.state_name,
-                &rows.state,
-                &rows.status,
-                &rows.waiting_for,
-                &rows.step,
-                &rows.attempt,
-                &rows.due_at,
-                &rows.error,
-                &rows.events,
-                &rows.updated_at,
-                &rows.lease_owner,
-                &rows.lease_expires,
-                &rows.version,
-                &events.execution,
-                &events.seq,
-                &events.at,
-                &events.kind,
-                &events.state,
-                &events.detail,
-            ],
-        )
-        .await
-        .map_err(db)?;
+    let sql = format!(
+        "WITH moved AS (UPDATE fsm_executions e SET fingerprint = i.fingerprint, \
+           state_name = i.state_name, state = i.state, status = i.status, \
+           waiting_for = i.waiting_for, step = i.step, attempt = i.attempt, due_at = i.due_at, \
+           error = i.error, events = i.events, updated_at = i.updated_at, \
+           lease_owner = i.lease_owner, lease_expires = i.lease_expires, version = e.version + 1 \
+         FROM {} AS i({ROW_NAMES}, version) \
+         WHERE e.id = i.id AND e.version = i.version RETURNING e.id), \
+         logged AS (INSERT INTO fsm_events (execution, seq, at, kind, state, detail) \
+           SELECT ev.* FROM {} AS ev(execution, seq, at, kind, state, detail) \
+           WHERE ev.execution IN (SELECT id FROM moved)) \
+         SELECT id FROM moved",
+        unnest(1, ROW_TYPES.iter().chain(&["bigint"])),
+        unnest(16, &EVENT_TYPES),
+    );
+    let mut params = rows.params().to_vec();
+    params.push(&rows.version);
+    params.extend(events.params());
+    let moved = c.query(&sql, &params).await.map_err(db)?;
     let moved: std::collections::HashSet<String> = moved.iter().map(|r| r.get(0)).collect();
     // The rows that did not move: taken over (they exist) or gone.
     let stuck: Vec<&String> = rows.id.iter().filter(|id| !moved.contains(*id)).collect();
