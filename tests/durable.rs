@@ -1201,3 +1201,89 @@ async fn futures_join_all<F: std::future::Future>(
     .await;
     outputs.into_iter().flatten().collect()
 }
+
+/// PostgreSQL only (a SQLite claim holds until its process ends): a worker whose lease ran out
+/// and was taken over by another cannot renew it or checkpoint afterwards; the new holder can.
+#[test]
+fn a_worker_whose_lease_was_taken_over_can_neither_renew_nor_checkpoint() {
+    use fsm_core::store::{Checkpoint, ExecutionRecord, NewExecution};
+    let Some(Db::Postgres(url, _)) = Db::postgres("fencing") else {
+        let line = "SKIPPED a_worker_whose_lease_was_taken_over_can_neither_renew_nor_\
+                    checkpoint: DATABASE_URL is not set (.ci/run starts a server)";
+        assert!(std::env::var_os("FSM_REQUIRE_POSTGRES").is_none(), "{line}");
+        println!("{line}");
+        return;
+    };
+    runtime(false).block_on(async {
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+        };
+        let a = PgStore::connect(&url).await.unwrap();
+        let b = PgStore::connect(&url).await.unwrap();
+        let id = ExecutionId::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
+        let row = ExecutionRecord {
+            id,
+            machine: "Order".into(),
+            fingerprint: "f".into(),
+            state_name: "Placed".into(),
+            state: r#"{"Placed":{"id":1}}"#.into(),
+            status: ExecutionStatus::Running,
+            waiting_for: None,
+            step: 0,
+            attempt: 1,
+            due_at: Some(0),
+            error: None,
+            events: 0,
+            created_at: now(),
+            updated_at: now(),
+            lease_owner: None,
+            lease_expires: None,
+            version: 1,
+        };
+        a.create(NewExecution {
+            record: row.clone(),
+            events: Vec::new(),
+            token: None,
+        })
+        .await
+        .unwrap();
+        // A claims it for 100 ms, and stalls past that.
+        let t = now();
+        let held_by_a = a.claim("Order", "A", t, t + 100, 10).await.unwrap();
+        assert_eq!(held_by_a.len(), 1);
+        assert_eq!(
+            b.claim("Order", "B", t, t + 10_000, 10).await.unwrap(),
+            vec![]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let t = now();
+        let held_by_b = b.claim("Order", "B", t, t + 10_000, 10).await.unwrap();
+        assert_eq!(held_by_b.len(), 1);
+        assert!(held_by_b[0].version > held_by_a[0].version);
+        // A wakes up: its renewal finds nothing of its own, its checkpoint is refused.
+        assert_eq!(a.renew("A", &[id], now() + 10_000).await.unwrap(), 0);
+        let moved = |by: &ExecutionRecord, owner: &str| Checkpoint {
+            record: ExecutionRecord {
+                state_name: "Reserved".into(),
+                state: format!(r#"{{"Reserved":{{"id":1,"by":"{owner}"}}}}"#),
+                ..by.clone()
+            },
+            events: Vec::new(),
+            new_token: None,
+            close_tokens: Vec::new(),
+        };
+        assert_eq!(
+            a.checkpoint(moved(&held_by_a[0], "A")).await,
+            Err(StoreError::Conflict { execution: id })
+        );
+        let version = b.checkpoint(moved(&held_by_b[0], "B")).await.unwrap();
+        let stored = b.get(id).await.unwrap().unwrap();
+        assert_eq!(stored.version, version);
+        assert_eq!(stored.lease_owner.as_deref(), Some("B"));
+        assert!(stored.state.contains(r#""by":"B""#), "{}", stored.state);
+        assert_eq!(b.renew("B", &[id], now() + 10_000).await.unwrap(), 1);
+    });
+}
