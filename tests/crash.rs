@@ -255,10 +255,9 @@ async fn work<S: Store>(dir: &Path, store: S, in_flight: usize) {
                 Err(e) => panic!("the carrier's token was refused: {e}"),
             }
         }
-        let (running, waiting) = (
-            ex.list(Some(ExecutionStatus::Running)).await,
-            ex.list(Some(ExecutionStatus::Waiting)).await,
-        );
+        // One read: two (running, then waiting) could miss an execution that moved from
+        // waiting to running between them.
+        let rows = ex.list(None).await;
         // Only the database being away is a problem this worker may meet, and it is the
         // store's, not an execution's.
         for problem in ex.problems() {
@@ -271,12 +270,10 @@ async fn work<S: Store>(dir: &Path, store: S, in_flight: usize) {
                 "{problem:?}"
             );
         }
-        match (running, waiting) {
-            (Ok(running), Ok(waiting)) if running.len() + waiting.len() == 0 => break,
-            (Ok(_), Ok(_)) => {}
-            (Err(DurableError::Store(StoreError::Unavailable { .. })), _)
-            | (_, Err(DurableError::Store(StoreError::Unavailable { .. }))) => {}
-            (Err(e), _) | (_, Err(e)) => panic!("{e}"),
+        match rows {
+            Ok(rows) if rows.iter().all(|r| r.status.is_final()) => break,
+            Ok(_) | Err(DurableError::Store(StoreError::Unavailable { .. })) => {}
+            Err(e) => panic!("{e}"),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
