@@ -386,14 +386,8 @@ fn postgres_report(url: &str) {
     let rt = runtime();
     for workers in [1usize, 2, 4] {
         let db = rt.block_on(fresh_database(url, &format!("bench_w{workers}")));
-        let client = rt.block_on(async {
-            let store = fsm_core::PgStore::connect(&db).await.unwrap();
-            let client = Executor::<Chain, Bump>::builder(Bump)
-                .durable(store)
-                .unwrap();
-            client.shutdown().await;
-            client
-        });
+        let store = rt.block_on(fsm_core::PgStore::connect(&db)).unwrap();
+        let client = fsm_core::DurableClient::<Chain, _>::new(store);
         let mut children: Vec<std::process::Child> = (0..workers)
             .map(|_| {
                 let mut child = std::process::Command::new(std::env::current_exe().unwrap())
@@ -504,10 +498,7 @@ fn postgres_report(url: &str) {
             .durable(store)
             .unwrap();
         let store = fsm_core::PgStore::connect(&db).await.unwrap();
-        let client = Executor::<Chain, Bump>::builder(Bump)
-            .durable(store)
-            .unwrap();
-        client.shutdown().await;
+        let client = fsm_core::DurableClient::<Chain, _>::new(store);
         let mut latencies = Vec::new();
         for _ in 0..200 {
             *seen.lock().unwrap() = None;

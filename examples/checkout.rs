@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fsm_core::{Context, Executor, Fsm, StepError, TaskToken};
+use fsm_core::{Context, DurableClient, Executor, Fsm, StepError, TaskToken};
 use serde::{Deserialize, Serialize};
 
 pub type OrderId = u32;
@@ -415,8 +415,9 @@ fn services(dir: &std::path::Path) -> Services {
 
 type Durable = fsm_core::DurableExecutor<Checkout, Services, fsm_core::SqliteStore>;
 
-fn open(dir: &std::path::Path) -> Durable {
-    let store = loop {
+/// The orders' store, once the process before has let go of it.
+fn orders_store(dir: &std::path::Path) -> fsm_core::SqliteStore {
+    loop {
         match fsm_core::SqliteStore::open(dir.join("orders.db")) {
             Ok(store) => break store,
             // The worker before is still going away.
@@ -425,7 +426,11 @@ fn open(dir: &std::path::Path) -> Durable {
             }
             Err(e) => panic!("{e}"),
         }
-    };
+    }
+}
+
+fn open(dir: &std::path::Path) -> Durable {
+    let store = orders_store(dir);
     Executor::<Checkout, _>::builder(services(dir))
         .observer(|id, event| {
             if let fsm_core::EventKind::Transition { from, to, .. } = event.kind {
@@ -520,16 +525,15 @@ async fn main() {
     println!("\nstore: {}", dir.join("orders.db").display());
 
     // Start the orders: each start is committed before `start` returns. This process only
-    // starts them (shut down first, it takes no work): the workers run them.
-    let executor = open(&dir);
-    executor.shutdown().await;
+    // starts them (a client runs nothing): the workers run them.
+    let client = DurableClient::<Checkout, _>::new(orders_store(&dir));
     let mut ids = Vec::new();
     for (title, order) in orders() {
-        let id = executor.start(order).await.unwrap();
+        let id = client.start(order).await.unwrap();
         println!("started {id}: order {}: {title}", ids.len() + 1);
         ids.push(id);
     }
-    drop(executor);
+    drop(client);
 
     // A first worker, killed with SIGKILL once the gateway has charged two orders.
     let mut first = spawn_worker(&dir);
@@ -576,16 +580,15 @@ async fn main() {
         "the second worker finished"
     );
 
-    let executor = open(&dir);
-    executor.shutdown().await;
+    let client = DurableClient::<Checkout, _>::new(orders_store(&dir));
     for (i, id) in ids.iter().enumerate() {
-        let row = executor.get(*id).await.unwrap();
-        let state = executor.state(*id).await.unwrap();
+        let row = client.get(*id).await.unwrap();
+        let state = client.state(*id).await.unwrap();
         println!(
             "\norder {}: {} in {state:?}\n{}",
             i + 1,
             row.status,
-            executor.history(*id).await.unwrap()
+            client.history(*id).await.unwrap()
         );
     }
     println!("payments (the gateway's ledger, keyed by idempotency key):");

@@ -23,8 +23,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fsm_core::{
-    Context, DurableError, DurableOptions, EventKind, ExecutionStatus, Executor, Fsm, PgStore,
-    SqliteStore, StepError, Store, StoreError, TaskToken,
+    Context, DurableClient, DurableError, DurableOptions, EventKind, ExecutionStatus, Executor,
+    Fsm, PgStore, SqliteStore, StepError, Store, StoreError, TaskToken,
 };
 use serde::{Deserialize, Serialize};
 
@@ -430,16 +430,10 @@ async fn scenario(
     std::fs::create_dir_all(&dir).unwrap();
     drop(ledger(&dir));
 
-    // The orders are started durably up front by a worker that takes no work, so each is
+    // The orders are started durably up front by a client that runs nothing, so each is
     // started exactly once.
     let ids = {
-        let ex = Executor::<Checkout, Shop>::builder(Shop {
-            ledger: Mutex::new(ledger(&dir)),
-            pid: std::process::id(),
-        })
-        .durable(store_of(&dir, &backend).await)
-        .unwrap();
-        ex.shutdown().await;
+        let ex = DurableClient::<Checkout, _>::new(store_of(&dir, &backend).await);
         let mut ids = HashMap::new();
         for order in 0..orders {
             let id = ex
@@ -533,13 +527,7 @@ async fn scenario(
 
     // What the store says.
     let (rows, histories) = {
-        let ex = Executor::<Checkout, Shop>::builder(Shop {
-            ledger: Mutex::new(ledger(&dir)),
-            pid: std::process::id(),
-        })
-        .durable(store_of(&dir, &backend).await)
-        .unwrap();
-        ex.shutdown().await;
+        let ex = DurableClient::<Checkout, _>::new(store_of(&dir, &backend).await);
         let rows = ex.list(None).await.unwrap();
         let mut histories = Vec::new();
         for row in &rows {

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use fsm_core::store::TokenStatus;
 use fsm_core::{
-    Context, DurableError, DurableExecutor, EventKind, ExecutionId, ExecutionStatus, Executor, Fsm,
-    PgStore, SqliteOptions, SqliteStore, StepError, Store, StoreError, TaskToken, TokenError,
+    Context, DurableClient, DurableError, DurableExecutor, EventKind, ExecutionId, ExecutionStatus,
+    Executor, Fsm, PgStore, SqliteOptions, SqliteStore, StepError, Store, StoreError, TaskToken,
+    TokenError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -1025,7 +1026,7 @@ impl Store for LosesAReply {
     ) -> Result<u64, StoreError> {
         self.store.renew(owner, executions, until).await
     }
-    fn work(&self) -> Option<Arc<tokio::sync::Notify>> {
+    fn work(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.store.work()
     }
 }
@@ -1286,4 +1287,70 @@ fn a_worker_whose_lease_was_taken_over_can_neither_renew_nor_checkpoint() {
         assert!(stored.state.contains(r#""by":"B""#), "{}", stored.state);
         assert_eq!(b.renew("B", &[id], now() + 10_000).await.unwrap(), 1);
     });
+}
+
+on_both_stores!(a_client_that_runs_nothing_starts_reads_and_answers, async);
+/// A `DurableClient` (no step handlers, no tasks) starts an execution that a worker runs,
+/// reads it back, and completes its wait; a used token is refused to it as to a worker.
+async fn a_client_that_runs_nothing_starts_reads_and_answers(db: Db) {
+    let worker = open(&db, Shop::default()).await;
+    // On SQLite one process opens the file: the client shares the worker's store. On
+    // PostgreSQL it could be in any process.
+    let client = DurableClient::<Order, _>::new(match &db {
+        Db::Sqlite(_) => worker.store().clone(),
+        Db::Postgres(..) => db.store().await,
+    });
+    let id = client
+        .start(order::Machine::new(order::Placed { id: 4 }))
+        .await
+        .unwrap();
+    until(|| worker.steps().tokens.lock().unwrap().len() == 1).await;
+    let row = client.get(id).await.unwrap();
+    assert_eq!(
+        (row.state_name.as_str(), row.status),
+        ("Paid", ExecutionStatus::Waiting)
+    );
+    assert!(matches!(
+        client.state(id).await.unwrap(),
+        Order::Paid { id: 4, .. }
+    ));
+    let token = worker.steps().tokens.lock().unwrap()[0].clone();
+    assert_eq!(
+        client.complete::<order::Paid, _>(&token, deliver).await,
+        Ok(id)
+    );
+    let done = client.finished(id).await.unwrap();
+    assert_eq!(
+        (done.state_name.as_str(), done.status),
+        ("Delivered", ExecutionStatus::Succeeded)
+    );
+    let path: Vec<&str> = client
+        .history(id)
+        .await
+        .unwrap()
+        .events()
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Transition { to, .. } => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(path, ["Reserved", "Paid", "Delivered"]);
+    assert_eq!(
+        client
+            .list(Some(ExecutionStatus::Succeeded))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>(),
+        vec![id]
+    );
+    assert_eq!(
+        client
+            .fail(&token, StepError::fatal("carrier", "lost"))
+            .await,
+        Err(TokenError::AlreadyUsed)
+    );
+    assert_eq!(worker.steps().charges.lock().unwrap().len(), 1);
 }

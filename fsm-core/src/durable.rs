@@ -8,7 +8,6 @@
 //! task token. A scheduler task claims rows as they become due, so an execution that waits
 //! holds no task and no memory.
 
-use core::marker::PhantomData;
 use core::time::Duration;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,13 +18,14 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::client::Client;
 use crate::driver::{Cloned, Deadline, Driver, Guard};
 use crate::executor::{AfterFailure, Core, ExecutorBuilder, Recorder, Stopped};
 use crate::policy::JitterSource;
 use crate::store::codec;
 use crate::store::{
-    Checkpoint, ExecutionRecord, ExecutionStatus, ListQuery, Millis, NewExecution, Store,
-    StoreError, TokenAnswer, TokenRecord, TokenStatus, WaitingFor,
+    Checkpoint, ExecutionRecord, ExecutionStatus, Millis, Store, StoreError, TokenRecord,
+    TokenStatus, WaitingFor,
 };
 use crate::{
     Dispatch, EventKind, ExecutionId, History, HistoryEvent, Status, StepError, TaskToken,
@@ -156,57 +156,23 @@ impl Default for DurableOptions {
     }
 }
 
-/// Wall-clock milliseconds, advanced by tokio's clock (so that a test on tokio's paused clock
-/// sees due times come as the clock moves).
-struct Clock {
-    wall: Millis,
-    at: Instant,
-}
-
-impl Clock {
-    fn new() -> Self {
-        Clock {
-            wall: crate::step::unix_millis(),
-            at: Instant::now(),
-        }
-    }
-
-    fn now(&self) -> Millis {
-        self.wall + self.at.elapsed().as_millis() as Millis
-    }
-
-    /// The instant of wall-clock time `t`.
-    fn instant(&self, t: Millis) -> Instant {
-        if t >= self.wall {
-            self.at + Duration::from_millis(t - self.wall)
-        } else {
-            self.at
-                .checked_sub(Duration::from_millis(self.wall - t))
-                .unwrap_or(self.at)
-        }
-    }
-}
-
 struct Durable<M, H, S> {
     core: Core<H>,
-    store: S,
+    /// The store, and reading it.
+    client: Client<M, S>,
     /// This worker's name in leases.
     owner: String,
-    fingerprint: String,
-    clock: Clock,
     options: DurableOptions,
     /// Wakes the scheduler: new due work, or room for it.
     wake: Arc<Notify>,
     /// Told whenever an execution ends or is set aside.
     ended: Notify,
-    /// Told when the last execution in flight stops.
     /// Executions in flight, and who to tell when there are none.
     flight: Arc<Flight>,
     closing: Arc<AtomicBool>,
     problems: Mutex<Vec<Problem>>,
     /// The scheduler's task, which `shutdown` waits for.
     scheduler: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    machine: PhantomData<fn() -> M>,
 }
 
 impl<M, H, S> Drop for Durable<M, H, S> {
@@ -265,10 +231,8 @@ where
         let leases = store.lease().is_some();
         let inner = Arc::new(Durable {
             core,
-            store,
+            client: Client::new(store),
             owner,
-            fingerprint: M::DEFINITION.fingerprint(),
-            clock: Clock::new(),
             options,
             wake: Arc::new(Notify::new()),
             ended: Notify::new(),
@@ -280,7 +244,6 @@ where
             closing: Arc::new(AtomicBool::new(false)),
             problems: Mutex::new(Vec::new()),
             scheduler: Mutex::new(None),
-            machine: PhantomData,
         });
         let scheduler = schedule(
             Arc::downgrade(&inner),
@@ -289,14 +252,13 @@ where
         );
         let scheduler = runtime.spawn(scheduler);
         *inner.scheduler.lock().unwrap_or_else(|e| e.into_inner()) = Some(scheduler);
-        if let Some(lease) = inner.store.lease() {
+        if let Some(lease) = inner.client.store.lease() {
             runtime.spawn(renew(Arc::downgrade(&inner), lease));
         }
-        if let Some(work) = inner.store.work() {
+        if let Some(mut work) = inner.client.store.work() {
             let (wake, closing) = (Arc::clone(&inner.wake), Arc::clone(&inner.closing));
             runtime.spawn(async move {
-                while !closing.load(Ordering::SeqCst) {
-                    work.notified().await;
+                while work.changed().await.is_ok() && !closing.load(Ordering::SeqCst) {
                     wake.notify_one();
                 }
             });
@@ -318,9 +280,10 @@ async fn schedule<M, H, S>(
     S: Store,
 {
     let machine = M::DEFINITION.name;
+    // Claims that expire: other processes work on the store too.
     let shared = weak
         .upgrade()
-        .is_some_and(|this| this.store.work().is_some());
+        .is_some_and(|this| this.client.store.lease().is_some());
     loop {
         let notified = wake.notified();
         let mut notified = core::pin::pin!(notified);
@@ -336,8 +299,9 @@ async fn schedule<M, H, S>(
         let mut sleep_until = None;
         if room > 0 {
             let limit = room.min(this.options.claim_batch.max(1));
-            let now = this.clock.now();
+            let now = this.client.clock.now();
             match this
+                .client
                 .store
                 .claim(machine, &this.owner, now, this.lease_until(now), limit)
                 .await
@@ -350,8 +314,8 @@ async fn schedule<M, H, S>(
                     if full {
                         continue;
                     }
-                    match this.store.next_due(machine).await {
-                        Ok(next) => sleep_until = next.map(|t| this.clock.instant(t)),
+                    match this.client.store.next_due(machine).await {
+                        Ok(next) => sleep_until = next.map(|t| this.client.clock.instant(t)),
                         Err(e) => {
                             this.problem(None, e.into());
                             sleep_until = Some(Instant::now() + Duration::from_secs(1));
@@ -395,7 +359,7 @@ where
         {
             return;
         }
-        let until = this.lease_until(this.clock.now());
+        let until = this.lease_until(this.client.clock.now());
         let driving: Vec<ExecutionId> = this
             .flight
             .leased()
@@ -403,7 +367,7 @@ where
             .unwrap_or_default();
         // A failure (the database is away) is tried again soon; a claim that runs out
         // meanwhile is another worker's to take.
-        pause = match this.store.renew(&this.owner, &driving, until).await {
+        pause = match this.client.store.renew(&this.owner, &driving, until).await {
             Ok(_) => lease / 3,
             Err(_) => lease / 12,
         };
@@ -520,7 +484,7 @@ where
             while let Some((row, state)) = next.take() {
                 match this.drive(row, state).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(Again)) => match this.store.get(id).await {
+                    Ok(Err(Again)) => match this.client.store.get(id).await {
                         // Only while this worker still holds it.
                         Ok(Some(row)) if row.lease_owner.as_deref() == Some(&this.owner) => {
                             next = Some((row, None))
@@ -552,54 +516,10 @@ where
     /// Until when a claim made at `now` holds: for ever (until released) when the store's
     /// claims do not expire.
     fn lease_until(&self, now: Millis) -> Millis {
-        match self.store.lease() {
+        match self.client.store.lease() {
             Some(lease) => now.saturating_add(lease.as_millis() as Millis),
             None => Millis::MAX,
         }
-    }
-
-    /// The machine's value stored in `row`.
-    fn decode(&self, row: &ExecutionRecord) -> Result<M, DurableError> {
-        let def = M::DEFINITION;
-        let execution = row.id;
-        if row.machine != def.name {
-            return Err(DurableError::WrongMachine {
-                execution,
-                found: row.machine.clone(),
-            });
-        }
-        let changed = if row.fingerprint == self.fingerprint {
-            String::new()
-        } else {
-            format!(
-                " (the definition changed since it last ran: fingerprint {} is now {})",
-                row.fingerprint, self.fingerprint
-            )
-        };
-        if def.state_index(&row.state_name).is_none() {
-            return Err(DurableError::BadState {
-                execution,
-                message: format!("`{}` has no state `{}`{changed}", def.name, row.state_name),
-            });
-        }
-        let state: M = serde_json::from_str(&row.state).map_err(|e| DurableError::BadState {
-            execution,
-            message: format!(
-                "its `{}` data does not deserialize: {e}{changed}",
-                row.state_name
-            ),
-        })?;
-        if state.state_name() != row.state_name {
-            return Err(DurableError::BadState {
-                execution,
-                message: format!(
-                    "the row says `{}` but its data is `{}`",
-                    row.state_name,
-                    state.state_name()
-                ),
-            });
-        }
-        Ok(state)
     }
 
     /// Writes the execution's progress: its state, where it stands, and the events recorded
@@ -659,8 +579,8 @@ where
         next.attempt = w.attempt;
         next.due_at = w.due_at;
         next.events = first + events.len() as u32;
-        next.updated_at = self.clock.now();
-        next.fingerprint.clone_from(&self.fingerprint);
+        next.updated_at = self.client.clock.now();
+        next.fingerprint.clone_from(&self.client.fingerprint);
         if w.hold {
             // Each checkpoint extends the claim (the renewal task does between them).
             next.lease_expires = Some(self.lease_until(next.updated_at));
@@ -669,6 +589,7 @@ where
             next.lease_expires = None;
         }
         let version = self
+            .client
             .store
             .checkpoint(Checkpoint {
                 record: next.clone(),
@@ -694,7 +615,7 @@ where
         let (id, step, attempt) = (row.id, driver.step, driver.attempt);
         let index = state.state_index();
         let name = def.states[index].name;
-        let token = self.store.wait_token(id, step, attempt).await?;
+        let token = self.client.store.wait_token(id, step, attempt).await?;
         let bad = |message: String| DurableError::BadState {
             execution: id,
             message,
@@ -717,7 +638,7 @@ where
                 };
                 // The token is stored before the step hands it out, so an answer that comes
                 // at once finds it.
-                let now = self.clock.now();
+                let now = self.client.clock.now();
                 self.save(
                     row,
                     driver,
@@ -736,7 +657,7 @@ where
                 TokenStatus::Open if row.status == ExecutionStatus::Waiting => {
                     let timeout = self.core.policies[index].wait_timeout;
                     match (timeout, row.due_at) {
-                        (Some(limit), Some(due)) if due <= self.clock.now() => {
+                        (Some(limit), Some(due)) if due <= self.client.clock.now() => {
                             close.push((t.secret, TokenStatus::TimedOut));
                             let message =
                                 format_args!("no answer to the task token within {limit:?}");
@@ -808,7 +729,7 @@ where
                 TokenStatus::TimedOut | TokenStatus::Superseded => {
                     // A write that came after this row was read (another claim's, or one of
                     // this worker's from before a lease ran out): read it again, once.
-                    let now = self.store.get(id).await?;
+                    let now = self.client.store.get(id).await?;
                     if now.is_some_and(|r| r.version != row.version) {
                         return Ok(WaitEntry::Again);
                     }
@@ -832,11 +753,11 @@ where
         let claimed = state.is_none();
         let mut state = match state {
             Some(state) => state,
-            None => self.decode(&row)?,
+            None => self.client.decode(&row)?,
         };
         let core = &self.core;
         let deadline = Deadline::new(core.has_timeouts);
-        let origin = self.clock.instant(row.created_at);
+        let origin = self.client.clock.instant(row.created_at);
         let rec = Recorder::durable(id, core, def, origin, row.events as usize);
         let mut driver = Driver {
             kept: None,
@@ -857,7 +778,7 @@ where
             deadline: &deadline,
         };
         let mut jitter = JitterSource::for_execution(core.jitter_seed, id);
-        let changed = row.fingerprint != self.fingerprint;
+        let changed = row.fingerprint != self.client.fingerprint;
         // A running execution claimed from the store, that had gone past its start, was
         // interrupted: the step it was in runs again.
         let interrupted = claimed && row.status == ExecutionStatus::Running && row.events > 1;
@@ -883,7 +804,7 @@ where
                     WaitEntry::Run(token) => driver.cold().token = Some(token),
                     WaitEntry::Next(next) => {
                         state = next;
-                        let now = self.clock.now();
+                        let now = self.client.clock.now();
                         self.save(
                             &mut row,
                             &mut driver,
@@ -940,7 +861,7 @@ where
                         }
                         Stopped::Paused(next) => {
                             state = next;
-                            let now = self.clock.now();
+                            let now = self.client.clock.now();
                             let hold = !self.closing.load(Ordering::SeqCst);
                             self.save(
                                 &mut row,
@@ -963,7 +884,7 @@ where
                             driver.take_handed_out();
                             let info = &def.states[waiting.state_index()];
                             let timeout = core.policies[waiting.state_index()].wait_timeout;
-                            let now = self.clock.now();
+                            let now = self.client.clock.now();
                             let at = driver.rec.stamp();
                             let (name, attempt) = (info.name, driver.attempt);
                             driver.rec.event(at, || EventKind::WaitStarted {
@@ -993,6 +914,7 @@ where
             if driver.take_handed_out().is_some() {
                 // The step failed after handing out its token: the token is of no more use.
                 if let Some(t) = self
+                    .client
                     .store
                     .wait_token(id, driver.step, driver.attempt)
                     .await?
@@ -1016,7 +938,11 @@ where
                 match core.after_failure(&mut driver, failed, error, timed_out, &mut jitter) {
                     AfterFailure::Retry(failed, delay) => {
                         state = failed;
-                        let due = self.clock.now().saturating_add(delay.as_millis() as Millis);
+                        let due = self
+                            .client
+                            .clock
+                            .now()
+                            .saturating_add(delay.as_millis() as Millis);
                         if delay < self.options.hold_retries_under
                             && !self.closing.load(Ordering::SeqCst)
                         {
@@ -1028,7 +954,13 @@ where
                     }
                     AfterFailure::Routed(next) => {
                         state = next;
-                        (ExecutionStatus::Running, None, self.clock.now(), true, None)
+                        (
+                            ExecutionStatus::Running,
+                            None,
+                            self.client.clock.now(),
+                            true,
+                            None,
+                        )
                     }
                     AfterFailure::Errored(failed, error) => {
                         let ended = self
@@ -1131,50 +1063,18 @@ where
     S: Store,
 {
     /// Starts an execution from `start` (normally the machine's initial state) and returns
-    /// its id once the start is committed. The execution runs on a task of its own.
+    /// its id once the start is committed. The execution runs on a task of its own (after
+    /// [`DurableExecutor::shutdown`], it is left due for another worker).
     pub async fn start(&self, start: impl Into<M>) -> Result<ExecutionId, DurableError> {
         let inner = &self.inner;
         let state: M = start.into();
-        let json = serde_json::to_string(&state).map_err(|e| DurableError::Serialize {
-            execution: None,
-            message: e.to_string(),
-        })?;
-        let id = crate::step::new_id(crate::policy::random_u128());
-        let now = inner.clock.now();
         let closing = inner.closing.load(Ordering::SeqCst);
-        let started = HistoryEvent {
-            at: Duration::ZERO,
-            kind: EventKind::ExecutionStarted {
-                state: state.state_name(),
-            },
-        };
-        let record = ExecutionRecord {
-            id,
-            machine: M::DEFINITION.name.to_owned(),
-            fingerprint: inner.fingerprint.clone(),
-            state_name: state.state_name().to_owned(),
-            state: json,
-            status: ExecutionStatus::Running,
-            waiting_for: None,
-            step: 0,
-            attempt: 1,
-            due_at: Some(now),
-            error: None,
-            events: 1,
-            created_at: now,
-            updated_at: now,
-            lease_owner: (!closing).then(|| inner.owner.clone()),
-            lease_expires: (!closing).then(|| inner.lease_until(now)),
-            version: 1,
-        };
-        inner
-            .store
-            .create(NewExecution {
-                record: record.clone(),
-                events: vec![codec::encode(&started, 0)],
-                token: None,
-            })
-            .await?;
+        let owner = (!closing).then(|| {
+            let now = inner.client.clock.now();
+            (inner.owner.clone(), inner.lease_until(now))
+        });
+        let record = inner.client.create(&state, owner).await?;
+        let id = record.id;
         if !closing {
             inner.spawn(record, Some(state));
         }
@@ -1183,32 +1083,17 @@ where
 
     /// The execution's row: status, state (as JSON), attempt, due time, lease...
     pub async fn get(&self, id: ExecutionId) -> Result<ExecutionRecord, DurableError> {
-        self.inner
-            .store
-            .get(id)
-            .await?
-            .ok_or(DurableError::NotFound { execution: id })
+        self.inner.client.get(id).await
     }
 
     /// The execution's current state, as the machine's enum.
     pub async fn state(&self, id: ExecutionId) -> Result<M, DurableError> {
-        let row = self.get(id).await?;
-        self.inner.decode(&row)
+        self.inner.client.state(id).await
     }
 
     /// The execution's history, read back from the store.
     pub async fn history(&self, id: ExecutionId) -> Result<History, DurableError> {
-        let rows = self.inner.store.events(id).await?;
-        let mut history = History::with_capacity(rows.len());
-        for row in &rows {
-            let event =
-                codec::decode(M::DEFINITION, row).map_err(|message| DurableError::BadState {
-                    execution: id,
-                    message,
-                })?;
-            history.push(event);
-        }
-        Ok(history)
+        self.inner.client.history(id).await
     }
 
     /// This machine's executions, oldest first; only those with `status` if it is given.
@@ -1216,15 +1101,7 @@ where
         &self,
         status: Option<ExecutionStatus>,
     ) -> Result<Vec<ExecutionRecord>, DurableError> {
-        Ok(self
-            .inner
-            .store
-            .list(ListQuery {
-                machine: Some(M::DEFINITION.name.to_owned()),
-                status,
-                limit: 0,
-            })
-            .await?)
+        self.inner.client.list(status).await
     }
 
     /// Waits until the execution has ended, and returns its row. Returns an error if the
@@ -1234,14 +1111,7 @@ where
             let notified = self.inner.ended.notified();
             let mut notified = core::pin::pin!(notified);
             notified.as_mut().enable();
-            let row = self.get(id).await?;
-            if row.machine != M::DEFINITION.name {
-                return Err(DurableError::WrongMachine {
-                    execution: id,
-                    found: row.machine,
-                });
-            }
-            if row.status.is_final() {
+            if let Some(row) = self.inner.client.ended(id).await? {
                 return Ok(row);
             }
             if let Some(p) = self
@@ -1282,102 +1152,19 @@ where
         W: crate::Waiting<M>,
         N: Into<W::Next>,
     {
-        let (token, row) = self.open_token(token, Some(W::NAME)).await?;
-        let state = self
-            .inner
-            .decode(&row)
-            .map_err(|e| TokenError::Execution(e.to_string()))?;
-        let typed = W::typed(state).map_err(|e| TokenError::WrongState {
-            expected: W::NAME,
-            waiting: e.found().to_owned(),
-        })?;
-        let (next, transition) = W::leave(complete(typed).into());
-        let next = serde_json::to_value(&next).map_err(|e| {
-            TokenError::Execution(format!(
-                "execution {}: the next state cannot be stored: {e}",
-                token.execution()
-            ))
-        })?;
-        let result = serde_json::json!({ "state": next, "transition": transition });
-        self.answer(token, TokenStatus::Completed, result.to_string())
-            .await
+        let id = self.inner.client.complete::<W, N>(token, complete).await?;
+        // This worker may take it at once.
+        self.inner.wake.notify_one();
+        Ok(id)
     }
 
     /// Fails the wait that handed out `token` with `error`: the waiting state's retry policy
     /// and error routes apply, as to a step's error. Refuses a bad token as
     /// [`DurableExecutor::complete`] does.
     pub async fn fail(&self, token: &str, error: StepError) -> Result<ExecutionId, TokenError> {
-        let (token, _) = self.open_token(token, None).await?;
-        let result = codec::error_json(&error).to_string();
-        self.answer(token, TokenStatus::Failed, result).await
-    }
-
-    /// The token `text` names, if it is open, with its execution's row.
-    async fn open_token(
-        &self,
-        text: &str,
-        expected: Option<&'static str>,
-    ) -> Result<(TaskToken, ExecutionRecord), TokenError> {
-        let token: TaskToken = text.parse()?;
-        let store = &self.inner.store;
-        let failed = token_store_error;
-        let record = store
-            .token(&token.secret_hex())
-            .await
-            .map_err(failed)?
-            .filter(|r| {
-                (r.execution, r.step, r.attempt) == (token.execution, token.step, token.attempt)
-            })
-            .ok_or(TokenError::Forged)?;
-        token_open(record.status)?;
-        let row = store
-            .get(token.execution)
-            .await
-            .map_err(failed)?
-            .ok_or(TokenError::Forged)?;
-        if (row.step, row.attempt) != (token.step, token.attempt) || row.status.is_final() {
-            // Answered by someone else between the two reads, or truly left behind.
-            let now = store.token(&token.secret_hex()).await.map_err(failed)?;
-            token_open(now.map_or(TokenStatus::Superseded, |r| r.status))?;
-            return Err(TokenError::Stale);
-        }
-        if let Some(expected) = expected {
-            if row.state_name != expected {
-                return Err(TokenError::WrongState {
-                    expected,
-                    waiting: row.state_name,
-                });
-            }
-        }
-        Ok((token, row))
-    }
-
-    async fn answer(
-        &self,
-        token: TaskToken,
-        status: TokenStatus,
-        result: String,
-    ) -> Result<ExecutionId, TokenError> {
-        let store = &self.inner.store;
-        let failed = token_store_error;
-        let answered = store
-            .answer_token(TokenAnswer {
-                secret: token.secret_hex(),
-                execution: token.execution,
-                status,
-                result,
-                now: self.inner.clock.now(),
-            })
-            .await
-            .map_err(failed)?;
-        if !answered {
-            // Answered, timed out or left behind meanwhile.
-            let record = store.token(&token.secret_hex()).await.map_err(failed)?;
-            token_open(record.map_or(TokenStatus::Superseded, |r| r.status))?;
-            return Err(TokenError::Stale);
-        }
+        let id = self.inner.client.fail(token, error).await?;
         self.inner.wake.notify_one();
-        Ok(token.execution)
+        Ok(id)
     }
 
     /// Returns once no execution is in flight on this worker: every one has ended, waits (for
@@ -1416,7 +1203,7 @@ where
 
     /// The store.
     pub fn store(&self) -> &S {
-        &self.inner.store
+        &self.inner.client.store
     }
 
     /// The step handlers.
@@ -1427,23 +1214,5 @@ where
     /// How many executions this worker is driving now.
     pub fn in_flight(&self) -> usize {
         self.inner.flight.in_flight.load(Ordering::SeqCst)
-    }
-}
-
-/// `Ok` if a token in `status` can still be answered; otherwise the error that says why not.
-fn token_open(status: TokenStatus) -> Result<(), TokenError> {
-    match status {
-        TokenStatus::Open => Ok(()),
-        TokenStatus::Completed | TokenStatus::Failed => Err(TokenError::AlreadyUsed),
-        TokenStatus::TimedOut => Err(TokenError::TimedOut),
-        TokenStatus::Superseded => Err(TokenError::Stale),
-    }
-}
-
-/// A store's error met while answering a token.
-fn token_store_error(e: StoreError) -> TokenError {
-    match e {
-        StoreError::Unavailable { message } => TokenError::Unavailable(message),
-        e => TokenError::Execution(e.to_string()),
     }
 }

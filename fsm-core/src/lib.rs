@@ -51,6 +51,8 @@
 //! reports.
 #![warn(missing_docs, unreachable_pub)]
 
+#[cfg(feature = "durable")]
+mod client;
 mod definition;
 #[cfg(feature = "runtime")]
 mod driver;
@@ -70,6 +72,8 @@ pub mod views;
 #[cfg(feature = "runtime")]
 mod waits;
 
+#[cfg(feature = "durable")]
+pub use client::DurableClient;
 pub use definition::{Definition, StateInfo, StateKind, Transition, WaitPolicy};
 #[cfg(feature = "runtime")]
 pub use driver::Dispatch;

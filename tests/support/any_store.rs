@@ -1,6 +1,5 @@
 //! Either durable store behind one type, so that one test body runs on both.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use fsm_core::store::{
@@ -84,7 +83,7 @@ impl Store for AnyStore {
     ) -> Result<u64, StoreError> {
         delegate!(self, s => s.renew(owner, executions, until))
     }
-    fn work(&self) -> Option<Arc<tokio::sync::Notify>> {
+    fn work(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         match self {
             AnyStore::Sqlite(s) => s.work(),
             AnyStore::Postgres(s) => s.work(),

@@ -503,9 +503,11 @@ pub trait Store: Send + Sync + 'static {
         async { Ok(0) }
     }
 
-    /// Told when another process started an execution or answered a token, so that idle
-    /// workers claim it at once; `None` (the default) when there is no other process to hear.
-    fn work(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+    /// Changes whenever work may have become due for a worker that did not write it: an
+    /// execution started by a client or another worker, a token answered (in this process
+    /// or, for a shared store, in another), so that idle workers claim it at once. Every
+    /// receiver sees every change. `None` (the default): the store announces nothing.
+    fn work(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Mutex, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::{
@@ -86,7 +86,7 @@ struct Shared {
     url: String,
     writes: mpsc::UnboundedSender<Write>,
     reader: Mutex<Connection>,
-    work: Arc<Notify>,
+    work: Arc<watch::Sender<u64>>,
     lease: Duration,
 }
 
@@ -213,7 +213,7 @@ impl PgStore {
     pub async fn connect_with_lease(url: &str, lease: Duration) -> Result<Self, StoreError> {
         let mut client = connect(url).await?;
         prepare(&mut client).await?;
-        let work = Arc::new(Notify::new());
+        let work = Arc::new(watch::Sender::new(0));
         let (writes, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer(url.to_owned(), client, rx));
         tokio::spawn(listen(url.to_owned(), Arc::downgrade(&work)));
@@ -304,7 +304,7 @@ async fn prepare(client: &mut Client) -> Result<(), StoreError> {
 }
 
 /// Forwards `NOTIFY fsm_work` to the workers of this process; listens again after a break.
-async fn listen(url: String, work: std::sync::Weak<Notify>) {
+async fn listen(url: String, work: std::sync::Weak<watch::Sender<u64>>) {
     loop {
         if work.strong_count() == 0 {
             return;
@@ -335,8 +335,8 @@ async fn listen(url: String, work: std::sync::Weak<Notify>) {
         {
             while rx.recv().await.is_some() {
                 match work.upgrade() {
-                    // One permit is kept if no one waits this instant: nothing is missed.
-                    Some(work) => work.notify_one(),
+                    // Every receiver sees the change, whether it waits this instant or not.
+                    Some(work) => work.send_modify(|n| *n = n.wrapping_add(1)),
                     None => return,
                 }
             }
@@ -1093,7 +1093,7 @@ impl Store for PgStore {
         Ok(rows.len() as u64)
     }
 
-    fn work(&self) -> Option<Arc<Notify>> {
-        Some(Arc::clone(&self.inner.work))
+    fn work(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.inner.work.subscribe())
     }
 }

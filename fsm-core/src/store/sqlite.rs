@@ -112,6 +112,8 @@ pub struct SqliteStore {
 
 struct Shared {
     requests: mpsc::Sender<Request>,
+    /// Changed after a write that leaves work due for whichever worker claims it.
+    work: tokio::sync::watch::Sender<u64>,
     path: PathBuf,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Held for the store's lifetime: the worker lock.
@@ -160,6 +162,11 @@ enum Request {
 }
 
 impl SqliteStore {
+    /// Tells the workers of this store that work may be due.
+    fn announce(&self) {
+        self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Opens (or creates) the store in `path` as a worker, with the default options.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_with(path, SqliteOptions::default())
@@ -221,6 +228,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: std::sync::Arc::new(Shared {
                 requests,
+                work: tokio::sync::watch::Sender::new(0),
                 path,
                 thread: std::sync::Mutex::new(Some(thread)),
                 _lock: lock,
@@ -937,11 +945,22 @@ fn record(r: &Row<'_>) -> Result<ExecutionRecord, StoreError> {
 
 impl Store for SqliteStore {
     async fn create(&self, new: NewExecution) -> Result<(), StoreError> {
-        self.ask(|tx| Request::Create(new, tx)).await
+        let unclaimed = new.record.lease_owner.is_none();
+        self.ask(|tx| Request::Create(new, tx)).await?;
+        if unclaimed {
+            self.announce();
+        }
+        Ok(())
     }
 
     async fn checkpoint(&self, checkpoint: Checkpoint) -> Result<u64, StoreError> {
-        self.ask(|tx| Request::Checkpoint(checkpoint, tx)).await
+        let r = &checkpoint.record;
+        let released = r.lease_owner.is_none() && !r.status.is_final();
+        let version = self.ask(|tx| Request::Checkpoint(checkpoint, tx)).await?;
+        if released {
+            self.announce();
+        }
+        Ok(version)
     }
 
     async fn claim(
@@ -987,7 +1006,15 @@ impl Store for SqliteStore {
     }
 
     async fn answer_token(&self, answer: TokenAnswer) -> Result<bool, StoreError> {
-        self.ask(|tx| Request::Answer(answer, tx)).await
+        let answered = self.ask(|tx| Request::Answer(answer, tx)).await?;
+        if answered {
+            self.announce();
+        }
+        Ok(answered)
+    }
+
+    fn work(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.inner.work.subscribe())
     }
 
     async fn wait_token(

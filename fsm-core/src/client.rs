@@ -1,0 +1,476 @@
+//! Layer 3: what reads and answers durable executions without running them. [`Client`] is
+//! shared by the worker ([`DurableExecutor`](crate::DurableExecutor)) and by
+//! [`DurableClient`], for a process that starts executions and answers their tokens but runs
+//! no steps (an API server, a webhook).
+
+use core::marker::PhantomData;
+use core::time::Duration;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::store::codec;
+use crate::store::{
+    ExecutionRecord, ExecutionStatus, ListQuery, Millis, NewExecution, Store, StoreError,
+    TokenAnswer, TokenStatus,
+};
+use crate::{
+    DurableError, EventKind, ExecutionId, Fsm, History, HistoryEvent, StepError, TaskToken,
+    TokenError,
+};
+
+/// Wall-clock milliseconds, advanced by tokio's clock (so that a test on tokio's paused clock
+/// sees due times come as the clock moves).
+pub(crate) struct Clock {
+    wall: Millis,
+    at: Instant,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Clock {
+            wall: crate::step::unix_millis(),
+            at: Instant::now(),
+        }
+    }
+
+    pub(crate) fn now(&self) -> Millis {
+        self.wall + self.at.elapsed().as_millis() as Millis
+    }
+
+    /// The instant of wall-clock time `t`.
+    pub(crate) fn instant(&self, t: Millis) -> Instant {
+        if t >= self.wall {
+            self.at + Duration::from_millis(t - self.wall)
+        } else {
+            self.at
+                .checked_sub(Duration::from_millis(self.wall - t))
+                .unwrap_or(self.at)
+        }
+    }
+}
+
+/// The store and what reading it needs: the machine's fingerprint, the clock.
+pub(crate) struct Client<M, S> {
+    pub(crate) store: S,
+    pub(crate) fingerprint: String,
+    pub(crate) clock: Clock,
+    machine: PhantomData<fn() -> M>,
+}
+
+impl<M, S> Client<M, S>
+where
+    M: Fsm + Serialize + DeserializeOwned,
+    S: Store,
+{
+    pub(crate) fn new(store: S) -> Self {
+        Client {
+            store,
+            fingerprint: M::DEFINITION.fingerprint(),
+            clock: Clock::new(),
+            machine: PhantomData,
+        }
+    }
+
+    /// Writes a new execution in `state`, claimed by `owner` until `lease_until` if given
+    /// (a worker that runs it at once), else due now for any worker. Returns its row.
+    pub(crate) async fn create(
+        &self,
+        state: &M,
+        owner: Option<(String, Millis)>,
+    ) -> Result<ExecutionRecord, DurableError> {
+        let json = serde_json::to_string(state).map_err(|e| DurableError::Serialize {
+            execution: None,
+            message: e.to_string(),
+        })?;
+        let id = crate::step::new_id(crate::policy::random_u128());
+        let now = self.clock.now();
+        let started = HistoryEvent {
+            at: Duration::ZERO,
+            kind: EventKind::ExecutionStarted {
+                state: state.state_name(),
+            },
+        };
+        let (lease_owner, lease_expires) = owner.unzip();
+        let record = ExecutionRecord {
+            id,
+            machine: M::DEFINITION.name.to_owned(),
+            fingerprint: self.fingerprint.clone(),
+            state_name: state.state_name().to_owned(),
+            state: json,
+            status: ExecutionStatus::Running,
+            waiting_for: None,
+            step: 0,
+            attempt: 1,
+            due_at: Some(now),
+            error: None,
+            events: 1,
+            created_at: now,
+            updated_at: now,
+            lease_owner,
+            lease_expires,
+            version: 1,
+        };
+        self.store
+            .create(NewExecution {
+                record: record.clone(),
+                events: vec![codec::encode(&started, 0)],
+                token: None,
+            })
+            .await?;
+        Ok(record)
+    }
+
+    pub(crate) async fn get(&self, id: ExecutionId) -> Result<ExecutionRecord, DurableError> {
+        self.store
+            .get(id)
+            .await?
+            .ok_or(DurableError::NotFound { execution: id })
+    }
+
+    pub(crate) async fn state(&self, id: ExecutionId) -> Result<M, DurableError> {
+        let row = self.get(id).await?;
+        self.decode(&row)
+    }
+
+    pub(crate) async fn history(&self, id: ExecutionId) -> Result<History, DurableError> {
+        let rows = self.store.events(id).await?;
+        let mut history = History::with_capacity(rows.len());
+        for row in &rows {
+            let event =
+                codec::decode(M::DEFINITION, row).map_err(|message| DurableError::BadState {
+                    execution: id,
+                    message,
+                })?;
+            history.push(event);
+        }
+        Ok(history)
+    }
+
+    pub(crate) async fn list(
+        &self,
+        status: Option<ExecutionStatus>,
+    ) -> Result<Vec<ExecutionRecord>, DurableError> {
+        Ok(self
+            .store
+            .list(ListQuery {
+                machine: Some(M::DEFINITION.name.to_owned()),
+                status,
+                limit: 0,
+            })
+            .await?)
+    }
+
+    /// The execution's row once it has ended, `Ok(None)` while it has not; an error for a
+    /// row of another machine.
+    pub(crate) async fn ended(
+        &self,
+        id: ExecutionId,
+    ) -> Result<Option<ExecutionRecord>, DurableError> {
+        let row = self.get(id).await?;
+        if row.machine != M::DEFINITION.name {
+            return Err(DurableError::WrongMachine {
+                execution: id,
+                found: row.machine,
+            });
+        }
+        Ok(row.status.is_final().then_some(row))
+    }
+
+    /// The machine's value stored in `row`.
+    pub(crate) fn decode(&self, row: &ExecutionRecord) -> Result<M, DurableError> {
+        let def = M::DEFINITION;
+        let execution = row.id;
+        if row.machine != def.name {
+            return Err(DurableError::WrongMachine {
+                execution,
+                found: row.machine.clone(),
+            });
+        }
+        let changed = if row.fingerprint == self.fingerprint {
+            String::new()
+        } else {
+            format!(
+                " (the definition changed since it last ran: fingerprint {} is now {})",
+                row.fingerprint, self.fingerprint
+            )
+        };
+        if def.state_index(&row.state_name).is_none() {
+            return Err(DurableError::BadState {
+                execution,
+                message: format!("`{}` has no state `{}`{changed}", def.name, row.state_name),
+            });
+        }
+        let state: M = serde_json::from_str(&row.state).map_err(|e| DurableError::BadState {
+            execution,
+            message: format!(
+                "its `{}` data does not deserialize: {e}{changed}",
+                row.state_name
+            ),
+        })?;
+        if state.state_name() != row.state_name {
+            return Err(DurableError::BadState {
+                execution,
+                message: format!(
+                    "the row says `{}` but its data is `{}`",
+                    row.state_name,
+                    state.state_name()
+                ),
+            });
+        }
+        Ok(state)
+    }
+
+    pub(crate) async fn complete<W, N>(
+        &self,
+        token: &str,
+        complete: impl FnOnce(W::Typed) -> N,
+    ) -> Result<ExecutionId, TokenError>
+    where
+        W: crate::Waiting<M>,
+        N: Into<W::Next>,
+    {
+        let (token, row) = self.open_token(token, Some(W::NAME)).await?;
+        let state = self
+            .decode(&row)
+            .map_err(|e| TokenError::Execution(e.to_string()))?;
+        let typed = W::typed(state).map_err(|e| TokenError::WrongState {
+            expected: W::NAME,
+            waiting: e.found().to_owned(),
+        })?;
+        let (next, transition) = W::leave(complete(typed).into());
+        let next = serde_json::to_value(&next).map_err(|e| {
+            TokenError::Execution(format!(
+                "execution {}: the next state cannot be stored: {e}",
+                token.execution()
+            ))
+        })?;
+        let result = serde_json::json!({ "state": next, "transition": transition });
+        self.answer(token, TokenStatus::Completed, result.to_string())
+            .await
+    }
+
+    pub(crate) async fn fail(
+        &self,
+        token: &str,
+        error: StepError,
+    ) -> Result<ExecutionId, TokenError> {
+        let (token, _) = self.open_token(token, None).await?;
+        let result = codec::error_json(&error).to_string();
+        self.answer(token, TokenStatus::Failed, result).await
+    }
+
+    /// The token `text` names, if it is open, with its execution's row.
+    async fn open_token(
+        &self,
+        text: &str,
+        expected: Option<&'static str>,
+    ) -> Result<(TaskToken, ExecutionRecord), TokenError> {
+        let token: TaskToken = text.parse()?;
+        let store = &self.store;
+        let failed = token_store_error;
+        let record = store
+            .token(&token.secret_hex())
+            .await
+            .map_err(failed)?
+            .filter(|r| {
+                (r.execution, r.step, r.attempt) == (token.execution, token.step, token.attempt)
+            })
+            .ok_or(TokenError::Forged)?;
+        token_open(record.status)?;
+        let row = store
+            .get(token.execution)
+            .await
+            .map_err(failed)?
+            .ok_or(TokenError::Forged)?;
+        if (row.step, row.attempt) != (token.step, token.attempt) || row.status.is_final() {
+            // Answered by someone else between the two reads, or truly left behind.
+            let now = store.token(&token.secret_hex()).await.map_err(failed)?;
+            token_open(now.map_or(TokenStatus::Superseded, |r| r.status))?;
+            return Err(TokenError::Stale);
+        }
+        if let Some(expected) = expected {
+            if row.state_name != expected {
+                return Err(TokenError::WrongState {
+                    expected,
+                    waiting: row.state_name,
+                });
+            }
+        }
+        Ok((token, row))
+    }
+
+    async fn answer(
+        &self,
+        token: TaskToken,
+        status: TokenStatus,
+        result: String,
+    ) -> Result<ExecutionId, TokenError> {
+        let store = &self.store;
+        let failed = token_store_error;
+        let answered = store
+            .answer_token(TokenAnswer {
+                secret: token.secret_hex(),
+                execution: token.execution,
+                status,
+                result,
+                now: self.clock.now(),
+            })
+            .await
+            .map_err(failed)?;
+        if !answered {
+            // Answered, timed out or left behind meanwhile.
+            let record = store.token(&token.secret_hex()).await.map_err(failed)?;
+            token_open(record.map_or(TokenStatus::Superseded, |r| r.status))?;
+            return Err(TokenError::Stale);
+        }
+        Ok(token.execution)
+    }
+}
+
+fn token_open(status: TokenStatus) -> Result<(), TokenError> {
+    match status {
+        TokenStatus::Open => Ok(()),
+        TokenStatus::Completed | TokenStatus::Failed => Err(TokenError::AlreadyUsed),
+        TokenStatus::TimedOut => Err(TokenError::TimedOut),
+        TokenStatus::Superseded => Err(TokenError::Stale),
+    }
+}
+
+/// A store's error met while answering a token.
+fn token_store_error(e: StoreError) -> TokenError {
+    match e {
+        StoreError::Unavailable { message } => TokenError::Unavailable(message),
+        e => TokenError::Execution(e.to_string()),
+    }
+}
+
+/// Starts, reads and answers durable executions of machine `M` on store `S`, and runs none:
+/// for a process that is not a worker (an API server, a webhook that completes task tokens).
+/// It needs no step handlers and starts no task; workers
+/// ([`ExecutorBuilder::durable`](crate::ExecutorBuilder::durable)) on the same store run
+/// what it starts (on PostgreSQL, in any process; they are woken by `NOTIFY`).
+///
+/// Cheap to clone.
+///
+/// ```no_run
+/// use fsm_core::{DurableClient, DurableError, Fsm, Store};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Fsm, Clone, Serialize, Deserialize)]
+/// enum Order {
+///     #[fsm(initial, on(pay => Paid))]
+///     Placed { id: u32 },
+///     #[fsm(terminal)]
+///     Paid { id: u32 },
+/// }
+///
+/// // `store`: a `PgStore` that workers share, say.
+/// async fn place(store: impl Store) -> Result<(), DurableError> {
+///     let client = DurableClient::<Order, _>::new(store);
+///     let id = client.start(Order::Placed { id: 7 }).await?;
+///     println!("{}", client.finished(id).await?.status);
+///     Ok(())
+/// }
+/// # fn main() {}
+/// ```
+pub struct DurableClient<M, S> {
+    inner: Arc<Client<M, S>>,
+}
+
+impl<M, S> Clone for DurableClient<M, S> {
+    fn clone(&self) -> Self {
+        DurableClient {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<M, S> core::fmt::Debug for DurableClient<M, S> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DurableClient").finish_non_exhaustive()
+    }
+}
+
+impl<M, S> DurableClient<M, S>
+where
+    M: Fsm + Serialize + DeserializeOwned,
+    S: Store,
+{
+    /// A client of the executions of `M` in `store`.
+    pub fn new(store: S) -> Self {
+        DurableClient {
+            inner: Arc::new(Client::new(store)),
+        }
+    }
+
+    /// Starts an execution from `start` (normally the machine's initial state): commits it,
+    /// due now, for a worker to claim, and returns its id.
+    pub async fn start(&self, start: impl Into<M>) -> Result<ExecutionId, DurableError> {
+        Ok(self.inner.create(&start.into(), None).await?.id)
+    }
+
+    /// The execution's row: status, state (as JSON), attempt, due time, lease...
+    pub async fn get(&self, id: ExecutionId) -> Result<ExecutionRecord, DurableError> {
+        self.inner.get(id).await
+    }
+
+    /// The execution's current state, as the machine's enum.
+    pub async fn state(&self, id: ExecutionId) -> Result<M, DurableError> {
+        self.inner.state(id).await
+    }
+
+    /// The execution's history, read back from the store.
+    pub async fn history(&self, id: ExecutionId) -> Result<History, DurableError> {
+        self.inner.history(id).await
+    }
+
+    /// This machine's executions, oldest first; only those with `status` if it is given.
+    pub async fn list(
+        &self,
+        status: Option<ExecutionStatus>,
+    ) -> Result<Vec<ExecutionRecord>, DurableError> {
+        self.inner.list(status).await
+    }
+
+    /// Waits until the execution has ended, and returns its row: looks every 10 ms at first,
+    /// then less often, up to once a second.
+    pub async fn finished(&self, id: ExecutionId) -> Result<ExecutionRecord, DurableError> {
+        let mut pause = Duration::from_millis(10);
+        loop {
+            if let Some(row) = self.inner.ended(id).await? {
+                return Ok(row);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Completes the wait that handed out `token`, as
+    /// [`DurableExecutor::complete`](crate::DurableExecutor::complete) does: typed by the
+    /// waiting state, committed before this returns; a worker takes the execution on.
+    pub async fn complete<W, N>(
+        &self,
+        token: &str,
+        complete: impl FnOnce(W::Typed) -> N,
+    ) -> Result<ExecutionId, TokenError>
+    where
+        W: crate::Waiting<M>,
+        N: Into<W::Next>,
+    {
+        self.inner.complete::<W, N>(token, complete).await
+    }
+
+    /// Fails the wait that handed out `token` with `error`, as
+    /// [`DurableExecutor::fail`](crate::DurableExecutor::fail) does.
+    pub async fn fail(&self, token: &str, error: StepError) -> Result<ExecutionId, TokenError> {
+        self.inner.fail(token, error).await
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+}
