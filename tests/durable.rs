@@ -1304,12 +1304,20 @@ async fn a_client_that_runs_nothing_starts_reads_and_answers(db: Db) {
         .start(order::Machine::new(order::Placed { id: 4 }))
         .await
         .unwrap();
-    until(|| worker.steps().tokens.lock().unwrap().len() == 1).await;
-    let row = client.get(id).await.unwrap();
+    // The carrier has its token once the wait is checkpointed.
+    let mut row = client.get(id).await.unwrap();
+    for _ in 0..2_000 {
+        if row.status == ExecutionStatus::Waiting {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        row = client.get(id).await.unwrap();
+    }
     assert_eq!(
         (row.state_name.as_str(), row.status),
         ("Paid", ExecutionStatus::Waiting)
     );
+    assert_eq!(worker.steps().tokens.lock().unwrap().len(), 1);
     assert!(matches!(
         client.state(id).await.unwrap(),
         Order::Paid { id: 4, .. }

@@ -953,14 +953,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    // A checkpoint that releases its execution is not announced: the worker that wrote it is
+    // the file's only one, and it looks at its due times when the execution leaves it.
     async fn checkpoint(&self, checkpoint: Checkpoint) -> Result<u64, StoreError> {
-        let r = &checkpoint.record;
-        let released = r.lease_owner.is_none() && !r.status.is_final();
-        let version = self.ask(|tx| Request::Checkpoint(checkpoint, tx)).await?;
-        if released {
-            self.announce();
-        }
-        Ok(version)
+        self.ask(|tx| Request::Checkpoint(checkpoint, tx)).await
     }
 
     async fn claim(
