@@ -916,9 +916,28 @@ async fn a_full_disk_or_a_read_only_file_is_a_typed_error_and_the_executor_goes_
         matches!(&full, DurableError::Store(StoreError::Full { path: p }) if *p == path),
         "{full}"
     );
-    // Reads still work, and the first order is where it was.
+    // Reads still work, and the first order is where it was; also a read sent with a write
+    // that the full disk refuses (the store's writer takes both in one batch).
     let row = ex.get(first).await.unwrap();
     assert!(!row.status.is_final() || row.status == ExecutionStatus::Succeeded);
+    let mut refused = 0;
+    for id in 0..2_000 {
+        let (started, read) = tokio::join!(
+            ex.start(order::Machine::new(order::Placed { id })),
+            ex.get(first)
+        );
+        assert_eq!(read.unwrap().id, first);
+        match started {
+            // Pages freed by executions that ended make room now and then.
+            Ok(_) => {}
+            Err(DurableError::Store(StoreError::Full { .. })) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+        if refused == 20 {
+            break;
+        }
+    }
+    assert_eq!(refused, 20);
     ex.shutdown().await;
     drop(ex);
 

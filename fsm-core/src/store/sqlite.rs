@@ -161,6 +161,19 @@ enum Request {
     WaitToken(ExecutionId, u32, u32, Reply<Option<TokenRecord>>),
 }
 
+impl Request {
+    /// Whether it writes (and so runs in the batch's transaction).
+    fn writes(&self) -> bool {
+        matches!(
+            self,
+            Request::Create(..)
+                | Request::Checkpoint(..)
+                | Request::Claim { .. }
+                | Request::Answer(..)
+        )
+    }
+}
+
 impl SqliteStore {
     /// Tells the workers of this store that work may be due.
     fn announce(&self) {
@@ -432,15 +445,7 @@ impl Writer {
     /// of its own (one refused write does not undo the others), and are answered after the
     /// commit.
     fn run(&mut self, batch: &mut Vec<Request>) {
-        let writes = batch.iter().any(|r| {
-            matches!(
-                r,
-                Request::Create(..)
-                    | Request::Checkpoint(..)
-                    | Request::Claim { .. }
-                    | Request::Answer(..)
-            )
-        });
+        let writes = batch.iter().any(Request::writes);
         let began = if writes {
             self.conn
                 .execute_batch("BEGIN IMMEDIATE")
@@ -451,9 +456,13 @@ impl Writer {
         let mut done = Vec::new();
         self.aborted = None;
         for request in batch.drain(..) {
-            if let Some(e) = began.as_ref().err().or(self.aborted.as_ref()) {
-                fail(request, e.clone());
-                continue;
+            // A write after the transaction failed fails with it; a read is answered still
+            // (a full disk leaves what is stored readable).
+            if request.writes() {
+                if let Some(e) = began.as_ref().err().or(self.aborted.as_ref()) {
+                    fail(request, e.clone());
+                    continue;
+                }
             }
             self.one(request, &mut done);
         }
