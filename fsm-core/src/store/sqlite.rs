@@ -441,32 +441,36 @@ impl Writer {
         }
     }
 
-    /// Runs a batch: reads answer at once; writes run in one transaction, each in a savepoint
-    /// of its own (one refused write does not undo the others), and are answered after the
-    /// commit.
+    /// Runs a batch: reads first, answered at once outside any transaction (so they see only
+    /// what is committed); then the writes in one transaction, each in a savepoint of its own
+    /// (one refused write does not undo the others), answered after the commit.
     fn run(&mut self, batch: &mut Vec<Request>) {
-        let writes = batch.iter().any(Request::writes);
-        let began = if writes {
-            self.conn
-                .execute_batch("BEGIN IMMEDIATE")
-                .map_err(|e| error(&self.path, e))
-        } else {
-            Ok(())
-        };
         let mut done = Vec::new();
-        self.aborted = None;
+        let mut writes = Vec::with_capacity(batch.len());
         for request in batch.drain(..) {
-            // A write after the transaction failed fails with it; a read is answered still
-            // (a full disk leaves what is stored readable).
             if request.writes() {
-                if let Some(e) = began.as_ref().err().or(self.aborted.as_ref()) {
-                    fail(request, e.clone());
-                    continue;
-                }
+                writes.push(request);
+            } else {
+                self.one(request, &mut done);
+            }
+        }
+        if writes.is_empty() {
+            return;
+        }
+        let began = self
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| error(&self.path, e));
+        self.aborted = None;
+        for request in writes {
+            // After the transaction failed, the writes left fail with it.
+            if let Some(e) = began.as_ref().err().or(self.aborted.as_ref()) {
+                fail(request, e.clone());
+                continue;
             }
             self.one(request, &mut done);
         }
-        if writes && began.is_ok() {
+        if began.is_ok() {
             let committed = match self.aborted.take() {
                 Some(e) => Err(e),
                 None => self
