@@ -1381,3 +1381,53 @@ async fn a_client_that_runs_nothing_starts_reads_and_answers(db: Db) {
     );
     assert_eq!(worker.steps().charges.lock().unwrap().len(), 1);
 }
+
+/// PostgreSQL only: a worker that shuts down hands the executions it is driving over at their
+/// next checkpoints (leases released, other workers woken), not when its leases run out.
+#[test]
+fn a_worker_that_shuts_down_hands_its_executions_over_at_once() {
+    let Some(Db::Postgres(url, _)) = Db::postgres("handover") else {
+        let line = "SKIPPED a_worker_that_shuts_down_hands_its_executions_over_at_once: \
+                    DATABASE_URL is not set (.ci/run starts a server)";
+        assert!(std::env::var_os("FSM_REQUIRE_POSTGRES").is_none(), "{line}");
+        println!("{line}");
+        return;
+    };
+    runtime(false).block_on(async {
+        // Leases far longer than the test may take: only a handover can be that quick.
+        let lease = Duration::from_secs(60);
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let a = Executor::<Order, Shop>::builder(Shop {
+            charge_gate: Some(gate.clone()),
+            ..Shop::default()
+        })
+        .durable(PgStore::connect_with_lease(&url, lease).await.unwrap())
+        .unwrap();
+        let id = a
+            .start(order::Machine::new(order::Placed { id: 3 }))
+            .await
+            .unwrap();
+        until(|| a.steps().charge_times.lock().unwrap().len() == 1).await;
+        let b = Executor::<Order, Shop>::builder(Shop::default())
+            .durable(PgStore::connect_with_lease(&url, lease).await.unwrap())
+            .unwrap();
+        // A is charging: B leaves the execution alone.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert!(b.steps().tokens.lock().unwrap().is_empty());
+        let stopping = tokio::spawn({
+            let a = a.clone();
+            async move { a.shutdown().await }
+        });
+        let began = std::time::Instant::now();
+        gate.add_permits(1);
+        stopping.await.unwrap();
+        // A checkpointed Paid and let go; B runs the Paid step (it hands out the token).
+        until(|| b.steps().tokens.lock().unwrap().len() == 1).await;
+        let took = began.elapsed();
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert!(a.steps().tokens.lock().unwrap().is_empty());
+        let row = b.get(id).await.unwrap();
+        assert_eq!(row.state_name, "Paid");
+        assert_eq!(a.steps().charges.lock().unwrap().len(), 1);
+    });
+}
