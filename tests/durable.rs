@@ -314,6 +314,18 @@ async fn until(mut f: impl FnMut() -> bool) {
     panic!("condition never held");
 }
 
+/// The states a history's transitions entered, in order.
+fn entered(history: &fsm_core::History) -> Vec<&'static str> {
+    history
+        .events()
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Transition { to, .. } => Some(to),
+            _ => None,
+        })
+        .collect()
+}
+
 fn deliver(o: order::Machine<order::Paid>) -> order::Machine<order::Delivered> {
     o.deliver(|s| order::Delivered { id: s.id })
 }
@@ -348,15 +360,7 @@ async fn an_execution_is_checkpointed_and_read_back_by_id_and_status(db: Db) {
     assert_eq!(row.status, ExecutionStatus::Succeeded);
     assert_eq!(ex.state(id).await.unwrap(), Order::Delivered { id: 7 });
     let history = ex.history(id).await.unwrap();
-    let path: Vec<&str> = history
-        .events()
-        .iter()
-        .filter_map(|e| match e.kind {
-            EventKind::Transition { to, .. } => Some(to),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(path, ["Reserved", "Paid", "Delivered"]);
+    assert_eq!(entered(&history), ["Reserved", "Paid", "Delivered"]);
     assert_eq!(
         ex.steps().charges.lock().unwrap().as_slice(),
         [format!("{id}-step-1")]
@@ -1351,18 +1355,8 @@ async fn a_client_that_runs_nothing_starts_reads_and_answers(db: Db) {
         (done.state_name.as_str(), done.status),
         ("Delivered", ExecutionStatus::Succeeded)
     );
-    let path: Vec<&str> = client
-        .history(id)
-        .await
-        .unwrap()
-        .events()
-        .iter()
-        .filter_map(|e| match e.kind {
-            EventKind::Transition { to, .. } => Some(to),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(path, ["Reserved", "Paid", "Delivered"]);
+    let history = client.history(id).await.unwrap();
+    assert_eq!(entered(&history), ["Reserved", "Paid", "Delivered"]);
     assert_eq!(
         client
             .list(Some(ExecutionStatus::Succeeded))
