@@ -483,6 +483,35 @@ fn postgres_report(url: &str) {
          {:.0}-{:.0})",
         rates[1], rates[0], rates[2]
     );
+    // Reads by a client: 20,000 `get`s from 64 tasks at once, on one store.
+    let db = rt.block_on(fresh_database(url, "bench_reads"));
+    let rates: Vec<f64> = rt.block_on(async {
+        let store = fsm_core::PgStore::connect(&db).await.unwrap();
+        let client = fsm_core::DurableClient::<Chain, _>::new(store);
+        let id = client.start(Chain::S0(0)).await.unwrap();
+        let mut rates = Vec::new();
+        for _ in 0..3 {
+            let began = Instant::now();
+            let mut readers = tokio::task::JoinSet::new();
+            for _ in 0..64 {
+                let client = client.clone();
+                readers.spawn(async move {
+                    for _ in 0..20_000 / 64 {
+                        client.get(id).await.unwrap();
+                    }
+                });
+            }
+            readers.join_all().await;
+            rates.push((20_000 / 64 * 64) as f64 / began.elapsed().as_secs_f64());
+        }
+        rates.sort_by(f64::total_cmp);
+        rates
+    });
+    println!(
+        "PostgreSQL: a client's reads (get, 64 at once): {:.0} per second (median of 3; \
+         {:.0}-{:.0})",
+        rates[1], rates[0], rates[2]
+    );
     // Latency from start to the first step, one execution at a time, idle workers.
     let db = rt.block_on(fresh_database(url, "bench_latency"));
     let seen = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));

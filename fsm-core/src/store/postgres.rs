@@ -149,9 +149,11 @@ async fn connect(url: &str) -> Result<Client, StoreError> {
 
 /// A connection made again after a break, no more often than a backoff allows: while the
 /// server is away (restarting, recovering) its callers get `Unavailable` at once instead of
-/// a connection attempt each, which would keep a recovering server busy.
+/// a connection attempt each, which would keep a recovering server busy. The client is
+/// shared: readers run their queries on it at the same time (tokio-postgres pipelines them),
+/// and hold the lock only to get it.
 struct Connection {
-    client: Option<Client>,
+    client: Option<Arc<Client>>,
     /// No attempt before this instant.
     not_before: Option<tokio::time::Instant>,
     delay: Duration,
@@ -163,15 +165,15 @@ impl Connection {
 
     fn new(client: Client) -> Self {
         Connection {
-            client: Some(client),
+            client: Some(Arc::new(client)),
             not_before: None,
             delay: Self::FIRST_DELAY,
         }
     }
 
     /// The connection, made again if it broke.
-    async fn get(&mut self, url: &str) -> Result<&mut Client, StoreError> {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
+    async fn get(&mut self, url: &str) -> Result<&mut Arc<Client>, StoreError> {
+        if self.client.as_deref().is_none_or(Client::is_closed) {
             self.client = None;
             if let Some(at) = self.not_before {
                 if tokio::time::Instant::now() < at {
@@ -182,7 +184,7 @@ impl Connection {
             }
             match connect(url).await {
                 Ok(client) => {
-                    self.client = Some(client);
+                    self.client = Some(Arc::new(client));
                     (self.not_before, self.delay) = (None, Self::FIRST_DELAY);
                 }
                 Err(e) => {
@@ -195,9 +197,16 @@ impl Connection {
         self.client.as_mut().ok_or(StoreError::Closed)
     }
 
-    /// Drops a connection that broke.
-    fn broke(&mut self) {
-        self.client = None;
+    /// The connection for the writer, its only user (a transaction needs it alone).
+    async fn get_alone(&mut self, url: &str) -> Result<&mut Client, StoreError> {
+        Arc::get_mut(self.get(url).await?).ok_or(StoreError::Closed)
+    }
+
+    /// Drops `broken`, if it is still the connection.
+    fn broke(&mut self, broken: &Arc<Client>) {
+        if self.client.as_ref().is_some_and(|c| Arc::ptr_eq(c, broken)) {
+            self.client = None;
+        }
     }
 }
 
@@ -243,12 +252,13 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        let mut reader = self.inner.reader.lock().await;
         for _ in 0..2 {
-            let client = reader.get(&self.inner.url).await?;
+            let client = Arc::clone(self.inner.reader.lock().await.get(&self.inner.url).await?);
             match client.query(sql, params).await {
                 Ok(rows) => return Ok(rows),
-                Err(e) if client.is_closed() || e.is_closed() => reader.broke(),
+                Err(e) if client.is_closed() || e.is_closed() => {
+                    self.inner.reader.lock().await.broke(&client)
+                }
                 Err(e) => return Err(db(e)),
             }
         }
@@ -367,7 +377,7 @@ async fn writer(url: String, client: Client, mut rx: mpsc::UnboundedReceiver<Wri
             if retry > 0 {
                 tokio::time::sleep(Duration::from_millis(10 << retry)).await;
             }
-            result = match connection.get(&url).await {
+            result = match connection.get_alone(&url).await {
                 Ok(client) => commit(client, &batch).await,
                 Err(e) => Err(e),
             };
