@@ -1052,6 +1052,9 @@ impl Store for LosesAReply {
     fn work(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.store.work()
     }
+    fn ended(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.store.ended()
+    }
 }
 
 /// PostgreSQL only (SQLite has one worker process and no connection to lose): a worker told
@@ -1424,4 +1427,42 @@ fn a_worker_that_shuts_down_hands_its_executions_over_at_once() {
         assert_eq!(row.state_name, "Paid");
         assert_eq!(a.steps().charges.lock().unwrap().len(), 1);
     });
+}
+
+on_both_stores!(
+    a_client_waiting_for_an_execution_hears_of_its_end_at_once,
+    async
+);
+/// `DurableClient::finished` returns as soon as a worker ends the execution (the store tells
+/// it: on PostgreSQL by `NOTIFY`), not at its next look a second later.
+async fn a_client_waiting_for_an_execution_hears_of_its_end_at_once(db: Db) {
+    let worker = open(&db, Shop::default()).await;
+    let client = DurableClient::<Order, _>::new(match &db {
+        Db::Sqlite(_) => worker.store().clone(),
+        Db::Postgres(..) => db.store().await,
+    });
+    let id = client
+        .start(order::Machine::new(order::Placed { id: 6 }))
+        .await
+        .unwrap();
+    until(|| worker.steps().tokens.lock().unwrap().len() == 1).await;
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let row = client.finished(id).await.unwrap();
+            (row, std::time::Instant::now())
+        }
+    });
+    // The client has looked, and waits: its next look of its own is 1 s after the last.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let token = worker.steps().tokens.lock().unwrap()[0].clone();
+    let answered = std::time::Instant::now();
+    client
+        .complete::<order::Paid, _>(&token, deliver)
+        .await
+        .unwrap();
+    let (row, heard) = waiting.await.unwrap();
+    assert_eq!(row.status, ExecutionStatus::Succeeded);
+    let after = heard - answered;
+    assert!(after < Duration::from_millis(400), "{after:?}");
 }

@@ -435,16 +435,25 @@ where
         self.inner.list(status).await
     }
 
-    /// Waits until the execution has ended, and returns its row: looks every 10 ms at first,
-    /// then less often, up to once a second.
+    /// Waits until the execution has ended, and returns its row. It looks again whenever
+    /// the store says an execution ended ([`Store::ended`]: on SQLite and PostgreSQL, at once,
+    /// whichever process ended it), and at least every second.
     pub async fn finished(&self, id: ExecutionId) -> Result<ExecutionRecord, DurableError> {
-        let mut pause = Duration::from_millis(10);
+        let mut ended = self.inner.store.ended();
         loop {
             if let Some(row) = self.inner.ended(id).await? {
                 return Ok(row);
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
+            let wait = async {
+                let changed = match &mut ended {
+                    Some(ended) => ended.changed().await.is_ok(),
+                    None => false,
+                };
+                if !changed {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), wait).await;
         }
     }
 

@@ -1107,6 +1107,8 @@ where
     /// Waits until the execution has ended, and returns its row. Returns an error if the
     /// execution is set aside (see [`DurableExecutor::problems`]).
     pub async fn finished(&self, id: ExecutionId) -> Result<ExecutionRecord, DurableError> {
+        // Ends in other processes, as the store tells them.
+        let mut elsewhere = self.inner.client.store.ended();
         loop {
             let notified = self.inner.ended.notified();
             let mut notified = core::pin::pin!(notified);
@@ -1122,8 +1124,26 @@ where
             {
                 return Err(p.error);
             }
-            // Woken by any execution's end; a timer guards against an end in another process.
-            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+            // Woken by any execution's end here or, through the store, elsewhere; and at least
+            // every second.
+            let mut changed = core::pin::pin!(async {
+                let changed = match &mut elsewhere {
+                    Some(ended) => ended.changed().await.is_ok(),
+                    None => false,
+                };
+                if !changed {
+                    std::future::pending::<()>().await;
+                }
+            });
+            let either = std::future::poll_fn(|cx| {
+                use core::future::Future;
+                if notified.as_mut().poll(cx).is_ready() || changed.as_mut().poll(cx).is_ready() {
+                    core::task::Poll::Ready(())
+                } else {
+                    core::task::Poll::Pending
+                }
+            });
+            let _ = tokio::time::timeout(Duration::from_secs(1), either).await;
         }
     }
 

@@ -89,4 +89,10 @@ impl Store for AnyStore {
             AnyStore::Postgres(s) => s.work(),
         }
     }
+    fn ended(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        match self {
+            AnyStore::Sqlite(s) => s.ended(),
+            AnyStore::Postgres(s) => s.ended(),
+        }
+    }
 }

@@ -510,4 +510,11 @@ pub trait Store: Send + Sync + 'static {
     fn work(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+
+    /// Changes whenever an execution has ended (in this process or, for a shared store, in
+    /// another), so that whoever waits for one looks at once. `None` (the default): callers
+    /// look again from time to time.
+    fn ended(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }

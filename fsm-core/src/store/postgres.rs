@@ -20,6 +20,8 @@ use crate::ExecutionId;
 const SCHEMA_VERSION: i64 = 1;
 const BATCH: usize = 2048;
 const CHANNEL: &str = "fsm_work";
+/// Told when executions ended.
+const ENDED: &str = "fsm_ended";
 
 const SCHEMA: &str = "
 CREATE TABLE fsm_executions (
@@ -87,6 +89,7 @@ struct Shared {
     writes: mpsc::UnboundedSender<Write>,
     reader: Mutex<Connection>,
     work: Arc<watch::Sender<u64>>,
+    ended: Arc<watch::Sender<u64>>,
     lease: Duration,
 }
 
@@ -223,15 +226,21 @@ impl PgStore {
         let mut client = connect(url).await?;
         prepare(&mut client).await?;
         let work = Arc::new(watch::Sender::new(0));
+        let ended = Arc::new(watch::Sender::new(0));
         let (writes, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer(url.to_owned(), client, rx));
-        tokio::spawn(listen(url.to_owned(), Arc::downgrade(&work)));
+        tokio::spawn(listen(
+            url.to_owned(),
+            Arc::downgrade(&work),
+            Arc::downgrade(&ended),
+        ));
         Ok(PgStore {
             inner: Arc::new(Shared {
                 url: url.to_owned(),
                 writes,
                 reader: Mutex::new(Connection::new(connect(url).await?)),
                 work,
+                ended,
                 lease,
             }),
         })
@@ -313,8 +322,13 @@ async fn prepare(client: &mut Client) -> Result<(), StoreError> {
     tx.commit().await.map_err(db)
 }
 
-/// Forwards `NOTIFY fsm_work` to the workers of this process; listens again after a break.
-async fn listen(url: String, work: std::sync::Weak<watch::Sender<u64>>) {
+/// Forwards `NOTIFY fsm_work` and `NOTIFY fsm_ended` to this process's receivers; listens
+/// again after a break.
+async fn listen(
+    url: String,
+    work: std::sync::Weak<watch::Sender<u64>>,
+    ended: std::sync::Weak<watch::Sender<u64>>,
+) {
     loop {
         if work.strong_count() == 0 {
             return;
@@ -328,8 +342,8 @@ async fn listen(url: String, work: std::sync::Weak<watch::Sender<u64>>) {
         let pump = tokio::spawn(async move {
             loop {
                 match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                    Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
-                        if tx.send(()).is_err() {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                        if tx.send(n.channel() == ENDED).is_err() {
                             return;
                         }
                     }
@@ -339,14 +353,15 @@ async fn listen(url: String, work: std::sync::Weak<watch::Sender<u64>>) {
             }
         });
         if client
-            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {ENDED}"))
             .await
             .is_ok()
         {
-            while rx.recv().await.is_some() {
-                match work.upgrade() {
+            while let Some(is_ended) = rx.recv().await {
+                let to = if is_ended { &ended } else { &work };
+                match to.upgrade() {
                     // Every receiver sees the change, whether it waits this instant or not.
-                    Some(work) => work.send_modify(|n| *n = n.wrapping_add(1)),
+                    Some(to) => to.send_modify(|n| *n = n.wrapping_add(1)),
                     None => return,
                 }
             }
@@ -450,7 +465,7 @@ fn opt_ms(v: Option<Millis>) -> Option<i64> {
 async fn commit(client: &mut Client, batch: &[Write]) -> Result<Vec<Outcome>, StoreError> {
     let mut tx = client.transaction().await.map_err(db)?;
     let mut done: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
-    let mut notify = false;
+    let (mut notify, mut ended) = (false, false);
     let mut seen = std::collections::HashSet::with_capacity(batch.len());
     let (mut plain_creates, mut plain_checkpoints) = (Vec::new(), Vec::new());
     for (i, w) in batch.iter().enumerate() {
@@ -497,6 +512,7 @@ async fn commit(client: &mut Client, batch: &[Write]) -> Result<Vec<Outcome>, St
             for ((&i, cp), outcome) in plain_checkpoints.iter().zip(&cps).zip(outcomes) {
                 let r = &cp.record;
                 notify |= outcome.is_ok() && r.lease_owner.is_none() && !r.status.is_final();
+                ended |= outcome.is_ok() && r.status.is_final();
                 done[i] = Some(Outcome::Version(outcome));
             }
         }
@@ -517,6 +533,7 @@ async fn commit(client: &mut Client, batch: &[Write]) -> Result<Vec<Outcome>, St
                 let r = checkpoint(&sp, cp).await;
                 notify |=
                     r.is_ok() && cp.record.lease_owner.is_none() && !cp.record.status.is_final();
+                ended |= r.is_ok() && cp.record.status.is_final();
                 finish(sp, &r).await?;
                 Outcome::Version(r)
             }
@@ -528,10 +545,14 @@ async fn commit(client: &mut Client, batch: &[Write]) -> Result<Vec<Outcome>, St
             }
         });
     }
-    if notify {
-        tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
-            .await
-            .map_err(db)?;
+    // Delivered when the transaction commits, to every listening process.
+    let channels: Vec<&str> = [(notify, CHANNEL), (ended, ENDED)]
+        .into_iter()
+        .filter_map(|(on, channel)| on.then_some(channel))
+        .collect();
+    if !channels.is_empty() {
+        let sql: Vec<String> = channels.iter().map(|c| format!("NOTIFY {c}")).collect();
+        tx.batch_execute(&sql.join("; ")).await.map_err(db)?;
     }
     tx.commit().await.map_err(db)?;
     Ok(done.into_iter().flatten().collect())
@@ -1105,5 +1126,9 @@ impl Store for PgStore {
 
     fn work(&self) -> Option<watch::Receiver<u64>> {
         Some(self.inner.work.subscribe())
+    }
+
+    fn ended(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.inner.ended.subscribe())
     }
 }

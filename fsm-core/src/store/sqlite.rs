@@ -114,6 +114,8 @@ struct Shared {
     requests: mpsc::Sender<Request>,
     /// Changed after a write that leaves work due for whichever worker claims it.
     work: tokio::sync::watch::Sender<u64>,
+    /// Changed after a checkpoint that ended an execution.
+    ended: tokio::sync::watch::Sender<u64>,
     path: PathBuf,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Held for the store's lifetime: the worker lock.
@@ -242,6 +244,7 @@ impl SqliteStore {
             inner: std::sync::Arc::new(Shared {
                 requests,
                 work: tokio::sync::watch::Sender::new(0),
+                ended: tokio::sync::watch::Sender::new(0),
                 path,
                 thread: std::sync::Mutex::new(Some(thread)),
                 _lock: lock,
@@ -969,7 +972,12 @@ impl Store for SqliteStore {
     // A checkpoint that releases its execution is not announced: the worker that wrote it is
     // the file's only one, and it looks at its due times when the execution leaves it.
     async fn checkpoint(&self, checkpoint: Checkpoint) -> Result<u64, StoreError> {
-        self.ask(|tx| Request::Checkpoint(checkpoint, tx)).await
+        let ends = checkpoint.record.status.is_final();
+        let version = self.ask(|tx| Request::Checkpoint(checkpoint, tx)).await?;
+        if ends {
+            self.inner.ended.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Ok(version)
     }
 
     async fn claim(
@@ -1024,6 +1032,10 @@ impl Store for SqliteStore {
 
     fn work(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         Some(self.inner.work.subscribe())
+    }
+
+    fn ended(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.inner.ended.subscribe())
     }
 
     async fn wait_token(
