@@ -1315,21 +1315,30 @@ fn a_worker_whose_lease_was_taken_over_can_neither_renew_nor_checkpoint() {
     });
 }
 
-on_both_stores!(a_client_that_runs_nothing_starts_reads_and_answers, async);
-/// A `DurableClient` (no step handlers, no tasks) starts an execution that a worker runs,
-/// reads it back, and completes its wait; a used token is refused to it as to a worker.
-async fn a_client_that_runs_nothing_starts_reads_and_answers(db: Db) {
-    let worker = open(&db, Shop::default()).await;
+/// A worker, a client that runs nothing, and order `order` started by the client.
+async fn worker_and_client(
+    db: &Db,
+    order: u32,
+) -> (Durable, DurableClient<Order, AnyStore>, ExecutionId) {
+    let worker = open(db, Shop::default()).await;
     // On SQLite one process opens the file: the client shares the worker's store. On
     // PostgreSQL it could be in any process.
-    let client = DurableClient::<Order, _>::new(match &db {
+    let client = DurableClient::<Order, _>::new(match db {
         Db::Sqlite(_) => worker.store().clone(),
         Db::Postgres(..) => db.store().await,
     });
     let id = client
-        .start(order::Machine::new(order::Placed { id: 4 }))
+        .start(order::Machine::new(order::Placed { id: order }))
         .await
         .unwrap();
+    (worker, client, id)
+}
+
+on_both_stores!(a_client_that_runs_nothing_starts_reads_and_answers, async);
+/// A `DurableClient` (no step handlers, no tasks) starts an execution that a worker runs,
+/// reads it back, and completes its wait; a used token is refused to it as to a worker.
+async fn a_client_that_runs_nothing_starts_reads_and_answers(db: Db) {
+    let (worker, client, id) = worker_and_client(&db, 4).await;
     // The carrier has its token once the wait is checkpointed.
     let mut row = client.get(id).await.unwrap();
     for _ in 0..2_000 {
@@ -1436,15 +1445,7 @@ on_both_stores!(
 /// `DurableClient::finished` returns as soon as a worker ends the execution (the store tells
 /// it: on PostgreSQL by `NOTIFY`), not at its next look a second later.
 async fn a_client_waiting_for_an_execution_hears_of_its_end_at_once(db: Db) {
-    let worker = open(&db, Shop::default()).await;
-    let client = DurableClient::<Order, _>::new(match &db {
-        Db::Sqlite(_) => worker.store().clone(),
-        Db::Postgres(..) => db.store().await,
-    });
-    let id = client
-        .start(order::Machine::new(order::Placed { id: 6 }))
-        .await
-        .unwrap();
+    let (worker, client, id) = worker_and_client(&db, 6).await;
     until(|| worker.steps().tokens.lock().unwrap().len() == 1).await;
     let waiting = tokio::spawn({
         let client = client.clone();
