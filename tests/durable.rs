@@ -4,6 +4,7 @@
 //! the runtime that ran them is gone, durable retry timers, task tokens, bad data and changed
 //! definitions; then what only SQLite has (files, a size limit, read-only opening).
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -269,6 +270,21 @@ fn runtime(paused: bool) -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A fresh PostgreSQL database for `test`; without `DATABASE_URL`, `None` after saying the
+/// test was skipped (a failure where the server is required).
+fn postgres_or_skip(test: &str) -> Option<Db> {
+    let db = Db::postgres(test);
+    if db.is_none() {
+        let line = format!(
+            "SKIPPED {test} on PostgreSQL: DATABASE_URL is not set (.ci/run starts a server)"
+        );
+        assert!(std::env::var_os("FSM_REQUIRE_POSTGRES").is_none(), "{line}");
+        // Past the test harness's capture of `println!`: the line shows in every run.
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+    db
+}
+
 /// The test `$name` on both stores: `$name::sqlite` and `$name::postgres`. `async` bodies run
 /// on a runtime (`paused`: on tokio's paused clock); `sync` bodies make their own.
 macro_rules! on_both_stores {
@@ -281,13 +297,7 @@ macro_rules! on_both_stores {
 
             #[test]
             fn postgres() {
-                let Some(db) = super::Db::postgres(stringify!($name)) else {
-                    let line = concat!(
-                        "SKIPPED ", stringify!($name),
-                        " on PostgreSQL: DATABASE_URL is not set (.ci/run starts a server)"
-                    );
-                    assert!(std::env::var_os("FSM_REQUIRE_POSTGRES").is_none(), "{line}");
-                    println!("{line}");
+                let Some(db) = super::postgres_or_skip(stringify!($name)) else {
                     return;
                 };
                 // On PostgreSQL, tokio's clock is never paused: it would jump ahead whenever
@@ -1063,11 +1073,9 @@ impl Store for LosesAReply {
 /// and goes on from the checkpoint, which had committed.
 #[test]
 fn an_execution_whose_checkpoint_reply_was_lost_is_taken_up_again_when_its_lease_runs_out() {
-    let Some(db) = Db::postgres("lost_reply") else {
-        let line = "SKIPPED an_execution_whose_checkpoint_reply_was_lost_is_taken_up_again_\
-                    when_its_lease_runs_out: DATABASE_URL is not set (.ci/run starts a server)";
-        assert!(std::env::var_os("FSM_REQUIRE_POSTGRES").is_none(), "{line}");
-        println!("{line}");
+    let test =
+        "an_execution_whose_checkpoint_reply_was_lost_is_taken_up_again_when_its_lease_runs_out";
+    let Some(db) = postgres_or_skip(test) else {
         return;
     };
     runtime(false).block_on(async {
@@ -1234,11 +1242,8 @@ async fn futures_join_all<F: std::future::Future>(
 #[test]
 fn a_worker_whose_lease_was_taken_over_can_neither_renew_nor_checkpoint() {
     use fsm_core::store::{Checkpoint, ExecutionRecord, NewExecution};
-    let Some(Db::Postgres(url, _)) = Db::postgres("fencing") else {
-        let line = "SKIPPED a_worker_whose_lease_was_taken_over_can_neither_renew_nor_\
-                    checkpoint: DATABASE_URL is not set (.ci/run starts a server)";
-        assert!(std::env::var_os("FSM_REQUIRE_POSTGRES").is_none(), "{line}");
-        println!("{line}");
+    let test = "a_worker_whose_lease_was_taken_over_can_neither_renew_nor_checkpoint";
+    let Some(Db::Postgres(url, _)) = postgres_or_skip(test) else {
         return;
     };
     runtime(false).block_on(async {
@@ -1392,11 +1397,8 @@ async fn a_client_that_runs_nothing_starts_reads_and_answers(db: Db) {
 /// next checkpoints (leases released, other workers woken), not when its leases run out.
 #[test]
 fn a_worker_that_shuts_down_hands_its_executions_over_at_once() {
-    let Some(Db::Postgres(url, _)) = Db::postgres("handover") else {
-        let line = "SKIPPED a_worker_that_shuts_down_hands_its_executions_over_at_once: \
-                    DATABASE_URL is not set (.ci/run starts a server)";
-        assert!(std::env::var_os("FSM_REQUIRE_POSTGRES").is_none(), "{line}");
-        println!("{line}");
+    let test = "a_worker_that_shuts_down_hands_its_executions_over_at_once";
+    let Some(Db::Postgres(url, _)) = postgres_or_skip(test) else {
         return;
     };
     runtime(false).block_on(async {

@@ -347,6 +347,18 @@ fn token_store_error(e: StoreError) -> TokenError {
     }
 }
 
+/// Returns when `ended` (a store's [`Store::ended`]) next changes; never, if the store tells
+/// nothing or is gone.
+pub(crate) async fn next_end(ended: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    let changed = match ended {
+        Some(ended) => ended.changed().await.is_ok(),
+        None => false,
+    };
+    if !changed {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Starts, reads and answers durable executions of machine `M` on store `S`, and runs none:
 /// for a process that is not a worker (an API server, a webhook that completes task tokens).
 /// It needs no step handlers and starts no task; workers
@@ -444,16 +456,7 @@ where
             if let Some(row) = self.inner.ended(id).await? {
                 return Ok(row);
             }
-            let wait = async {
-                let changed = match &mut ended {
-                    Some(ended) => ended.changed().await.is_ok(),
-                    None => false,
-                };
-                if !changed {
-                    std::future::pending::<()>().await;
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(1), wait).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), next_end(&mut ended)).await;
         }
     }
 

@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::client::Client;
+use crate::client::{next_end, Client};
 use crate::driver::{Cloned, Deadline, Driver, Guard};
 use crate::executor::{AfterFailure, Core, ExecutorBuilder, Recorder, Stopped};
 use crate::policy::JitterSource;
@@ -1126,15 +1126,7 @@ where
             }
             // Woken by any execution's end here or, through the store, elsewhere; and at least
             // every second.
-            let mut changed = core::pin::pin!(async {
-                let changed = match &mut elsewhere {
-                    Some(ended) => ended.changed().await.is_ok(),
-                    None => false,
-                };
-                if !changed {
-                    std::future::pending::<()>().await;
-                }
-            });
+            let mut changed = core::pin::pin!(next_end(&mut elsewhere));
             let either = std::future::poll_fn(|cx| {
                 use core::future::Future;
                 if notified.as_mut().poll(cx).is_ready() || changed.as_mut().poll(cx).is_ready() {

@@ -430,6 +430,30 @@ impl Write {
             Write::Answer(a, _) => a.execution,
         }
     }
+
+    /// What this write, once it changed its row, tells other processes: whether it left
+    /// work for any worker (an unclaimed start, a released execution, an answer), whether
+    /// it ended an execution.
+    fn announces(&self) -> (bool, bool) {
+        match self {
+            Write::Create(n, _) => (n.record.lease_owner.is_none(), false),
+            Write::Checkpoint(c, _) => {
+                let (r, ends) = (&c.record, c.record.status.is_final());
+                (r.lease_owner.is_none() && !ends, ends)
+            }
+            Write::Answer(..) => (true, false),
+        }
+    }
+}
+
+impl Outcome {
+    /// Whether the write changed its row (an answer to a token no longer open did not).
+    fn changed(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Unit(Ok(())) | Outcome::Version(Ok(_)) | Outcome::Bool(Ok(true))
+        )
+    }
 }
 
 fn reply(w: Write, outcome: Outcome) {
@@ -465,54 +489,37 @@ fn opt_ms(v: Option<Millis>) -> Option<i64> {
 async fn commit(client: &mut Client, batch: &[Write]) -> Result<Vec<Outcome>, StoreError> {
     let mut tx = client.transaction().await.map_err(db)?;
     let mut done: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
-    let (mut notify, mut ended) = (false, false);
     let mut seen = std::collections::HashSet::with_capacity(batch.len());
-    let (mut plain_creates, mut plain_checkpoints) = (Vec::new(), Vec::new());
+    let (mut creates, mut checkpoints) = (Vec::new(), Vec::new());
     for (i, w) in batch.iter().enumerate() {
         // An execution written twice in one batch: the second write waits for the first.
         if !seen.insert(w.execution()) {
             continue;
         }
         match w {
-            Write::Create(new, _) if new.token.is_none() => plain_creates.push(i),
-            Write::Checkpoint(cp, _) if is_plain(cp) => plain_checkpoints.push(i),
+            Write::Create(new, _) if new.token.is_none() => creates.push((i, new)),
+            Write::Checkpoint(cp, _) if is_plain(cp) => checkpoints.push((i, cp)),
             _ => {}
         }
     }
-    if !plain_creates.is_empty() {
-        let news: Vec<&NewExecution> = plain_creates
-            .iter()
-            .filter_map(|&i| match &batch[i] {
-                Write::Create(n, _) => Some(n),
-                _ => None,
-            })
-            .collect();
+    if !creates.is_empty() {
+        let news: Vec<&NewExecution> = creates.iter().map(|&(_, new)| new).collect();
         let sp = tx.savepoint("bulk").await.map_err(db)?;
         let r = create_all(&sp, &news).await;
         finish(sp, &r).await?;
         if r.is_ok() {
-            for (&i, new) in plain_creates.iter().zip(&news) {
-                notify |= new.record.lease_owner.is_none();
+            for &(i, _) in &creates {
                 done[i] = Some(Outcome::Unit(Ok(())));
             }
         }
     }
-    if !plain_checkpoints.is_empty() {
-        let cps: Vec<&Checkpoint> = plain_checkpoints
-            .iter()
-            .filter_map(|&i| match &batch[i] {
-                Write::Checkpoint(c, _) => Some(c),
-                _ => None,
-            })
-            .collect();
+    if !checkpoints.is_empty() {
+        let cps: Vec<&Checkpoint> = checkpoints.iter().map(|&(_, cp)| cp).collect();
         let sp = tx.savepoint("bulk").await.map_err(db)?;
         let r = checkpoint_all(&sp, &cps).await;
         finish(sp, &r).await?;
         if let Ok(outcomes) = r {
-            for ((&i, cp), outcome) in plain_checkpoints.iter().zip(&cps).zip(outcomes) {
-                let r = &cp.record;
-                notify |= outcome.is_ok() && r.lease_owner.is_none() && !r.status.is_final();
-                ended |= outcome.is_ok() && r.status.is_final();
+            for (&(i, _), outcome) in checkpoints.iter().zip(outcomes) {
                 done[i] = Some(Outcome::Version(outcome));
             }
         }
@@ -525,37 +532,40 @@ async fn commit(client: &mut Client, batch: &[Write]) -> Result<Vec<Outcome>, St
         *slot = Some(match w {
             Write::Create(new, _) => {
                 let r = create(&sp, new).await;
-                notify |= r.is_ok() && new.record.lease_owner.is_none();
                 finish(sp, &r).await?;
                 Outcome::Unit(r)
             }
             Write::Checkpoint(cp, _) => {
                 let r = checkpoint(&sp, cp).await;
-                notify |=
-                    r.is_ok() && cp.record.lease_owner.is_none() && !cp.record.status.is_final();
-                ended |= r.is_ok() && cp.record.status.is_final();
                 finish(sp, &r).await?;
                 Outcome::Version(r)
             }
             Write::Answer(answer, _) => {
                 let r = answer_token(&sp, answer).await;
-                notify |= matches!(r, Ok(true));
                 finish(sp, &r).await?;
                 Outcome::Bool(r)
             }
         });
     }
-    // Delivered when the transaction commits, to every listening process.
-    let channels: Vec<&str> = [(notify, CHANNEL), (ended, ENDED)]
+    let done: Vec<Outcome> = done.into_iter().flatten().collect();
+    // What the batch tells other processes, delivered when the transaction commits.
+    let (mut work, mut ended) = (false, false);
+    for (w, outcome) in batch.iter().zip(&done) {
+        if outcome.changed() {
+            let (more_work, ends) = w.announces();
+            (work, ended) = (work || more_work, ended || ends);
+        }
+    }
+    let notify: Vec<String> = [(work, CHANNEL), (ended, ENDED)]
         .into_iter()
-        .filter_map(|(on, channel)| on.then_some(channel))
+        .filter(|&(on, _)| on)
+        .map(|(_, channel)| format!("NOTIFY {channel}"))
         .collect();
-    if !channels.is_empty() {
-        let sql: Vec<String> = channels.iter().map(|c| format!("NOTIFY {c}")).collect();
-        tx.batch_execute(&sql.join("; ")).await.map_err(db)?;
+    if !notify.is_empty() {
+        tx.batch_execute(&notify.join("; ")).await.map_err(db)?;
     }
     tx.commit().await.map_err(db)?;
-    Ok(done.into_iter().flatten().collect())
+    Ok(done)
 }
 
 /// Whether a checkpoint only moves its row and appends events.
