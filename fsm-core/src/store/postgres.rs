@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::{
-    Checkpoint, ExecutionRecord, ExecutionStatus, ListQuery, Millis, NewExecution, Store,
-    StoreError, StoredEvent, TokenAnswer, TokenRecord, TokenStatus, WaitingFor,
+    rows, Checkpoint, ExecutionRecord, ExecutionStatus, ListQuery, Millis, NewExecution, Store,
+    StoreError, StoredEvent, TokenAnswer, TokenRecord, WaitingFor,
 };
 use crate::ExecutionId;
 
@@ -919,79 +919,22 @@ async fn answer_token(
     Ok(true)
 }
 
-/// An execution's row, or what is wrong with it.
-fn record(r: &Row) -> Result<ExecutionRecord, StoreError> {
-    let id_text: String = r.try_get(0).unwrap_or_default();
-    let id = id_text.parse::<ExecutionId>().ok();
-    let corrupt = |message: String| StoreError::Corrupt {
-        execution: id,
-        message,
-    };
-    let col = |e: tokio_postgres::Error| corrupt(e.to_string());
-    let status: String = r.try_get(5).map_err(col)?;
-    let waiting: Option<String> = r.try_get(6).map_err(col)?;
-    let millis = |i: usize| -> Result<Option<Millis>, StoreError> {
-        Ok(r.try_get::<_, Option<i64>>(i)
-            .map_err(col)?
-            .map(|v| v.max(0) as u64))
-    };
-    let small = |i: usize| -> Result<u32, StoreError> {
-        let v: i64 = r.try_get(i).map_err(col)?;
-        u32::try_from(v).map_err(|_| corrupt(format!("column {i} is {v}")))
-    };
-    Ok(ExecutionRecord {
-        id: id.ok_or_else(|| corrupt(format!("id {id_text:?}")))?,
-        machine: r.try_get(1).map_err(col)?,
-        fingerprint: r.try_get(2).map_err(col)?,
-        state_name: r.try_get(3).map_err(col)?,
-        state: r.try_get(4).map_err(col)?,
-        status: ExecutionStatus::parse(&status)
-            .ok_or_else(|| corrupt(format!("status {status:?}")))?,
-        waiting_for: match waiting {
-            None => None,
-            Some(w) => {
-                Some(WaitingFor::parse(&w).ok_or_else(|| corrupt(format!("waiting_for {w:?}")))?)
-            }
-        },
-        step: small(7)?,
-        attempt: small(8)?,
-        due_at: millis(9)?,
-        error: r.try_get(10).map_err(col)?,
-        events: small(11)?,
-        created_at: millis(12)?.unwrap_or(0),
-        updated_at: millis(13)?.unwrap_or(0),
-        lease_owner: r.try_get(14).map_err(col)?,
-        lease_expires: millis(15)?,
-        version: r.try_get::<_, i64>(16).map_err(col)?.max(0) as u64,
-    })
+impl rows::Columns for Row {
+    fn text(&self, i: usize) -> Result<Option<String>, String> {
+        self.try_get(i).map_err(|e| e.to_string())
+    }
+
+    fn int(&self, i: usize) -> Result<Option<i64>, String> {
+        self.try_get(i).map_err(|e| e.to_string())
+    }
 }
 
 fn records(rows: Vec<Row>) -> Result<Vec<ExecutionRecord>, StoreError> {
-    rows.iter().map(record).collect()
+    rows.iter().map(rows::record).collect()
 }
 
 fn tokens(rows: Vec<Row>) -> Result<Vec<TokenRecord>, StoreError> {
-    rows.iter()
-        .map(|r| {
-            let execution: String = r.get(1);
-            let status: String = r.get(4);
-            let corrupt = |message: String| StoreError::Corrupt {
-                execution: execution.parse().ok(),
-                message,
-            };
-            Ok(TokenRecord {
-                secret: r.get(0),
-                execution: execution
-                    .parse()
-                    .map_err(|_| corrupt(format!("token of execution {execution:?}")))?,
-                step: u32::try_from(r.get::<_, i64>(2)).unwrap_or(u32::MAX),
-                attempt: u32::try_from(r.get::<_, i64>(3)).unwrap_or(u32::MAX),
-                status: TokenStatus::parse(&status)
-                    .ok_or_else(|| corrupt(format!("token status {status:?}")))?,
-                result: r.get(5),
-            })
-        })
-        .collect()
+    rows.iter().map(rows::token).collect()
 }
 
 impl Store for PgStore {

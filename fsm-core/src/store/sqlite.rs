@@ -10,8 +10,8 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, Row};
 use tokio::sync::oneshot;
 
 use super::{
-    Checkpoint, ExecutionRecord, ExecutionStatus, ListQuery, Millis, NewExecution, Store,
-    StoreError, StoredEvent, TokenAnswer, TokenRecord, TokenStatus, WaitingFor,
+    rows, Checkpoint, ExecutionRecord, ListQuery, Millis, NewExecution, Store, StoreError,
+    StoredEvent, TokenAnswer, TokenRecord, WaitingFor,
 };
 use crate::ExecutionId;
 
@@ -608,7 +608,7 @@ impl Writer {
             .prepare_cached(sql)
             .map_err(|e| error(&self.path, e))?;
         let rows = stmt
-            .query_map(args, |r| Ok(record(r)))
+            .query_map(args, |r| Ok(rows::record(r)))
             .map_err(|e| error(&self.path, e))?;
         let mut out = Vec::new();
         for row in rows {
@@ -861,7 +861,7 @@ fn claim(
     let lease = opt_ms(Some(lease_until).filter(|&e| e != Millis::MAX));
     let rows = stmt
         .query_map(params![owner, lease, machine, ms(now), limit as i64], |r| {
-            Ok(record(r))
+            Ok(rows::record(r))
         })
         .map_err(|e| error(path, e))?;
     let mut out = Vec::new();
@@ -883,80 +883,23 @@ fn read_tokens(
         ))
         .map_err(|e| error(path, e))?;
     let rows = stmt
-        .query_map(args, |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, u32>(2)?,
-                r.get::<_, u32>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Option<String>>(5)?,
-            ))
-        })
+        .query_map(args, |r| Ok(rows::token(r)))
         .map_err(|e| error(path, e))?;
     let mut out = Vec::new();
     for row in rows {
-        let (secret, execution, step, attempt, status, result) = row.map_err(|e| error(path, e))?;
-        let corrupt = |message: String| StoreError::Corrupt {
-            execution: execution.parse().ok(),
-            message,
-        };
-        out.push(TokenRecord {
-            execution: execution
-                .parse()
-                .map_err(|_| corrupt(format!("token of execution {execution:?}")))?,
-            status: TokenStatus::parse(&status)
-                .ok_or_else(|| corrupt(format!("token status {status:?}")))?,
-            secret,
-            step,
-            attempt,
-            result,
-        });
+        out.push(row.map_err(|e| error(path, e))??);
     }
     Ok(out)
 }
 
-/// An execution's row, or what is wrong with it.
-fn record(r: &Row<'_>) -> Result<ExecutionRecord, StoreError> {
-    let id_text: String = r.get(0).unwrap_or_default();
-    let id = id_text.parse::<ExecutionId>().ok();
-    let corrupt = |message: String| StoreError::Corrupt {
-        execution: id,
-        message,
-    };
-    let col = |e: rusqlite::Error| corrupt(e.to_string());
-    let status: String = r.get(5).map_err(col)?;
-    let waiting: Option<String> = r.get(6).map_err(col)?;
-    let millis = |i: usize| -> Result<Option<Millis>, StoreError> {
-        Ok(r.get::<_, Option<i64>>(i)
-            .map_err(col)?
-            .map(|v| v.max(0) as u64))
-    };
-    Ok(ExecutionRecord {
-        id: id.ok_or_else(|| corrupt(format!("id {id_text:?}")))?,
-        machine: r.get(1).map_err(col)?,
-        fingerprint: r.get(2).map_err(col)?,
-        state_name: r.get(3).map_err(col)?,
-        state: r.get(4).map_err(col)?,
-        status: ExecutionStatus::parse(&status)
-            .ok_or_else(|| corrupt(format!("status {status:?}")))?,
-        waiting_for: match waiting {
-            None => None,
-            Some(w) => {
-                Some(WaitingFor::parse(&w).ok_or_else(|| corrupt(format!("waiting_for {w:?}")))?)
-            }
-        },
-        step: r.get(7).map_err(col)?,
-        attempt: r.get(8).map_err(col)?,
-        due_at: millis(9)?,
-        error: r.get(10).map_err(col)?,
-        events: r.get(11).map_err(col)?,
-        created_at: millis(12)?.unwrap_or(0),
-        updated_at: millis(13)?.unwrap_or(0),
-        lease_owner: r.get(14).map_err(col)?,
-        lease_expires: millis(15)?,
-        version: r.get::<_, i64>(16).map_err(col)?.max(0) as u64,
-    })
+impl rows::Columns for Row<'_> {
+    fn text(&self, i: usize) -> Result<Option<String>, String> {
+        self.get(i).map_err(|e| e.to_string())
+    }
+
+    fn int(&self, i: usize) -> Result<Option<i64>, String> {
+        self.get(i).map_err(|e| e.to_string())
+    }
 }
 
 impl Store for SqliteStore {
