@@ -222,17 +222,6 @@ fn spanned_impls(m: &Machine, events: &[(&Ident, Vec<&Edge>)]) -> TokenStream {
 }
 
 /// The public types this file generates besides the typed state: the `Next` enums.
-pub(super) fn public_names(m: &Machine, g: &Graph) -> Vec<String> {
-    let mut out = Vec::new();
-    for from in 0..m.states.len() {
-        if g.edges_from(from).nth(1).is_some() {
-            out.push(format!("{}Next", m.states[from].ident));
-        }
-        out.extend(choices(m, g, from).into_iter().map(|(name, _, _)| name));
-    }
-    out
-}
-
 /// The branching events of state `from`: for each, its choice enum's name, the event and the
 /// targets' names.
 fn choices<'g>(m: &Machine, g: &'g Graph, from: usize) -> Vec<(String, &'g Ident, Vec<String>)> {
@@ -264,7 +253,7 @@ fn choice_enums(src: &mut Src, g: &Graph, from: usize) {
     if choices.is_empty() {
         return;
     }
-    let vis = src.vis.clone();
+    let vis = src.outer_vis.clone();
     let state = src.state(from);
     let next = format!("{state}Next");
     let derives = std_derives(src.m);
@@ -277,14 +266,15 @@ fn choice_enums(src: &mut Src, g: &Graph, from: usize) {
             listed.join(", "),
             names::unraw(event),
         ));
-        src.write(format_args!(
+        src.outer_write(format_args!(
             "#[doc = {doc}] {derives} #[allow(missing_docs)] {vis} enum {name} {{"
         ));
         for t in &targets {
-            src.write(format_args!("{t}({t}),"));
+            src.outer_write(format_args!("{t}({t}),"));
         }
+        src.outer.push('}');
         src.write(format_args!(
-            "}} impl __target::{tr}<{state}> for {name} {{}}             impl __next::{state} for {name} {{               #[inline] fn __wrap(m: Machine<Self>) -> {next} {{ match m.state {{"
+            "impl __target::{tr}<{state}> for {name} {{}}             impl __next::{state} for {name} {{               #[inline] fn __wrap(m: Machine<Self>) -> {next} {{ match m.state {{"
         ));
         for t in &targets {
             src.write(format_args!(
@@ -295,29 +285,41 @@ fn choice_enums(src: &mut Src, g: &Graph, from: usize) {
     }
 }
 
-/// The standard derives among those the state structs get (`#[fsm(derive(...))]`), by their
-/// absolute paths, for enums that hold state data. Other derives are the user's code, and
-/// are not run where the typed state's field is visible.
+/// The standard derives among those the state structs get (`#[fsm(derive(...))]`), as the
+/// user named them, for the choice enums, which hold state data. Like the state structs, the
+/// choice enums are defined in the machine's module, where `Machine`'s field is private, so a
+/// derive runs there whatever it resolves to.
 fn std_derives(m: &Machine) -> String {
-    const STD: &[(&str, &str)] = &[
-        ("Debug", "::core::fmt::Debug"),
-        ("Clone", "::core::clone::Clone"),
-        ("Copy", "::core::marker::Copy"),
-        ("PartialEq", "::core::cmp::PartialEq"),
-        ("Eq", "::core::cmp::Eq"),
-        ("PartialOrd", "::core::cmp::PartialOrd"),
-        ("Ord", "::core::cmp::Ord"),
-        ("Hash", "::core::hash::Hash"),
+    const STD: &[&str] = &[
+        "Debug",
+        "Clone",
+        "Copy",
+        "PartialEq",
+        "Eq",
+        "PartialOrd",
+        "Ord",
+        "Hash",
     ];
-    let paths: Vec<&str> = STD
+    let paths: Vec<String> = m
+        .derives
         .iter()
-        .filter(|(name, _)| m.derives.iter().any(|d| d.is_ident(name)))
-        .map(|(_, path)| *path)
+        .filter(|d| STD.iter().any(|name| d.is_ident(name)))
+        .map(|d| quote::ToTokens::to_token_stream(d).to_string())
         .collect();
     if paths.is_empty() {
         String::new()
     } else {
         format!("#[derive({})]", paths.join(", "))
+    }
+}
+
+/// The user's `Debug` derive, as the user named it, for the enums that hold typed states
+/// (`Machine<S>` is `Debug` when `S` is). These enums are defined in the machine's module, like
+/// the state structs, so whatever `Debug` resolves to runs where `Machine`'s field is private.
+pub(super) fn debug_derive(m: &Machine) -> String {
+    match m.derives.iter().find(|d| d.is_ident("Debug")) {
+        Some(debug) => format!("#[derive({})]", quote::ToTokens::to_token_stream(debug)),
+        None => String::new(),
     }
 }
 
@@ -378,14 +380,10 @@ fn next_enum(src: &mut Src, g: &Graph, from: usize) {
         return;
     };
     let edges: Vec<(usize, &Edge)> = g.edges_from(from).collect();
-    let (k, vis) = (src.krate.clone(), src.vis.clone());
+    let (k, vis) = (src.krate.clone(), src.outer_vis.clone());
     let state = src.state(from);
     let targets: Vec<String> = edges.iter().map(|(_, e)| src.state(e.to)).collect();
-    let debug = if src.m.derives.iter().any(|d| d.is_ident("Debug")) {
-        "#[derive(Debug)]"
-    } else {
-        ""
-    };
+    let debug = debug_derive(src.m);
     let doc = lit(&format!(
         "The states `{state}` can move to: {}. Each converts into this enum with `.into()`.",
         targets
@@ -394,14 +392,15 @@ fn next_enum(src: &mut Src, g: &Graph, from: usize) {
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    src.write(format_args!(
+    src.outer_write(format_args!(
         "#[doc = {doc}] {debug} #[allow(missing_docs)] {vis} enum {next} {{"
     ));
     for t in &targets {
-        src.write(format_args!("{t}(Machine<{t}>),"));
+        src.outer_write(format_args!("{t}(Machine<{t}>),"));
     }
+    src.outer.push('}');
     src.write(format_args!(
-        "}} impl {next} {{\
+        "impl {next} {{\
            /// The transition that leads here, from the machine's definition.\n\
            pub fn transition(&self) -> &'static {k}::Transition {{\
              &<__Enum as {k}::Fsm>::DEFINITION.transitions[self.__index()]\

@@ -2,10 +2,13 @@
 //!
 //! Everything is generated inside one module named after the machine (`Checkout` ->
 //! `checkout`). The state structs live there, and so do the tokens the user wrote for them
-//! (field types, which may hold macro calls, and the derives of `#[fsm(derive(...))]`). The
-//! typed state `Machine<S>` and everything that builds one live one level down, in a private
-//! module `typestate` whose items the machine's module re-exports: `Machine`'s field is private
-//! to `typestate`, so no user-written token is ever expanded where it is visible, and the only
+//! (field types, which may hold macro calls), and every type that takes a derive of
+//! `#[fsm(derive(...))]` (the state structs, `AnyState`, the `Next` and choice enums): a derive
+//! is the user's code whatever its name, since a `#[macro_use]` crate's `Debug` takes
+//! precedence over std's. The typed state `Machine<S>` and every impl that builds one live one
+//! level down, in a private module `typestate` whose items the machine's module re-exports:
+//! `Machine`'s field is private to `typestate`, no user-written token is ever expanded there,
+//! and the code generated there calls macros by absolute path (`::core::matches!`), so the only
 //! ways to obtain a typed state are the ones generated here. (Named for what rustc prints in
 //! diagnostics, `typestate::Machine<checkout::Paid>`; a user type path through a `typestate`
 //! of the user's own reaches the structs through an alias, like every module name.)
@@ -57,11 +60,18 @@ pub(crate) fn derive(
 /// Generated source text, with the names every generator needs.
 pub(super) struct Src<'m> {
     pub(super) out: String,
+    /// Types defined in the machine's module rather than in `typestate`: those that take the
+    /// derives the user names (`AnyState`, the `Next` and choice enums). A user's derive is
+    /// user code, and never runs where `Machine`'s field is visible; their impls that build
+    /// typed states stay in `out`.
+    pub(super) outer: String,
     pub(super) m: &'m Machine<'m>,
     /// Path to fsm-core, e.g. `::fsm_core`.
     pub(super) krate: String,
     /// Visibility of the items of `typestate`, e.g. `pub(in super::super)`.
     pub(super) vis: String,
+    /// Visibility of the items of the machine's module, e.g. `pub(super)`.
+    pub(super) outer_vis: String,
 }
 
 impl Src<'_> {
@@ -72,6 +82,10 @@ impl Src<'_> {
     pub(super) fn write(&mut self, args: std::fmt::Arguments) {
         // Writing to a `String` cannot fail.
         let _ = self.out.write_fmt(args);
+    }
+
+    pub(super) fn outer_write(&mut self, args: std::fmt::Arguments) {
+        let _ = self.outer.write_fmt(args);
     }
 
     /// The name of state `i`, as written.
@@ -88,35 +102,34 @@ pub(super) fn lit(s: &str) -> String {
 fn expand(m: &Machine, g: &Graph, lex: &dyn Fn(&str) -> Option<TokenStream>) -> TokenStream {
     let mut src = Src {
         out: String::with_capacity(512 * m.states.len()),
+        outer: String::new(),
         m,
         krate: m.krate.to_string(),
         vis: m.typed_vis.to_string(),
+        outer_vis: m.inner_vis.to_string(),
     };
+    let structs_tokens = states::structs(m);
     states::write(&mut src, g);
     let spanned = events::write(&mut src, g);
     definition::write(&mut src, g);
     #[cfg(feature = "steps")]
     steps::write(&mut src, g);
-    let body = match lex(&src.out) {
-        Some(body) => body,
+    let (Some(body), Some(outer)) = (lex(&src.out), lex(&src.outer)) else {
         // Our own output always lexes; if it ever did not, say so rather than panic.
-        None => {
-            let message =
-                "internal error in #[derive(Fsm)]: generated code did not lex; please report it";
-            return syn::Error::new_spanned(m.ident, message).to_compile_error();
-        }
+        let message =
+            "internal error in #[derive(Fsm)]: generated code did not lex; please report it";
+        return syn::Error::new_spanned(m.ident, message).to_compile_error();
     };
-    let structs = states::structs(m);
-    let exports = exports(m, g);
+    let structs = quote! { #structs_tokens #outer };
+    let exports = exports(m);
     module(m, structs, exports, quote! { #spanned #body })
 }
 
 /// The items of `typestate` that the machine's module re-exports.
-fn exports(m: &Machine, g: &Graph) -> TokenStream {
-    let mut names = vec!["Machine".to_owned(), "AnyState".to_owned()];
+fn exports(m: &Machine) -> TokenStream {
+    let mut names = vec!["Machine".to_owned()];
     #[cfg(feature = "steps")]
     names.push("Steps".to_owned());
-    names.extend(events::public_names(m, g));
     let names = names.iter().map(|n| quote::format_ident!("{}", n));
     let vis = &m.inner_vis;
     quote!(#vis use self::typestate::{#(#names),*};)

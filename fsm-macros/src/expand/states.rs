@@ -138,26 +138,23 @@ fn typed_state(src: &mut Src, g: &Graph) {
 
 /// `AnyState`: one of the typed states, for a value whose state is known only at run time.
 fn any_state(src: &mut Src) {
-    let vis = src.vis.clone();
+    let vis = src.outer_vis.clone();
     let e = src.m.ident.to_string();
     let doc = lit(&format!(
         "A [`{e}`](super::{e}) as one of its typed states, to match on: how a loader resumes \
          work on a stored value. `AnyState::from(value)` never fails."
     ));
-    let debug = if src.m.derives.iter().any(|d| d.is_ident("Debug")) {
-        "#[derive(Debug)]"
-    } else {
-        ""
-    };
+    let debug = super::events::debug_derive(src.m);
     // The variants are the states, documented on their structs.
-    src.write(format_args!(
+    src.outer_write(format_args!(
         "#[doc = {doc}] {debug} #[allow(missing_docs)] {vis} enum AnyState {{"
     ));
     for i in 0..src.m.states.len() {
         let s = src.state(i);
-        src.write(format_args!("{s}(Machine<{s}>),"));
+        src.outer_write(format_args!("{s}(Machine<{s}>),"));
     }
-    src.push("} #[automatically_derived] impl ::core::convert::From<__Enum> for AnyState { fn from(m: __Enum) -> Self { match m {");
+    src.outer.push('}');
+    src.push("#[automatically_derived] impl ::core::convert::From<__Enum> for AnyState { fn from(m: __Enum) -> Self { match m {");
     for i in 0..src.m.states.len() {
         let s = src.state(i);
         let pat = pattern(src.m.states[i].fields);

@@ -236,7 +236,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
             "true".to_owned()
         } else {
             format!(
-                "matches!(__error.kind(), {})",
+                "::core::matches!(__error.kind(), {})",
                 kinds.iter().map(|k| lit(k)).collect::<Vec<_>>().join(" | ")
             )
         };
