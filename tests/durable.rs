@@ -899,6 +899,111 @@ async fn files_that_are_not_ours_newer_or_in_use_are_refused_and_left_as_they_we
     SqliteStore::open(&busy).unwrap();
 }
 
+/// Set in a child process of the test below: the path it opens as a worker.
+const OPEN_AS_WORKER: &str = "FSM_TEST_OPEN_AS_WORKER";
+
+/// Opens `path` as a worker in another process (this test binary, running only the test
+/// below), and says whether that process got the worker lock.
+fn a_second_process_opens(path: &std::path::Path) -> Result<(), String> {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_second_worker_process_is_refused_whatever_path_names_the_file",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(OPEN_AS_WORKER, path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    // The harness writes the test's name on the line before the test's own output.
+    match stdout.lines().find_map(|l| l.split_once("worker: ").map(|(_, said)| said)) {
+        Some("opened") => Ok(()),
+        Some(refused) => Err(refused.to_owned()),
+        None => panic!("the child process said nothing: {stdout}"),
+    }
+}
+
+#[test]
+fn a_second_worker_process_is_refused_whatever_path_names_the_file() {
+    if let Some(path) = std::env::var_os(OPEN_AS_WORKER) {
+        match SqliteStore::open(&path) {
+            Ok(_) => println!("worker: opened"),
+            Err(e) => println!("worker: {e}"),
+        }
+        return;
+    }
+    let d = dir("second-worker");
+    let path = d.join("orders.db");
+    let worker = SqliteStore::open(&path).unwrap();
+    let symlink = d.join("link.db");
+    std::os::unix::fs::symlink(&path, &symlink).unwrap();
+    for route in [&path, &symlink] {
+        let refused = a_second_process_opens(route).unwrap_err();
+        assert!(refused.contains("another worker"), "{route:?}: {refused}");
+    }
+    // A hard link is refused by any process, worker or not, and reading through it leaves
+    // nothing behind: SQLite keeps a WAL per name, so commits in the first name's WAL would
+    // be unseen through the second.
+    let hard_link = d.join("hard.db");
+    std::fs::hard_link(&path, &hard_link).unwrap();
+    let refused = a_second_process_opens(&hard_link).unwrap_err();
+    assert!(refused.contains("hard links"), "{refused}");
+    let err = SqliteStore::open_with(
+        &hard_link,
+        SqliteOptions {
+            read_only: true,
+            ..SqliteOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("2 names (hard links)"), "{err}");
+    std::fs::remove_file(&hard_link).unwrap();
+    // Nothing beside the database holds the lock, so nothing can be deleted to lift it: the
+    // directory holds the database, its WAL and shared memory, and the links.
+    let mut files: Vec<String> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["link.db", "orders.db", "orders.db-shm", "orders.db-wal"]
+    );
+    assert!(a_second_process_opens(&symlink).is_err());
+    drop(worker);
+    a_second_process_opens(&symlink).unwrap();
+    // In this process, once the first store is gone, through any of its names.
+    let again = SqliteStore::open(&path).unwrap();
+    assert!(matches!(
+        SqliteStore::open(&symlink),
+        Err(StoreError::Locked { .. })
+    ));
+    drop(again);
+}
+
+#[tokio::test]
+async fn the_database_and_its_wal_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let d = dir("mode");
+    let path = d.join("orders.db");
+    let ex = Executor::<Order, Shop>::builder(Shop::default())
+        .durable(SqliteStore::open(&path).unwrap())
+        .unwrap();
+    ex.start(order::Machine::new(order::Placed { id: 1 }))
+        .await
+        .unwrap();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&d).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{:?} has mode {mode:o}", entry.file_name());
+        seen += 1;
+    }
+    assert_eq!(seen, 3, "the database, its WAL and its shared memory");
+}
+
 #[tokio::test]
 async fn a_full_disk_or_a_read_only_file_is_a_typed_error_and_the_executor_goes_on() {
     let d = dir("full");

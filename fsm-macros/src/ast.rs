@@ -1,7 +1,7 @@
 //! The intermediate form of a machine. Each node keeps the syn node it came from, so that any
 //! later error can point at the user's tokens.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -26,9 +26,10 @@ pub(crate) struct Machine<'a> {
     pub(crate) states: Vec<State<'a>>,
     /// State name to index, for resolving targets.
     index: HashMap<String, usize>,
-    /// The names of the choice enums of the branching events, as declared. (Looked up for
-    /// every identifier of every field type: a set, not a search of the declaration.)
-    choice_enums: HashSet<String>,
+    /// The visibility of the choice enums, three modules below the enum's.
+    pub(crate) choice_vis: TokenStream,
+    /// Whether a state has a branching event, so that the module has a `choice` module.
+    pub(crate) has_choices: bool,
 }
 
 pub(crate) struct State<'a> {
@@ -125,36 +126,28 @@ impl<'a> Machine<'a> {
             .enumerate()
             .map(|(i, s)| (crate::names::unraw(s.ident), i))
             .collect();
-        let choice_enums = states
+        let has_choices = states
             .iter()
-            .flat_map(|s| {
-                let branching = s.on.iter().filter(|on| on.targets.len() > 1);
-                branching.map(|on| crate::names::choice_enum(s.ident, &on.event))
-            })
-            .collect();
+            .any(|s| s.on.iter().any(|on| on.targets.len() > 1));
         Some(Machine {
             ident: &input.ident,
             vis: &input.vis,
             inner_vis: inner_vis(&input.vis, 1),
             typed_vis: inner_vis(&input.vis, 2),
+            choice_vis: inner_vis(&input.vis, 3),
             docs: docs(&input.attrs),
             module,
             krate,
             derives: attrs.derives,
             states,
             index,
-            choice_enums,
+            has_choices,
         })
     }
 
     /// The state called `name`, compared as Rust compares names (`r#B` is `B`).
     pub(crate) fn index_of(&self, name: &Ident) -> Option<usize> {
         self.index.get(&crate::names::unraw(name)).copied()
-    }
-
-    /// Whether `name` (not raw) is the choice enum of one of the branching events.
-    pub(crate) fn is_choice_enum(&self, name: &str) -> bool {
-        self.choice_enums.contains(name)
     }
 
     /// The state called `name`, as source text (possibly raw).

@@ -50,7 +50,8 @@ const RESERVED_STATE_NAMES: &[&str] = &["Machine", "AnyState", "Steps", "typesta
 const RESERVED_EVENT_NAMES: &[&str] = &["new", "data", "into_data"];
 
 /// Whether the generated module defines `name` for itself: `Machine`, `AnyState`, `Steps`, the
-/// `Next` enum of a state, the choice enum of a branching event, or a hidden `__` item.
+/// `Next` enum of a state, the `choice` module of the branching events' enums, or a hidden
+/// `__` item.
 /// Names compare as Rust compares them: `r#Machine` is `Machine`.
 pub(crate) fn is_module_name(m: &Machine, name: &str) -> bool {
     let name = name.strip_prefix("r#").unwrap_or(name);
@@ -59,7 +60,7 @@ pub(crate) fn is_module_name(m: &Machine, name: &str) -> bool {
         || name
             .strip_suffix("Next")
             .is_some_and(|base| m.index_of_str(base).is_some())
-        || m.is_choice_enum(name)
+        || (m.has_choices && name == names::CHOICE)
 }
 
 /// Whether `name` is a method every typed state already has, or a hidden one.
@@ -89,7 +90,6 @@ pub(crate) fn check<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> Option<Graph<'a>> 
     reserved_names_are_free(cx, m);
     event_traits_are_distinct(cx, m);
     step_methods_are_distinct(cx, m);
-    generated_types_are_distinct(cx, m);
     step_policies_are_on_steps(cx, m);
     let (edges, all_targets_exist) = targets_exist(cx, m);
     let (catches, all_catch_targets_exist) = catch_targets_exist(cx, m);
@@ -498,41 +498,6 @@ fn step_methods_are_distinct(cx: &mut Ctxt, m: &Machine) {
                 names::unraw(s.ident)
             );
             claim(cx, catch_method(s.ident, to), &catch.target, what);
-        }
-    }
-}
-
-/// The types generated per state (`PaidNext`) and per branching event of a state
-/// (`ReservedCharge`) get distinct names: `Reserved` with an event `next` would make both a
-/// `ReservedNext`.
-fn generated_types_are_distinct(cx: &mut Ctxt, m: &Machine) {
-    let mut seen: HashMap<String, String> = HashMap::new();
-    for s in &m.states {
-        if s.on.iter().map(|on| on.targets.len()).sum::<usize>() > 1 {
-            let state = names::unraw(s.ident);
-            seen.insert(
-                format!("{state}Next"),
-                format!("the `Next` enum of `{state}`"),
-            );
-        }
-    }
-    for s in &m.states {
-        for on in s.on.iter().filter(|on| on.targets.len() > 1) {
-            let name = names::choice_enum(s.ident, &on.event);
-            let what = format!(
-                "the choice enum of `{}` from `{}`",
-                names::unraw(&on.event),
-                names::unraw(s.ident)
-            );
-            match seen.get(&name) {
-                Some(prev) => cx.error(
-                    &on.event,
-                    format!("{what} would be named `{name}`, like {prev}; rename this event"),
-                ),
-                None => {
-                    seen.insert(name, what);
-                }
-            }
         }
     }
 }

@@ -67,11 +67,9 @@ pub(crate) fn event_trait(event: &syn::Ident) -> String {
     }
 }
 
-/// The enum a branching event's closure may return to choose its target at run time:
-/// `charge` from `Reserved` -> `ReservedCharge`.
-pub(crate) fn choice_enum(state: &syn::Ident, event: &syn::Ident) -> String {
-    format!("{}{}", unraw(state), camel_case(&unraw(event)))
-}
+/// The module of the machine's module that holds the choice enums of its branching events,
+/// as `choice::<event>::<state>`.
+pub(crate) const CHOICE: &str = "choice";
 
 /// `ship_express` -> `ShipExpress`.
 pub(crate) fn camel_case(name: &str) -> String {

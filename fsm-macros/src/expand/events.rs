@@ -60,8 +60,8 @@ pub(super) fn write(src: &mut Src, g: &Graph) -> TokenStream {
     src.push("}");
     for from in 0..src.m.states.len() {
         next_enum(src, g, from);
-        choice_enums(src, g, from);
     }
+    choice_enums(src, g);
     spanned_impls(src.m, &events)
 }
 
@@ -176,8 +176,8 @@ fn event_method(src: &mut Src, event: &Ident, edges: &[&Edge]) {
         ""
     } else {
         " A branching event returns whichever of its targets `f` builds; to choose the target \
-         inside `f`, build the choice enum named after the state and the event (`Reserved` and \
-         `charge`: `ReservedCharge`), whose typed state converts into the state's `Next` enum."
+         inside `f`, build the choice enum `choice::<event>::<state>` (`choice::charge::Reserved`), \
+         whose typed state converts into the state's `Next` enum."
     };
     let doc = lit(&format!(
         "Event `{}`: legal only in {}.\n\n\
@@ -221,68 +221,111 @@ fn spanned_impls(m: &Machine, events: &[(&Ident, Vec<&Edge>)]) -> TokenStream {
     out
 }
 
-/// The public types this file generates besides the typed state: the `Next` enums.
-/// The branching events of state `from`: for each, its choice enum's name, the event and the
-/// targets' names.
-fn choices<'g>(m: &Machine, g: &'g Graph, from: usize) -> Vec<(String, &'g Ident, Vec<String>)> {
-    let mut out: Vec<(String, &Ident, Vec<String>)> = Vec::new();
+/// The branching events of state `from`: for each, the event and the targets' names.
+fn choices<'g>(m: &Machine, g: &'g Graph, from: usize) -> Vec<(&'g Ident, Vec<String>)> {
+    let mut out: Vec<(&Ident, Vec<String>)> = Vec::new();
     for (_, e) in g.edges_from(from) {
         let target = m.states[e.to].ident.to_string();
         match out
             .iter_mut()
-            .find(|(_, event, _)| names::same(event, e.event))
+            .find(|(event, _)| names::same(event, e.event))
         {
-            Some((_, _, targets)) => targets.push(target),
-            None => out.push((
-                names::choice_enum(m.states[from].ident, e.event),
-                e.event,
-                vec![target],
-            )),
+            Some((_, targets)) => targets.push(target),
+            None => out.push((e.event, vec![target])),
         }
     }
-    out.retain(|(_, _, targets)| targets.len() > 1);
+    out.retain(|(_, targets)| targets.len() > 1);
     out
 }
 
-/// `ReservedCharge`: the targets of a branching event from one state, as data, for a closure
-/// that chooses one at run time: `order.charge(|r| if ok { ReservedCharge::Paid(..) } else {
-/// ReservedCharge::Declined(..) })`. Only the event's targets are variants, and the typed
-/// state it gives converts into the state's `Next` enum.
-fn choice_enums(src: &mut Src, g: &Graph, from: usize) {
-    let choices = choices(src.m, g, from);
-    if choices.is_empty() {
+/// `choice::charge::Reserved`: the targets of a branching event from one state, as data, for
+/// a closure that chooses one at run time: `order.charge(|r| if ok {
+/// choice::charge::Reserved::Paid(..) } else { choice::charge::Reserved::Declined(..) })`.
+/// Only the event's targets are variants, and the typed state it gives converts into the
+/// state's `Next` enum.
+///
+/// The machine's module gets one module `choice`, holding a module per branching event named
+/// exactly like the event, holding an enum per state the event branches from, named exactly
+/// like the state. An event's name only ever meets other events' names, so no event can make
+/// a choice enum's name collide with another generated type (names built by joining would:
+/// `Reserved` + `next` is the `Next` enum's `ReservedNext`, and `A` + `b_c` is `AB` + `c`).
+fn choice_enums(src: &mut Src, g: &Graph) {
+    let m = src.m;
+    // Each branching event, with the states it branches from and their targets.
+    type Branches = Vec<(usize, Vec<String>)>;
+    let mut modules: Vec<(&Ident, Branches)> = Vec::new();
+    for from in 0..m.states.len() {
+        for (event, targets) in choices(m, g, from) {
+            match modules.iter_mut().find(|(e, _)| names::same(e, event)) {
+                Some((_, states)) => states.push((from, targets)),
+                None => modules.push((event, vec![(from, targets)])),
+            }
+        }
+    }
+    if modules.is_empty() {
         return;
     }
-    let vis = src.outer_vis.clone();
-    let state = src.state(from);
-    let next = format!("{state}Next");
-    let derives = std_derives(src.m);
-    for (name, event, targets) in choices {
-        let tr = names::event_trait(event);
-        let listed: Vec<String> = targets.iter().map(|t| format!("`{t}`")).collect();
+    let module_vis = src.outer_vis.clone();
+    let (event_vis, enum_vis) = (m.typed_vis.to_string(), m.choice_vis.to_string());
+    let derives = std_derives(m);
+    let doc = lit(&format!(
+        "The choice enums of the machine's branching events: `choice::<event>::<state>`, the \
+         targets of `<event>` from `<state>` (for example `{}`).",
+        modules
+            .first()
+            .map(|(e, states)| format!("choice::{}::{}", names::unraw(e), src.state(states[0].0)))
+            .unwrap_or_default()
+    ));
+    src.outer_write(format_args!(
+        "#[doc = {doc}] {module_vis} mod {} {{",
+        names::CHOICE
+    ));
+    for (event, states) in modules {
+        let shown = names::unraw(event);
         let doc = lit(&format!(
-            "The targets of `{}` from `{state}`: {}. Return one from the closure given to              `{}` to choose the target at run time; the typed state it gives converts into              [`{next}`] with `.into()`.",
-            names::unraw(event),
-            listed.join(", "),
-            names::unraw(event),
+            "The choice enums of the branching event `{shown}`, one per state it leaves from."
         ));
+        // An event's name may be in any case; the module is named exactly like it.
         src.outer_write(format_args!(
-            "#[doc = {doc}] {derives} #[allow(missing_docs)] {vis} enum {name} {{"
+            "#[doc = {doc}] #[allow(non_snake_case)] {event_vis} mod {event} {{\
+               #[allow(unused_imports)] use super::super::*;"
         ));
-        for t in &targets {
-            src.outer_write(format_args!("{t}({t}),"));
+        for (from, targets) in &states {
+            let state = src.state(*from);
+            let name = format!("{}::{event}::{state}", names::CHOICE);
+            let next = format!("{state}Next");
+            let tr = names::event_trait(event);
+            let listed: Vec<String> = targets.iter().map(|t| format!("`{t}`")).collect();
+            let doc = lit(&format!(
+                "The targets of `{shown}` from `{state}`: {}. Return one from the closure given \
+                 to `{shown}` to choose the target at run time; the typed state it gives \
+                 converts into [`{next}`](super::super::{next}) with `.into()`.",
+                listed.join(", "),
+            ));
+            src.outer_write(format_args!(
+                "#[doc = {doc}] {derives} #[allow(missing_docs)] {enum_vis} enum {state} {{"
+            ));
+            // The enum is named like the state it leaves from, which may also be a target:
+            // the data is the machine module's.
+            for t in targets {
+                src.outer_write(format_args!("{t}(super::super::{t}),"));
+            }
+            src.outer.push('}');
+            src.write(format_args!(
+                "impl __target::{tr}<{state}> for {name} {{}}\
+                 impl __next::{state} for {name} {{\
+                   #[inline] fn __wrap(m: Machine<Self>) -> {next} {{ match m.state {{"
+            ));
+            for t in targets {
+                src.write(format_args!(
+                    "{name}::{t}(state) => {next}::{t}(Machine {{ state }}),"
+                ));
+            }
+            src.push("} } }");
         }
         src.outer.push('}');
-        src.write(format_args!(
-            "impl __target::{tr}<{state}> for {name} {{}}             impl __next::{state} for {name} {{               #[inline] fn __wrap(m: Machine<Self>) -> {next} {{ match m.state {{"
-        ));
-        for t in &targets {
-            src.write(format_args!(
-                "{name}::{t}(state) => {next}::{t}(Machine {{ state }}),"
-            ));
-        }
-        src.push("} } }");
     }
+    src.outer.push('}');
 }
 
 /// The standard derives among those the state structs get (`#[fsm(derive(...))]`), as the

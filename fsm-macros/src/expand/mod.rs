@@ -127,12 +127,12 @@ fn expand(m: &Machine, g: &Graph, lex: &dyn Fn(&str) -> Option<TokenStream>) -> 
 
 /// The items of `typestate` that the machine's module re-exports.
 fn exports(m: &Machine) -> TokenStream {
-    let mut names = vec!["Machine".to_owned()];
-    #[cfg(feature = "steps")]
-    names.push("Steps".to_owned());
-    let names = names.iter().map(|n| quote::format_ident!("{}", n));
     let vis = &m.inner_vis;
-    quote!(#vis use self::typestate::{#(#names),*};)
+    #[cfg(feature = "steps")]
+    let steps = quote!(, Steps);
+    #[cfg(not(feature = "steps"))]
+    let steps = TokenStream::new();
+    quote!(#vis use self::typestate::{Machine #steps};)
 }
 
 /// Wraps generated items in the machine's module: the state structs (with the user's

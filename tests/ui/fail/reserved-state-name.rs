@@ -2,7 +2,7 @@ use fsm_core::Fsm;
 
 #[derive(Fsm)]
 enum Checkout {
-    #[fsm(initial, on(ship => Machine | r#AnyState | Steps | Reserved | ReservedCharge))]
+    #[fsm(initial, on(ship => Machine | r#AnyState | Steps | Reserved | choice | ReservedNext))]
     Paid,
     #[fsm(terminal)]
     Machine,
@@ -13,7 +13,9 @@ enum Checkout {
     #[fsm(on(charge => Machine | Steps))]
     Reserved,
     #[fsm(terminal)]
-    ReservedCharge,
+    choice,
+    #[fsm(terminal)]
+    ReservedNext,
 }
 
 fn main() {}

@@ -1,5 +1,5 @@
 //! A branching event's closure can choose its target from the data it holds, by building the
-//! event's choice enum (`Reserved` + `charge` -> `ReservedCharge`), which has a variant for each
+//! event's choice enum (`charge` from `Reserved` -> `choice::charge::Reserved`), which has a variant for each
 //! target of `charge` from `Reserved` and no other.
 use fsm_core::Fsm;
 
@@ -22,9 +22,9 @@ fn charge(order: Machine<Reserved>) -> ReservedNext {
     order
         .charge(|r| {
             if r.balance >= 10 {
-                ReservedCharge::Paid(Paid { order: r.order })
+                choice::charge::Reserved::Paid(Paid { order: r.order })
             } else {
-                ReservedCharge::Declined(Declined { order: r.order, reason: "balance too low".into() })
+                choice::charge::Reserved::Declined(Declined { order: r.order, reason: "balance too low".into() })
             }
         })
         .into()
@@ -37,6 +37,6 @@ fn main() {
     assert_eq!(poor.transition().event, "charge");
     assert_eq!(Checkout::from(poor), Checkout::Declined { order: 2, reason: "balance too low".into() });
     // The typed state of the choice reads the data before it becomes the `Next` enum.
-    let chosen = Machine::new(Reserved { order: 3, balance: 0 }).charge(|r| ReservedCharge::Paid(Paid { order: r.order }));
-    assert_eq!(*chosen.data(), ReservedCharge::Paid(Paid { order: 3 }));
+    let chosen = Machine::new(Reserved { order: 3, balance: 0 }).charge(|r| choice::charge::Reserved::Paid(Paid { order: r.order }));
+    assert_eq!(*chosen.data(), choice::charge::Reserved::Paid(Paid { order: 3 }));
 }

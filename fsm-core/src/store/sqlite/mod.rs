@@ -1,7 +1,6 @@
 //! The embedded store: one SQLite file in WAL mode, written by one thread that commits the
 //! writes of many executions together (group commit).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -14,6 +13,8 @@ use super::{
     StoredEvent, TokenAnswer, TokenRecord, WaitingFor,
 };
 use crate::ExecutionId;
+
+mod lock;
 
 /// Marks a SQLite file as this library's (`PRAGMA application_id`, "FSM1").
 const APPLICATION_ID: i64 = 0x4653_4D31;
@@ -99,9 +100,12 @@ pub struct SqliteOptions {
 ///
 /// The file is in WAL mode, so readers (`sqlite3 orders.db`, another process's read-only
 /// store) do not block the worker. One worker process at a time opens a file read-write: it
-/// takes a lock (the file `<path>-lock`) that the operating system releases when the process
-/// ends, however it ends, so the next process to open the file knows every execution that was
-/// held is free to resume.
+/// takes a lock on the database file itself (whatever path names it: a symlink, a hard link)
+/// that the operating system releases when the process ends, however it ends, so the next
+/// process to open the file knows every execution that was held is free to resume.
+///
+/// A new file is created readable and writable by its owner only (mode `0600`), and so are its
+/// WAL and shared-memory files: they hold every execution's data and its waits.
 ///
 /// Cheap to clone: clones share one connection, on a thread of its own that commits the
 /// writes of all waiting callers in one transaction.
@@ -119,7 +123,7 @@ struct Shared {
     path: PathBuf,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Held for the store's lifetime: the worker lock.
-    _lock: Option<File>,
+    _lock: Option<lock::WorkerLock>,
 }
 
 impl Drop for Shared {
@@ -190,41 +194,47 @@ impl SqliteStore {
     /// Opens (or creates) the store in `path`.
     ///
     /// Fails, changing nothing, if the file is not a SQLite database, is another program's
-    /// database, has a newer schema, or is open in another worker process.
+    /// database, has a newer schema, is open in another worker process (through whatever
+    /// path), or has several names (hard links: SQLite's WAL is kept per name).
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let exists = std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
-        if exists {
-            // Read before anything is written: a file that is not ours stays as it was.
-            let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(|e| error(&path, e))?;
-            check_schema(&conn, &path)?;
-        } else if options.read_only {
+        let meta = std::fs::metadata(&path).ok();
+        if let Some(links) = meta.as_ref().map(std::os::unix::fs::MetadataExt::nlink) {
+            if links > 1 {
+                // SQLite names the WAL after the path: through another name, commits still in
+                // the first name's WAL are not seen, and a worker would resume from before them.
+                return Err(StoreError::Database {
+                    path,
+                    message: format!(
+                        "the file has {links} names (hard links), and SQLite keeps a WAL per \
+                         name; open it by one name only"
+                    ),
+                });
+            }
+        }
+        let exists = meta.is_some_and(|m| m.len() > 0);
+        if !exists && options.read_only {
             return Err(StoreError::Database {
                 path,
                 message: "no such database".into(),
             });
         }
+        // The worker lock first: a second worker is refused before it reads anything.
         let lock = if options.read_only {
             None
         } else {
-            let mut lock_path = path.clone().into_os_string();
-            lock_path.push("-lock");
-            let file = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock_path)
-                .map_err(|e| io_error(&path, &e))?;
-            match file.try_lock() {
-                Ok(()) => {}
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(StoreError::Locked { path });
-                }
-                Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&path, &e)),
+            match lock::WorkerLock::acquire(&path) {
+                Ok(lock) => Some(lock),
+                Err(lock::LockError::Held) => return Err(StoreError::Locked { path }),
+                Err(lock::LockError::Io(e)) => return Err(io_error(&path, &e)),
             }
-            Some(file)
         };
+        if exists {
+            // Read before anything is written: a file that is not ours stays as it was.
+            let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| error(&path, e))?;
+            check_schema(&conn, &path)?;
+        }
         let flags = if options.read_only {
             OpenFlags::SQLITE_OPEN_READ_ONLY
         } else {
