@@ -67,6 +67,9 @@ struct Shop {
     charge_started: tokio::sync::Notify,
     /// How many times the carrier's step fails after it handed out its token.
     hand_over_failures: AtomicU32,
+    /// Blocks the carrier's step after it handed out its token (a step under way when the
+    /// process dies).
+    hand_over_gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl order::Steps for Shop {
@@ -117,6 +120,9 @@ impl order::Steps for Shop {
         token: TaskToken,
     ) -> Result<(), StepError> {
         self.tokens.lock().unwrap().push(token.to_string());
+        if let Some(gate) = &self.hand_over_gate {
+            gate.acquire().await.unwrap().forget();
+        }
         if self
             .hand_over_failures
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -577,6 +583,121 @@ async fn tokens_forged_malformed_reused_stale_or_late_are_refused_and_change_not
     );
 }
 
+/// The text of every column of every token row, as one string.
+async fn tokens_table(db: &Db) -> String {
+    db.text(
+        "SELECT coalesce(string_agg(secret_hash || execution || step || attempt || status \
+         || coalesce(result, ''), ' '), '') FROM tokens",
+    )
+    .await
+}
+
+on_both_stores!(a_token_secret_is_stored_only_as_its_hash, async);
+async fn a_token_secret_is_stored_only_as_its_hash(db: Db) {
+    let id = {
+        let ex = open(&db, Shop::default()).await;
+        let id = ex
+            .start(order::Machine::new(order::Placed { id: 5 }))
+            .await
+            .unwrap();
+        until(|| ex.steps().tokens.lock().unwrap().len() == 1).await;
+        let token = ex.steps().tokens.lock().unwrap()[0].clone();
+        let secret = token.rsplit('.').next().unwrap().to_owned();
+        let stored = tokens_table(&db).await;
+        assert!(!stored.contains(&secret), "{stored} holds {secret}");
+        let hash = ex.store().wait_token(id, 2, 1).await.unwrap().unwrap();
+        assert_eq!(hash.secret_hash.len(), 64);
+        assert!(stored.contains(&hash.secret_hash));
+        // The store's row, with the hash in the secret's place, is no token.
+        let from_row = format!("ft1.{:032x}.2.1.{}", id.as_u128(), &hash.secret_hash[..32]);
+        assert_eq!(
+            ex.complete::<order::Paid, _>(&from_row, deliver).await,
+            Err(TokenError::Forged)
+        );
+        ex.shutdown().await;
+        // Back to the first schema, which stored the secret itself, as an earlier version
+        // left it: opening it as a worker upgrades it, and the token handed out still answers.
+        let downgrade = match &db {
+            Db::Sqlite(_) => "PRAGMA user_version = 1",
+            Db::Postgres(..) => "UPDATE fsm_meta SET value = '1' WHERE key = 'schema_version'",
+        };
+        db.sql(&format!(
+            "ALTER TABLE tokens RENAME COLUMN secret_hash TO secret; \
+             UPDATE tokens SET secret = '{secret}'; {downgrade}"
+        ))
+        .await;
+        (id, token, secret)
+    };
+    let (id, token, secret) = id;
+    let ex = open(&db, Shop::default()).await;
+    let stored = tokens_table(&db).await;
+    assert!(!stored.contains(&secret), "{stored} holds {secret}");
+    ex.complete::<order::Paid, _>(&token, deliver)
+        .await
+        .unwrap();
+    assert_eq!(ex.finished(id).await.unwrap().state_name, "Delivered");
+}
+
+on_both_stores!(
+    a_waiting_step_run_again_after_a_crash_hands_out_a_new_token_and_either_answers,
+    sync
+);
+fn a_waiting_step_run_again_after_a_crash_hands_out_a_new_token_and_either_answers(db: Db) {
+    for answer_with_first in [true, false] {
+        let p = db.clone();
+        let (id, first) = in_a_process_that_dies(move || {
+            Box::pin(async move {
+                let shop = Shop {
+                    hand_over_gate: Some(Arc::new(tokio::sync::Semaphore::new(0))),
+                    ..Shop::default()
+                };
+                let ex = open(&p, shop).await;
+                let id = ex
+                    .start(order::Machine::new(order::Placed { id: 6 }))
+                    .await
+                    .unwrap();
+                // The carrier has the token; the process dies before the step returns.
+                until(|| ex.steps().tokens.lock().unwrap().len() == 1).await;
+                let first = ex.steps().tokens.lock().unwrap()[0].clone();
+                (id, first)
+            })
+        });
+        let p = db.clone();
+        runtime(false).block_on(async move {
+            let ex = open(&p, Shop::default()).await;
+            until(|| ex.steps().tokens.lock().unwrap().len() == 1).await;
+            let second = ex.steps().tokens.lock().unwrap()[0].clone();
+            assert_ne!(
+                second, first,
+                "the secret cannot be read back from the store"
+            );
+            let (used, other) = if answer_with_first {
+                (&first, &second)
+            } else {
+                (&second, &first)
+            };
+            ex.complete::<order::Paid, _>(used, deliver).await.unwrap();
+            assert_eq!(ex.finished(id).await.unwrap().state_name, "Delivered");
+            let refused = ex.complete::<order::Paid, _>(other, deliver).await;
+            assert!(
+                matches!(refused, Err(TokenError::Stale | TokenError::AlreadyUsed)),
+                "{refused:?}"
+            );
+            assert_eq!(
+                ex.history(id)
+                    .await
+                    .unwrap()
+                    .events()
+                    .iter()
+                    .filter(|e| matches!(e.kind, EventKind::WaitCompleted { .. }))
+                    .count(),
+                1
+            );
+            ex.shutdown().await;
+        });
+    }
+}
+
 on_both_stores!(a_wait_timeout_fires_after_a_restart_too, sync);
 fn a_wait_timeout_fires_after_a_restart_too(db: Db) {
     let t = timers(&db);
@@ -669,9 +790,11 @@ async fn a_corrupted_row_is_set_aside_with_a_typed_error_and_the_others_go_on(db
             );
         }
         until(|| ex.steps().tokens.lock().unwrap().len() == 4).await;
+        let tokens = ex.steps().tokens.lock().unwrap().clone();
         ex.shutdown().await;
-        ids
+        (ids, tokens)
     };
+    let (ids, handed_out) = ids;
     // Break three rows in three ways, behind the store's back.
     let breaks = [
         "state = '{not json'",
@@ -693,15 +816,12 @@ async fn a_corrupted_row_is_set_aside_with_a_typed_error_and_the_others_go_on(db
     }
 
     let ex = open(&db, Shop::default()).await;
-    let tokens: Vec<String> = {
-        // The good one is still waiting for its token from before.
-        let stored = ex.store().wait_token(ids[3], 2, 1).await.unwrap().unwrap();
-        vec![format!(
-            "ft1.{:032x}.2.1.{}",
-            ids[3].as_u128(),
-            stored.secret
-        )]
-    };
+    // The good one is still waiting for its token from before.
+    let good = format!("ft1.{:032x}.", ids[3].as_u128());
+    let tokens: Vec<String> = handed_out
+        .into_iter()
+        .filter(|t| t.starts_with(&good))
+        .collect();
     ex.complete::<order::Paid, _>(&tokens[0], deliver)
         .await
         .unwrap();
@@ -881,7 +1001,7 @@ async fn files_that_are_not_ours_newer_or_in_use_are_refused_and_left_as_they_we
             err,
             StoreError::NewerSchema {
                 found: 99,
-                supported: 1,
+                supported: 2,
                 ..
             }
         ),
@@ -918,7 +1038,10 @@ fn a_second_process_opens(path: &std::path::Path) -> Result<(), String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     // The harness writes the test's name on the line before the test's own output.
-    match stdout.lines().find_map(|l| l.split_once("worker: ").map(|(_, said)| said)) {
+    match stdout
+        .lines()
+        .find_map(|l| l.split_once("worker: ").map(|(_, said)| said))
+    {
         Some("opened") => Ok(()),
         Some(refused) => Err(refused.to_owned()),
         None => panic!("the child process said nothing: {stdout}"),

@@ -271,12 +271,15 @@ where
         let token: TaskToken = text.parse()?;
         let store = &self.store;
         let failed = token_store_error;
+        let hash = token.secret_hash();
         let record = store
-            .token(&token.secret_hex())
+            .token(&hash)
             .await
             .map_err(failed)?
             .filter(|r| {
-                (r.execution, r.step, r.attempt) == (token.execution, token.step, token.attempt)
+                crate::token::same_secret(&r.secret_hash, &hash)
+                    && (r.execution, r.step, r.attempt)
+                        == (token.execution, token.step, token.attempt)
             })
             .ok_or(TokenError::Forged)?;
         token_open(record.status)?;
@@ -287,7 +290,7 @@ where
             .ok_or(TokenError::Forged)?;
         if (row.step, row.attempt) != (token.step, token.attempt) || row.status.is_final() {
             // Answered by someone else between the two reads, or truly left behind.
-            let now = store.token(&token.secret_hex()).await.map_err(failed)?;
+            let now = store.token(&hash).await.map_err(failed)?;
             token_open(now.map_or(TokenStatus::Superseded, |r| r.status))?;
             return Err(TokenError::Stale);
         }
@@ -312,7 +315,7 @@ where
         let failed = token_store_error;
         let answered = store
             .answer_token(TokenAnswer {
-                secret: token.secret_hex(),
+                secret_hash: token.secret_hash(),
                 execution: token.execution,
                 status,
                 result,
@@ -322,7 +325,7 @@ where
             .map_err(failed)?;
         if !answered {
             // Answered, timed out or left behind meanwhile.
-            let record = store.token(&token.secret_hex()).await.map_err(failed)?;
+            let record = store.token(&token.secret_hash()).await.map_err(failed)?;
             token_open(record.map_or(TokenStatus::Superseded, |r| r.status))?;
             return Err(TokenError::Stale);
         }

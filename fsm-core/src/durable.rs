@@ -620,126 +620,124 @@ where
             execution: id,
             message,
         };
-        match token {
-            None => {
-                let token = TaskToken::generate(id, step, attempt).map_err(|e| {
-                    DurableError::NoRandomness {
-                        execution: id,
-                        message: e.to_string(),
+        let t = match token {
+            Some(t) if t.status != TokenStatus::Open || row.status == ExecutionStatus::Waiting => t,
+            // The first entry, or a step interrupted (or run again) after handing out a
+            // token: a new token is handed out. The store keeps only tokens' hashes, so an
+            // earlier token cannot be handed out again; it still answers this wait, and the
+            // first answer through any of the wait's tokens decides.
+            _ => return self.hand_out_token(row, driver, state).await,
+        };
+        match t.status {
+            TokenStatus::Open => {
+                let timeout = self.core.policies[index].wait_timeout;
+                match (timeout, row.due_at) {
+                    (Some(limit), Some(due)) if due <= self.client.clock.now() => {
+                        close.push((t.secret_hash, TokenStatus::TimedOut));
+                        let message = format_args!("no answer to the task token within {limit:?}");
+                        Ok(WaitEntry::Failure(
+                            state,
+                            StepError::retryable(StepError::TIMEOUT, message),
+                            Some(limit),
+                        ))
                     }
-                })?;
-                let record = TokenRecord {
-                    secret: token.secret_hex(),
-                    execution: id,
-                    step,
-                    attempt,
-                    status: TokenStatus::Open,
-                    result: None,
-                };
-                // The token is stored before the step hands it out, so an answer that comes
-                // at once finds it.
-                let now = self.client.clock.now();
-                self.save(
-                    row,
-                    driver,
-                    &state,
-                    ExecutionStatus::Running,
-                    None,
-                    Some(now),
-                    true,
-                    Some(record),
-                    Vec::new(),
-                )
-                .await?;
-                Ok(WaitEntry::Run(token))
+                    _ => Ok(WaitEntry::NotYet),
+                }
             }
-            Some(t) => match t.status {
-                TokenStatus::Open if row.status == ExecutionStatus::Waiting => {
-                    let timeout = self.core.policies[index].wait_timeout;
-                    match (timeout, row.due_at) {
-                        (Some(limit), Some(due)) if due <= self.client.clock.now() => {
-                            close.push((t.secret, TokenStatus::TimedOut));
-                            let message =
-                                format_args!("no answer to the task token within {limit:?}");
-                            Ok(WaitEntry::Failure(
-                                state,
-                                StepError::retryable(StepError::TIMEOUT, message),
-                                Some(limit),
-                            ))
-                        }
-                        _ => Ok(WaitEntry::NotYet),
-                    }
+            TokenStatus::Completed => {
+                let result: serde_json::Value = t
+                    .result
+                    .as_deref()
+                    .and_then(|r| serde_json::from_str(r).ok())
+                    .ok_or_else(|| bad("the completed token has no result".into()))?;
+                let transition = result
+                    .get("transition")
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|t| def.transitions.get(t as usize).map(|_| t as usize))
+                    .ok_or_else(|| bad("the token's result names no transition".into()))?;
+                let next: M = result
+                    .get("state")
+                    .map(|s| serde_json::from_value(s.clone()))
+                    .transpose()
+                    .map_err(|e| bad(format!("the token's next state does not deserialize: {e}")))?
+                    .ok_or_else(|| bad("the token's result has no state".into()))?;
+                let t = &def.transitions[transition];
+                if t.catch || t.from != index || t.to != next.state_index() {
+                    return Err(bad(format!(
+                        "the token's result is not a transition of `{name}`"
+                    )));
                 }
-                // The step was interrupted, or is run again: it hands out the same token.
-                TokenStatus::Open => {
-                    let secret = u128::from_str_radix(&t.secret, 16)
-                        .map_err(|_| bad(format!("token secret {:?}", t.secret)))?;
-                    Ok(WaitEntry::Run(TaskToken {
-                        execution: id,
-                        step,
-                        attempt,
-                        secret,
-                    }))
+                let rec = &mut driver.rec;
+                let at = rec.stamp();
+                rec.event(at, || EventKind::WaitCompleted {
+                    state: name,
+                    attempt,
+                });
+                rec.transition(at, transition);
+                driver.step = driver.step.saturating_add(1);
+                driver.attempt = 1;
+                Ok(WaitEntry::Next(next))
+            }
+            TokenStatus::Failed => {
+                let error = t
+                    .result
+                    .as_deref()
+                    .and_then(|r| serde_json::from_str(r).ok())
+                    .and_then(|v: serde_json::Value| codec::error_from(&v))
+                    .ok_or_else(|| bad("the failed token has no error".into()))?;
+                Ok(WaitEntry::Failure(state, error, None))
+            }
+            TokenStatus::TimedOut | TokenStatus::Superseded => {
+                // A write that came after this row was read (another claim's, or one of
+                // this worker's from before a lease ran out): read it again, once.
+                let now = self.client.store.get(id).await?;
+                if now.is_some_and(|r| r.version != row.version) {
+                    return Ok(WaitEntry::Again);
                 }
-                TokenStatus::Completed => {
-                    let result: serde_json::Value = t
-                        .result
-                        .as_deref()
-                        .and_then(|r| serde_json::from_str(r).ok())
-                        .ok_or_else(|| bad("the completed token has no result".into()))?;
-                    let transition = result
-                        .get("transition")
-                        .and_then(serde_json::Value::as_u64)
-                        .and_then(|t| def.transitions.get(t as usize).map(|_| t as usize))
-                        .ok_or_else(|| bad("the token's result names no transition".into()))?;
-                    let next: M = result
-                        .get("state")
-                        .map(|s| serde_json::from_value(s.clone()))
-                        .transpose()
-                        .map_err(|e| {
-                            bad(format!("the token's next state does not deserialize: {e}"))
-                        })?
-                        .ok_or_else(|| bad("the token's result has no state".into()))?;
-                    let t = &def.transitions[transition];
-                    if t.catch || t.from != index || t.to != next.state_index() {
-                        return Err(bad(format!(
-                            "the token's result is not a transition of `{name}`"
-                        )));
-                    }
-                    let rec = &mut driver.rec;
-                    let at = rec.stamp();
-                    rec.event(at, || EventKind::WaitCompleted {
-                        state: name,
-                        attempt,
-                    });
-                    rec.transition(at, transition);
-                    driver.step = driver.step.saturating_add(1);
-                    driver.attempt = 1;
-                    Ok(WaitEntry::Next(next))
-                }
-                TokenStatus::Failed => {
-                    let error = t
-                        .result
-                        .as_deref()
-                        .and_then(|r| serde_json::from_str(r).ok())
-                        .and_then(|v: serde_json::Value| codec::error_from(&v))
-                        .ok_or_else(|| bad("the failed token has no error".into()))?;
-                    Ok(WaitEntry::Failure(state, error, None))
-                }
-                TokenStatus::TimedOut | TokenStatus::Superseded => {
-                    // A write that came after this row was read (another claim's, or one of
-                    // this worker's from before a lease ran out): read it again, once.
-                    let now = self.client.store.get(id).await?;
-                    if now.is_some_and(|r| r.version != row.version) {
-                        return Ok(WaitEntry::Again);
-                    }
-                    Err(bad(format!(
-                        "it waits in `{name}` on a token that is {}",
-                        t.status.as_str()
-                    )))
-                }
-            },
+                Err(bad(format!(
+                    "it waits in `{name}` on a token that is {}",
+                    t.status.as_str()
+                )))
+            }
         }
+    }
+
+    /// Hands out a new token for the wait at the driver's step and attempt: stored (its hash)
+    /// with a checkpoint before the step runs, so an answer that comes at once finds it.
+    async fn hand_out_token(
+        &self,
+        row: &mut ExecutionRecord,
+        driver: &mut Driver<'_, M>,
+        state: M,
+    ) -> Result<WaitEntry<M>, DurableError> {
+        let (id, step, attempt) = (row.id, driver.step, driver.attempt);
+        let token =
+            TaskToken::generate(id, step, attempt).map_err(|e| DurableError::NoRandomness {
+                execution: id,
+                message: e.to_string(),
+            })?;
+        let record = TokenRecord {
+            secret_hash: token.secret_hash(),
+            execution: id,
+            step,
+            attempt,
+            status: TokenStatus::Open,
+            result: None,
+        };
+        let now = self.client.clock.now();
+        self.save(
+            row,
+            driver,
+            &state,
+            ExecutionStatus::Running,
+            None,
+            Some(now),
+            true,
+            Some(record),
+            Vec::new(),
+        )
+        .await?;
+        Ok(WaitEntry::Run(token))
     }
 
     /// Drives one execution until it ends, waits or fails to checkpoint.
@@ -920,7 +918,7 @@ where
                     .await?
                 {
                     if t.status == TokenStatus::Open {
-                        close.push((t.secret, TokenStatus::Superseded));
+                        close.push((t.secret_hash, TokenStatus::Superseded));
                     }
                 }
             }

@@ -42,11 +42,42 @@ impl TaskToken {
         self.execution
     }
 
-    /// The secret part, as stored (32 hexadecimal digits).
-    #[cfg_attr(not(feature = "durable"), allow(dead_code))]
-    pub(crate) fn secret_hex(&self) -> String {
-        format!("{:032x}", self.secret)
+    /// The SHA-256 of the secret part, as stores keep it (64 hexadecimal digits): reading a
+    /// store, or a backup of it, does not give the secret, as a password-reset token's hash
+    /// does not give the token. (The secret is 128 random bits: a fast hash is enough, there
+    /// is nothing to guess.)
+    #[cfg(feature = "durable")]
+    pub(crate) fn secret_hash(&self) -> String {
+        hash_secret(self.secret)
     }
+}
+
+/// The SHA-256 of a token's secret (its 16 bytes, big-endian, as its text shows them), in
+/// lowercase hexadecimal.
+#[cfg(feature = "durable")]
+pub(crate) fn hash_secret(secret: u128) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(secret.to_be_bytes());
+    let mut out = String::with_capacity(64);
+    for byte in digest {
+        use core::fmt::Write as _;
+        // Writing to a `String` cannot fail.
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+/// Whether two strings are equal, in a time that depends on their lengths only: a stored
+/// secret's hash is compared without telling, by how long the comparison took, how much of it
+/// matched.
+#[cfg(feature = "durable")]
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    core::hint::black_box(diff) == 0
 }
 
 impl fmt::Display for TaskToken {

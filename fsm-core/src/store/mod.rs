@@ -206,8 +206,9 @@ impl TokenStatus {
 /// A task token as stored: which execution and which entry into a waiting state it answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
-    /// The token's secret part (hexadecimal).
-    pub secret: String,
+    /// The SHA-256 of the token's secret part (64 hexadecimal digits). Stores keep only
+    /// this: the secret itself never reaches a store, so reading one does not answer a wait.
+    pub secret_hash: String,
     /// The execution it belongs to.
     pub execution: ExecutionId,
     /// The step number of the wait.
@@ -250,8 +251,8 @@ pub struct Checkpoint {
 /// An answer to a task token, written by [`Store::answer_token`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenAnswer {
-    /// The token's secret.
-    pub secret: String,
+    /// The SHA-256 of the token's secret (see [`TokenRecord::secret_hash`]).
+    pub secret_hash: String,
     /// The execution the caller read the token as belonging to.
     pub execution: ExecutionId,
     /// `Completed` or `Failed`.
@@ -464,20 +465,23 @@ pub trait Store: Send + Sync + 'static {
         query: ListQuery,
     ) -> impl Future<Output = Result<Vec<ExecutionRecord>, StoreError>> + Send;
 
-    /// A task token, by its secret.
+    /// A task token, by the hash of its secret.
     fn token(
         &self,
-        secret: &str,
+        secret_hash: &str,
     ) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
 
     /// Answers an open token of `answer.execution`: returns `false` (and changes nothing)
-    /// if the token is not open. A waiting execution becomes due at `answer.now`.
+    /// if the token is not open, or another token of the same wait (a step that ran again
+    /// hands out a new one) was answered or closed. A waiting execution becomes due at `answer.now`.
     fn answer_token(
         &self,
         answer: TokenAnswer,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// The open or answered token of an execution's wait at `step`, `attempt`.
+    /// The token that decides an execution's wait at `step`, `attempt`: one that was
+    /// answered, else one that was closed, else an open one (a wait has one token per time
+    /// its step ran).
     fn wait_token(
         &self,
         id: ExecutionId,

@@ -11,13 +11,13 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::{
-    rows, Checkpoint, ExecutionRecord, ExecutionStatus, ListQuery, Millis, NewExecution, Store,
-    StoreError, StoredEvent, TokenAnswer, TokenRecord, WaitingFor,
+    rows, rows::DECISIVE_FIRST, Checkpoint, ExecutionRecord, ExecutionStatus, ListQuery, Millis,
+    NewExecution, Store, StoreError, StoredEvent, TokenAnswer, TokenRecord, WaitingFor,
 };
 use crate::ExecutionId;
 
 /// The schema this library writes and reads (in `fsm_meta`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const BATCH: usize = 2048;
 const CHANNEL: &str = "fsm_work";
 /// Told when executions ended.
@@ -57,7 +57,7 @@ CREATE TABLE fsm_events (
     PRIMARY KEY (execution, seq)
 );
 CREATE TABLE fsm_tokens (
-    secret    TEXT PRIMARY KEY,
+    secret_hash TEXT PRIMARY KEY,
     execution TEXT NOT NULL,
     step      BIGINT NOT NULL,
     attempt   BIGINT NOT NULL,
@@ -67,7 +67,7 @@ CREATE TABLE fsm_tokens (
 CREATE INDEX fsm_tokens_wait ON fsm_tokens (execution, step, attempt);
 ";
 
-const TOKEN_COLUMNS: &str = "secret, execution, step, attempt, status, result";
+const TOKEN_COLUMNS: &str = "secret_hash, execution, step, attempt, status, result";
 
 const COLUMNS: &str = "id, machine, fingerprint, state_name, state, status, waiting_for, step, \
     attempt, due_at, error, events, created_at, updated_at, lease_owner, lease_expires, version";
@@ -312,6 +312,7 @@ async fn prepare(client: &mut Client) -> Result<(), StoreError> {
                 supported: SCHEMA_VERSION,
             })
         }
+        Some(Ok(v)) if v < SCHEMA_VERSION => migrate(&tx, v).await?,
         Some(Ok(_)) => {}
         Some(Err(_)) => {
             return Err(StoreError::Foreign {
@@ -320,6 +321,30 @@ async fn prepare(client: &mut Client) -> Result<(), StoreError> {
         }
     }
     tx.commit().await.map_err(db)
+}
+
+/// Brings a database written by an earlier version up to [`SCHEMA_VERSION`], under the
+/// advisory lock that [`prepare`] holds.
+async fn migrate(tx: &tokio_postgres::Transaction<'_>, from: i64) -> Result<(), StoreError> {
+    if from < 2 {
+        // 2: a token's row keeps the SHA-256 of its secret (its 16 bytes), not the secret.
+        // Tokens handed out before still answer: their secrets are hashed in place; one that
+        // is not 32 hexadecimal digits never answered anything, and matches no hash.
+        tx.batch_execute(
+            "ALTER TABLE fsm_tokens RENAME COLUMN secret TO secret_hash; \
+             UPDATE fsm_tokens SET secret_hash = encode(sha256(decode(secret_hash, 'hex')), 'hex') \
+             WHERE secret_hash ~ '^[0-9a-f]{32}$'",
+        )
+        .await
+        .map_err(db)?;
+    }
+    tx.execute(
+        "UPDATE fsm_meta SET value = $1 WHERE key = 'schema_version'",
+        &[&SCHEMA_VERSION.to_string()],
+    )
+    .await
+    .map_err(db)?;
+    Ok(())
 }
 
 /// Forwards `NOTIFY fsm_work` and `NOTIFY fsm_ended` to this process's receivers; listens
@@ -830,10 +855,10 @@ async fn insert_token(
     t: &TokenRecord,
 ) -> Result<(), StoreError> {
     c.execute(
-        "INSERT INTO fsm_tokens (secret, execution, step, attempt, status, result) \
+        "INSERT INTO fsm_tokens (secret_hash, execution, step, attempt, status, result) \
          VALUES ($1, $2, $3, $4, $5, $6)",
         &[
-            &t.secret,
+            &t.secret_hash,
             &t.execution.to_string(),
             &i64::from(t.step),
             &i64::from(t.attempt),
@@ -852,12 +877,25 @@ async fn checkpoint(
 ) -> Result<u64, StoreError> {
     let r = &cp.record;
     let id = r.id.to_string();
-    for (secret, status) in &cp.close_tokens {
+    if !cp.close_tokens.is_empty() {
+        // The execution's row first, as an answer takes it: of a close and an answer through
+        // another token of the same wait, the second to take it sees the first.
+        c.execute(
+            "SELECT 1 FROM fsm_executions WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await
+        .map_err(db)?;
+    }
+    for (hash, status) in &cp.close_tokens {
+        // Not if another token of the same wait was answered or closed: it decided.
         let changed = c
             .execute(
-                "UPDATE fsm_tokens SET status = $1 WHERE secret = $2 AND execution = $3 \
-                 AND status = 'open'",
-                &[&status.as_str(), secret, &id],
+                "UPDATE fsm_tokens SET status = $1 WHERE secret_hash = $2 AND execution = $3 \
+                 AND status = 'open' AND NOT EXISTS (SELECT 1 FROM fsm_tokens o \
+                 WHERE o.execution = fsm_tokens.execution AND o.step = fsm_tokens.step \
+                 AND o.attempt = fsm_tokens.attempt AND o.status <> 'open')",
+                &[&status.as_str(), hash, &id],
             )
             .await
             .map_err(db)?;
@@ -900,9 +938,11 @@ async fn answer_token(
     .map_err(db)?;
     let changed = c
         .execute(
-            "UPDATE fsm_tokens SET status = $1, result = $2 WHERE secret = $3 AND execution = $4 \
-             AND status = 'open'",
-            &[&a.status.as_str(), &a.result, &a.secret, &id],
+            "UPDATE fsm_tokens SET status = $1, result = $2 WHERE secret_hash = $3 \
+             AND execution = $4 AND status = 'open' AND NOT EXISTS (SELECT 1 FROM fsm_tokens o \
+             WHERE o.execution = fsm_tokens.execution AND o.step = fsm_tokens.step \
+             AND o.attempt = fsm_tokens.attempt AND o.status <> 'open')",
+            &[&a.status.as_str(), &a.result, &a.secret_hash, &id],
         )
         .await
         .map_err(db)?;
@@ -1027,9 +1067,9 @@ impl Store for PgStore {
         records(self.rows(&sql, &[&query.machine, &status, &limit]).await?)
     }
 
-    async fn token(&self, secret: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let sql = format!("SELECT {TOKEN_COLUMNS} FROM fsm_tokens WHERE secret = $1");
-        Ok(tokens(self.rows(&sql, &[&secret]).await?)?.pop())
+    async fn token(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM fsm_tokens WHERE secret_hash = $1");
+        Ok(tokens(self.rows(&sql, &[&secret_hash]).await?)?.pop())
     }
 
     async fn answer_token(&self, answer: TokenAnswer) -> Result<bool, StoreError> {
@@ -1044,7 +1084,8 @@ impl Store for PgStore {
     ) -> Result<Option<TokenRecord>, StoreError> {
         let sql = format!(
             "SELECT {TOKEN_COLUMNS} FROM fsm_tokens \
-             WHERE execution = $1 AND step = $2 AND attempt = $3"
+             WHERE execution = $1 AND step = $2 AND attempt = $3 \
+             ORDER BY {DECISIVE_FIRST} LIMIT 1"
         );
         let (step, attempt) = (i64::from(step), i64::from(attempt));
         Ok(tokens(self.rows(&sql, &[&id.to_string(), &step, &attempt]).await?)?.pop())

@@ -64,7 +64,14 @@ pub(crate) fn record(r: &impl Columns) -> Result<ExecutionRecord, StoreError> {
     })
 }
 
-/// A token's row (`secret, execution, step, attempt, status, result`), or what is wrong with
+/// How a wait's tokens are ordered when one is asked for (`ORDER BY`): the one that decided
+/// the wait first (answered, then closed), then open ones. A wait has one token per time its
+/// step ran; the first answer or close through any of them decides, and the stores refuse
+/// the rest.
+pub(crate) const DECISIVE_FIRST: &str = "CASE status WHEN 'completed' THEN 0 WHEN 'failed' THEN 0 \
+     WHEN 'open' THEN 2 ELSE 1 END";
+
+/// A token's row (`secret_hash, execution, step, attempt, status, result`), or what is wrong with
 /// it.
 pub(crate) fn token(r: &impl Columns) -> Result<TokenRecord, StoreError> {
     let execution = r.text(1).ok().flatten().unwrap_or_default();
@@ -86,7 +93,7 @@ pub(crate) fn token(r: &impl Columns) -> Result<TokenRecord, StoreError> {
     };
     let status = required(4)?;
     Ok(TokenRecord {
-        secret: required(0)?,
+        secret_hash: required(0)?,
         execution: execution
             .parse()
             .map_err(|_| corrupt(format!("token of execution {execution:?}")))?,

@@ -9,8 +9,8 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, Row};
 use tokio::sync::oneshot;
 
 use super::{
-    rows, Checkpoint, ExecutionRecord, ListQuery, Millis, NewExecution, Store, StoreError,
-    StoredEvent, TokenAnswer, TokenRecord, WaitingFor,
+    rows, rows::DECISIVE_FIRST, Checkpoint, ExecutionRecord, ListQuery, Millis, NewExecution,
+    Store, StoreError, StoredEvent, TokenAnswer, TokenRecord, WaitingFor,
 };
 use crate::ExecutionId;
 
@@ -19,7 +19,7 @@ mod lock;
 /// Marks a SQLite file as this library's (`PRAGMA application_id`, "FSM1").
 const APPLICATION_ID: i64 = 0x4653_4D31;
 /// The schema this library writes and reads (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 /// The most requests committed in one transaction.
 const BATCH: usize = 4096;
 
@@ -56,7 +56,7 @@ CREATE TABLE events (
     PRIMARY KEY (execution, seq)
 ) WITHOUT ROWID;
 CREATE TABLE tokens (
-    secret     TEXT PRIMARY KEY,
+    secret_hash TEXT PRIMARY KEY,
     execution  TEXT NOT NULL,
     step       INTEGER NOT NULL,
     attempt    INTEGER NOT NULL,
@@ -233,7 +233,16 @@ impl SqliteStore {
             // Read before anything is written: a file that is not ours stays as it was.
             let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .map_err(|e| error(&path, e))?;
-            check_schema(&conn, &path)?;
+            let version = check_schema(&conn, &path)?;
+            if options.read_only && version < SCHEMA_VERSION {
+                return Err(StoreError::Database {
+                    path,
+                    message: format!(
+                        "written by an earlier version (schema {version}, this one reads \
+                         {SCHEMA_VERSION}): open it once as a worker, which upgrades it"
+                    ),
+                });
+            }
         }
         let flags = if options.read_only {
             OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -277,8 +286,9 @@ impl SqliteStore {
     }
 }
 
-/// Checks that `conn` is a database of ours that this version can read, or empty.
-fn check_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+/// Checks that `conn` is a database of ours that this version can read, or empty; returns its
+/// schema version (0 if empty).
+fn check_schema(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
     let pragma = |name: &str| -> Result<i64, StoreError> {
         conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
             .map_err(|e| error(path, e))
@@ -292,7 +302,7 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
                 supported: SCHEMA_VERSION,
             });
         }
-        return Ok(());
+        return Ok(version);
     }
     let tables: i64 = conn
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
@@ -302,7 +312,7 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             path: path.to_path_buf(),
         });
     }
-    Ok(())
+    Ok(0)
 }
 
 /// Sets the connection up for writing: WAL, durability, the schema, and frees the executions
@@ -349,6 +359,8 @@ fn prepare(conn: &mut Connection, path: &Path, options: &SqliteOptions) -> Resul
             "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
         ))
         .map_err(err)?;
+    } else if version < SCHEMA_VERSION {
+        migrate(&tx, version).map_err(err)?;
     }
     tx.execute(
         "UPDATE executions SET lease_owner = NULL, lease_expires = NULL \
@@ -357,6 +369,29 @@ fn prepare(conn: &mut Connection, path: &Path, options: &SqliteOptions) -> Resul
     )
     .map_err(err)?;
     tx.commit().map_err(err)
+}
+
+/// Brings a file written by an earlier version up to [`SCHEMA_VERSION`], in the transaction
+/// that opens it as a worker.
+fn migrate(tx: &Connection, from: i64) -> Result<(), rusqlite::Error> {
+    if from < 2 {
+        // 2: a token's row keeps the SHA-256 of its secret, not the secret. Tokens handed
+        // out before still answer: their secrets are hashed in place.
+        tx.execute_batch("ALTER TABLE tokens RENAME COLUMN secret TO secret_hash")?;
+        let secrets: Vec<String> = tx
+            .prepare("SELECT secret_hash FROM tokens")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut update = tx.prepare("UPDATE tokens SET secret_hash = ?1 WHERE secret_hash = ?2")?;
+        for secret in secrets {
+            // A secret that is not 32 hexadecimal digits never answered anything; it is left
+            // as it is, and matches no hash.
+            if let Ok(value) = u128::from_str_radix(&secret, 16) {
+                update.execute(params![crate::token::hash_secret(value), secret])?;
+            }
+        }
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
 }
 
 fn io_error(path: &Path, e: &std::io::Error) -> StoreError {
@@ -592,8 +627,8 @@ impl Writer {
                     args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
                 let _ = reply.send(self.read_records(&sql, &args));
             }
-            Request::Token(secret, reply) => {
-                let r = read_tokens(&self.conn, &self.path, "secret = ?1", params![secret]);
+            Request::Token(hash, reply) => {
+                let r = read_tokens(&self.conn, &self.path, "secret_hash = ?1", params![hash]);
                 let _ = reply.send(r.map(|mut v| v.pop()));
             }
             Request::WaitToken(id, step, attempt, reply) => {
@@ -603,7 +638,7 @@ impl Writer {
                     "execution = ?1 AND step = ?2 AND attempt = ?3",
                     params![id.to_string(), step, attempt],
                 );
-                let _ = reply.send(r.map(|mut v| v.pop()));
+                let _ = reply.send(r.map(|v| v.into_iter().next()));
             }
         }
     }
@@ -738,12 +773,12 @@ fn insert_events(
 
 fn insert_token(c: &Connection, path: &Path, t: &TokenRecord) -> Result<(), StoreError> {
     c.prepare_cached(
-        "INSERT INTO tokens (secret, execution, step, attempt, status, result) \
+        "INSERT INTO tokens (secret_hash, execution, step, attempt, status, result) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
     .and_then(|mut s| {
         s.execute(params![
-            t.secret,
+            t.secret_hash,
             t.execution.to_string(),
             t.step,
             t.attempt,
@@ -759,13 +794,16 @@ fn checkpoint(c: &Connection, path: &Path, cp: &Checkpoint) -> Result<u64, Store
     let err = |e| error(path, e);
     let r = &cp.record;
     let id = r.id.to_string();
-    for (secret, status) in &cp.close_tokens {
+    for (hash, status) in &cp.close_tokens {
+        // Not if another token of the same wait was answered or closed: it decided.
         let changed = c
             .prepare_cached(
-                "UPDATE tokens SET status = ?1 WHERE secret = ?2 AND execution = ?3 \
-                 AND status = 'open'",
+                "UPDATE tokens SET status = ?1 WHERE secret_hash = ?2 AND execution = ?3 \
+                 AND status = 'open' AND NOT EXISTS (SELECT 1 FROM tokens o \
+                 WHERE o.execution = tokens.execution AND o.step = tokens.step \
+                 AND o.attempt = tokens.attempt AND o.status <> 'open')",
             )
-            .and_then(|mut s| s.execute(params![status.as_str(), secret, id]))
+            .and_then(|mut s| s.execute(params![status.as_str(), hash, id]))
             .map_err(err)?;
         if changed == 0 {
             // It was answered meanwhile: the writer must read it again.
@@ -832,10 +870,12 @@ fn answer_token(c: &Connection, path: &Path, a: &TokenAnswer) -> Result<bool, St
     let id = a.execution.to_string();
     let changed = c
         .prepare_cached(
-            "UPDATE tokens SET status = ?1, result = ?2 WHERE secret = ?3 AND execution = ?4 \
-             AND status = 'open'",
+            "UPDATE tokens SET status = ?1, result = ?2 WHERE secret_hash = ?3 \
+             AND execution = ?4 AND status = 'open' AND NOT EXISTS (SELECT 1 FROM tokens o \
+             WHERE o.execution = tokens.execution AND o.step = tokens.step \
+             AND o.attempt = tokens.attempt AND o.status <> 'open')",
         )
-        .and_then(|mut s| s.execute(params![a.status.as_str(), a.result, a.secret, id]))
+        .and_then(|mut s| s.execute(params![a.status.as_str(), a.result, a.secret_hash, id]))
         .map_err(err)?;
     if changed == 0 {
         return Ok(false);
@@ -889,7 +929,8 @@ fn read_tokens(
 ) -> Result<Vec<TokenRecord>, StoreError> {
     let mut stmt = c
         .prepare_cached(&format!(
-            "SELECT secret, execution, step, attempt, status, result FROM tokens WHERE {filter}"
+            "SELECT secret_hash, execution, step, attempt, status, result FROM tokens \
+             WHERE {filter} ORDER BY {DECISIVE_FIRST}"
         ))
         .map_err(|e| error(path, e))?;
     let rows = stmt
@@ -970,9 +1011,9 @@ impl Store for SqliteStore {
         self.ask(|tx| Request::List(query, tx)).await
     }
 
-    async fn token(&self, secret: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let secret = secret.to_owned();
-        self.ask(|tx| Request::Token(secret, tx)).await
+    async fn token(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let hash = secret_hash.to_owned();
+        self.ask(|tx| Request::Token(hash, tx)).await
     }
 
     async fn answer_token(&self, answer: TokenAnswer) -> Result<bool, StoreError> {
