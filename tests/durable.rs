@@ -465,6 +465,24 @@ fn a_step_interrupted_by_a_crash_runs_again_with_the_same_idempotency_key(db: Db
         })
         .count();
     assert_eq!(resumed, 1, "{history}");
+    // A stored history's times are whole milliseconds, and shown so; the time the execution
+    // spent with no worker is labelled.
+    let text = history.to_string();
+    let resumed_line = text
+        .lines()
+        .find(|l| l.contains("execution resumed"))
+        .unwrap();
+    assert!(resumed_line.contains("stopped for "), "{text}");
+    assert!(!text.contains(".000ms"), "{text}");
+    assert!(
+        text.lines()
+            .skip(1)
+            .all(|l| l.split_whitespace().next().is_some_and(|at| {
+                at.ends_with("ms") && at.trim_end_matches("ms").parse::<u64>().is_ok()
+                    || at.ends_with('s') && !at.ends_with("ms")
+            })),
+        "{text}"
+    );
 }
 
 on_both_stores!(
@@ -695,6 +713,49 @@ fn a_waiting_step_run_again_after_a_crash_hands_out_a_new_token_and_either_answe
             );
             ex.shutdown().await;
         });
+    }
+}
+
+on_both_stores!(an_unreadable_history_row_is_a_typed_error, async);
+async fn an_unreadable_history_row_is_a_typed_error(db: Db) {
+    let ex = open(&db, Shop::default()).await;
+    let mut ids = Vec::new();
+    for id in 1..=2 {
+        ids.push(
+            ex.start(order::Machine::new(order::Placed { id }))
+                .await
+                .unwrap(),
+        );
+    }
+    until(|| ex.steps().tokens.lock().unwrap().len() == 2).await;
+    // A column of another type than the store writes, behind its back.
+    let break_it = match &db {
+        Db::Sqlite(_) => format!(
+            "UPDATE events SET kind = x'00ff' WHERE execution = '{}'",
+            ids[0]
+        ),
+        Db::Postgres(..) => format!(
+            "ALTER TABLE fsm_events ALTER COLUMN at TYPE text; \
+             UPDATE fsm_events SET at = 'noon' WHERE execution = '{}'",
+            ids[0]
+        ),
+    };
+    db.sql(&break_it).await;
+    let err = ex.store().events(ids[0]).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { execution: Some(id), .. } if *id == ids[0]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("history"), "{err}");
+    assert!(ex.history(ids[0]).await.is_err());
+    if let Db::Sqlite(_) = db {
+        // The other execution's history reads (on PostgreSQL the column's type changed for all).
+        assert!(ex
+            .history(ids[1])
+            .await
+            .unwrap()
+            .to_string()
+            .contains("wait started"));
     }
 }
 

@@ -137,7 +137,7 @@ where
 
     pub(crate) async fn history(&self, id: ExecutionId) -> Result<History, DurableError> {
         let rows = self.store.events(id).await?;
-        let mut history = History::with_capacity(rows.len());
+        let mut history = History::stored(rows.len());
         for row in &rows {
             let event =
                 codec::decode(M::DEFINITION, row).map_err(|message| DurableError::BadState {

@@ -11,6 +11,9 @@ use crate::StepError;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
     events: Vec<HistoryEvent>,
+    /// Whether times are known to the millisecond only (a durable history, read back from a
+    /// store that keeps whole milliseconds): then they are shown as such.
+    whole_millis: bool,
 }
 
 /// One event of a [`History`].
@@ -164,6 +167,16 @@ impl History {
     pub(crate) fn with_capacity(n: usize) -> Self {
         History {
             events: Vec::with_capacity(n),
+            whole_millis: false,
+        }
+    }
+
+    /// A history read back from a store, whose times are whole milliseconds.
+    #[cfg(feature = "durable")]
+    pub(crate) fn stored(n: usize) -> Self {
+        History {
+            events: Vec::with_capacity(n),
+            whole_millis: true,
         }
     }
 
@@ -220,6 +233,14 @@ impl EventKind {
 impl fmt::Display for EventKind {
     /// The event's details, as in the history table's last column.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.detail(f, false)
+    }
+}
+
+impl EventKind {
+    /// The event's details, with durations to the millisecond if `whole_millis`.
+    fn detail(&self, f: &mut fmt::Formatter<'_>, whole_millis: bool) -> fmt::Result {
+        let ms = |d: Duration| Shown(d, whole_millis);
         match self {
             EventKind::ExecutionStarted { .. } | EventKind::ExecutionSucceeded { .. } => Ok(()),
             EventKind::StepStarted { attempt, .. } => write!(f, "attempt {attempt}"),
@@ -284,21 +305,69 @@ impl fmt::Display for History {
             "{:>10}  {:<19}  {:<width$}  detail",
             "at", "event", "state"
         )?;
+        let mut previous = Duration::ZERO;
         for e in &self.events {
+            let mut detail = Detail(&e.kind, self.whole_millis).to_string();
+            if let EventKind::ExecutionResumed { .. } = e.kind {
+                // What happened between the last event and this one is not known: the worker
+                // stopped (killed, shut down, its lease ran out) and another took over.
+                let gap = Shown(e.at.saturating_sub(previous), self.whole_millis);
+                let sep = if detail.is_empty() { "" } else { "; " };
+                detail = format!("{detail}{sep}stopped for {gap} before");
+            }
             let line = format!(
-                "{:>10}  {:<19}  {:<width$}  {}",
-                ms(e.at),
+                "{:>10}  {:<19}  {:<width$}  {detail}",
+                Shown(e.at, self.whole_millis).to_string(),
                 e.kind.name(),
                 e.kind.state(),
-                e.kind
             );
             writeln!(f, "{}", line.trim_end())?;
+            previous = e.at;
         }
         Ok(())
     }
 }
 
-/// `1.500ms`.
-fn ms(d: Duration) -> String {
-    format!("{:.3}ms", d.as_secs_f64() * 1000.0)
+/// An event's details, shown to the precision its history has.
+struct Detail<'a>(&'a EventKind, bool);
+
+impl fmt::Display for Detail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.detail(f, self.1)
+    }
+}
+
+/// A duration as a person reads it, to the precision it is known: `1.500ms` (or `157ms` when
+/// only whole milliseconds are known), `2.045s`, `3m12.500s`, `2h05m00s`.
+struct Shown(Duration, bool);
+
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Shown(d, whole_millis) = *self;
+        let secs = d.as_secs();
+        let millis = d.subsec_millis();
+        match secs {
+            0 if whole_millis => write!(f, "{millis}ms"),
+            0 => write!(f, "{:.3}ms", d.as_secs_f64() * 1000.0),
+            1..60 => write!(f, "{secs}.{millis:03}s"),
+            60..3600 => write!(f, "{}m{:02}.{millis:03}s", secs / 60, secs % 60),
+            _ => write!(f, "{}h{:02}m{:02}s", secs / 3600, secs / 60 % 60, secs % 60),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shown;
+    use core::time::Duration;
+
+    #[test]
+    fn durations_are_shown_to_the_precision_they_are_known() {
+        let shown = |d: Duration, whole| Shown(d, whole).to_string();
+        assert_eq!(shown(Duration::from_micros(1_500), false), "1.500ms");
+        assert_eq!(shown(Duration::from_millis(157), true), "157ms");
+        assert_eq!(shown(Duration::from_millis(2_045), true), "2.045s");
+        assert_eq!(shown(Duration::from_millis(192_500), false), "3m12.500s");
+        assert_eq!(shown(Duration::from_secs(7_500), true), "2h05m00s");
+    }
 }

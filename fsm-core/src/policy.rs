@@ -80,10 +80,16 @@ pub(crate) fn random_seed() -> u64 {
         .finish()
 }
 
-/// 128 bits from two [`random_seed`]s: different in every executor and process.
+/// 128 bits from the operating system's secure random source (`getrandom`), for execution
+/// ids: ids of different processes and restarts must not meet. If the source fails (it does
+/// not on a running system), two [`random_seed`]s, which differ between processes too.
 #[cfg(feature = "runtime")]
 pub(crate) fn random_u128() -> u128 {
-    u128::from(random_seed()) << 64 | u128::from(random_seed())
+    let mut bytes = [0u8; 16];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => u128::from_le_bytes(bytes),
+        Err(_) => u128::from(random_seed()) << 64 | u128::from(random_seed()),
+    }
 }
 
 /// A small, fast generator of numbers in `[0, 1)` for jitter (SplitMix64). Jitter needs

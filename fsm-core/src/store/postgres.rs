@@ -1040,16 +1040,7 @@ impl Store for PgStore {
                 &[&id.to_string()],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| StoredEvent {
-                seq: u32::try_from(r.get::<_, i64>(0)).unwrap_or(u32::MAX),
-                at: r.get::<_, i64>(1).max(0) as u64,
-                kind: r.get(2),
-                state: r.get(3),
-                detail: r.get(4),
-            })
-            .collect())
+        rows.iter().map(|r| rows::event(r, id)).collect()
     }
 
     async fn list(&self, query: ListQuery) -> Result<Vec<ExecutionRecord>, StoreError> {

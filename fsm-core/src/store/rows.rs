@@ -2,7 +2,8 @@
 //! not what this library writes is [`StoreError::Corrupt`], naming the execution.
 
 use super::{
-    ExecutionRecord, ExecutionStatus, Millis, StoreError, TokenRecord, TokenStatus, WaitingFor,
+    ExecutionRecord, ExecutionStatus, Millis, StoreError, StoredEvent, TokenRecord, TokenStatus,
+    WaitingFor,
 };
 use crate::ExecutionId;
 
@@ -61,6 +62,33 @@ pub(crate) fn record(r: &impl Columns) -> Result<ExecutionRecord, StoreError> {
         lease_owner: text(14)?,
         lease_expires: millis(15)?,
         version: int(16)?.max(0) as u64,
+    })
+}
+
+/// A history event's row (`seq, at, kind, state, detail`) of execution `id`, or what is wrong
+/// with it.
+pub(crate) fn event(r: &impl Columns, id: ExecutionId) -> Result<StoredEvent, StoreError> {
+    let corrupt = |message: String| StoreError::Corrupt {
+        execution: Some(id),
+        message: format!("history: {message}"),
+    };
+    let int = |i: usize| {
+        r.int(i)
+            .map_err(corrupt)?
+            .ok_or_else(|| corrupt(format!("event column {i} is NULL")))
+    };
+    let text = |i: usize| {
+        r.text(i)
+            .map_err(corrupt)?
+            .ok_or_else(|| corrupt(format!("event column {i} is NULL")))
+    };
+    let seq = int(0)?;
+    Ok(StoredEvent {
+        seq: u32::try_from(seq).map_err(|_| corrupt(format!("event number {seq}")))?,
+        at: int(1)?.max(0) as u64,
+        kind: text(2)?,
+        state: text(3)?,
+        detail: text(4)?,
     })
 }
 

@@ -670,22 +670,12 @@ impl Writer {
                 "SELECT seq, at, kind, state, detail FROM events WHERE execution = ?1 ORDER BY seq",
             )
             .map_err(err)?;
-        let rows = stmt
-            .query_map([id.to_string()], |r| {
-                Ok(StoredEvent {
-                    seq: r.get(0)?,
-                    at: r.get::<_, i64>(1)?.max(0) as u64,
-                    kind: r.get(2)?,
-                    state: r.get(3)?,
-                    detail: r.get(4)?,
-                })
-            })
-            .map_err(err)?;
-        rows.collect::<Result<_, _>>()
-            .map_err(|e| StoreError::Corrupt {
-                execution: Some(id),
-                message: format!("history: {e}"),
-            })
+        let mut rows = stmt.query([id.to_string()]).map_err(err)?;
+        let mut events = Vec::new();
+        while let Some(row) = rows.next().map_err(err)? {
+            events.push(rows::event(row, id)?);
+        }
+        Ok(events)
     }
 }
 
