@@ -759,6 +759,228 @@ async fn an_unreadable_history_row_is_a_typed_error(db: Db) {
     }
 }
 
+/// A machine whose steps hand the store whatever text they are given.
+#[derive(Fsm, Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Note {
+    #[fsm(initial, on(write => Written))]
+    Draft { text: String },
+    #[fsm(terminal)]
+    Written { text: String },
+}
+
+struct Scribe;
+
+impl note::Steps for Scribe {
+    async fn draft(
+        &self,
+        n: note::Machine<note::Draft>,
+        _: Context,
+    ) -> Result<note::Machine<note::Written>, StepError> {
+        if n.data().text.starts_with("fail") {
+            let text = n.data().text.clone();
+            return Err(StepError::fatal(format!("kind\0{text}"), text));
+        }
+        Ok(n.write(|d| note::Written {
+            text: format!("{}\0\u{1}\u{7f}", d.text),
+        }))
+    }
+}
+
+const UNUSUAL: &str = "nul \0 bell \u{7} escape \u{1b}[31m del \u{7f} line\r\n end";
+
+on_both_stores!(
+    nul_bytes_and_control_characters_are_stored_and_end_executions,
+    async
+);
+async fn nul_bytes_and_control_characters_are_stored_and_end_executions(db: Db) {
+    // One store for both machines: a SQLite file has one worker.
+    let store = db.store().await;
+    let notes = Executor::<Note, Scribe>::builder(Scribe)
+        .durable(store.clone())
+        .unwrap();
+    // In a state's strings, both ways.
+    let ok = notes
+        .start(note::Machine::new(note::Draft {
+            text: UNUSUAL.into(),
+        }))
+        .await
+        .unwrap();
+    let row = notes.finished(ok).await.unwrap();
+    assert_eq!(row.status, ExecutionStatus::Succeeded);
+    assert_eq!(
+        notes.state(ok).await.unwrap(),
+        Note::Written {
+            text: format!("{UNUSUAL}\0\u{1}\u{7f}")
+        }
+    );
+    // In a step's error: the execution ends, errored, once, with the error readable.
+    let failing = notes
+        .start(note::Machine::new(note::Draft {
+            text: format!("fail {UNUSUAL}"),
+        }))
+        .await
+        .unwrap();
+    let row = notes.finished(failing).await.unwrap();
+    assert_eq!(row.status, ExecutionStatus::Errored);
+    let stored = row.error.unwrap();
+    assert!(
+        stored.starts_with("kind\\0fail nul \\0 bell \u{7}"),
+        "{stored:?}"
+    );
+    assert!(!stored.contains('\0'), "{stored:?}");
+    let history = notes.history(failing).await.unwrap();
+    assert!(
+        history.events().iter().any(|e| matches!(
+            &e.kind,
+            EventKind::StepFailed { error, .. } if error.message() == format!("fail {UNUSUAL}")
+        )),
+        "{history}"
+    );
+    // In an answer: a token failed with such an error.
+    let orders = Executor::<Order, Shop>::builder(Shop::default())
+        .durable(store)
+        .unwrap();
+    let waiting = orders
+        .start(order::Machine::new(order::Placed { id: 8 }))
+        .await
+        .unwrap();
+    until(|| orders.steps().tokens.lock().unwrap().len() == 1).await;
+    let token = orders.steps().tokens.lock().unwrap()[0].clone();
+    orders
+        .fail(&token, StepError::fatal("carrier\0", UNUSUAL))
+        .await
+        .unwrap();
+    let row = orders.finished(waiting).await.unwrap();
+    assert_eq!(row.status, ExecutionStatus::Errored);
+    assert!(row.error.unwrap().starts_with("carrier\\0: nul \\0 bell"));
+}
+
+/// Five steps in a row; each run of each step is counted.
+#[derive(Fsm, Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Chain {
+    #[fsm(initial, on(go => B))]
+    A { n: u32 },
+    #[fsm(on(go => C))]
+    B { n: u32 },
+    #[fsm(on(go => D))]
+    C { n: u32 },
+    #[fsm(on(go => E))]
+    D { n: u32 },
+    #[fsm(terminal)]
+    E { n: u32 },
+}
+
+#[derive(Clone, Default)]
+struct Runs(Arc<Mutex<std::collections::HashMap<String, u32>>>);
+
+impl Runs {
+    fn count(&self, cx: &Context) {
+        *self
+            .0
+            .lock()
+            .unwrap()
+            .entry(cx.idempotency_key().to_string())
+            .or_default() += 1;
+    }
+}
+
+impl chain::Steps for Runs {
+    async fn a(
+        &self,
+        m: chain::Machine<chain::A>,
+        cx: Context,
+    ) -> Result<chain::Machine<chain::B>, StepError> {
+        self.count(&cx);
+        Ok(m.go(|s| chain::B { n: s.n }))
+    }
+    async fn b(
+        &self,
+        m: chain::Machine<chain::B>,
+        cx: Context,
+    ) -> Result<chain::Machine<chain::C>, StepError> {
+        self.count(&cx);
+        Ok(m.go(|s| chain::C { n: s.n }))
+    }
+    async fn c(
+        &self,
+        m: chain::Machine<chain::C>,
+        cx: Context,
+    ) -> Result<chain::Machine<chain::D>, StepError> {
+        self.count(&cx);
+        Ok(m.go(|s| chain::D { n: s.n }))
+    }
+    async fn d(
+        &self,
+        m: chain::Machine<chain::D>,
+        cx: Context,
+    ) -> Result<chain::Machine<chain::E>, StepError> {
+        self.count(&cx);
+        Ok(m.go(|s| chain::E { n: s.n }))
+    }
+}
+
+#[test]
+fn postgres_under_serializable_or_repeatable_read_runs_each_step_once() {
+    for level in ["serializable", "repeatable read"] {
+        let name = format!("isolation_{}", level.replace(' ', "_"));
+        let Some(Db::Postgres(url, lease)) = postgres_or_skip(&name) else {
+            return;
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            // A hardening some teams set database-wide: every session's default.
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let db = client
+                .query_one("SELECT current_database()", &[])
+                .await
+                .unwrap()
+                .get::<_, String>(0);
+            client
+                .batch_execute(&format!(
+                    "ALTER DATABASE \"{db}\" SET default_transaction_isolation = '{level}'"
+                ))
+                .await
+                .unwrap();
+            let runs = Runs::default();
+            let mut workers = Vec::new();
+            for _ in 0..4 {
+                let store = PgStore::connect_with_lease(&url, lease).await.unwrap();
+                workers.push(
+                    Executor::<Chain, Runs>::builder(runs.clone())
+                        .durable(store)
+                        .unwrap(),
+                );
+            }
+            let mut ids = Vec::new();
+            for n in 0..300 {
+                let by = &workers[n as usize % workers.len()];
+                ids.push(by.start(chain::Machine::new(chain::A { n })).await.unwrap());
+            }
+            for id in &ids {
+                let row = workers[0].finished(*id).await.unwrap();
+                assert_eq!(row.state_name, "E", "{level}");
+            }
+            let runs = runs.0.lock().unwrap().clone();
+            assert_eq!(runs.len(), 300 * 4, "{level}");
+            let twice: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
+            assert!(
+                twice.is_empty(),
+                "under {level}, steps ran more than once: {twice:?}"
+            );
+            for w in workers {
+                w.shutdown().await;
+            }
+        });
+    }
+}
+
 on_both_stores!(a_wait_timeout_fires_after_a_restart_too, sync);
 fn a_wait_timeout_fires_after_a_restart_too(db: Db) {
     let t = timers(&db);

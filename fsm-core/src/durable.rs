@@ -1019,7 +1019,7 @@ where
     ) -> Result<(), DurableError> {
         let (outcome, error) = match error {
             Some(error) => {
-                let text = format!("{}: {}", error.kind(), error.message());
+                let text = codec::error_text(&error);
                 (driver.give_up(state, error), Some(text))
             }
             None => (driver.finish(state), None),

@@ -12,6 +12,14 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// A step error as the row's `error` column shows it, `kind: message`, storable by every
+/// store: a NUL byte (text from a C library, a binary body), which PostgreSQL's text cannot
+/// hold, is written `\0`. (Everything else the user's code hands a store is JSON, whose
+/// encoder escapes every control character, or a name from the derive.)
+pub(crate) fn error_text(e: &StepError) -> String {
+    format!("{}: {}", e.kind(), e.message()).replace('\0', "\\0")
+}
+
 /// An error as JSON: `{"kind": ..., "message": ..., "retryable": ...}`.
 pub(crate) fn error_json(e: &StepError) -> Value {
     json!({ "kind": e.kind(), "message": e.message(), "retryable": e.is_retryable() })

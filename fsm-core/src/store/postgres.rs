@@ -147,8 +147,17 @@ async fn connect(url: &str) -> Result<Client, StoreError> {
     tokio::spawn(async move {
         let _ = connection.await;
     });
+    client.batch_execute(SESSION).await.map_err(db)?;
     Ok(client)
 }
+
+/// What every session of the store sets, whatever the database's or the role's defaults:
+/// the isolation its SQL was written for. Claims (`FOR UPDATE SKIP LOCKED`), the version
+/// fence of checkpoints and the row locks of answers rely on READ COMMITTED's rules (a
+/// statement sees what committed before it began); under `serializable` or `repeatable read`
+/// set database-wide, claims and checkpoints fail with serialization errors instead, and
+/// steps run twice.
+const SESSION: &str = "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED";
 
 /// A connection made again after a break, no more often than a backoff allows: while the
 /// server is away (restarting, recovering) its callers get `Unavailable` at once instead of
