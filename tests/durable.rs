@@ -981,6 +981,76 @@ fn postgres_under_serializable_or_repeatable_read_runs_each_step_once() {
     }
 }
 
+on_both_stores!(
+    a_row_that_cannot_be_decoded_is_set_aside_once_and_the_rest_go_on,
+    async
+);
+async fn a_row_that_cannot_be_decoded_is_set_aside_once_and_the_rest_go_on(db: Db) {
+    let (ids, handed_out) = {
+        let ex = open(&db, Shop::default()).await;
+        let mut ids = Vec::new();
+        for id in 1..=4 {
+            ids.push(
+                ex.start(order::Machine::new(order::Placed { id }))
+                    .await
+                    .unwrap(),
+            );
+        }
+        until(|| ex.steps().tokens.lock().unwrap().len() == 4).await;
+        let tokens = ex.steps().tokens.lock().unwrap().clone();
+        ex.shutdown().await;
+        (ids, tokens)
+    };
+    // One due row with a column of the wrong type and NULLs where values are expected.
+    let bad = ids[0];
+    let break_it = match &db {
+        // SQLite's NOT NULL holds: wrong types in several columns.
+        Db::Sqlite(_) => format!(
+            "UPDATE executions SET attempt = 'many', version = 'x', created_at = x'00', \
+             status = 'running', due_at = 0 WHERE id = '{bad}'"
+        ),
+        Db::Postgres(..) => format!(
+            "ALTER TABLE executions ALTER COLUMN attempt DROP NOT NULL, \
+             ALTER COLUMN fingerprint DROP NOT NULL, ALTER COLUMN version DROP NOT NULL; \
+             UPDATE executions SET attempt = NULL, fingerprint = NULL, version = NULL, \
+             status = 'running', due_at = 0 WHERE id = '{bad}'"
+        ),
+    };
+    db.sql(&break_it).await;
+    let ex = open(&db, Shop::default()).await;
+    // The others of the same machine start, wait, are answered and end meanwhile.
+    let new = ex
+        .start(order::Machine::new(order::Placed { id: 9 }))
+        .await
+        .unwrap();
+    for id in &ids[1..] {
+        let prefix = format!("ft1.{:032x}.", id.as_u128());
+        let token = handed_out.iter().find(|t| t.starts_with(&prefix)).unwrap();
+        ex.complete::<order::Paid, _>(token, deliver).await.unwrap();
+        assert_eq!(ex.finished(*id).await.unwrap().state_name, "Delivered");
+    }
+    until(|| ex.steps().tokens.lock().unwrap().len() == 1).await;
+    let token = ex.steps().tokens.lock().unwrap()[0].clone();
+    ex.complete::<order::Paid, _>(&token, deliver)
+        .await
+        .unwrap();
+    assert_eq!(ex.finished(new).await.unwrap().state_name, "Delivered");
+    // Well past a lease (500 ms on PostgreSQL) and the worker's one-second look: reported
+    // once, naming the row.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let problems = ex.problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].execution, Some(bad));
+    assert!(
+        matches!(
+            problems[0].error,
+            DurableError::Store(StoreError::Corrupt { .. })
+        ),
+        "{:?}",
+        problems[0].error
+    );
+}
+
 on_both_stores!(a_wait_timeout_fires_after_a_restart_too, sync);
 fn a_wait_timeout_fires_after_a_restart_too(db: Db) {
     let t = timers(&db);
@@ -1516,7 +1586,7 @@ impl Store for LosesAReply {
         now: fsm_core::store::Millis,
         lease_until: fsm_core::store::Millis,
         limit: usize,
-    ) -> Result<Vec<fsm_core::store::ExecutionRecord>, StoreError> {
+    ) -> Result<Vec<Result<fsm_core::store::ExecutionRecord, StoreError>>, StoreError> {
         self.store
             .claim(machine, owner, now, lease_until, limit)
             .await
@@ -1795,15 +1865,25 @@ fn a_worker_whose_lease_was_taken_over_can_neither_renew_nor_checkpoint() {
         .unwrap();
         // A claims it for 100 ms, and stalls past that.
         let t = now();
-        let held_by_a = a.claim("Order", "A", t, t + 100, 10).await.unwrap();
+        let claim = |store: &PgStore, owner: &'static str, until: u64| {
+            let store = store.clone();
+            async move {
+                let rows = store.claim("Order", owner, t, until, 10).await.unwrap();
+                rows.into_iter().map(Result::unwrap).collect::<Vec<_>>()
+            }
+        };
+        let held_by_a = claim(&a, "A", t + 100).await;
         assert_eq!(held_by_a.len(), 1);
-        assert_eq!(
-            b.claim("Order", "B", t, t + 10_000, 10).await.unwrap(),
-            vec![]
-        );
+        assert_eq!(claim(&b, "B", t + 10_000).await, vec![]);
         tokio::time::sleep(Duration::from_millis(200)).await;
         let t = now();
-        let held_by_b = b.claim("Order", "B", t, t + 10_000, 10).await.unwrap();
+        let held_by_b: Vec<ExecutionRecord> = b
+            .claim("Order", "B", t, t + 10_000, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(held_by_b.len(), 1);
         assert!(held_by_b[0].version > held_by_a[0].version);
         // A wakes up: its renewal finds nothing of its own, its checkpoint is refused.

@@ -309,7 +309,17 @@ async fn schedule<M, H, S>(
                 Ok(rows) => {
                     let full = rows.len() == limit;
                     for row in rows {
-                        this.spawn(row, None);
+                        match row {
+                            Ok(row) => this.spawn(row, None),
+                            // Claimed, so set aside while the claim holds; reported once.
+                            Err(e) => {
+                                let execution = match &e {
+                                    StoreError::Corrupt { execution, .. } => *execution,
+                                    _ => None,
+                                };
+                                this.problem(execution, e.into());
+                            }
+                        }
                     }
                     if full {
                         continue;

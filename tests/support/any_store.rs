@@ -40,7 +40,7 @@ impl Store for AnyStore {
         now: Millis,
         lease_until: Millis,
         limit: usize,
-    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+    ) -> Result<Vec<Result<ExecutionRecord, StoreError>>, StoreError> {
         delegate!(self, s => s.claim(machine, owner, now, lease_until, limit))
     }
     async fn next_due(&self, machine: &str) -> Result<Option<Millis>, StoreError> {

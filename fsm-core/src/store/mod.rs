@@ -431,7 +431,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claims for `owner`, until `lease_until`, up to `limit` executions of `machine` that are
     /// running or waiting with a due time at or before `now`, and that no one holds (no
-    /// owner, or an expired lease). Returns them as claimed (with their new versions).
+    /// owner, or an expired lease). Returns them as claimed (with their new versions), each
+    /// read on its own: a row that cannot be read (a column of another type, a NULL) is
+    /// claimed all the same, so that it is not claimed again while the lease holds, and
+    /// returned as its [`StoreError::Corrupt`]; the other rows go on.
     fn claim(
         &self,
         machine: &str,
@@ -439,7 +442,7 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
         lease_until: Millis,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<ExecutionRecord>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Result<ExecutionRecord, StoreError>>, StoreError>> + Send;
 
     /// The earliest due time of `machine`'s running or waiting executions that no one holds.
     fn next_due(

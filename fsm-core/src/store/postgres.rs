@@ -1002,7 +1002,7 @@ impl Store for PgStore {
         now: Millis,
         lease_until: Millis,
         limit: usize,
-    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+    ) -> Result<Vec<Result<ExecutionRecord, StoreError>>, StoreError> {
         let sql = format!(
             "UPDATE fsm_executions SET lease_owner = $1, lease_expires = $2, \
              version = version + 1 \
@@ -1013,10 +1013,31 @@ impl Store for PgStore {
              RETURNING {COLUMNS}"
         );
         let (lease, now, limit) = (opt_ms(Some(lease_until)), ms(now), limit as i64);
-        records(
-            self.rows(&sql, &[&owner, &lease, &machine, &now, &limit])
-                .await?,
-        )
+        let rows = self
+            .rows(&sql, &[&owner, &lease, &machine, &now, &limit])
+            .await?;
+        let claimed: Vec<_> = rows.iter().map(rows::record).collect();
+        // A row that cannot be read is held until released (no expiry), so that no worker
+        // claims it again when the lease would have run out: it is reported once.
+        let bad: Vec<String> = claimed
+            .iter()
+            .filter_map(|r| match r {
+                Err(StoreError::Corrupt {
+                    execution: Some(id),
+                    ..
+                }) => Some(id.to_string()),
+                _ => None,
+            })
+            .collect();
+        if !bad.is_empty() {
+            self.rows(
+                "UPDATE fsm_executions SET lease_expires = NULL \
+                 WHERE id = ANY($1) AND lease_owner = $2 RETURNING id",
+                &[&bad, &owner],
+            )
+            .await?;
+        }
+        Ok(claimed)
     }
 
     async fn next_due(&self, machine: &str) -> Result<Option<Millis>, StoreError> {

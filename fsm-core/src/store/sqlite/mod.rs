@@ -156,7 +156,7 @@ enum Request {
         now: Millis,
         lease_until: Millis,
         limit: usize,
-        reply: Reply<Vec<ExecutionRecord>>,
+        reply: Reply<Vec<Claimed>>,
     },
     NextDue(String, Reply<Option<Millis>>),
     Get(ExecutionId, Reply<Option<ExecutionRecord>>),
@@ -443,14 +443,14 @@ struct Writer {
 }
 
 /// A request's reply, sent once its transaction has committed (or failed).
+/// A claimed row, or why it cannot be read.
+type Claimed = Result<ExecutionRecord, StoreError>;
+
 enum Done {
     Unit(Reply<()>, Result<(), StoreError>),
     Version(Reply<u64>, Result<u64, StoreError>),
     Bool(Reply<bool>, Result<bool, StoreError>),
-    Records(
-        Reply<Vec<ExecutionRecord>>,
-        Result<Vec<ExecutionRecord>, StoreError>,
-    ),
+    Claimed(Reply<Vec<Claimed>>, Result<Vec<Claimed>, StoreError>),
 }
 
 impl Done {
@@ -460,7 +460,7 @@ impl Done {
             Done::Unit(tx, r) => drop(tx.send(failed.map_or(r, |e| Err(e.clone())))),
             Done::Version(tx, r) => drop(tx.send(failed.map_or(r, |e| Err(e.clone())))),
             Done::Bool(tx, r) => drop(tx.send(failed.map_or(r, |e| Err(e.clone())))),
-            Done::Records(tx, r) => drop(tx.send(failed.map_or(r, |e| Err(e.clone())))),
+            Done::Claimed(tx, r) => drop(tx.send(failed.map_or(r, |e| Err(e.clone())))),
         }
     }
 }
@@ -584,7 +584,7 @@ impl Writer {
             } => {
                 let r =
                     self.savepoint(|c, p| claim(c, p, &machine, &owner, now, lease_until, limit));
-                done.push(Done::Records(reply, r));
+                done.push(Done::Claimed(reply, r));
             }
             Request::NextDue(machine, reply) => {
                 let r = self
@@ -887,7 +887,7 @@ fn claim(
     now: Millis,
     lease_until: Millis,
     limit: usize,
-) -> Result<Vec<ExecutionRecord>, StoreError> {
+) -> Result<Vec<Claimed>, StoreError> {
     let mut stmt = c
         .prepare_cached(&format!(
             "UPDATE executions SET lease_owner = ?1, lease_expires = ?2, version = version + 1 \
@@ -904,9 +904,11 @@ fn claim(
             Ok(rows::record(r))
         })
         .map_err(|e| error(path, e))?;
+    // Each row decoded on its own: a bad one is claimed (and so set aside while this worker
+    // lives) and returned as its error; the rest of the batch goes through.
     let mut out = Vec::new();
     for row in rows {
-        out.push(row.map_err(|e| error(path, e))??);
+        out.push(row.map_err(|e| error(path, e))?);
     }
     Ok(out)
 }
@@ -971,7 +973,7 @@ impl Store for SqliteStore {
         now: Millis,
         lease_until: Millis,
         limit: usize,
-    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+    ) -> Result<Vec<Claimed>, StoreError> {
         let (machine, owner) = (machine.to_owned(), owner.to_owned());
         self.ask(|reply| Request::Claim {
             machine,
