@@ -91,6 +91,80 @@ struct Shared {
     work: Arc<watch::Sender<u64>>,
     ended: Arc<watch::Sender<u64>>,
     lease: Duration,
+    clock: ServerClock,
+}
+
+/// The server's clock, as seen from this process. Every comparison with "now" (claims, due
+/// times, leases) is made in SQL with the server's `now()`, and leases are sent as durations
+/// from it, so a worker or a client whose clock is off neither claims live executions nor
+/// leaves due ones waiting. The due times the executor computes from its own clock (a retry
+/// in 10 minutes, a wait's timeout) are moved onto the server's clock by the offset between
+/// the two, measured when the store connects and again every few seconds, and rows read back
+/// are moved onto this process's clock, so its timers fire when the server's time comes.
+struct ServerClock {
+    /// Server minus local, in milliseconds.
+    offset: std::sync::atomic::AtomicI64,
+    measured: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// The server's time now, in Unix milliseconds, in SQL.
+const NOW_MS: &str = "(extract(epoch from now()) * 1000)::bigint";
+
+impl ServerClock {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn offset(&self) -> i64 {
+        self.offset.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A time of this process's clock on the server's.
+    fn to_server(&self, t: Millis) -> Millis {
+        if t == Millis::MAX {
+            return t;
+        }
+        (t as i64).saturating_add(self.offset()).max(0) as Millis
+    }
+
+    /// A time of the server's clock on this process's.
+    fn to_local(&self, t: Millis) -> Millis {
+        (t as i64).saturating_sub(self.offset()).max(0) as Millis
+    }
+
+    fn localize(&self, r: &mut ExecutionRecord) {
+        r.due_at = r.due_at.map(|t| self.to_local(t));
+        r.lease_expires = r.lease_expires.map(|t| self.to_local(t));
+        r.created_at = self.to_local(r.created_at);
+        r.updated_at = self.to_local(r.updated_at);
+    }
+
+    fn to_server_record(&self, r: &mut ExecutionRecord) {
+        r.due_at = r.due_at.map(|t| self.to_server(t));
+        r.lease_expires = r.lease_expires.map(|t| self.to_server(t));
+        r.created_at = self.to_server(r.created_at);
+        r.updated_at = self.to_server(r.updated_at);
+    }
+
+    fn due(&self) -> bool {
+        let measured = self.measured.lock().unwrap_or_else(|e| e.into_inner());
+        measured.is_none_or(|at| at.elapsed() >= Self::EVERY)
+    }
+
+    /// Measures the offset with one query: the server's time against the middle of the
+    /// round trip.
+    async fn measure(&self, client: &Client) -> Result<(), StoreError> {
+        let before = crate::step::unix_millis();
+        let row = client
+            .query_one(&format!("SELECT {NOW_MS}"), &[])
+            .await
+            .map_err(db)?;
+        let after = crate::step::unix_millis();
+        let server: i64 = row.try_get(0).map_err(db)?;
+        let local = ((before + after) / 2) as i64;
+        self.offset
+            .store(server - local, std::sync::atomic::Ordering::Relaxed);
+        *self.measured.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for PgStore {
@@ -234,6 +308,11 @@ impl PgStore {
     pub async fn connect_with_lease(url: &str, lease: Duration) -> Result<Self, StoreError> {
         let mut client = connect(url).await?;
         prepare(&mut client).await?;
+        let clock = ServerClock {
+            offset: std::sync::atomic::AtomicI64::new(0),
+            measured: std::sync::Mutex::new(None),
+        };
+        clock.measure(&client).await?;
         let work = Arc::new(watch::Sender::new(0));
         let ended = Arc::new(watch::Sender::new(0));
         let (writes, rx) = mpsc::unbounded_channel();
@@ -251,8 +330,20 @@ impl PgStore {
                 work,
                 ended,
                 lease,
+                clock,
             }),
         })
+    }
+
+    /// Rows read as records, on this process's clock.
+    fn records(&self, rows: Vec<Row>) -> Result<Vec<ExecutionRecord>, StoreError> {
+        rows.iter()
+            .map(|r| {
+                let mut record = rows::record(r)?;
+                self.inner.clock.localize(&mut record);
+                Ok(record)
+            })
+            .collect()
     }
 
     async fn write<T>(&self, write: impl FnOnce(Reply<T>) -> Write) -> Result<T, StoreError> {
@@ -958,10 +1049,13 @@ async fn answer_token(
     if changed == 0 {
         return Ok(false);
     }
+    // Due at once by the server's clock (not the answering client's).
     c.execute(
-        "UPDATE fsm_executions SET due_at = $2 WHERE id = $1 AND status = 'waiting' \
-         AND waiting_for = 'token'",
-        &[&id, &ms(a.now)],
+        &format!(
+            "UPDATE fsm_executions SET due_at = {NOW_MS} WHERE id = $1 AND status = 'waiting' \
+             AND waiting_for = 'token'"
+        ),
+        &[&id],
     )
     .await
     .map_err(db)?;
@@ -978,20 +1072,18 @@ impl rows::Columns for Row {
     }
 }
 
-fn records(rows: Vec<Row>) -> Result<Vec<ExecutionRecord>, StoreError> {
-    rows.iter().map(rows::record).collect()
-}
-
 fn tokens(rows: Vec<Row>) -> Result<Vec<TokenRecord>, StoreError> {
     rows.iter().map(rows::token).collect()
 }
 
 impl Store for PgStore {
-    async fn create(&self, new: NewExecution) -> Result<(), StoreError> {
+    async fn create(&self, mut new: NewExecution) -> Result<(), StoreError> {
+        self.inner.clock.to_server_record(&mut new.record);
         self.write(|tx| Write::Create(new, tx)).await
     }
 
-    async fn checkpoint(&self, checkpoint: Checkpoint) -> Result<u64, StoreError> {
+    async fn checkpoint(&self, mut checkpoint: Checkpoint) -> Result<u64, StoreError> {
+        self.inner.clock.to_server_record(&mut checkpoint.record);
         self.write(|tx| Write::Checkpoint(checkpoint, tx)).await
     }
 
@@ -1003,20 +1095,31 @@ impl Store for PgStore {
         lease_until: Millis,
         limit: usize,
     ) -> Result<Vec<Result<ExecutionRecord, StoreError>>, StoreError> {
+        if self.inner.clock.due() {
+            let client = Arc::clone(self.inner.reader.lock().await.get(&self.inner.url).await?);
+            self.inner.clock.measure(&client).await?;
+        }
+        // On the server's clock: what is due by its time, held for the lease from its time.
         let sql = format!(
-            "UPDATE fsm_executions SET lease_owner = $1, lease_expires = $2, \
+            "UPDATE fsm_executions SET lease_owner = $1, lease_expires = {NOW_MS} + $2, \
              version = version + 1 \
              WHERE id IN (SELECT id FROM fsm_executions WHERE machine = $3 \
-               AND status IN ('running', 'waiting') AND due_at <= $4 \
-               AND (lease_owner IS NULL OR lease_expires <= $4) \
-               ORDER BY due_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
+               AND status IN ('running', 'waiting') AND due_at <= {NOW_MS} \
+               AND (lease_owner IS NULL OR lease_expires <= {NOW_MS}) \
+               ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
              RETURNING {COLUMNS}"
         );
-        let (lease, now, limit) = (opt_ms(Some(lease_until)), ms(now), limit as i64);
-        let rows = self
-            .rows(&sql, &[&owner, &lease, &machine, &now, &limit])
-            .await?;
-        let claimed: Vec<_> = rows.iter().map(rows::record).collect();
+        let lease = (lease_until != Millis::MAX).then(|| ms(lease_until.saturating_sub(now)));
+        let limit = limit as i64;
+        let rows = self.rows(&sql, &[&owner, &lease, &machine, &limit]).await?;
+        let claimed: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                let mut record = rows::record(r)?;
+                self.inner.clock.localize(&mut record);
+                Ok(record)
+            })
+            .collect();
         // A row that cannot be read is held until released (no expiry), so that no worker
         // claims it again when the lease would have run out: it is reported once.
         let bad: Vec<String> = claimed
@@ -1051,15 +1154,18 @@ impl Store for PgStore {
                 &[&machine],
             )
             .await?;
-        Ok(rows
-            .first()
-            .and_then(|r| r.get::<_, Option<i64>>(0))
-            .map(|v| v.max(0) as u64))
+        let first = match rows.first() {
+            Some(row) => row.try_get::<_, Option<i64>>(0).map_err(db)?,
+            None => None,
+        };
+        Ok(first.map(|v| self.inner.clock.to_local(v.max(0) as u64)))
     }
 
     async fn get(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM fsm_executions WHERE id = $1");
-        Ok(records(self.rows(&sql, &[&id.to_string()]).await?)?.pop())
+        Ok(self
+            .records(self.rows(&sql, &[&id.to_string()]).await?)?
+            .pop())
     }
 
     async fn events(&self, id: ExecutionId) -> Result<Vec<StoredEvent>, StoreError> {
@@ -1085,7 +1191,7 @@ impl Store for PgStore {
              WHERE ($1::text IS NULL OR machine = $1) AND ($2::text IS NULL OR status = $2) \
              ORDER BY created_at, id LIMIT $3"
         );
-        records(self.rows(&sql, &[&query.machine, &status, &limit]).await?)
+        self.records(self.rows(&sql, &[&query.machine, &status, &limit]).await?)
     }
 
     async fn token(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError> {
@@ -1126,16 +1232,16 @@ impl Store for PgStore {
             return Ok(0);
         }
         let ids: Vec<String> = executions.iter().map(ToString::to_string).collect();
-        let rows = self
-            .rows(
-                // A row being checkpointed is skipped: its checkpoint extends its lease.
-                "UPDATE fsm_executions SET lease_expires = $2 WHERE id IN (SELECT id \
-                 FROM fsm_executions WHERE lease_owner = $1 AND id = ANY($3) \
-                 AND lease_expires IS NOT NULL AND status IN ('running', 'waiting') \
-                 FOR UPDATE SKIP LOCKED) RETURNING 1",
-                &[&owner, &ms(until), &ids],
-            )
-            .await?;
+        // For as long from the server's now as `until` is from ours.
+        let lease = ms(until.saturating_sub(crate::step::unix_millis()));
+        let sql = format!(
+            // A row being checkpointed is skipped: its checkpoint extends its lease.
+            "UPDATE fsm_executions SET lease_expires = {NOW_MS} + $2 WHERE id IN (SELECT id \
+             FROM fsm_executions WHERE lease_owner = $1 AND id = ANY($3) \
+             AND lease_expires IS NOT NULL AND status IN ('running', 'waiting') \
+             FOR UPDATE SKIP LOCKED) RETURNING 1"
+        );
+        let rows = self.rows(&sql, &[&owner, &lease, &ids]).await?;
         Ok(rows.len() as u64)
     }
 
