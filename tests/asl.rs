@@ -156,20 +156,141 @@ fn scripted_services() -> example::Services {
     }
 }
 
-#[test]
-fn the_exported_checkout_takes_the_executors_path_in_an_asl_interpreter() {
+/// The checkout's steps, recording the idempotency key each step and route was given.
+struct Keys {
+    services: example::Services,
+    keys: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl Keys {
+    fn key(&self, state: &str, cx: &fsm_core::Context) {
+        self.keys
+            .lock()
+            .unwrap()
+            .push((state.to_owned(), cx.idempotency_key().to_string()));
+    }
+}
+
+mod keys {
+    use super::example::checkout::*;
+    use super::Keys;
+    use fsm_core::{Context, StepError, TaskToken};
+
+    impl Steps for Keys {
+        async fn submitted(
+            &self,
+            o: Machine<Submitted>,
+            cx: Context,
+        ) -> Result<SubmittedNext, StepError> {
+            self.key("Submitted", &cx);
+            self.services.submitted(o, cx).await
+        }
+        async fn reserved(
+            &self,
+            o: Machine<Reserved>,
+            cx: Context,
+        ) -> Result<ReservedNext, StepError> {
+            self.key("Reserved", &cx);
+            self.services.reserved(o, cx).await
+        }
+        async fn paid(&self, o: Machine<Paid>, cx: Context) -> Result<PaidNext, StepError> {
+            self.key("Paid", &cx);
+            self.services.paid(o, cx).await
+        }
+        async fn out_for_delivery(
+            &self,
+            o: Machine<OutForDelivery>,
+            cx: Context,
+            token: TaskToken,
+        ) -> Result<(), StepError> {
+            self.key("OutForDelivery", &cx);
+            self.services.out_for_delivery(o, cx, token).await
+        }
+        async fn wrapped(
+            &self,
+            o: Machine<Wrapped>,
+            cx: Context,
+        ) -> Result<Machine<Shipped>, StepError> {
+            self.key("Wrapped", &cx);
+            self.services.wrapped(o, cx).await
+        }
+        async fn payment_declined(
+            &self,
+            o: Machine<PaymentDeclined>,
+            cx: Context,
+        ) -> Result<Machine<Cancelled>, StepError> {
+            self.key("PaymentDeclined", &cx);
+            self.services.payment_declined(o, cx).await
+        }
+        fn catch_reserved_to_payment_declined(
+            &self,
+            failed: Reserved,
+            error: &StepError,
+        ) -> PaymentDeclined {
+            self.services
+                .catch_reserved_to_payment_declined(failed, error)
+        }
+    }
+}
+
+/// Consecutive repeats (a retried step's attempts) once.
+fn once(mut keys: Vec<(String, String)>) -> Vec<(String, String)> {
+    keys.dedup();
+    keys
+}
+
+/// Where aws-local-stepfunctions is installed, or a line that says `test` was skipped (a
+/// failure where the tools are required).
+fn interpreter(test: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("FSM_ASL_INTERPRETER").map(PathBuf::from);
     let node_ok = Command::new("node")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    let Some(dir) =
-        dir.filter(|d| d.join("node_modules/aws-local-stepfunctions").exists() && node_ok)
-    else {
-        let line = "SKIPPED the_exported_checkout_takes_the_executors_path_in_an_asl_interpreter: \
-                    aws-local-stepfunctions (npm, in $FSM_ASL_INTERPRETER/node_modules) or node not found; .ci/run installs it";
+    let dir = dir.filter(|d| d.join("node_modules/aws-local-stepfunctions").exists() && node_ok);
+    if dir.is_none() {
+        let line = format!(
+            "SKIPPED {test}: aws-local-stepfunctions (npm, in $FSM_ASL_INTERPRETER/node_modules) \
+             or node not found; .ci/run installs it"
+        );
         assert!(std::env::var_os("FSM_REQUIRE_TOOLS").is_none(), "{line}");
         println!("{line}");
+    }
+    dir
+}
+
+/// Runs the export in `definition` in the interpreter of `dir` from `input`, its Tasks
+/// calling `adapter` (with `args`); returns its report.
+fn interpret(
+    dir: &Path,
+    definition: &Path,
+    adapter: &Path,
+    args: &[&str],
+    input: &serde_json::Value,
+) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/asl/run.mjs");
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(definition)
+        .arg(adapter)
+        .arg(input.to_string())
+        .args(args)
+        .env("FSM_ASL_INTERPRETER", dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_exported_checkout_takes_the_executors_path_in_an_asl_interpreter() {
+    let Some(dir) =
+        interpreter("the_exported_checkout_takes_the_executors_path_in_an_asl_interpreter")
+    else {
         return;
     };
     let adapter = adapter_binary();
@@ -184,29 +305,59 @@ fn the_exported_checkout_takes_the_executors_path_in_an_asl_interpreter() {
         Asl::new(example::Checkout::DEFINITION).to_json_pretty(),
     )
     .unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/asl/run.mjs");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
         .build()
         .unwrap();
     // A retried step (the gateway fails twice), a declined payment, a caught error (the
-    // gateway is down: retries, then the route to `PaymentDeclined`), a plain success.
+    // gateway is down: retries, then the route to `PaymentDeclined`), a plain success, and a
+    // wait for the carrier's task token.
     for (order, scenario) in [
         (1, "retried"),
         (2, "declined"),
         (3, "caught"),
         (7, "success"),
+        (5, "waited"),
     ] {
         let start = example::Checkout::Submitted {
             order,
             items: vec!["mug".to_string()].into(),
             gift: false,
-            signature: false,
+            signature: scenario == "waited",
         };
-        // Our executor, with the same scripted services.
-        let executor = fsm_core::Executor::<example::Checkout, _>::new(scripted_services());
-        let outcome = rt.block_on(executor.run(start.clone()));
+        // Our executor, with the same scripted services; the carrier signs at once.
+        let keys = Keys {
+            services: scripted_services(),
+            keys: Default::default(),
+        };
+        let executor = fsm_core::Executor::<example::Checkout, _>::new(keys);
+        let outcome = rt.block_on(async {
+            let run = executor.run(start.clone());
+            let carrier = async {
+                loop {
+                    let handed = executor.steps().services.carrier.lock().unwrap().pop();
+                    if let Some((_, token)) = handed {
+                        executor
+                            .complete::<example::checkout::OutForDelivery, _>(&token, |o| {
+                                o.deliver(|d| example::checkout::Delivered {
+                                    order: d.order,
+                                    tracking: d.tracking,
+                                    signed_by: "J. Doe".into(),
+                                })
+                            })
+                            .unwrap();
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            };
+            tokio::pin!(run);
+            tokio::select! {
+                outcome = &mut run => outcome,
+                () = carrier => run.await,
+            }
+        });
         let mut ours = vec![start.state_name().to_owned()];
         let mut retries = 0;
         for e in outcome.history.events() {
@@ -216,6 +367,7 @@ fn the_exported_checkout_takes_the_executors_path_in_an_asl_interpreter() {
                 _ => {}
             }
         }
+        let our_keys = once(executor.steps().keys.lock().unwrap().clone());
         // The interpreter, its Tasks calling the step adapter.
         let input = serde_json::json!({
             "state": "Submitted",
@@ -223,20 +375,7 @@ fn the_exported_checkout_takes_the_executors_path_in_an_asl_interpreter() {
             "step": 0,
             "execution": outcome.id.to_string(),
         });
-        let out = Command::new("node")
-            .arg(&script)
-            .arg(&definition)
-            .arg(&adapter)
-            .arg(input.to_string())
-            .env("FSM_ASL_INTERPRETER", &dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{scenario}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let report = interpret(&dir, &definition, &adapter, &[], &input);
         let theirs: Vec<String> = report["entered"]
             .as_array()
             .unwrap()
@@ -247,6 +386,24 @@ fn the_exported_checkout_takes_the_executors_path_in_an_asl_interpreter() {
         assert_eq!(
             theirs, ours,
             "{scenario}: the interpreter's path, then ours"
+        );
+        // Each step the interpreter ran had the idempotency key the executor gave it: the
+        // execution and the step number travel through every Task, catch route and wait.
+        let their_keys: Vec<(String, String)> = once(
+            report["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| !t["task"].as_str().unwrap().contains(".catch."))
+                .map(|t| {
+                    let key = format!("{}-step-{}", t["execution"].as_str().unwrap(), t["step"]);
+                    (t["state"].as_str().unwrap().to_owned(), key)
+                })
+                .collect(),
+        );
+        assert_eq!(
+            their_keys, our_keys,
+            "{scenario}: keys, the interpreter's then ours"
         );
         assert_eq!(
             report["retried"].as_array().unwrap().len(),
@@ -277,5 +434,307 @@ fn the_exported_checkout_takes_the_executors_path_in_an_asl_interpreter() {
         }
     }
     let _ = std::fs::remove_file(&definition);
-    println!("aws-local-stepfunctions took the executor's path in 4 scenarios");
+    println!("aws-local-stepfunctions took the executor's path, and keys, in 5 scenarios");
+}
+
+#[test]
+fn the_adapters_future_can_be_spawned() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let services = std::sync::Arc::new(scripted_services());
+    let start = example::Checkout::Submitted {
+        order: 7,
+        items: vec!["mug".to_string()].into(),
+        gift: false,
+        signature: false,
+    };
+    let input = serde_json::json!({
+        "task": "Submitted",
+        "state": "Submitted",
+        "data": serde_json::to_value(&start).unwrap(),
+        "step": 0,
+        "execution": "0190b3c5-0000-7000-8000-000000000001",
+    });
+    let output = rt
+        .block_on(async {
+            tokio::spawn(async move {
+                fsm_core::views::run_task::<example::Checkout, _>(&*services, &input).await
+            })
+            .await
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(output["state"], "Reserved");
+    assert_eq!(output["step"], 1);
+}
+
+/// A fetch that fails as told: a catch-all route, a route for one kind, retries.
+#[derive(Fsm, Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+enum Fetch {
+    #[fsm(
+        initial,
+        on(fetch => Fetched),
+        retry(max_attempts = 3, interval_ms = 10),
+        catch(parse => Unparsed),
+        catch(_ => Broken)
+    )]
+    Queued { fatal: bool, kind: String },
+    #[fsm(terminal)]
+    Fetched,
+    #[fsm(terminal(failure))]
+    Unparsed,
+    #[fsm(terminal(failure))]
+    Broken { why: String },
+}
+
+struct Fetcher;
+
+impl fetch::Steps for Fetcher {
+    async fn queued(
+        &self,
+        q: fetch::Machine<fetch::Queued>,
+        _: fsm_core::Context,
+    ) -> Result<fetch::Machine<fetch::Fetched>, fsm_core::StepError> {
+        let Fetch::Queued { fatal, kind } = Fetch::from(q) else {
+            unreachable!()
+        };
+        Err(if fatal {
+            fsm_core::StepError::fatal(kind, "it broke")
+        } else {
+            fsm_core::StepError::retryable(kind, "try again")
+        })
+    }
+
+    fn catch_queued_to_unparsed(
+        &self,
+        _: fetch::Queued,
+        _: &fsm_core::StepError,
+    ) -> fetch::Unparsed {
+        fetch::Unparsed
+    }
+
+    fn catch_queued_to_broken(&self, _: fetch::Queued, e: &fsm_core::StepError) -> fetch::Broken {
+        fetch::Broken {
+            why: format!("{}: {}", e.kind(), e.message()),
+        }
+    }
+}
+
+/// Set in the adapter child process of the test below.
+const FETCH_ADAPTER: &str = "FSM_TEST_FETCH_ADAPTER";
+
+#[test]
+fn fetch_adapter() {
+    // The step adapter of `Fetch`, when the interpreter runs this binary as one; else nothing.
+    if std::env::var_os(FETCH_ADAPTER).is_none() {
+        return;
+    }
+    use std::io::{BufRead as _, Write as _};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut out = std::io::stdout().lock();
+    // The test harness has written part of a line: end it.
+    let _ = writeln!(out);
+    for line in std::io::stdin().lock().lines() {
+        let input: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        let answer = match rt.block_on(fsm_core::views::run_task::<Fetch, _>(&Fetcher, &input)) {
+            Ok(output) => serde_json::json!({ "output": output }),
+            Err(f) => serde_json::json!({ "Error": f.error, "Cause": f.cause }),
+        };
+        let _ = writeln!(out, "{answer}");
+        let _ = out.flush();
+    }
+}
+
+#[test]
+fn a_fatal_error_is_never_retried_whatever_its_kind_and_is_routed_as_the_executor_routes_it() {
+    // The first retrier takes every fatal error, with no attempts.
+    let export = Asl::new(Fetch::DEFINITION).to_value();
+    let retry = &export["States"]["Queued"]["Retry"];
+    assert_eq!(retry[0]["MaxAttempts"], 0);
+    let fatal: Vec<&str> = retry[0]["ErrorEquals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(fatal, [fsm_core::views::FATAL, "parse.fatal"]);
+    let Some(dir) = interpreter(
+        "a_fatal_error_is_never_retried_whatever_its_kind_and_is_routed_as_the_executor_routes_it",
+    ) else {
+        return;
+    };
+    let definition =
+        std::env::temp_dir().join(format!("fsm-asl-fetch-{}.json", std::process::id()));
+    std::fs::write(&definition, Asl::new(Fetch::DEFINITION).to_json_pretty()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let me = std::env::current_exe().unwrap();
+    // SAFETY: set before the child processes start, read only by them.
+    unsafe { std::env::set_var(FETCH_ADAPTER, "1") };
+    for (fatal, kind, ends_in) in [
+        (true, "disk", "Broken"),
+        (true, "parse", "Unparsed"),
+        (false, "flaky", "Broken"),
+        (false, "parse", "Unparsed"),
+    ] {
+        let start = Fetch::Queued {
+            fatal,
+            kind: kind.into(),
+        };
+        let outcome = rt.block_on(fsm_core::Executor::<Fetch, _>::new(Fetcher).run(start.clone()));
+        let retries = outcome
+            .history
+            .events()
+            .iter()
+            .filter(|e| matches!(e.kind, fsm_core::EventKind::RetryScheduled { .. }))
+            .count();
+        assert_eq!(outcome.state.state_name(), ends_in);
+        let input = serde_json::json!({
+            "state": "Queued",
+            "data": serde_json::to_value(&start).unwrap(),
+            "step": 0,
+            "execution": outcome.id.to_string(),
+        });
+        let report = interpret(
+            &dir,
+            &definition,
+            &me,
+            &["--exact", "fetch_adapter", "--nocapture", "--quiet"],
+            &input,
+        );
+        let what = format!("fatal {fatal}, kind {kind}");
+        assert_eq!(
+            report["retried"].as_array().unwrap().len(),
+            retries,
+            "{what}: retries"
+        );
+        assert_eq!(report["error"], format!("fsm.{ends_in}"), "{what}");
+        if ends_in == "Broken" {
+            // The route's handler got the error's kind and message, as the executor's did.
+            let Fetch::Broken { why } = &outcome.state else {
+                unreachable!()
+            };
+            let last = report["tasks"].as_array().unwrap().last().unwrap();
+            assert_eq!(last["task"], "Queued.catch.Broken", "{what}");
+            let cause = last["error"]["Cause"].as_str().unwrap();
+            assert!(
+                cause.ends_with(why.split(": ").nth(1).unwrap()),
+                "{what}: {cause}"
+            );
+        }
+    }
+    let _ = std::fs::remove_file(&definition);
+}
+
+#[test]
+fn the_adapter_checks_its_envelope() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let services = scripted_services();
+    let paid = example::Checkout::Paid {
+        order: 7,
+        payment: "pay_0007".into(),
+        gift: false,
+        signature: false,
+    };
+    let good = serde_json::json!({
+        "task": "Paid",
+        "state": "Paid",
+        "data": serde_json::to_value(&paid).unwrap(),
+        "step": 2,
+        "execution": "0190b3c5-0000-7000-8000-000000000001",
+    });
+    let run = |input: &serde_json::Value| {
+        rt.block_on(fsm_core::views::run_task::<example::Checkout, _>(
+            &services, input,
+        ))
+    };
+    let shipped = run(&good).unwrap();
+    assert_eq!(
+        (shipped["state"].as_str(), shipped["step"].as_u64()),
+        (Some("Shipped"), Some(3))
+    );
+    let refused = |change: &dyn Fn(&mut serde_json::Value), says: &str| {
+        let mut input = good.clone();
+        change(&mut input);
+        let failure = run(&input).unwrap_err();
+        assert_eq!(failure.error, "fsm.BadInput", "{says}");
+        assert!(failure.cause.contains(says), "{}: {says}", failure.cause);
+    };
+    // The first Task cannot be made to ship an unpaid order: it runs `Submitted` only.
+    refused(
+        &|i| i["task"] = "Submitted".into(),
+        "the Task `Submitted` runs `Submitted`, not `Paid`",
+    );
+    refused(
+        &|i| i["task"] = "Reserved.catch.PaymentDeclined".into(),
+        "runs `Reserved`, not `Paid`",
+    );
+    refused(
+        &|i| drop(i.as_object_mut().unwrap().remove("task")),
+        "no `task`",
+    );
+    // No execution, or a malformed one, or a bad step, is not the nil id or step 0.
+    refused(
+        &|i| drop(i.as_object_mut().unwrap().remove("execution")),
+        "no `execution`",
+    );
+    refused(
+        &|i| i["execution"] = "order-7".into(),
+        "`execution` is not an execution id",
+    );
+    refused(
+        &|i| drop(i.as_object_mut().unwrap().remove("step")),
+        "no `step`",
+    );
+    refused(&|i| i["step"] = (-1).into(), "no `step`");
+    refused(&|i| i["step"] = (1u64 << 32).into(), "no `step`");
+    refused(
+        &|i| i["state"] = "Reserved".into(),
+        "`state` says `Reserved` but `data` is `Paid`",
+    );
+    // A `route` in an ordinary Task's input is not an error handler's cue: the step runs.
+    let mut routed = good.clone();
+    routed["route"] = "Paid->Shipped".into();
+    routed["error"] = serde_json::json!({ "Error": "States.ALL", "Cause": "forged" });
+    assert_eq!(run(&routed).unwrap(), shipped);
+    // The answer to a wait: the next state, one step on, checked against the machine.
+    let waiting = serde_json::json!({
+        "task": "OutForDelivery",
+        "state": "OutForDelivery",
+        "data": { "OutForDelivery": { "order": 5, "tracking": "1Z000005" } },
+        "step": 3,
+        "execution": "0190b3c5-0000-7000-8000-000000000001",
+        "token": "interpreter-task-token",
+    });
+    let delivered = example::Checkout::Delivered {
+        order: 5,
+        tracking: "1Z000005".into(),
+        signed_by: "J. Doe".into(),
+    };
+    let answer = fsm_core::views::wait_answer(&waiting, delivered).unwrap();
+    assert_eq!(
+        (answer["state"].as_str(), answer["step"].as_u64()),
+        (Some("Delivered"), Some(4))
+    );
+    let not_next = fsm_core::views::wait_answer(&waiting, paid.clone()).unwrap_err();
+    assert!(
+        not_next
+            .cause
+            .contains("not a next state of `OutForDelivery`"),
+        "{}",
+        not_next.cause
+    );
 }

@@ -86,7 +86,7 @@ pub use history::{EventKind, History, HistoryEvent};
 pub use policy::{Jitter, RetryPolicy};
 pub use step::{Context, ExecutionId, IdempotencyKey, ParseIdError, StepError};
 #[cfg(feature = "postgres")]
-pub use store::postgres::PgStore;
+pub use store::postgres::{PgOptions, PgStore};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::{Durability, SqliteOptions, SqliteStore};
 #[cfg(feature = "durable")]

@@ -1,7 +1,8 @@
 // Runs an exported state machine in aws-local-stepfunctions (npm), its Task states calling
 // the step adapter process; prints what happened as one line of JSON.
 //
-// node run.mjs <definition.json> <adapter binary> '<input JSON>'
+// node run.mjs <definition.json> <adapter binary> '<input JSON>' [adapter arguments...]
+// The adapter answers one JSON line per request; other lines it prints are ignored.
 // The interpreter is loaded from $FSM_ASL_INTERPRETER/node_modules.
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -18,16 +19,18 @@ if (!Promise.withResolvers) {
   };
 }
 
-const [definitionPath, adapterPath, inputText] = process.argv.slice(2);
+const [definitionPath, adapterPath, inputText, ...adapterArgs] = process.argv.slice(2);
 const dir = process.env.FSM_ASL_INTERPRETER;
 const { StateMachine } = await import(
   pathToFileURL(join(dir, 'node_modules/aws-local-stepfunctions/build/main.node.esm.js')).href
 );
 
-const adapter = spawn(adapterPath, [], { stdio: ['pipe', 'pipe', 'inherit'] });
+const adapter = spawn(adapterPath, adapterArgs, { stdio: ['pipe', 'pipe', 'inherit'] });
 const answers = createInterface({ input: adapter.stdout });
 const waiting = [];
-answers.on('line', (line) => waiting.shift()(JSON.parse(line)));
+answers.on('line', (line) => {
+  if (line.startsWith('{')) waiting.shift()(JSON.parse(line));
+});
 const ask = (input) => new Promise((resolve) => {
   waiting.push(resolve);
   adapter.stdin.write(JSON.stringify(input) + '\n');
@@ -35,12 +38,17 @@ const ask = (input) => new Promise((resolve) => {
 
 const definition = JSON.parse(readFileSync(definitionPath, 'utf8'));
 const handlers = {};
+// Every Task's input as the adapter got it (a waiting Task's: its Payload), in order.
+const tasks = [];
 const retryIntervalOverrides = {};
 for (const [name, state] of Object.entries(definition.States)) {
   if (state.Type !== 'Task') continue;
   retryIntervalOverrides[name] = 0;
   handlers[name] = async (input) => {
-    const answer = await ask(input);
+    // A waiting Task's Parameters wrap what its function gets in `Payload`.
+    const request = input.Payload ?? input;
+    tasks.push(request);
+    const answer = await ask(request);
     if ('output' in answer) return answer.output;
     const error = new Error(answer.Cause);
     error.name = answer.Error;
@@ -49,8 +57,11 @@ for (const [name, state] of Object.entries(definition.States)) {
 }
 
 const machine = new StateMachine(definition, { validationOptions: { checkPaths: false } });
-const execution = machine.run(JSON.parse(inputText), {
+const input = JSON.parse(inputText);
+const execution = machine.run(input, {
   overrides: { taskResourceLocalHandlers: handlers, retryIntervalOverrides },
+  // The interpreter has no task tokens of its own: a waiting Task's `$$.Task.Token` is this.
+  context: { Execution: { Input: input }, Task: { Token: 'interpreter-task-token' } },
 });
 const events = [];
 const logging = (async () => {
@@ -68,4 +79,5 @@ adapter.stdin.end();
 report.entered = events.filter((e) => e.type === 'StateEntered').map((e) => e.state.name);
 report.retried = events.filter((e) => e.type === 'StateRetried').map((e) => e.state.name);
 report.caught = events.filter((e) => e.type === 'StateCaught').map((e) => e.state.name);
+report.tasks = tasks;
 console.log(JSON.stringify(report));

@@ -341,6 +341,20 @@ pub enum StoreError {
         /// What the connection said.
         message: String,
     },
+    /// A connection that needs TLS could not have it: the server does not offer it
+    /// (`sslmode=require` against a server without TLS), no TLS connector was given, or the
+    /// handshake failed (a certificate not trusted). Trying again does not help.
+    Tls {
+        /// What the connection said.
+        message: String,
+    },
+    /// The database role lacks a privilege the store needs (SQLSTATE 42501): to create what
+    /// is missing (the schema, the tables, on first connect or an upgrade), or to read and
+    /// write the tables.
+    Privileges {
+        /// What the server said.
+        message: String,
+    },
     /// Any other database error.
     Database {
         /// The file.
@@ -397,6 +411,12 @@ impl fmt::Display for StoreError {
             StoreError::Unavailable { message } => {
                 write!(f, "the database cannot be reached: {message}")
             }
+            StoreError::Tls { message } => write!(f, "TLS: {message}"),
+            StoreError::Privileges { message } => write!(
+                f,
+                "the database role lacks a privilege: {message} (see the README's \
+                 \"PostgreSQL roles\")"
+            ),
             StoreError::Database { path, message } => {
                 write!(f, "{}: {message}", path.display())
             }

@@ -4,11 +4,15 @@
 //! (the version is the fencing counter). New work and answered tokens are announced with
 //! `NOTIFY`. Writes of concurrent executions are committed together.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Socket};
 
 use super::{
     rows, rows::DECISIVE_FIRST, Checkpoint, ExecutionRecord, ExecutionStatus, ListQuery, Millis,
@@ -85,7 +89,7 @@ pub struct PgStore {
 }
 
 struct Shared {
-    url: String,
+    target: Target,
     writes: mpsc::UnboundedSender<Write>,
     reader: Mutex<Connection>,
     work: Arc<watch::Sender<u64>>,
@@ -197,9 +201,15 @@ fn db(e: tokio_postgres::Error) -> StoreError {
         "53100" | "53200" => StoreError::Full {
             path: "postgresql".into(),
         },
-        // read_only_sql_transaction, insufficient_privilege
-        "25006" | "42501" => StoreError::ReadOnly {
+        // read_only_sql_transaction
+        "25006" => StoreError::ReadOnly {
             path: "postgresql".into(),
+        },
+        // insufficient_privilege
+        "42501" => StoreError::Privileges {
+            message: e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
         },
         // admin shutdown, cannot connect now, connection failures; a deadlock or a
         // serialization failure (the batch is run again)
@@ -216,13 +226,206 @@ fn db(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
-async fn connect(url: &str) -> Result<Client, StoreError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(db)?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client.batch_execute(SESSION).await.map_err(db)?;
-    Ok(client)
+/// A connection's messages (notifications), polled by whoever drives the connection.
+type Messages = Box<
+    dyn FnMut(
+            &mut std::task::Context<'_>,
+        ) -> Poll<Option<Result<AsyncMessage, tokio_postgres::Error>>>
+        + Send,
+>;
+type Connecting =
+    Pin<Box<dyn Future<Output = Result<(Client, Messages), tokio_postgres::Error>> + Send>>;
+/// Connects to a URL with the TLS connector the user chose (or none), its type erased.
+type Connector = Arc<dyn Fn(String) -> Connecting + Send + Sync>;
+
+fn connector<T>(tls: T) -> Connector
+where
+    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    Arc::new(move |url: String| -> Connecting {
+        let tls = tls.clone();
+        Box::pin(async move {
+            let (client, mut connection) = tokio_postgres::connect(&url, tls).await?;
+            let messages: Messages = Box::new(move |cx| connection.poll_message(cx));
+            Ok((client, messages))
+        })
+    })
+}
+
+/// How [`PgStore::connect_with`] connects.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), fsm_core::StoreError> {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// use fsm_core::{PgOptions, PgStore};
+/// use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+///
+/// // TLS with rustls (crates tokio-postgres-rustls and rustls), trusting the system's roots
+/// // or, as here, one certificate authority.
+/// let mut roots = rustls::RootCertStore::empty();
+/// let pem = std::fs::read("ca.pem").expect("the server's CA certificate");
+/// for cert in CertificateDer::pem_slice_iter(&pem) {
+///     roots.add(cert.expect("a PEM certificate")).expect("a CA certificate");
+/// }
+/// let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+///     rustls::crypto::ring::default_provider(),
+/// ))
+/// .with_safe_default_protocol_versions()
+/// .expect("TLS 1.2 and 1.3")
+/// .with_root_certificates(roots)
+/// .with_no_client_auth();
+/// let tls = tokio_postgres_rustls::MakeRustlsConnect::new(config);
+/// let store = PgStore::connect_with(
+///     "postgres://app@db.internal/orders?sslmode=require",
+///     PgOptions::new()
+///         .tls(tls)
+///         .schema("checkout")
+///         .lease(Duration::from_secs(10)),
+/// )
+/// .await?;
+/// # drop(store); Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PgOptions {
+    lease: Duration,
+    schema: Option<String>,
+    connector: Connector,
+    tls: bool,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            lease: Duration::from_secs(10),
+            schema: None,
+            connector: connector(NoTls),
+            tls: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("lease", &self.lease)
+            .field("schema", &self.schema)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl PgOptions {
+    /// Leases of 10 seconds, the role's `search_path`, no TLS.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How long a dead worker's executions wait before another worker takes them over
+    /// (renewed every third of it by the worker that holds them). Default 10 s.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// The schema that holds the tables (created on first connect if it is missing and the
+    /// role may create it). Without it, the tables are wherever the role's `search_path`
+    /// puts them (`public`, usually); `options=-c search_path=...` in the URL does the same.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// Connects with TLS through `tls`, any of tokio-postgres's connectors
+    /// (`tokio_postgres_rustls::MakeRustlsConnect`, `postgres_openssl::MakeTlsConnector`).
+    /// The URL's `sslmode` means what it means to libpq: `prefer` (the default) tries TLS
+    /// first and sends plain text only to a server that refuses TLS; `require` refuses such a
+    /// server with [`StoreError::Tls`]; `disable` never tries. Without a connector, `prefer`
+    /// is plain text and `require` fails with [`StoreError::Tls`].
+    pub fn tls<T>(mut self, tls: T) -> Self
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        self.connector = connector(tls);
+        self.tls = true;
+        self
+    }
+}
+
+/// Where and how the store connects: the URL, the TLS connector, and what each session sets.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    connector: Connector,
+    session: String,
+    has_tls: bool,
+}
+
+impl Target {
+    fn new(url: &str, options: &PgOptions) -> Self {
+        let mut session = SESSION.to_owned();
+        if let Some(schema) = &options.schema {
+            session.push_str(&format!("; SET search_path TO {}", quote_ident(schema)));
+        }
+        Target {
+            url: url.to_owned(),
+            connector: Arc::clone(&options.connector),
+            session,
+            has_tls: options.tls,
+        }
+    }
+
+    /// A connection, and its messages to poll (which drives it).
+    async fn raw(&self) -> Result<(Client, Messages), StoreError> {
+        (self.connector)(self.url.clone())
+            .await
+            .map_err(|e| connect_error(e, self.has_tls))
+    }
+
+    /// A session: connected, driven by a task of its own, set up as the store needs.
+    async fn session(&self) -> Result<Client, StoreError> {
+        let (client, mut messages) = self.raw().await?;
+        tokio::spawn(async move {
+            while let Some(Ok(_)) = std::future::poll_fn(|cx| messages(cx)).await {}
+        });
+        client.batch_execute(&self.session).await.map_err(db)?;
+        Ok(client)
+    }
+}
+
+/// An identifier quoted for SQL: `checkout` -> `"checkout"`.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The store's error for a failed connection attempt: TLS trouble is [`StoreError::Tls`], for
+/// trying again does not mend it.
+fn connect_error(e: tokio_postgres::Error, has_tls: bool) -> StoreError {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if e.as_db_error().is_none() && message.starts_with("error performing TLS handshake") {
+        let hint = if has_tls {
+            ""
+        } else {
+            " (sslmode=require needs a TLS connector: PgOptions::tls)"
+        };
+        return StoreError::Tls {
+            message: format!("{message}{hint}"),
+        };
+    }
+    db(e)
 }
 
 /// What every session of the store sets, whatever the database's or the role's defaults:
@@ -258,7 +461,7 @@ impl Connection {
     }
 
     /// The connection, made again if it broke.
-    async fn get(&mut self, url: &str) -> Result<&mut Arc<Client>, StoreError> {
+    async fn get(&mut self, target: &Target) -> Result<&mut Arc<Client>, StoreError> {
         if self.client.as_deref().is_none_or(Client::is_closed) {
             self.client = None;
             if let Some(at) = self.not_before {
@@ -268,7 +471,7 @@ impl Connection {
                     ));
                 }
             }
-            match connect(url).await {
+            match target.session().await {
                 Ok(client) => {
                     self.client = Some(Arc::new(client));
                     (self.not_before, self.delay) = (None, Self::FIRST_DELAY);
@@ -284,8 +487,8 @@ impl Connection {
     }
 
     /// The connection for the writer, its only user (a transaction needs it alone).
-    async fn get_alone(&mut self, url: &str) -> Result<&mut Client, StoreError> {
-        Arc::get_mut(self.get(url).await?).ok_or(StoreError::Closed)
+    async fn get_alone(&mut self, target: &Target) -> Result<&mut Client, StoreError> {
+        Arc::get_mut(self.get(target).await?).ok_or(StoreError::Closed)
     }
 
     /// Drops `broken`, if it is still the connection.
@@ -297,17 +500,28 @@ impl Connection {
 }
 
 impl PgStore {
-    /// Connects to the database at `url`, creating the schema if it is not there, with leases
-    /// of 10 seconds (renewed every 3 by the worker that holds them).
+    /// Connects to the database at `url`, creating the tables if they are not there, with
+    /// leases of 10 seconds (renewed every 3 by the worker that holds them), without TLS.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Self::connect_with_lease(url, Duration::from_secs(10)).await
+        Self::connect_with(url, PgOptions::new()).await
     }
 
     /// Connects with leases of `lease`: how long a dead worker's executions wait before
     /// another worker takes them over.
     pub async fn connect_with_lease(url: &str, lease: Duration) -> Result<Self, StoreError> {
-        let mut client = connect(url).await?;
-        prepare(&mut client).await?;
+        Self::connect_with(url, PgOptions::new().lease(lease)).await
+    }
+
+    /// Connects as `options` say: TLS, the schema, the lease.
+    ///
+    /// Creates only what is missing (the schema, the tables, on first connect): a role that
+    /// may only read and write the tables connects once they exist. A missing privilege is
+    /// [`StoreError::Privileges`].
+    pub async fn connect_with(url: &str, options: PgOptions) -> Result<Self, StoreError> {
+        let target = Target::new(url, &options);
+        let lease = options.lease;
+        let mut client = target.session().await?;
+        prepare(&mut client, options.schema.as_deref()).await?;
         let clock = ServerClock {
             offset: std::sync::atomic::AtomicI64::new(0),
             measured: std::sync::Mutex::new(None),
@@ -316,17 +530,18 @@ impl PgStore {
         let work = Arc::new(watch::Sender::new(0));
         let ended = Arc::new(watch::Sender::new(0));
         let (writes, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(url.to_owned(), client, rx));
+        tokio::spawn(writer(target.clone(), client, rx));
         tokio::spawn(listen(
-            url.to_owned(),
+            target.clone(),
             Arc::downgrade(&work),
             Arc::downgrade(&ended),
         ));
+        let reader = Mutex::new(Connection::new(target.session().await?));
         Ok(PgStore {
             inner: Arc::new(Shared {
-                url: url.to_owned(),
+                target,
                 writes,
-                reader: Mutex::new(Connection::new(connect(url).await?)),
+                reader,
                 work,
                 ended,
                 lease,
@@ -362,7 +577,14 @@ impl PgStore {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
         for _ in 0..2 {
-            let client = Arc::clone(self.inner.reader.lock().await.get(&self.inner.url).await?);
+            let client = Arc::clone(
+                self.inner
+                    .reader
+                    .lock()
+                    .await
+                    .get(&self.inner.target)
+                    .await?,
+            );
             match client.query(sql, params).await {
                 Ok(rows) => return Ok(rows),
                 Err(e) if client.is_closed() || e.is_closed() => {
@@ -377,26 +599,53 @@ impl PgStore {
 
 /// Creates or checks the schema, under an advisory lock so that workers starting together
 /// do not race.
-async fn prepare(client: &mut Client) -> Result<(), StoreError> {
+///
+/// Only what is missing is created, so that a role that may only read and write the tables
+/// connects once they exist.
+async fn prepare(client: &mut Client, schema: Option<&str>) -> Result<(), StoreError> {
     let tx = client.transaction().await.map_err(db)?;
     tx.execute("SELECT pg_advisory_xact_lock(7146528)", &[])
         .await
         .map_err(db)?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS fsm_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    )
-    .await
-    .map_err(db)?;
-    let version: Option<String> = tx
-        .query_opt(
+    if let Some(schema) = schema {
+        let exists = tx
+            .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+            .await
+            .map_err(db)?
+            .is_some();
+        if !exists {
+            tx.batch_execute(&format!("CREATE SCHEMA {}", quote_ident(schema)))
+                .await
+                .map_err(db)?;
+        }
+    }
+    // Where the session's search_path puts it: the schema, if one was given.
+    let meta = tx
+        .query_one("SELECT to_regclass('fsm_meta') IS NOT NULL", &[])
+        .await
+        .map_err(db)?
+        .try_get::<_, bool>(0)
+        .map_err(db)?;
+    let version: Option<String> = if meta {
+        tx.query_opt(
             "SELECT value FROM fsm_meta WHERE key = 'schema_version'",
             &[],
         )
         .await
         .map_err(db)?
-        .map(|r| r.get(0));
+        .map(|r| r.try_get(0))
+        .transpose()
+        .map_err(db)?
+    } else {
+        None
+    };
     match version.as_deref().map(str::parse::<i64>) {
         None => {
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS fsm_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            )
+            .await
+            .map_err(db)?;
             tx.batch_execute(SCHEMA).await.map_err(db)?;
             tx.execute(
                 "INSERT INTO fsm_meta (key, value) VALUES ('schema_version', $1)",
@@ -450,7 +699,7 @@ async fn migrate(tx: &tokio_postgres::Transaction<'_>, from: i64) -> Result<(), 
 /// Forwards `NOTIFY fsm_work` and `NOTIFY fsm_ended` to this process's receivers; listens
 /// again after a break.
 async fn listen(
-    url: String,
+    target: Target,
     work: std::sync::Weak<watch::Sender<u64>>,
     ended: std::sync::Weak<watch::Sender<u64>>,
 ) {
@@ -458,7 +707,7 @@ async fn listen(
         if work.strong_count() == 0 {
             return;
         }
-        let Ok((client, mut connection)) = tokio_postgres::connect(&url, NoTls).await else {
+        let Ok((client, mut messages)) = target.raw().await else {
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         };
@@ -466,7 +715,7 @@ async fn listen(
         // Polling the connection's messages also drives it.
         let pump = tokio::spawn(async move {
             loop {
-                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                match std::future::poll_fn(|cx| messages(cx)).await {
                     Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
                         if tx.send(n.channel() == ENDED).is_err() {
                             return;
@@ -482,12 +731,26 @@ async fn listen(
             .await
             .is_ok()
         {
-            while let Some(is_ended) = rx.recv().await {
+            loop {
+                // Looks every second whether the store is gone, so that its session ends
+                // with it even when no notification comes.
+                let is_ended = match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+                    Ok(Some(is_ended)) => is_ended,
+                    Ok(None) => break,
+                    Err(_) if work.strong_count() == 0 => {
+                        pump.abort();
+                        return;
+                    }
+                    Err(_) => continue,
+                };
                 let to = if is_ended { &ended } else { &work };
                 match to.upgrade() {
                     // Every receiver sees the change, whether it waits this instant or not.
                     Some(to) => to.send_modify(|n| *n = n.wrapping_add(1)),
-                    None => return,
+                    None => {
+                        pump.abort();
+                        return;
+                    }
                 }
             }
         }
@@ -498,7 +761,7 @@ async fn listen(
 
 /// The writer: takes every write waiting and commits them in one transaction, each in a
 /// savepoint; connects again after a break (the batch under way fails as unavailable).
-async fn writer(url: String, client: Client, mut rx: mpsc::UnboundedReceiver<Write>) {
+async fn writer(target: Target, client: Client, mut rx: mpsc::UnboundedReceiver<Write>) {
     let mut connection = Connection::new(client);
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = rx.recv().await {
@@ -517,7 +780,7 @@ async fn writer(url: String, client: Client, mut rx: mpsc::UnboundedReceiver<Wri
             if retry > 0 {
                 tokio::time::sleep(Duration::from_millis(10 << retry)).await;
             }
-            result = match connection.get_alone(&url).await {
+            result = match connection.get_alone(&target).await {
                 Ok(client) => commit(client, &batch).await,
                 Err(e) => Err(e),
             };
@@ -1096,7 +1359,14 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<Vec<Result<ExecutionRecord, StoreError>>, StoreError> {
         if self.inner.clock.due() {
-            let client = Arc::clone(self.inner.reader.lock().await.get(&self.inner.url).await?);
+            let client = Arc::clone(
+                self.inner
+                    .reader
+                    .lock()
+                    .await
+                    .get(&self.inner.target)
+                    .await?,
+            );
             self.inner.clock.measure(&client).await?;
         }
         // On the server's clock: what is due by its time, held for the lease from its time.

@@ -112,6 +112,9 @@ impl<'a> Asl<'a> {
             match s.wait {
                 None => {
                     task.insert("Resource".into(), resource.clone().into());
+                    // Only the envelope, and the Task's own name: the adapter runs the step
+                    // of the state this Task is for, whatever else the input holds.
+                    task.insert("Parameters".into(), envelope_parameters(name));
                 }
                 Some(wait) => {
                     task.insert(
@@ -123,8 +126,11 @@ impl<'a> Asl<'a> {
                         json!({
                             "FunctionName": resource,
                             "Payload": {
+                                "task": name,
                                 "state.$": "$.state",
                                 "data.$": "$.data",
+                                "execution.$": "$.execution",
+                                "step.$": "$.step",
                                 "token.$": "$$.Task.Token",
                             },
                         }),
@@ -148,9 +154,10 @@ impl<'a> Asl<'a> {
                 routes
             };
             if let Some(r) = s.retry.filter(|r| r.max_attempts > 0) {
-                // Fatal errors are not retried: the first retrier matches every fatal name
-                // the state routes, and `panic`'s, with no attempts.
-                let mut fatal: Vec<String> = vec![fatal_error_name(crate::StepError::PANIC)];
+                // Fatal errors are never retried: the first retrier matches, with no attempts,
+                // `fsm.Fatal` (every fatal error whose kind this state does not route) and
+                // the fatal name of each kind it routes.
+                let mut fatal: Vec<String> = vec![FATAL.to_owned()];
                 for (_, kinds) in &catches {
                     for k in kinds.iter().filter(|k| **k != "*") {
                         let name = fatal_error_name(k);
@@ -185,7 +192,7 @@ impl<'a> Asl<'a> {
                 ordered.extend(catches.iter().filter(|(_, k)| k.contains(&"*")));
                 for (to, kinds) in ordered {
                     let target = def.states[*to].name;
-                    let route = format!("{name}.catch.{target}");
+                    let route = route_name(name, target);
                     let mut names: Vec<String> = Vec::new();
                     for k in kinds {
                         match *k {
@@ -217,9 +224,11 @@ impl<'a> Asl<'a> {
                             "Type": "Task",
                             "Resource": (self.resource)(name),
                             "Parameters": {
-                                "route": format!("{name}->{target}"),
+                                "task": route_name(name, target),
                                 "state.$": "$.state",
                                 "data.$": "$.data",
+                                "execution.$": "$.execution",
+                                "step.$": "$.step",
                                 "error.$": "$.error",
                             },
                             "Next": target,
@@ -272,9 +281,135 @@ impl<'a> Asl<'a> {
     }
 }
 
+/// The error name of every fatal error whose kind the failing state has no catch route for
+/// (its cause is `<kind>: <message>`). ASL matches error names exactly, so one name for them
+/// all is what lets the first retrier of every state refuse to retry any fatal error, as the
+/// executor does.
+pub const FATAL: &str = "fsm.Fatal";
+
+/// The name of the Task that runs the route of `state`'s errors to `target`.
+fn route_name(state: &str, target: &str) -> String {
+    format!("{state}.catch.{target}")
+}
+
+/// The Parameters of a Task that runs a step: the envelope, and the Task's own name.
+fn envelope_parameters(task: &str) -> Value {
+    json!({
+        "task": task,
+        "state.$": "$.state",
+        "data.$": "$.data",
+        "execution.$": "$.execution",
+        "step.$": "$.step",
+    })
+}
+
 /// Whole seconds, rounded up, at least 1: ASL counts timeouts and intervals in seconds.
 fn seconds(d: Duration) -> u64 {
     d.as_millis().div_ceil(1000).max(1) as u64
+}
+
+/// What a Task's input holds: the Task's own name, the state (its data, checked against its
+/// name), the execution and the step.
+struct Envelope<'i, M> {
+    task: &'i str,
+    state: M,
+    execution: ExecutionId,
+    step: u32,
+}
+
+impl<'i, M: crate::Fsm + DeserializeOwned> Envelope<'i, M> {
+    /// The envelope in `input`, or why it is not one: every field is required, as the
+    /// export passes them, so that no Task runs another state's step and no two executions
+    /// share idempotency keys.
+    fn read(input: &'i Value) -> Result<Self, TaskFailure> {
+        let def = M::DEFINITION;
+        let text = |key: &str| {
+            input
+                .get(key)
+                .and_then(Value::as_str)
+                .ok_or_else(|| TaskFailure::input(format!("the input has no `{key}` (a string)")))
+        };
+        let task = text("task")?;
+        let name = text("state")?;
+        let data = input
+            .get("data")
+            .ok_or_else(|| TaskFailure::input("the input has no `data`"))?;
+        let state: M = serde_json::from_value(data.clone())
+            .map_err(|e| TaskFailure::input(format!("`data` is not a `{}`: {e}", def.name)))?;
+        if state.state_name() != name {
+            return Err(TaskFailure::input(format!(
+                "`state` says `{name}` but `data` is `{}`",
+                state.state_name()
+            )));
+        }
+        let execution = text("execution")?
+            .parse::<ExecutionId>()
+            .map_err(|_| TaskFailure::input("`execution` is not an execution id (a UUID)"))?;
+        let step = input
+            .get("step")
+            .and_then(Value::as_u64)
+            .and_then(|s| u32::try_from(s).ok())
+            .ok_or_else(|| {
+                TaskFailure::input("the input has no `step` (a whole number below 2^32)")
+            })?;
+        Ok(Envelope {
+            task,
+            state,
+            execution,
+            step,
+        })
+    }
+}
+
+/// The envelope of `next` at `step` of `execution`: a Task's output.
+fn envelope_of<M: crate::Fsm + Serialize>(
+    next: &M,
+    execution: ExecutionId,
+    step: u32,
+) -> Result<Value, TaskFailure> {
+    Ok(json!({
+        "state": next.state_name(),
+        "data": serde_json::to_value(next).map_err(|e| TaskFailure {
+            error: "fsm.Serialize".into(),
+            cause: e.to_string(),
+        })?,
+        "step": step,
+        "execution": execution.to_string(),
+    }))
+}
+
+/// The answer to a waiting state's Task (what `SendTaskSuccess` sends with the token): the
+/// envelope of `next`, one of the waiting state's next states, at the step after the wait's,
+/// as the executor counts it. `payload` is the `Payload` the exported Task handed out.
+pub fn wait_answer<M: crate::Fsm + Serialize + DeserializeOwned>(
+    payload: &Value,
+    next: M,
+) -> Result<Value, TaskFailure> {
+    let def = M::DEFINITION;
+    let waiting = Envelope::<M>::read(payload)?;
+    let from = waiting.state.state_index();
+    if def.states[from].wait.is_none() {
+        return Err(TaskFailure::input(format!(
+            "`{}` is not a waiting state",
+            waiting.state.state_name()
+        )));
+    }
+    if waiting.task != waiting.state.state_name() {
+        return Err(TaskFailure::input(format!(
+            "the Task `{}` does not wait in `{}`",
+            waiting.task,
+            waiting.state.state_name()
+        )));
+    }
+    let to = next.state_index();
+    if !def.transitions_from(from).any(|t| !t.catch && t.to == to) {
+        return Err(TaskFailure::input(format!(
+            "`{}` is not a next state of `{}`",
+            next.state_name(),
+            waiting.state.state_name()
+        )));
+    }
+    envelope_of(&next, waiting.execution, waiting.step.saturating_add(1))
 }
 
 /// Why a Task failed, as Step Functions names it: `error` is the step's error kind (with
@@ -288,14 +423,26 @@ pub struct TaskFailure {
 }
 
 impl TaskFailure {
-    fn of(error: &StepError) -> Self {
-        TaskFailure {
-            error: if error.is_retryable() {
-                error.kind().to_owned()
-            } else {
-                fatal_error_name(error.kind())
-            },
-            cause: error.message().to_owned(),
+    /// The failure a step's `error` is to Step Functions, in a state that routes the error
+    /// kinds `routed`: a retryable error is named by its kind; a fatal one by its kind with
+    /// `.fatal` when the state routes that kind, else [`FATAL`] with the kind in the cause.
+    fn of(error: &StepError, routed: &[&str]) -> Self {
+        let kind = error.kind();
+        if error.is_retryable() {
+            TaskFailure {
+                error: kind.to_owned(),
+                cause: error.message().to_owned(),
+            }
+        } else if routed.contains(&kind) {
+            TaskFailure {
+                error: fatal_error_name(kind),
+                cause: error.message().to_owned(),
+            }
+        } else {
+            TaskFailure {
+                error: FATAL.to_owned(),
+                cause: format!("{kind}: {}", error.message()),
+            }
         }
     }
 
@@ -316,59 +463,60 @@ impl core::fmt::Display for TaskFailure {
 impl std::error::Error for TaskFailure {}
 
 /// The step adapter: what the function behind an exported Task does. It runs one step of
-/// `steps` (or, for an error route's Task, the route's handler) on the envelope `input`
-/// (`{"state": "<State>", "data": <enum>, "step": n, "execution": "<id>"}`, the last two
-/// optional), and answers the envelope of the next state, or the failure Step Functions
-/// retries and routes by its name.
+/// `steps` (or, for an error route's Task, the route's handler) on the Task's input
+/// (`{"task": "<Task>", "state": "<State>", "data": <enum>, "execution": "<id>", "step": n}`,
+/// as the export's `Parameters` pass it, with `error` on a route's Task), and answers the
+/// envelope of the next state, or the failure Step Functions retries and routes by its name
+/// (see [`TaskFailure`] and [`FATAL`]).
 ///
-/// The step gets a [`Context`](crate::Context) whose execution is `execution` (a UUID; 0 when
-/// absent) and whose step number is `step`, which the answer counts up: pass both in the
-/// execution's input, and the idempotency keys are those the executor would give. Retries
-/// are Step Functions' own, so the attempt is always 1. A waiting state's step is not run
-/// here (Step Functions hands its own token to the function named in the export).
-pub async fn run_task<M, H>(steps: &H, input: &Value) -> Result<Value, TaskFailure>
+/// Every field is required and checked: the Task runs only the state it is for (`task` is
+/// `<State>`, or `<State>.catch.<Target>` for a route), `data` must be that state, and a
+/// missing or malformed `execution` (a UUID) or `step` is a [`TaskFailure`] named
+/// `fsm.BadInput`, never a default that another execution shares. The step gets a
+/// [`Context`](crate::Context) of that execution and step, so its idempotency key is the
+/// executor's; the answer counts the step up (a route counts as a step, as in the
+/// executor). Retries are Step Functions' own, so the attempt is always 1. A waiting state's
+/// step is not run here (Step Functions hands its own token to the function named in the
+/// export); [`wait_answer`] builds the answer to its token.
+///
+/// The future is `Send`, so it can be spawned (`tokio::spawn(async move { run_task(..).await
+/// })`).
+pub fn run_task<'a, M, H>(
+    steps: &'a H,
+    input: &'a Value,
+) -> impl core::future::Future<Output = Result<Value, TaskFailure>> + Send + 'a
+where
+    M: Dispatch<H> + Clone + Serialize + DeserializeOwned,
+    H: Send + Sync + 'static,
+{
+    run_task_inner::<M, H>(steps, input)
+}
+
+async fn run_task_inner<M, H>(steps: &H, input: &Value) -> Result<Value, TaskFailure>
 where
     M: Dispatch<H> + Clone + Serialize + DeserializeOwned,
     H: Send + Sync + 'static,
 {
     let def = M::DEFINITION;
-    let name = input
-        .get("state")
-        .and_then(Value::as_str)
-        .ok_or_else(|| TaskFailure::input("the input has no `state`"))?;
-    let data = input
-        .get("data")
-        .ok_or_else(|| TaskFailure::input("the input has no `data`"))?;
-    let state: M = serde_json::from_value(data.clone())
-        .map_err(|e| TaskFailure::input(format!("`data` is not a `{}`: {e}", def.name)))?;
-    if state.state_name() != name {
+    let envelope_in = Envelope::<M>::read(input)?;
+    let Envelope {
+        task,
+        state,
+        execution,
+        step,
+    } = envelope_in;
+    let name = state.state_name();
+    let envelope = |next: &M, step: u32| envelope_of(next, execution, step);
+    // The Task says which state it is for: an error route's Task (`<State>.catch.<Target>`)
+    // runs that route's handler, any other Task its state's step, and only for that state.
+    let route = task.split_once(".catch.");
+    let for_state = route.map_or(task, |(from, _)| from);
+    if for_state != name {
         return Err(TaskFailure::input(format!(
-            "`state` says `{name}` but `data` is `{}`",
-            state.state_name()
+            "the Task `{task}` runs `{for_state}`, not `{name}`"
         )));
     }
-    let step = input
-        .get("step")
-        .and_then(Value::as_u64)
-        .and_then(|s| u32::try_from(s).ok())
-        .unwrap_or(0);
-    let execution = input
-        .get("execution")
-        .and_then(Value::as_str)
-        .and_then(|e| e.parse::<ExecutionId>().ok())
-        .unwrap_or(ExecutionId::from_u128(0));
-    let envelope = |next: &M, step: u32| -> Result<Value, TaskFailure> {
-        Ok(json!({
-            "state": next.state_name(),
-            "data": serde_json::to_value(next).map_err(|e| TaskFailure {
-                error: "fsm.Serialize".into(),
-                cause: e.to_string(),
-            })?,
-            "step": step,
-            "execution": execution.to_string(),
-        }))
-    };
-    if let Some(route) = input.get("route").and_then(Value::as_str) {
+    if let Some((_, target)) = route {
         // An error route: the error as Step Functions caught it.
         let caught = input.get("error");
         let error_name = caught
@@ -381,6 +529,10 @@ where
             .unwrap_or_default();
         let error = match error_name.strip_suffix(".fatal") {
             Some(kind) => StepError::fatal(kind.to_owned(), cause),
+            None if error_name == FATAL => match cause.split_once(": ") {
+                Some((kind, message)) => StepError::fatal(kind.to_owned(), message),
+                None => StepError::fatal(FATAL, cause),
+            },
             None if error_name == "States.Timeout" => {
                 StepError::retryable(StepError::TIMEOUT, cause)
             }
@@ -388,12 +540,13 @@ where
         };
         return match state.recover(steps, &error) {
             Ok((next, _)) => {
-                let target = route.split("->").nth(1).unwrap_or_default();
                 if next.state_name() != target {
                     return Err(TaskFailure::input(format!(
-                        "route `{route}` does not take an error named `{error_name}`"
+                        "the route of `{name}` to `{target}` does not take an error named \
+                         `{error_name}`"
                     )));
                 }
+                // The route is a step of the execution, as the executor counts it.
                 envelope(&next, step.saturating_add(1))
             }
             Err(_) => Err(TaskFailure::input(format!(
@@ -401,6 +554,11 @@ where
             ))),
         };
     }
+    let routed: Vec<&str> = def
+        .transitions_from(state.state_index())
+        .filter(|t| t.catch && t.event != "*")
+        .map(|t| t.event)
+        .collect();
     let index = state.state_index();
     if def.states[index].kind.is_terminal() {
         return Err(TaskFailure::input(format!(
@@ -441,14 +599,17 @@ where
         (Stop::Done(Err(_)), Some(next)) if verdict == Verdict::Halted && driver.take_paused() => {
             envelope(&next, next_step)
         }
-        (Stop::Done(Err(error)), _) => Err(TaskFailure::of(&error)),
-        (Stop::Panicked(payload), _) => Err(TaskFailure::of(&StepError::fatal(
-            StepError::PANIC,
-            format!("step panicked: {}", crate::driver::panic_text(&*payload)),
-        ))),
-        (Stop::TimedOut, _) => Err(TaskFailure::of(&StepError::retryable(
-            StepError::TIMEOUT,
-            "the step ran past its time limit",
-        ))),
+        (Stop::Done(Err(error)), _) => Err(TaskFailure::of(&error, &routed)),
+        (Stop::Panicked(payload), _) => Err(TaskFailure::of(
+            &StepError::fatal(
+                StepError::PANIC,
+                format!("step panicked: {}", crate::driver::panic_text(&*payload)),
+            ),
+            &routed,
+        )),
+        (Stop::TimedOut, _) => Err(TaskFailure::of(
+            &StepError::retryable(StepError::TIMEOUT, "the step ran past its time limit"),
+            &routed,
+        )),
     }
 }

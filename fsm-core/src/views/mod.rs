@@ -9,4 +9,4 @@ pub use diagram::Diagram;
 mod asl;
 
 #[cfg(feature = "asl")]
-pub use asl::{fatal_error_name, run_task, Asl, TaskFailure};
+pub use asl::{fatal_error_name, run_task, wait_answer, Asl, TaskFailure, FATAL};
