@@ -160,27 +160,72 @@ fn a_path_marks_what_the_execution_did() {
     let retried = Diagram::new(Checkout::DEFINITION)
         .with_path(&checkout_history(1, 2, false))
         .mermaid();
-    assert!(retried.contains("Reserved : 3 attempts"), "{retried}");
+    assert!(retried.contains("<small>3 attempts</small>"), "{retried}");
+    // The transitions taken are drawn thick, by their link numbers (the start's is 0):
+    // Submitted -> Reserved is 1, Reserved -> Paid 3.
     assert!(
-        retried.contains("Reserved --> Paid: charge (taken)"),
+        retried.contains("    Reserved -->|\"charge\"| Paid\n"),
         "{retried}"
+    );
+    assert!(
+        retried.contains("linkStyle 3 stroke:#1e8449,stroke-width:4px"),
+        "{retried}"
+    );
+    assert!(
+        !retried.contains("linkStyle 4 stroke:#1e8449"),
+        "Reserved -> PaymentDeclined was not taken: {retried}"
     );
     assert!(
         retried.contains("class Submitted,Reserved,Paid,Wrapped,Shipped visited"),
         "{retried}"
     );
-    let caught = Diagram::new(Checkout::DEFINITION)
-        .with_path(&checkout_history(3, 100, false))
-        .dot();
+    let caught = Diagram::new(Checkout::DEFINITION).with_path(&checkout_history(3, 100, false));
+    let mermaid = caught.mermaid();
     assert!(
-        caught.contains("Reserved -> PaymentDeclined [label=\"on error gateway_unavailable | timeout\", style=dashed, color=\"#c0392b\", fontcolor=\"#c0392b\", penwidth=2.5]"),
-        "{caught}"
+        mermaid
+            .contains("Reserved -.->|\"on error gateway_unavailable or timeout\"| PaymentDeclined"),
+        "{mermaid}"
+    );
+    assert!(
+        mermaid.contains("linkStyle 11 stroke:#c0392b,stroke-width:4px,color:#c0392b"),
+        "{mermaid}"
+    );
+    assert!(
+        mermaid.contains("class Cancelled reached_failure"),
+        "{mermaid}"
+    );
+    assert!(
+        caught.dot().contains("Reserved -> PaymentDeclined [label=\"on error gateway_unavailable or timeout\", style=dashed, color=\"#c0392b\", fontcolor=\"#c0392b\", penwidth=2.5]"),
+        "{}",
+        caught.dot()
     );
     let failed = Diagram::new(Upload::DEFINITION)
         .with_path(&failed_upload())
         .mermaid();
-    assert!(failed.contains("Pending : failed here"), "{failed}");
+    assert!(failed.contains("<small>failed here</small>"), "{failed}");
     assert!(failed.contains("class Pending failed"), "{failed}");
+}
+
+/// A step with a catch-all route.
+#[derive(fsm_core::Fsm)]
+enum Job {
+    #[fsm(initial, on(run => Done), catch(_ => Broken))]
+    Queued,
+    #[fsm(terminal)]
+    Done,
+    #[fsm(terminal(failure))]
+    Broken,
+}
+
+#[test]
+fn a_catch_all_route_reads_on_any_error() {
+    let d = Diagram::new(Job::DEFINITION);
+    assert!(
+        d.mermaid().contains("Queued -.->|\"on any error\"| Broken"),
+        "{}",
+        d.mermaid()
+    );
+    assert!(d.dot().contains("label=\"on any error\""), "{}", d.dot());
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Diagrams of a machine, in Mermaid (`stateDiagram-v2`) and Graphviz DOT, with an
+//! Diagrams of a machine, in Mermaid (a flowchart) and Graphviz DOT, with an
 //! execution's path drawn over them.
 
 use core::fmt::Write as _;
@@ -22,8 +22,8 @@ use crate::{Definition, EventKind, History, StateKind, Transition};
 ///
 /// fn main() {
 ///     let mermaid = Diagram::new(Door::DEFINITION).mermaid();
-///     assert!(mermaid.starts_with("stateDiagram-v2\n"));
-///     assert!(mermaid.contains("Closed --> Open: open"));
+///     assert!(mermaid.starts_with("flowchart LR\n"));
+///     assert!(mermaid.contains("Closed -->|\"open\"| Open"));
 ///     let dot = Diagram::new(Door::DEFINITION).dot();
 ///     assert!(dot.contains("Closed -> Open [label=\"open\"]"));
 /// }
@@ -173,82 +173,122 @@ impl<'a> Diagram<'a> {
         notes
     }
 
-    /// The diagram as Mermaid `stateDiagram-v2`: the initial state from `[*]`, terminal states
-    /// to `[*]` (failure terminals styled `failure`), each event's edges labelled with the
-    /// event, catch routes labelled `on error kind | kind` (Mermaid draws every transition
-    /// alike, so the label tells them apart), policies as state descriptions. With a path:
-    /// states entered styled `visited`, the failed state `failed`, transitions taken marked
-    /// `(taken)` or `(taken n x)`.
+    /// The diagram as a Mermaid flowchart (`flowchart LR`): the initial state from a small
+    /// black circle, step states rounded, terminal states as stadiums (success with a thick
+    /// green border, failure filled red), each event's edges labelled with the event, catch
+    /// routes dashed and red, labelled `on error kind or kind` (`on any error` for `_`),
+    /// policies under the state's name. With a path: states entered filled green, the failed
+    /// state filled red, transitions taken drawn thick (green, or red for a catch route), with
+    /// how many times when more than once. (A flowchart, not a `stateDiagram-v2`: only a
+    /// flowchart can style single transitions, with `linkStyle`.)
     pub fn mermaid(&self) -> String {
         let def = self.def;
-        let mut out = String::from("stateDiagram-v2\n");
-        let _ = writeln!(out, "    direction LR");
+        let mut out = String::from("flowchart LR\n");
+        let id = |i: usize| mermaid_id(def.states[i].name);
+        let _ = writeln!(out, "    __start(( ))");
         for (i, s) in def.states.iter().enumerate() {
-            let notes = self.notes(i);
-            if !notes.is_empty() {
-                // Mermaid shows a described state's first line as its title.
-                let _ = writeln!(out, "    {} : {}", s.name, s.name);
+            let mut text = mermaid_text(s.name);
+            for note in self.notes(i) {
+                let _ = write!(text, "<br/><small>{}</small>", mermaid_text(&note));
             }
-            for note in notes {
-                let _ = writeln!(out, "    {} : {}", s.name, mermaid_text(&note));
-            }
-        }
-        let _ = writeln!(out, "    [*] --> {}", def.initial_state().name);
-        for e in self.edges() {
-            let mut label = if e.catch {
-                format!("on error {}", e.labels.join(" | "))
-            } else {
-                e.labels.join(" | ")
+            let (open, close) = match s.kind {
+                StateKind::Step => ("(\"", "\")"),
+                StateKind::Success | StateKind::Failure => ("([\"", "\"])"),
             };
-            match self.times_taken(&e) {
-                0 => {}
-                1 => label.push_str(" (taken)"),
-                n => {
-                    let _ = write!(label, " (taken {n} x)");
+            let _ = writeln!(out, "    {}{open}{text}{close}", id(i));
+        }
+        let _ = writeln!(out, "    __start --> {}", id(def.initial));
+        // Links are numbered in order, the start's first: `linkStyle` names them so.
+        let mut styles: Vec<(usize, &str)> = Vec::new();
+        for (n, e) in self.edges().iter().enumerate() {
+            let link = n + 1;
+            let mut label = self.label(e);
+            let taken = self.times_taken(e);
+            if taken > 1 {
+                let _ = write!(label, " ({taken} times)");
+            }
+            let arrow = if e.catch { "-.->" } else { "-->" };
+            let _ = writeln!(
+                out,
+                "    {} {arrow}|\"{}\"| {}",
+                id(e.from),
+                mermaid_text(&label),
+                id(e.to)
+            );
+            match (e.catch, taken > 0) {
+                (false, false) => {}
+                (false, true) => styles.push((link, "stroke:#1e8449,stroke-width:4px")),
+                (true, false) => styles.push((link, "stroke:#c0392b,color:#c0392b")),
+                (true, true) => {
+                    styles.push((link, "stroke:#c0392b,stroke-width:4px,color:#c0392b"))
                 }
             }
-            let _ = writeln!(
-                out,
-                "    {} --> {}: {}",
-                def.states[e.from].name,
-                def.states[e.to].name,
-                mermaid_text(&label)
-            );
         }
-        for s in def.terminals() {
-            let _ = writeln!(out, "    {} --> [*]", s.name);
+        for (link, style) in styles {
+            let _ = writeln!(out, "    linkStyle {link} {style}");
         }
-        let failures: Vec<&str> = def
-            .states
-            .iter()
-            .filter(|s| s.kind == StateKind::Failure)
-            .map(|s| s.name)
-            .collect();
-        let _ = writeln!(out, "    classDef failure fill:#fde2e2,stroke:#c0392b");
-        if !failures.is_empty() {
-            let _ = writeln!(out, "    class {} failure", failures.join(","));
+        let _ = writeln!(out, "    classDef start fill:#333,stroke:#333");
+        let _ = writeln!(out, "    class __start start");
+        let ends = |kind: StateKind| -> Vec<String> {
+            (0..def.states.len())
+                .filter(|&i| def.states[i].kind == kind)
+                .map(id)
+                .collect()
+        };
+        let _ = writeln!(out, "    classDef success stroke:#1e8449,stroke-width:3px");
+        let _ = writeln!(
+            out,
+            "    classDef failure fill:#fde2e2,stroke:#c0392b,stroke-width:3px"
+        );
+        for (kind, class) in [
+            (StateKind::Success, "success"),
+            (StateKind::Failure, "failure"),
+        ] {
+            let ends = ends(kind);
+            if !ends.is_empty() {
+                let _ = writeln!(out, "    class {} {class}", ends.join(","));
+            }
         }
         if let Some(p) = &self.path {
-            let _ = writeln!(
-                out,
-                "    classDef visited fill:#d5f5e3,stroke:#1e8449,stroke-width:2px"
-            );
+            let _ = writeln!(out, "    classDef visited fill:#d5f5e3");
             let _ = writeln!(
                 out,
                 "    classDef failed fill:#f5b7b1,stroke:#922b21,stroke-width:3px"
             );
-            let visited: Vec<&str> = (0..def.states.len())
-                .filter(|&i| p.visited[i] && p.failed != Some(i))
-                .map(|i| def.states[i].name)
-                .collect();
-            if !visited.is_empty() {
-                let _ = writeln!(out, "    class {} visited", visited.join(","));
+            // A failure terminal reached stays red, darker: the execution ended there.
+            let _ = writeln!(
+                out,
+                "    classDef reached_failure fill:#f5b7b1,stroke:#c0392b,stroke-width:4px"
+            );
+            let reached = |failure: bool| -> Vec<String> {
+                (0..def.states.len())
+                    .filter(|&i| p.visited[i] && p.failed != Some(i))
+                    .filter(|&i| (def.states[i].kind == StateKind::Failure) == failure)
+                    .map(id)
+                    .collect()
+            };
+            for (failure, class) in [(false, "visited"), (true, "reached_failure")] {
+                let states = reached(failure);
+                if !states.is_empty() {
+                    let _ = writeln!(out, "    class {} {class}", states.join(","));
+                }
             }
             if let Some(f) = p.failed {
-                let _ = writeln!(out, "    class {} failed", def.states[f].name);
+                let _ = writeln!(out, "    class {} failed", id(f));
             }
         }
         out
+    }
+
+    /// An edge's label: its events, or for a catch route the errors it takes.
+    fn label(&self, e: &Edge) -> String {
+        if !e.catch {
+            return e.labels.join(" or ");
+        }
+        if e.labels.iter().any(|l| l == ANY_ERROR) {
+            return "on any error".to_owned();
+        }
+        format!("on error {}", e.labels.join(" or "))
     }
 
     /// The diagram as Graphviz DOT: the initial state from a point, success terminals with a
@@ -298,11 +338,7 @@ impl<'a> Diagram<'a> {
         }
         let _ = writeln!(out, "    __start -> {};", def.initial_state().name);
         for e in self.edges() {
-            let mut label = if e.catch {
-                format!("on error {}", e.labels.join(" | "))
-            } else {
-                e.labels.join(" | ")
-            };
+            let mut label = self.label(&e);
             let taken = self.times_taken(&e);
             if taken > 1 {
                 let _ = write!(label, " (x{taken})");
@@ -341,9 +377,12 @@ struct Edge {
     indices: Vec<usize>,
 }
 
+/// The label of a catch-all route's kind.
+const ANY_ERROR: &str = "any error";
+
 fn kind_label(t: &Transition) -> String {
     if t.event == "*" {
-        "any error".to_owned()
+        ANY_ERROR.to_owned()
     } else {
         t.event.to_owned()
     }
@@ -374,9 +413,34 @@ fn float(f: f64) -> String {
     }
 }
 
-/// Text safe in a Mermaid description or label (no `:` or `;`, which end them, nor `#`).
+/// Text safe in a quoted Mermaid label: its quotes and HTML written as entities.
 fn mermaid_text(s: &str) -> String {
-    s.replace([':', ';', '#'], " ")
+    s.replace('&', "&amp;")
+        .replace('"', "#quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A state's node id: its name, unless Mermaid reads that name as a keyword.
+fn mermaid_id(name: &str) -> String {
+    const KEYWORDS: &[&str] = &[
+        "end",
+        "graph",
+        "flowchart",
+        "subgraph",
+        "style",
+        "class",
+        "classDef",
+        "click",
+        "linkStyle",
+        "direction",
+        "default",
+    ];
+    if KEYWORDS.contains(&name) || name.starts_with("__") {
+        format!("state_{name}")
+    } else {
+        name.to_owned()
+    }
 }
 
 /// Text safe inside a DOT double-quoted string.
