@@ -974,6 +974,11 @@ fn postgres_under_serializable_or_repeatable_read_runs_each_step_once() {
                 twice.is_empty(),
                 "under {level}, steps ran more than once: {twice:?}"
             );
+            // And no claim or checkpoint failed on the way (serialization failures, 40001).
+            for w in &workers {
+                let problems = w.problems();
+                assert!(problems.is_empty(), "under {level}: {problems:?}");
+            }
             for w in workers {
                 w.shutdown().await;
             }

@@ -214,7 +214,11 @@ fn db(e: tokio_postgres::Error) -> StoreError {
         // admin shutdown, cannot connect now, connection failures; a deadlock or a
         // serialization failure (the batch is run again)
         c if c.starts_with("57P") || c.starts_with("08") || c == "40P01" || c == "40001" => {
-            unavailable(e)
+            // The server's words, not tokio-postgres's "db error".
+            unavailable(match e.as_db_error() {
+                Some(d) => format!("{} ({})", d.message(), d.code().code()),
+                None => e.to_string(),
+            })
         }
         _ => StoreError::Database {
             path: "postgresql".into(),
