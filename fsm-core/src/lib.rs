@@ -51,50 +51,42 @@
 //! reports.
 #![warn(missing_docs, unreachable_pub)]
 
+// The folders are the layers (see DESIGN.md): each uses only those listed before it.
 #[cfg(feature = "durable")]
-mod client;
-mod definition;
-#[cfg(feature = "runtime")]
-mod driver;
-#[cfg(feature = "durable")]
-mod durable;
-mod error;
-#[cfg(feature = "runtime")]
-mod executor;
-mod history;
-mod policy;
-mod step;
-#[cfg(feature = "durable")]
-pub mod store;
-#[cfg(feature = "runtime")]
-mod token;
+pub(crate) mod durable;
+pub(crate) mod runtime;
+pub(crate) mod typestate;
 pub mod views;
-#[cfg(feature = "runtime")]
-mod waits;
 
 #[cfg(feature = "durable")]
-pub use client::DurableClient;
-pub use definition::{Definition, StateInfo, StateKind, Transition, WaitPolicy};
-#[cfg(feature = "runtime")]
-pub use driver::Dispatch;
+pub use durable::client::DurableClient;
 #[cfg(feature = "durable")]
-pub use durable::{DurableError, DurableExecutor, DurableOptions, Problem};
-pub use error::WrongState;
-#[cfg(feature = "runtime")]
-pub use executor::{Executor, ExecutorBuilder, Observer, Outcome, Status, UnknownState};
-pub use history::{EventKind, History, HistoryEvent};
-pub use policy::{Jitter, RetryPolicy};
-pub use step::{Context, ExecutionId, IdempotencyKey, ParseIdError, StepError};
+pub use durable::error::DurableError;
+#[cfg(feature = "durable")]
+pub use durable::executor::{DurableExecutor, DurableOptions, Problem};
+#[cfg(feature = "durable")]
+pub use durable::store;
 #[cfg(feature = "postgres")]
-pub use store::postgres::{PgOptions, PgStore};
+pub use durable::store::postgres::{PgOptions, PgStore};
 #[cfg(feature = "sqlite")]
-pub use store::sqlite::{Durability, SqliteOptions, SqliteStore};
+pub use durable::store::sqlite::{Durability, SqliteOptions, SqliteStore};
 #[cfg(feature = "durable")]
-pub use store::{ExecutionRecord, ExecutionStatus, Store, StoreError};
+pub use durable::store::{ExecutionRecord, ExecutionStatus, Store, StoreError};
 #[cfg(feature = "runtime")]
-pub use token::{TaskToken, TokenError};
+pub use runtime::driver::Dispatch;
 #[cfg(feature = "runtime")]
-pub use waits::Waiting;
+pub use runtime::executor::{Executor, ExecutorBuilder, Outcome, Status, UnknownState};
+pub use runtime::history::{EventKind, History, HistoryEvent};
+#[cfg(feature = "runtime")]
+pub use runtime::recorder::Observer;
+pub use runtime::step::{Context, ExecutionId, IdempotencyKey, ParseIdError, StepError};
+#[cfg(feature = "runtime")]
+pub use runtime::token::{TaskToken, TokenError};
+#[cfg(feature = "runtime")]
+pub use runtime::waits::Waiting;
+pub use typestate::definition::{Definition, StateInfo, StateKind, Transition, WaitPolicy};
+pub use typestate::error::WrongState;
+pub use typestate::policy::{Jitter, RetryPolicy};
 
 // The README's examples compile as doctests.
 #[cfg(doctest)]
@@ -134,7 +126,7 @@ pub trait Fsm: Sized + 'static {
 #[doc(hidden)]
 pub mod __private {
     #[cfg(feature = "runtime")]
-    pub use crate::driver::{Attempt, Driver, Keep};
+    pub use crate::runtime::driver::{Attempt, Driver, Keep};
     #[cfg(feature = "runtime")]
     pub use crate::Dispatch;
     pub use crate::{

@@ -6,8 +6,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::driver::{Cloned, Cold, Deadline, Driver, Guard, Stop, Verdict};
-use crate::executor::Recorder;
+use crate::runtime::driver::{Cloned, Cold, Deadline, Driver, Guard, Stop, Verdict};
+use crate::runtime::recorder::Recorder;
 use crate::{Definition, Dispatch, ExecutionId, StateKind, StepError};
 
 /// A machine's definition as an Amazon States Language state machine.
@@ -603,7 +603,10 @@ where
         (Stop::Panicked(payload), _) => Err(TaskFailure::of(
             &StepError::fatal(
                 StepError::PANIC,
-                format!("step panicked: {}", crate::driver::panic_text(&*payload)),
+                format!(
+                    "step panicked: {}",
+                    crate::runtime::driver::panic_text(&*payload)
+                ),
             ),
             &routed,
         )),

@@ -387,7 +387,7 @@ fn migrate(tx: &Connection, from: i64) -> Result<(), rusqlite::Error> {
             // A secret that is not 32 hexadecimal digits never answered anything; it is left
             // as it is, and matches no hash.
             if let Ok(value) = u128::from_str_radix(&secret, 16) {
-                update.execute(params![crate::token::hash_secret(value), secret])?;
+                update.execute(params![crate::runtime::token::hash_secret(value), secret])?;
             }
         }
     }

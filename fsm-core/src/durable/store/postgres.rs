@@ -156,12 +156,12 @@ impl ServerClock {
     /// Measures the offset with one query: the server's time against the middle of the
     /// round trip.
     async fn measure(&self, client: &Client) -> Result<(), StoreError> {
-        let before = crate::step::unix_millis();
+        let before = crate::runtime::step::unix_millis();
         let row = client
             .query_one(&format!("SELECT {NOW_MS}"), &[])
             .await
             .map_err(db)?;
-        let after = crate::step::unix_millis();
+        let after = crate::runtime::step::unix_millis();
         let server: i64 = row.try_get(0).map_err(db)?;
         let local = ((before + after) / 2) as i64;
         self.offset
@@ -1507,7 +1507,7 @@ impl Store for PgStore {
         }
         let ids: Vec<String> = executions.iter().map(ToString::to_string).collect();
         // For as long from the server's now as `until` is from ours.
-        let lease = ms(until.saturating_sub(crate::step::unix_millis()));
+        let lease = ms(until.saturating_sub(crate::runtime::step::unix_millis()));
         let sql = format!(
             // A row being checkpointed is skipped: its checkpoint extends its lease.
             "UPDATE fsm_executions SET lease_expires = {NOW_MS} + $2 WHERE id IN (SELECT id \

@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::store::codec;
-use crate::store::{
+use crate::durable::store::codec;
+use crate::durable::store::{
     ExecutionRecord, ExecutionStatus, ListQuery, Millis, NewExecution, Store, StoreError,
     TokenAnswer, TokenStatus,
 };
@@ -31,7 +31,7 @@ pub(crate) struct Clock {
 impl Clock {
     pub(crate) fn new() -> Self {
         Clock {
-            wall: crate::step::unix_millis(),
+            wall: crate::runtime::step::unix_millis(),
             at: Instant::now(),
         }
     }
@@ -85,7 +85,7 @@ where
             execution: None,
             message: e.to_string(),
         })?;
-        let id = crate::step::new_id(crate::policy::random_u128());
+        let id = crate::runtime::step::new_id(crate::runtime::random::random_u128());
         let now = self.clock.now();
         let started = HistoryEvent {
             at: Duration::ZERO,
@@ -277,7 +277,7 @@ where
             .await
             .map_err(failed)?
             .filter(|r| {
-                crate::token::same_secret(&r.secret_hash, &hash)
+                crate::runtime::token::same_secret(&r.secret_hash, &hash)
                     && (r.execution, r.step, r.attempt)
                         == (token.execution, token.step, token.attempt)
             })
@@ -290,9 +290,7 @@ where
             .ok_or(TokenError::Forged)?;
         if (row.step, row.attempt) != (token.step, token.attempt) || row.status.is_final() {
             // Answered by someone else between the two reads, or truly left behind.
-            let now = store.token(&hash).await.map_err(failed)?;
-            token_open(now.map_or(TokenStatus::Superseded, |r| r.status))?;
-            return Err(TokenError::Stale);
+            return Err(self.refused(&token).await);
         }
         if let Some(expected) = expected {
             if row.state_name != expected {
@@ -325,11 +323,33 @@ where
             .map_err(failed)?;
         if !answered {
             // Answered, timed out or left behind meanwhile.
-            let record = store.token(&token.secret_hash()).await.map_err(failed)?;
-            token_open(record.map_or(TokenStatus::Superseded, |r| r.status))?;
-            return Err(TokenError::Stale);
+            return Err(self.refused(&token).await);
         }
         Ok(token.execution)
+    }
+
+    /// Why `token` cannot answer its wait: what became of it, or of the wait through another
+    /// of its tokens (a step run again after a crash hands out a new one, and the first
+    /// answer or close through any of them decides), or the execution moved on.
+    async fn refused(&self, token: &TaskToken) -> TokenError {
+        let store = &self.store;
+        let own = match store.token(&token.secret_hash()).await {
+            Ok(own) => own,
+            Err(e) => return token_store_error(e),
+        };
+        if let Err(e) = token_open(own.map_or(TokenStatus::Superseded, |r| r.status)) {
+            return e;
+        }
+        match store
+            .wait_token(token.execution, token.step, token.attempt)
+            .await
+        {
+            Ok(Some(decided)) => token_open(decided.status)
+                .err()
+                .unwrap_or(TokenError::Stale),
+            Ok(None) => TokenError::Stale,
+            Err(e) => token_store_error(e),
+        }
     }
 }
 

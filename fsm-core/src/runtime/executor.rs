@@ -8,17 +8,16 @@ use core::time::Duration;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use tokio::time::Instant;
-
-use crate::driver::{history_full, panic_text, Cloned, Deadline, Driver, Guard, Stop, Verdict};
-use crate::policy::JitterSource;
-use crate::waits::{Answer, Waits};
+use crate::runtime::driver::{
+    history_full, panic_text, Cloned, Deadline, Driver, Guard, Stop, Verdict,
+};
+use crate::runtime::policies::Policy;
+use crate::runtime::random::JitterSource;
+use crate::runtime::recorder::{Observer, Recorder, Recording};
+use crate::runtime::waits::{Answer, Waits};
 use crate::{
     Dispatch, EventKind, ExecutionId, History, HistoryEvent, RetryPolicy, StateKind, StepError,
 };
-
-/// A function that sees every history event of every execution as it happens.
-pub type Observer = Arc<dyn Fn(ExecutionId, &HistoryEvent) + Send + Sync>;
 
 /// Runs executions of machine `M` with the step handlers `H` (an implementation of the
 /// machine's generated `Steps` trait).
@@ -80,7 +79,7 @@ pub(crate) struct Core<H> {
     pub(crate) policies: Box<[Policy]>,
     pub(crate) record_history: bool,
     pub(crate) observer: Option<Observer>,
-    pub(crate) ids: crate::step::IdSource,
+    pub(crate) ids: crate::runtime::step::IdSource,
     /// Whether any state has a time limit per attempt.
     pub(crate) has_timeouts: bool,
     /// The most events a history holds.
@@ -91,6 +90,15 @@ pub(crate) struct Core<H> {
 }
 
 impl<H> Core<H> {
+    /// What executions of this executor record.
+    pub(crate) fn recording(&self) -> Recording<'_> {
+        Recording {
+            history: self.record_history,
+            observer: self.observer.as_ref(),
+            limit: self.history_limit,
+        }
+    }
+
     /// The error of an attempt of `failed`'s step that `what` its time limit, and the limit.
     /// (Only a limit the step's policy armed can be run past.)
     fn timed_out<M: crate::Fsm>(&self, failed: &M, what: &str) -> (StepError, Duration) {
@@ -100,16 +108,6 @@ impl<H> Core<H> {
         let message = format_args!("attempt {what} {limit:?}");
         (StepError::retryable(StepError::TIMEOUT, message), limit)
     }
-}
-
-/// A state's policies, as the executor applies them.
-#[derive(Clone, Copy)]
-pub(crate) struct Policy {
-    retry: RetryPolicy,
-    pub(crate) timeout: Option<Duration>,
-    /// How long a waiting state waits for its token.
-    pub(crate) wait_timeout: Option<Duration>,
-    has_catch: bool,
 }
 
 impl<M, H> Clone for Executor<M, H> {
@@ -270,10 +268,10 @@ impl<M: crate::Fsm, H> ExecutorBuilder<M, H> {
             policies: self.policies.into_boxed_slice(),
             record_history: self.record_history,
             observer: self.observer,
-            ids: crate::step::IdSource::new(crate::policy::random_u128()),
+            ids: crate::runtime::step::IdSource::new(crate::runtime::random::random_u128()),
             has_timeouts,
             history_limit: self.history_limit,
-            jitter_seed: crate::policy::random_seed(),
+            jitter_seed: crate::runtime::random::random_seed(),
         }
     }
 }
@@ -478,7 +476,7 @@ where
         let def = M::DEFINITION;
         let inner = &*self.inner;
         let deadline = Deadline::new(inner.has_timeouts);
-        let rec = Recorder::new(id, inner, def);
+        let rec = Recorder::new(id, inner.recording(), def);
         let mut driver = Driver {
             kept: None,
             id,
@@ -771,203 +769,5 @@ impl<M: crate::Fsm> Driver<'_, M> {
             status,
             history: rec.finish(),
         }
-    }
-}
-
-/// Records history events and hands them to the observer. With neither, it does nothing,
-/// takes no timestamps and holds nothing (it is part of every execution's future, which is
-/// moved when the execution starts).
-pub(crate) struct Recorder<'a> {
-    active: Option<Box<Active<'a>>>,
-}
-
-struct Active<'a> {
-    id: ExecutionId,
-    start: Instant,
-    history: Option<History>,
-    observer: Option<&'a Observer>,
-    definition: &'static crate::Definition,
-    /// The last timestamp taken, reused by events that happen at the same moment (a step's
-    /// end and the transition it leads to).
-    last: Duration,
-    /// When the attempt under way started.
-    attempt_started: Duration,
-    /// Set while the observer runs: a panic then is the observer's, not a step's.
-    in_observer: bool,
-    /// The most events the history holds.
-    limit: usize,
-    /// Events already handed out by [`Recorder::drain`] (a durable execution's stored
-    /// history): they count towards the limit.
-    flushed: usize,
-}
-
-impl<'a> Recorder<'a> {
-    /// A recorder that records nothing (the driver's own tests, the ASL step adapter).
-    #[cfg(any(test, feature = "asl"))]
-    pub(crate) fn inactive() -> Self {
-        Recorder { active: None }
-    }
-
-    #[inline]
-    fn new<H>(id: ExecutionId, inner: &'a Core<H>, definition: &'static crate::Definition) -> Self {
-        let active = inner.record_history || inner.observer.is_some();
-        Recorder {
-            active: active.then(|| {
-                Recorder::active(
-                    id,
-                    inner,
-                    definition,
-                    Instant::now(),
-                    0,
-                    inner.record_history,
-                )
-            }),
-        }
-    }
-
-    /// A recorder that always records, for a durable execution: times count from `origin`
-    /// (when the execution was started), and `flushed` events are already stored.
-    #[cfg(feature = "durable")]
-    pub(crate) fn durable<H>(
-        id: ExecutionId,
-        inner: &'a Core<H>,
-        definition: &'static crate::Definition,
-        origin: Instant,
-        flushed: usize,
-    ) -> Self {
-        Recorder {
-            active: Some(Recorder::active(
-                id, inner, definition, origin, flushed, true,
-            )),
-        }
-    }
-
-    fn active<H>(
-        id: ExecutionId,
-        inner: &'a Core<H>,
-        definition: &'static crate::Definition,
-        start: Instant,
-        flushed: usize,
-        history: bool,
-    ) -> Box<Active<'a>> {
-        Box::new(Active {
-            id,
-            start,
-            history: history.then(|| History::with_capacity(16)),
-            observer: inner.observer.as_ref(),
-            definition,
-            last: Duration::ZERO,
-            attempt_started: Duration::ZERO,
-            in_observer: false,
-            limit: inner.history_limit,
-            flushed,
-        })
-    }
-
-    /// The events recorded since the last drain (a durable execution stores them at each
-    /// checkpoint).
-    #[cfg(feature = "durable")]
-    pub(crate) fn drain(&mut self) -> Vec<HistoryEvent> {
-        match self.active.as_mut() {
-            Some(a) => {
-                let events = a.history.as_mut().map(History::take).unwrap_or_default();
-                a.flushed += events.len();
-                events
-            }
-            None => Vec::new(),
-        }
-    }
-
-    /// Whether anything is recorded or observed.
-    #[inline]
-    pub(crate) fn is_active(&self) -> bool {
-        self.active.is_some()
-    }
-
-    /// Whether the history has reached its limit.
-    pub(crate) fn is_full(&self) -> bool {
-        self.active
-            .as_ref()
-            .and_then(|a| Some(a.history.as_ref()?.len() + a.flushed >= a.limit))
-            .unwrap_or(false)
-    }
-
-    /// Whether the observer was running (when a panic unwound).
-    pub(crate) fn in_observer(&self) -> bool {
-        self.active.as_ref().is_some_and(|a| a.in_observer)
-    }
-
-    /// The time since the execution started, if anything is recorded.
-    #[inline]
-    pub(crate) fn stamp(&mut self) -> Duration {
-        match &mut self.active {
-            Some(a) => {
-                a.last = a.start.elapsed();
-                a.last
-            }
-            None => Duration::ZERO,
-        }
-    }
-
-    /// Stamps the start of an attempt.
-    pub(crate) fn start_attempt(&mut self) -> Duration {
-        let at = self.stamp();
-        if let Some(a) = &mut self.active {
-            a.attempt_started = at;
-        }
-        at
-    }
-
-    /// How long the attempt under way has taken at `ended`.
-    pub(crate) fn attempt_duration(&self, ended: Duration) -> Duration {
-        self.active
-            .as_ref()
-            .map_or(Duration::ZERO, |a| ended.saturating_sub(a.attempt_started))
-    }
-
-    #[inline]
-    pub(crate) fn event(&mut self, at: Duration, kind: impl FnOnce() -> EventKind) {
-        let Some(a) = &mut self.active else {
-            return;
-        };
-        let event = HistoryEvent { at, kind: kind() };
-        if let Some(observer) = a.observer {
-            a.in_observer = true;
-            observer(a.id, &event);
-            a.in_observer = false;
-        }
-        if let Some(history) = &mut a.history {
-            // Past the limit only the event that ends the execution is kept.
-            let ends = matches!(
-                event.kind,
-                EventKind::ExecutionFailed { .. } | EventKind::ExecutionSucceeded { .. }
-            );
-            if history.len() + a.flushed < a.limit || ends {
-                history.push(event);
-            }
-        }
-    }
-
-    pub(crate) fn transition(&mut self, at: Duration, index: usize) {
-        let Some(def) = self.active.as_ref().map(|a| a.definition) else {
-            return;
-        };
-        self.event(at, || {
-            let t = &def.transitions[index];
-            EventKind::Transition {
-                from: def.states[t.from].name,
-                event: t.event,
-                to: def.states[t.to].name,
-                index,
-            }
-        });
-    }
-
-    /// The history recorded (empty if none was).
-    pub(crate) fn finish(&mut self) -> History {
-        self.active
-            .as_mut()
-            .and_then(|a| a.history.take())
-            .unwrap_or_default()
     }
 }

@@ -18,109 +18,21 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::client::{next_end, Client};
-use crate::driver::{Cloned, Deadline, Driver, Guard};
-use crate::executor::{AfterFailure, Core, ExecutorBuilder, Recorder, Stopped};
-use crate::policy::JitterSource;
-use crate::store::codec;
-use crate::store::{
+use crate::durable::client::{next_end, Client};
+use crate::durable::error::DurableError;
+use crate::durable::store::codec;
+use crate::durable::store::{
     Checkpoint, ExecutionRecord, ExecutionStatus, Millis, Store, StoreError, TokenRecord,
     TokenStatus, WaitingFor,
 };
+use crate::runtime::driver::{Cloned, Deadline, Driver, Guard};
+use crate::runtime::executor::{AfterFailure, Core, ExecutorBuilder, Stopped};
+use crate::runtime::random::JitterSource;
+use crate::runtime::recorder::Recorder;
 use crate::{
     Dispatch, EventKind, ExecutionId, History, HistoryEvent, Status, StepError, TaskToken,
     TokenError,
 };
-
-/// Why a durable execution, or a call on the durable executor, could not go on. Each names
-/// the execution it is about; the others go on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DurableError {
-    /// The store refused or failed.
-    Store(StoreError),
-    /// A state could not be written as JSON (its `Serialize` failed): the execution stays at
-    /// its last checkpoint.
-    Serialize {
-        /// The execution, if it had been created.
-        execution: Option<ExecutionId>,
-        /// serde's message.
-        message: String,
-    },
-    /// A stored execution cannot be read as this machine: its state is gone from the
-    /// definition, its data no longer deserializes, or the row contradicts itself. It stays
-    /// in the store untouched.
-    BadState {
-        /// The execution.
-        execution: ExecutionId,
-        /// What is wrong.
-        message: String,
-    },
-    /// The execution is another machine's.
-    WrongMachine {
-        /// The execution.
-        execution: ExecutionId,
-        /// The machine it belongs to.
-        found: String,
-    },
-    /// No such execution.
-    NotFound {
-        /// The execution.
-        execution: ExecutionId,
-    },
-    /// A durable executor needs a tokio runtime to run its scheduler on, and was built
-    /// outside one.
-    NoRuntime,
-    /// The operating system gave no random bytes for a task token: the execution stays
-    /// before its waiting step.
-    NoRandomness {
-        /// The execution.
-        execution: ExecutionId,
-        /// The operating system's error.
-        message: String,
-    },
-}
-
-impl core::fmt::Display for DurableError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            DurableError::Store(e) => e.fmt(f),
-            DurableError::Serialize {
-                execution: Some(id),
-                message,
-            } => write!(f, "execution {id}: its state cannot be stored: {message}"),
-            DurableError::Serialize {
-                execution: None,
-                message,
-            } => write!(f, "the state cannot be stored: {message}"),
-            DurableError::BadState { execution, message } => {
-                write!(f, "execution {execution} cannot be resumed: {message}")
-            }
-            DurableError::WrongMachine { execution, found } => {
-                write!(f, "execution {execution} is of machine `{found}`")
-            }
-            DurableError::NotFound { execution } => write!(f, "no execution {execution}"),
-            DurableError::NoRandomness { execution, message } => write!(
-                f,
-                "execution {execution}: no random bytes for a task token: {message}"
-            ),
-            DurableError::NoRuntime => {
-                f.write_str("a durable executor must be built inside a tokio runtime")
-            }
-        }
-    }
-}
-
-impl std::error::Error for DurableError {}
-
-impl From<StoreError> for DurableError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound { execution } => DurableError::NotFound { execution },
-            e => DurableError::Store(e),
-        }
-    }
-}
 
 /// An execution the executor set aside, and why ([`DurableExecutor::problems`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,7 +139,7 @@ where
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| DurableError::NoRuntime)?;
         let mut core = self.core();
         core.record_history = true;
-        let owner = crate::step::new_id(crate::policy::random_u128()).to_string();
+        let owner = crate::runtime::step::new_id(crate::runtime::random::random_u128()).to_string();
         let leases = store.lease().is_some();
         let inner = Arc::new(Durable {
             core,
@@ -431,18 +343,66 @@ enum WaitEntry<M> {
     Again,
 }
 
-/// What a checkpoint writes besides the state.
-struct Write {
-    step: u32,
-    attempt: u32,
+/// Where a checkpoint leaves the execution, besides its state: what `save` writes.
+struct Save {
     status: ExecutionStatus,
     waiting_for: Option<WaitingFor>,
     due_at: Option<Millis>,
     /// Whether this worker keeps the execution (else it lets go of its lease).
     hold: bool,
+    /// A token to hand out (a wait is about to begin).
     new_token: Option<TokenRecord>,
+    /// Tokens to close, with what became of them.
     close_tokens: Vec<(String, TokenStatus)>,
+}
+
+impl Save {
+    /// Running, due at `now`: the next step runs now, here if `hold`, else in whichever
+    /// worker claims it.
+    fn running(now: Millis, hold: bool) -> Self {
+        Save {
+            status: ExecutionStatus::Running,
+            waiting_for: None,
+            due_at: Some(now),
+            hold,
+            new_token: None,
+            close_tokens: Vec::new(),
+        }
+    }
+
+    /// Waiting for `what` until `due`, let go of.
+    fn waiting(what: WaitingFor, due: Option<Millis>) -> Self {
+        Save {
+            status: ExecutionStatus::Waiting,
+            waiting_for: Some(what),
+            due_at: due,
+            hold: false,
+            new_token: None,
+            close_tokens: Vec::new(),
+        }
+    }
+}
+
+/// A checkpoint: where it leaves the execution, at which step and attempt, and the history
+/// events since the last one.
+struct Write {
+    step: u32,
+    attempt: u32,
+    save: Save,
     events: Vec<HistoryEvent>,
+}
+
+/// What a drive does next.
+enum Next<M> {
+    /// Enter this state: end in it, wait in it, or run its step.
+    Enter(M),
+    /// Run this state's step (a waiting state's, with its token handed to the driver).
+    Attempt(M),
+    /// The step of this state failed: apply its retries and routes.
+    Failed(M, StepError, Option<Duration>),
+    /// The drive is over: the execution ended, waits or was handed over (`Ok`), or must be
+    /// driven again from the store (`Again`).
+    Stop(Result<(), Again>),
 }
 
 /// The state as JSON, and its name.
@@ -535,18 +495,12 @@ where
     /// Writes the execution's progress: its state, where it stands, and the events recorded
     /// since the last checkpoint. (Not `async`: the state is serialized before the future is
     /// made, so that the future holds no reference to it and `M` need not be `Sync`.)
-    #[allow(clippy::too_many_arguments)]
     fn save<'s>(
         &'s self,
         row: &'s mut ExecutionRecord,
         driver: &mut Driver<'_, M>,
         state: &M,
-        status: ExecutionStatus,
-        waiting_for: Option<WaitingFor>,
-        due_at: Option<Millis>,
-        hold: bool,
-        new_token: Option<TokenRecord>,
-        close_tokens: Vec<(String, TokenStatus)>,
+        save: Save,
     ) -> impl core::future::Future<Output = Result<(), DurableError>> + Send + 's {
         let events = driver.rec.drain();
         let snapshot = snapshot(state, row.id);
@@ -555,12 +509,7 @@ where
             let write = Write {
                 step,
                 attempt,
-                status,
-                waiting_for,
-                due_at,
-                hold,
-                new_token,
-                close_tokens,
+                save,
                 events,
             };
             self.write(row, snapshot?, write).await
@@ -580,18 +529,19 @@ where
             .enumerate()
             .map(|(i, e)| codec::encode(e, first + i as u32))
             .collect();
+        let save = w.save;
         let mut next = row.clone();
         next.state_name = name.to_owned();
         next.state = json;
-        next.status = w.status;
-        next.waiting_for = w.waiting_for;
+        next.status = save.status;
+        next.waiting_for = save.waiting_for;
         next.step = w.step;
         next.attempt = w.attempt;
-        next.due_at = w.due_at;
+        next.due_at = save.due_at;
         next.events = first + events.len() as u32;
         next.updated_at = self.client.clock.now();
         next.fingerprint.clone_from(&self.client.fingerprint);
-        if w.hold {
+        if save.hold {
             // Each checkpoint extends the claim (the renewal task does between them).
             next.lease_expires = Some(self.lease_until(next.updated_at));
         } else {
@@ -604,8 +554,8 @@ where
             .checkpoint(Checkpoint {
                 record: next.clone(),
                 events,
-                new_token: w.new_token,
-                close_tokens: w.close_tokens,
+                new_token: save.new_token,
+                close_tokens: save.close_tokens,
             })
             .await?;
         next.version = version;
@@ -735,22 +685,17 @@ where
             result: None,
         };
         let now = self.client.clock.now();
-        self.save(
-            row,
-            driver,
-            &state,
-            ExecutionStatus::Running,
-            None,
-            Some(now),
-            true,
-            Some(record),
-            Vec::new(),
-        )
-        .await?;
+        let save = Save {
+            new_token: Some(record),
+            ..Save::running(now, true)
+        };
+        self.save(row, driver, &state, save).await?;
         Ok(WaitEntry::Run(token))
     }
 
-    /// Drives one execution until it ends, waits or fails to checkpoint.
+    /// Drives one execution until it ends, waits or fails to checkpoint: from the state it
+    /// was claimed (or started) in, each state entered, attempted, and its failures applied,
+    /// in the pieces below.
     async fn drive(
         &self,
         mut row: ExecutionRecord,
@@ -759,14 +704,14 @@ where
         let def = M::DEFINITION;
         let id = row.id;
         let claimed = state.is_none();
-        let mut state = match state {
+        let state = match state {
             Some(state) => state,
             None => self.client.decode(&row)?,
         };
         let core = &self.core;
         let deadline = Deadline::new(core.has_timeouts);
         let origin = self.client.clock.instant(row.created_at);
-        let rec = Recorder::durable(id, core, def, origin, row.events as usize);
+        let rec = Recorder::durable(id, core.recording(), def, origin, row.events as usize);
         let mut driver = Driver {
             kept: None,
             id,
@@ -777,7 +722,7 @@ where
             checks: 0,
             index: 0,
             policies: &core.policies,
-            cold: Some(Box::new(crate::driver::Cold {
+            cold: Some(Box::new(crate::runtime::driver::Cold {
                 pause: true,
                 ..Default::default()
             })),
@@ -786,9 +731,29 @@ where
             deadline: &deadline,
         };
         let mut jitter = JitterSource::for_execution(core.jitter_seed, id);
+        self.claimed(&row, &mut driver, &state, claimed);
+        // Tokens to close with the next checkpoint (a wait that timed out).
+        let mut close = Vec::new();
+        let mut next = Next::Enter(state);
+        loop {
+            next = match next {
+                Next::Enter(state) => self.enter(&mut row, &mut driver, state, &mut close).await?,
+                Next::Attempt(state) => self.attempt(&mut row, &mut driver, state).await?,
+                Next::Failed(failed, error, timed_out) => {
+                    let failure = (failed, error, timed_out);
+                    self.failure(&mut row, &mut driver, failure, &mut close, &mut jitter)
+                        .await?
+                }
+                Next::Stop(stop) => return Ok(stop),
+            };
+        }
+    }
+
+    /// Records, for an execution just claimed, that it was taken up again: a running
+    /// execution past its start was interrupted (the step it was in runs again), or the
+    /// definition changed since it last ran.
+    fn claimed(&self, row: &ExecutionRecord, driver: &mut Driver<'_, M>, state: &M, claimed: bool) {
         let changed = row.fingerprint != self.client.fingerprint;
-        // A running execution claimed from the store, that had gone past its start, was
-        // interrupted: the step it was in runs again.
         let interrupted = claimed && row.status == ExecutionStatus::Running && row.events > 1;
         if interrupted || changed {
             let at = driver.rec.stamp();
@@ -798,212 +763,193 @@ where
                 definition_changed: changed,
             });
         }
-        let mut close = Vec::new();
-        loop {
-            let mut failure = None;
-            if state.is_terminal() {
-                return self.end(&mut row, &mut driver, None, state).await.map(Ok);
-            }
-            if def.states[state.state_index()].wait.is_some() {
-                match self
-                    .wait_entry(&mut row, &mut driver, state.clone(), &mut close)
-                    .await?
-                {
-                    WaitEntry::Run(token) => driver.cold().token = Some(token),
-                    WaitEntry::Next(next) => {
-                        state = next;
-                        let now = self.client.clock.now();
-                        self.save(
-                            &mut row,
-                            &mut driver,
-                            &state,
-                            ExecutionStatus::Running,
-                            None,
-                            Some(now),
-                            true,
-                            None,
-                            Vec::new(),
-                        )
+    }
+
+    /// Enters `state`: ends the execution in a terminal state; for a waiting state, looks at
+    /// its wait (a token to hand out, an answer, a timeout); else runs its step next.
+    async fn enter(
+        &self,
+        row: &mut ExecutionRecord,
+        driver: &mut Driver<'_, M>,
+        state: M,
+        close: &mut Vec<(String, TokenStatus)>,
+    ) -> Result<Next<M>, DurableError> {
+        if state.is_terminal() {
+            return self
+                .end(row, driver, None, state)
+                .await
+                .map(|()| Next::Stop(Ok(())));
+        }
+        if M::DEFINITION.states[state.state_index()].wait.is_none() {
+            return Ok(Next::Attempt(state));
+        }
+        Ok(
+            match self.wait_entry(row, driver, state.clone(), close).await? {
+                WaitEntry::Run(token) => {
+                    driver.cold().token = Some(token);
+                    Next::Attempt(state)
+                }
+                WaitEntry::Next(next) => {
+                    let now = self.client.clock.now();
+                    self.save(row, driver, &next, Save::running(now, true))
                         .await?;
-                        continue;
-                    }
-                    WaitEntry::Failure(failed, error, limit) => {
-                        failure = Some((failed, error, limit))
-                    }
-                    WaitEntry::Again => return Ok(Err(Again)),
-                    WaitEntry::NotYet => {
-                        let (status, waiting, due) = (row.status, row.waiting_for, row.due_at);
-                        self.save(
-                            &mut row,
-                            &mut driver,
-                            &state,
-                            status,
-                            waiting,
-                            due,
-                            false,
-                            None,
-                            Vec::new(),
-                        )
-                        .await?;
-                        return Ok(Ok(()));
-                    }
+                    Next::Enter(next)
+                }
+                WaitEntry::Failure(failed, error, limit) => Next::Failed(failed, error, limit),
+                WaitEntry::Again => Next::Stop(Err(Again)),
+                WaitEntry::NotYet => {
+                    // Let go of it as it is.
+                    let save = Save {
+                        status: row.status,
+                        waiting_for: row.waiting_for,
+                        due_at: row.due_at,
+                        hold: false,
+                        new_token: None,
+                        close_tokens: Vec::new(),
+                    };
+                    self.save(row, driver, &state, save).await?;
+                    Next::Stop(Ok(()))
+                }
+            },
+        )
+    }
+
+    /// Runs one attempt of `state`'s step, and checkpoints where it led: the next state
+    /// (then entered here, unless the worker is closing), the end, or a wait for the token
+    /// the step handed out.
+    async fn attempt(
+        &self,
+        row: &mut ExecutionRecord,
+        driver: &mut Driver<'_, M>,
+        state: M,
+    ) -> Result<Next<M>, DurableError> {
+        let core = &self.core;
+        driver.cold().began = false;
+        let deadline = driver.deadline;
+        let stop = Guard::new(state.run::<Cloned>(&core.steps, driver), deadline).await;
+        deadline.disarm();
+        let verdict = deadline.take_verdict();
+        Ok(match core.stopped(stop, verdict, driver) {
+            Stopped::Ended(end) => {
+                self.end(row, driver, None, end).await?;
+                Next::Stop(Ok(()))
+            }
+            Stopped::GaveUp(failed, error) => {
+                self.end(row, driver, Some(error), failed).await?;
+                Next::Stop(Ok(()))
+            }
+            Stopped::Paused(next) => {
+                let now = self.client.clock.now();
+                let hold = !self.closing.load(Ordering::SeqCst);
+                self.save(row, driver, &next, Save::running(now, hold))
+                    .await?;
+                if hold {
+                    Next::Enter(next)
+                } else {
+                    Next::Stop(Ok(()))
                 }
             }
-            let (failed, error, timed_out) = match failure {
-                Some(failure) => failure,
-                None => {
-                    driver.cold().began = false;
-                    let stop =
-                        Guard::new(state.run::<Cloned>(&core.steps, &mut driver), &deadline).await;
-                    deadline.disarm();
-                    let verdict = deadline.take_verdict();
-                    match core.stopped(stop, verdict, &mut driver) {
-                        Stopped::Ended(end) => {
-                            return self.end(&mut row, &mut driver, None, end).await.map(Ok);
-                        }
-                        Stopped::GaveUp(failed, error) => {
-                            return self
-                                .end(&mut row, &mut driver, Some(error), failed)
-                                .await
-                                .map(Ok);
-                        }
-                        Stopped::Paused(next) => {
-                            state = next;
-                            let now = self.client.clock.now();
-                            let hold = !self.closing.load(Ordering::SeqCst);
-                            self.save(
-                                &mut row,
-                                &mut driver,
-                                &state,
-                                ExecutionStatus::Running,
-                                None,
-                                Some(now),
-                                hold,
-                                None,
-                                Vec::new(),
-                            )
-                            .await?;
-                            if !hold {
-                                return Ok(Ok(()));
-                            }
-                            continue;
-                        }
-                        Stopped::Waiting(waiting) => {
-                            driver.take_handed_out();
-                            let info = &def.states[waiting.state_index()];
-                            let timeout = core.policies[waiting.state_index()].wait_timeout;
-                            let now = self.client.clock.now();
-                            let at = driver.rec.stamp();
-                            let (name, attempt) = (info.name, driver.attempt);
-                            driver.rec.event(at, || EventKind::WaitStarted {
-                                state: name,
-                                attempt,
-                                timeout,
-                            });
-                            let due = timeout.map(|t| now.saturating_add(t.as_millis() as Millis));
-                            self.save(
-                                &mut row,
-                                &mut driver,
-                                &waiting,
-                                ExecutionStatus::Waiting,
-                                Some(WaitingFor::Token),
-                                due,
-                                false,
-                                None,
-                                Vec::new(),
-                            )
-                            .await?;
-                            return Ok(Ok(()));
-                        }
-                        Stopped::Failed(failed, error, timed_out) => (failed, error, timed_out),
-                    }
-                }
-            };
-            if driver.take_handed_out().is_some() {
-                // The step failed after handing out its token: the token is of no more use.
-                if let Some(t) = self
-                    .client
-                    .store
-                    .wait_token(id, driver.step, driver.attempt)
-                    .await?
-                {
-                    if t.status == TokenStatus::Open {
-                        close.push((t.secret_hash, TokenStatus::Superseded));
-                    }
-                }
+            Stopped::Waiting(waiting) => {
+                driver.take_handed_out();
+                let info = &M::DEFINITION.states[waiting.state_index()];
+                let timeout = core.policies[waiting.state_index()].wait_timeout;
+                let now = self.client.clock.now();
+                let at = driver.rec.stamp();
+                let (name, attempt) = (info.name, driver.attempt);
+                driver.rec.event(at, || EventKind::WaitStarted {
+                    state: name,
+                    attempt,
+                    timeout,
+                });
+                let due = timeout.map(|t| now.saturating_add(t.as_millis() as Millis));
+                let save = Save::waiting(WaitingFor::Token, due);
+                self.save(row, driver, &waiting, save).await?;
+                Next::Stop(Ok(()))
             }
-            let mut closing = std::mem::take(&mut close);
-            // A token this checkpoint closes (a wait that timed out) was answered meanwhile:
-            // the drive starts again from the stored row, and takes the answer.
-            let closes_tokens = !closing.is_empty();
-            let answered = |saved: &Result<(), DurableError>| {
-                closes_tokens
-                    && matches!(saved, Err(DurableError::Store(StoreError::Conflict { .. })))
-            };
-            // What the failure leads to, as it is written: status, due time, whether this
-            // worker keeps the execution, and a retry it waits for in memory.
-            let (status, waiting, due, hold, wait) =
-                match core.after_failure(&mut driver, failed, error, timed_out, &mut jitter) {
-                    AfterFailure::Retry(failed, delay) => {
-                        state = failed;
-                        let due = self
-                            .client
-                            .clock
-                            .now()
-                            .saturating_add(delay.as_millis() as Millis);
-                        if delay < self.options.hold_retries_under
-                            && !self.closing.load(Ordering::SeqCst)
-                        {
-                            (ExecutionStatus::Running, None, due, true, Some(delay))
-                        } else {
-                            let retry = Some(WaitingFor::Retry);
-                            (ExecutionStatus::Waiting, retry, due, false, None)
-                        }
-                    }
-                    AfterFailure::Routed(next) => {
-                        state = next;
-                        (
-                            ExecutionStatus::Running,
-                            None,
-                            self.client.clock.now(),
-                            true,
-                            None,
-                        )
-                    }
-                    AfterFailure::Errored(failed, error) => {
-                        let ended = self
-                            .end_closing(&mut row, &mut driver, Some(error), failed, &mut closing)
-                            .await;
-                        return if answered(&ended) {
-                            Ok(Err(Again))
-                        } else {
-                            ended.map(Ok)
-                        };
-                    }
-                };
-            let saved = self
-                .save(
-                    &mut row,
-                    &mut driver,
-                    &state,
-                    status,
-                    waiting,
-                    Some(due),
-                    hold,
-                    None,
-                    closing,
-                )
-                .await;
-            if answered(&saved) {
-                return Ok(Err(Again));
-            }
-            saved?;
-            match wait {
-                Some(delay) => Box::pin(tokio::time::sleep(delay)).await,
-                None if !hold => return Ok(Ok(())),
-                None => {}
+            Stopped::Failed(failed, error, timed_out) => Next::Failed(failed, error, timed_out),
+        })
+    }
+
+    /// Applies the failed state's policies to a failure and checkpoints the outcome: a retry
+    /// (waited for here when it is due soon, else let go of until due), a route to another
+    /// state, or the end, errored. Closes the token a failed waiting step handed out, and the
+    /// tokens of a wait that timed out; if one of those was answered meanwhile, the drive
+    /// starts again from the store and takes the answer.
+    async fn failure(
+        &self,
+        row: &mut ExecutionRecord,
+        driver: &mut Driver<'_, M>,
+        (failed, error, timed_out): (M, StepError, Option<Duration>),
+        close: &mut Vec<(String, TokenStatus)>,
+        jitter: &mut JitterSource,
+    ) -> Result<Next<M>, DurableError> {
+        let core = &self.core;
+        if driver.take_handed_out().is_some() {
+            // The step failed after handing out its token: the token is of no more use.
+            let token = self
+                .client
+                .store
+                .wait_token(row.id, driver.step, driver.attempt)
+                .await?;
+            if let Some(t) = token.filter(|t| t.status == TokenStatus::Open) {
+                close.push((t.secret_hash, TokenStatus::Superseded));
             }
         }
+        let mut closing = std::mem::take(close);
+        let closes_tokens = !closing.is_empty();
+        let answered = |saved: &Result<(), DurableError>| {
+            closes_tokens && matches!(saved, Err(DurableError::Store(StoreError::Conflict { .. })))
+        };
+        let (state, save, wait) = match core.after_failure(driver, failed, error, timed_out, jitter)
+        {
+            AfterFailure::Retry(failed, delay) => {
+                let due = self
+                    .client
+                    .clock
+                    .now()
+                    .saturating_add(delay.as_millis() as Millis);
+                if delay < self.options.hold_retries_under && !self.closing.load(Ordering::SeqCst) {
+                    (failed, Save::running(due, true), Some(delay))
+                } else {
+                    (failed, Save::waiting(WaitingFor::Retry, Some(due)), None)
+                }
+            }
+            AfterFailure::Routed(next) => {
+                (next, Save::running(self.client.clock.now(), true), None)
+            }
+            AfterFailure::Errored(failed, error) => {
+                let ended = self
+                    .end_closing(row, driver, Some(error), failed, &mut closing)
+                    .await;
+                return if answered(&ended) {
+                    Ok(Next::Stop(Err(Again)))
+                } else {
+                    ended.map(|()| Next::Stop(Ok(())))
+                };
+            }
+        };
+        let hold = save.hold;
+        let saved = self
+            .save(
+                row,
+                driver,
+                &state,
+                Save {
+                    close_tokens: closing,
+                    ..save
+                },
+            )
+            .await;
+        if answered(&saved) {
+            return Ok(Next::Stop(Err(Again)));
+        }
+        saved?;
+        match wait {
+            Some(delay) => Box::pin(tokio::time::sleep(delay)).await,
+            None if !hold => return Ok(Next::Stop(Ok(()))),
+            None => {}
+        }
+        Ok(Next::Enter(state))
     }
 
     /// Writes the end of an execution in `state`: errored with `error`, or in the terminal
@@ -1047,12 +993,14 @@ where
         let write = Write {
             step: driver.step,
             attempt: driver.attempt,
-            status,
-            waiting_for: None,
-            due_at: None,
-            hold: false,
-            new_token: None,
-            close_tokens: std::mem::take(close),
+            save: Save {
+                status,
+                waiting_for: None,
+                due_at: None,
+                hold: false,
+                new_token: None,
+                close_tokens: std::mem::take(close),
+            },
             events,
         };
         let result = match snapshot {

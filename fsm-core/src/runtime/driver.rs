@@ -18,8 +18,9 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use tokio::time::{Instant, Sleep};
 
-use crate::executor::{Policy, Recorder};
-use crate::waits::Waits;
+use crate::runtime::policies::Policy;
+use crate::runtime::recorder::Recorder;
+use crate::runtime::waits::Waits;
 use crate::{Context, EventKind, ExecutionId, Fsm, StepError, TaskToken};
 
 /// Runs a machine's steps with the handlers `H`: implemented by `#[derive(Fsm)]` for every `H`
@@ -507,7 +508,7 @@ impl<F: Future> Future for Guard<'_, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::executor::Recorder;
+    use crate::runtime::recorder::Recorder;
 
     #[derive(crate::Fsm, Clone)]
     #[fsm(crate = crate)]

@@ -1,0 +1,16 @@
+//! Layer 3, durable executions: the same machines and steps as the in-memory executor, with
+//! every transition checkpointed to a store before the next step begins.
+//!
+//! `store` is where executions live: the `Store` trait (the seam to a database), the checks
+//! of stored rows both stores share, and the two stores, SQLite (`store::sqlite`) and
+//! PostgreSQL (`store::postgres`). `error` is the durable layer's error; `client` reads,
+//! starts and answers executions without running them; `executor` is the worker
+//! (`DurableExecutor`), which claims due executions and drives them through the runtime's
+//! step loop.
+//!
+//! Uses the typestate and runtime layers; `store` uses nothing of `client` or `executor`.
+
+pub(crate) mod client;
+pub(crate) mod error;
+pub(crate) mod executor;
+pub mod store;

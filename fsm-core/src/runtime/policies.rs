@@ -1,0 +1,16 @@
+//! A state's policies as the executor applies them: the declaration's, with the builder's
+//! overrides. Read by the step loop (`driver`: timeouts) and the executor (retries, routes).
+
+use core::time::Duration;
+
+use crate::RetryPolicy;
+
+/// A state's policies, as the executor applies them.
+#[derive(Clone, Copy)]
+pub(crate) struct Policy {
+    pub(crate) retry: RetryPolicy,
+    pub(crate) timeout: Option<Duration>,
+    /// How long a waiting state waits for its token.
+    pub(crate) wait_timeout: Option<Duration>,
+    pub(crate) has_catch: bool,
+}
