@@ -1462,6 +1462,50 @@ fn a_second_worker_process_is_refused_whatever_path_names_the_file() {
     drop(again);
 }
 
+/// The descriptors this process has open.
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[tokio::test]
+async fn the_worker_lock_keeps_no_descriptor_once_its_stores_are_gone() {
+    let d = dir("descriptors");
+    // Warm up whatever the runtime and SQLite open once.
+    drop(SqliteStore::open(d.join("warm.db")).unwrap());
+    let before = open_descriptors();
+    for i in 0..100 {
+        drop(SqliteStore::open(d.join(format!("{i}.db"))).unwrap());
+    }
+    let after = open_descriptors();
+    assert!(
+        after < before + 10,
+        "{before} descriptors before, {after} after 100 stores"
+    );
+    // A read-only store of a file keeps reading after the worker of the same file, in this
+    // process, is gone: the worker's lock is released, its descriptor kept until the reader
+    // goes (closing it would drop the reader's SQLite locks).
+    let path = d.join("shared.db");
+    let ex = Executor::<Order, Shop>::builder(Shop::default())
+        .durable(SqliteStore::open(&path).unwrap())
+        .unwrap();
+    let id = ex
+        .start(order::Machine::new(order::Placed { id: 1 }))
+        .await
+        .unwrap();
+    until(|| ex.steps().tokens.lock().unwrap().len() == 1).await;
+    let read_only = SqliteOptions {
+        read_only: true,
+        ..SqliteOptions::default()
+    };
+    let reader = SqliteStore::open_with(&path, read_only).unwrap();
+    ex.shutdown().await;
+    drop(ex);
+    assert_eq!(reader.get(id).await.unwrap().unwrap().state_name, "Paid");
+    // A new worker may open it meanwhile.
+    drop(SqliteStore::open(&path).unwrap());
+    assert_eq!(reader.get(id).await.unwrap().unwrap().state_name, "Paid");
+}
+
 #[tokio::test]
 async fn the_database_and_its_wal_are_readable_by_their_owner_only() {
     use std::os::unix::fs::PermissionsExt as _;

@@ -16,6 +16,12 @@ use crate::ExecutionId;
 
 mod lock;
 
+/// What a store holds on its file for its lifetime, released when dropped (held, never read).
+enum Hold {
+    Worker(#[allow(dead_code)] lock::WorkerLock),
+    Reader(#[allow(dead_code)] lock::ReaderHold),
+}
+
 /// Marks a SQLite file as this library's (`PRAGMA application_id`, "FSM1").
 const APPLICATION_ID: i64 = 0x4653_4D31;
 /// The schema this library writes and reads (`PRAGMA user_version`).
@@ -122,8 +128,9 @@ struct Shared {
     ended: tokio::sync::watch::Sender<u64>,
     path: PathBuf,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
-    /// Held for the store's lifetime: the worker lock.
-    _lock: Option<lock::WorkerLock>,
+    /// Held for the store's lifetime: the worker lock, or a read-only store's hold on the
+    /// file (see `lock`). Dropped after the connection, which `drop` closes first.
+    _hold: Hold,
 }
 
 impl Drop for Shared {
@@ -219,12 +226,13 @@ impl SqliteStore {
                 message: "no such database".into(),
             });
         }
-        // The worker lock first: a second worker is refused before it reads anything.
-        let lock = if options.read_only {
-            None
+        // The worker lock first: a second worker is refused before it reads anything. A
+        // read-only store registers its hold before it opens the file.
+        let hold = if options.read_only {
+            Hold::Reader(lock::ReaderHold::new(&path))
         } else {
             match lock::WorkerLock::acquire(&path) {
-                Ok(lock) => Some(lock),
+                Ok(lock) => Hold::Worker(lock),
                 Err(lock::LockError::Held) => return Err(StoreError::Locked { path }),
                 Err(lock::LockError::Io(e)) => return Err(io_error(&path, &e)),
             }
@@ -266,7 +274,7 @@ impl SqliteStore {
                 ended: tokio::sync::watch::Sender::new(0),
                 path,
                 thread: std::sync::Mutex::new(Some(thread)),
-                _lock: lock,
+                _hold: hold,
             }),
         })
     }
