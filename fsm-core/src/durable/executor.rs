@@ -627,15 +627,7 @@ where
                         "the token's result is not a transition of `{name}`"
                     )));
                 }
-                let rec = &mut driver.rec;
-                let at = rec.stamp();
-                rec.event(at, || EventKind::WaitCompleted {
-                    state: name,
-                    attempt,
-                });
-                rec.transition(at, transition);
-                driver.step = driver.step.saturating_add(1);
-                driver.attempt = 1;
+                driver.wait_completed(name, transition);
                 Ok(WaitEntry::Next(next))
             }
             TokenStatus::Failed => {
@@ -854,13 +846,7 @@ where
                 let info = &M::DEFINITION.states[waiting.state_index()];
                 let timeout = core.policies[waiting.state_index()].wait_timeout;
                 let now = self.client.clock.now();
-                let at = driver.rec.stamp();
-                let (name, attempt) = (info.name, driver.attempt);
-                driver.rec.event(at, || EventKind::WaitStarted {
-                    state: name,
-                    attempt,
-                    timeout,
-                });
+                driver.wait_started(info.name, timeout);
                 let due = timeout.map(|t| now.saturating_add(t.as_millis() as Millis));
                 let save = Save::waiting(WaitingFor::Token, due);
                 self.save(row, driver, &waiting, save).await?;

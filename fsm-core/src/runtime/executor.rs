@@ -424,13 +424,8 @@ where
             unreachable!("a waiting step returned without handing out its token")
         };
         let timeout = self.inner.policies[waiting.state_index()].wait_timeout;
-        let (name, attempt) = (info.name, driver.attempt);
-        let at = driver.rec.stamp();
-        driver.rec.event(at, || EventKind::WaitStarted {
-            state: name,
-            attempt,
-            timeout,
-        });
+        let name = info.name;
+        driver.wait_started(name, timeout);
         let answer = match self.waits.wait(secret) {
             Ok(answer) => Some(answer),
             Err(rx) => match timeout {
@@ -445,15 +440,7 @@ where
         };
         match answer {
             Some(Answer::Completed(next, transition)) => {
-                let rec = &mut driver.rec;
-                let at = rec.stamp();
-                rec.event(at, || EventKind::WaitCompleted {
-                    state: name,
-                    attempt,
-                });
-                rec.transition(at, transition);
-                driver.step = driver.step.saturating_add(1);
-                driver.attempt = 1;
+                driver.wait_completed(name, transition);
                 Ok(next)
             }
             Some(Answer::Failed(error)) => Err((waiting, error, None)),
@@ -722,6 +709,28 @@ impl<H> Core<H> {
 }
 
 impl<M: crate::Fsm> Driver<'_, M> {
+    /// Records that the waiting state `state`'s step handed out its token: the wait, for up
+    /// to `timeout`, begins (in memory and durable alike).
+    pub(crate) fn wait_started(&mut self, state: &'static str, timeout: Option<Duration>) {
+        let (at, attempt) = (self.rec.stamp(), self.attempt);
+        self.rec.event(at, || EventKind::WaitStarted {
+            state,
+            attempt,
+            timeout,
+        });
+    }
+
+    /// Records that the wait in `state` was answered with `transition`, which counts as the
+    /// step it ends: the next state begins at its first attempt.
+    pub(crate) fn wait_completed(&mut self, state: &'static str, transition: usize) {
+        let (at, attempt) = (self.rec.stamp(), self.attempt);
+        self.rec
+            .event(at, || EventKind::WaitCompleted { state, attempt });
+        self.rec.transition(at, transition);
+        self.step = self.step.saturating_add(1);
+        self.attempt = 1;
+    }
+
     /// The outcome of an execution that ends, errored, in `state`: its step failed for good,
     /// or its next step could not begin (its history is full, or its state could not be
     /// copied).

@@ -55,17 +55,8 @@ mod tests {
     use core::time::Duration;
 
     use super::*;
+    use crate::typestate::policy::tests::policy;
     use crate::{Jitter, RetryPolicy};
-
-    fn policy() -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: 5,
-            interval: Duration::from_millis(100),
-            backoff_rate: 2.0,
-            max_delay: Some(Duration::from_millis(500)),
-            jitter: Jitter::None,
-        }
-    }
 
     #[test]
     fn full_jitter_stays_between_zero_and_the_backoff() {

@@ -71,10 +71,11 @@ impl RetryPolicy {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn policy() -> RetryPolicy {
+    /// A policy with every field set: 5 attempts from 100 ms, doubling, capped at 500 ms.
+    pub(crate) fn policy() -> RetryPolicy {
         RetryPolicy {
             max_attempts: 5,
             interval: Duration::from_millis(100),
