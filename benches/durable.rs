@@ -293,8 +293,15 @@ fn memory_report() {
     start_many(1_000 + WAITING);
     let again = rss_mib();
     let waiting = rt
-        .block_on(ex.list(Some(fsm_core::ExecutionStatus::Waiting)))
+        .block_on(
+            ex.list(
+                fsm_core::ListQuery::new()
+                    .status(fsm_core::ExecutionStatus::Waiting)
+                    .limit(0),
+            ),
+        )
         .unwrap()
+        .executions
         .len();
     let file = std::fs::metadata(&path).map_or(0, |m| m.len()) as f64 / (1024.0 * 1024.0);
     println!(

@@ -484,15 +484,16 @@ async fn worker(dir: &std::path::Path) {
                 Err(e) => panic!("the carrier's token was refused: {e}"),
             }
         }
-        let open = executor
-            .list(Some(fsm_core::ExecutionStatus::Running))
+        let open = |status| executor.list(fsm_core::ListQuery::new().status(status).limit(1));
+        let open = open(fsm_core::ExecutionStatus::Running)
             .await
             .unwrap()
+            .executions
             .len()
-            + executor
-                .list(Some(fsm_core::ExecutionStatus::Waiting))
+            + open(fsm_core::ExecutionStatus::Waiting)
                 .await
                 .unwrap()
+                .executions
                 .len();
         if open == 0 {
             return;

@@ -257,7 +257,10 @@ async fn work<S: Store>(dir: &Path, store: S, in_flight: usize) {
         }
         // One read: two (running, then waiting) could miss an execution that moved from
         // waiting to running between them.
-        let rows = ex.list(None).await;
+        let rows = ex
+            .list(fsm_core::ListQuery::new().limit(0))
+            .await
+            .map(|page| page.executions);
         // Only the database being away is a problem this worker may meet, and it is the
         // store's, not an execution's.
         for problem in ex.problems() {
@@ -528,10 +531,11 @@ async fn scenario(
     // What the store says.
     let (rows, histories) = {
         let ex = DurableClient::<Checkout, _>::new(store_of(&dir, &backend).await);
-        let rows = ex.list(None).await.unwrap();
-        let mut histories = Vec::new();
-        for row in &rows {
-            histories.push(ex.history(row.id).await.unwrap());
+        let listed = ex.list(fsm_core::ListQuery::new().limit(0)).await.unwrap();
+        let (mut rows, mut histories) = (Vec::new(), Vec::new());
+        for summary in &listed.executions {
+            rows.push(ex.get(summary.id).await.unwrap());
+            histories.push(ex.history(summary.id).await.unwrap());
         }
         (rows, histories)
     };

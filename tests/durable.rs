@@ -13,8 +13,8 @@ use std::time::Duration;
 use fsm_core::store::TokenStatus;
 use fsm_core::{
     Context, DurableClient, DurableError, DurableExecutor, EventKind, ExecutionId, ExecutionStatus,
-    Executor, Fsm, PgStore, SqliteOptions, SqliteStore, StepError, Store, StoreError, TaskToken,
-    TokenError,
+    Executor, Fsm, ListQuery, PgStore, SqliteOptions, SqliteStore, StepError, Store, StoreError,
+    TaskToken, TokenError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -367,8 +367,14 @@ async fn an_execution_is_checkpointed_and_read_back_by_id_and_status(db: Db) {
     assert_eq!(row.state_name, "Paid");
     assert!(row.state.contains("\"charge\""), "{}", row.state);
     assert_eq!(ex.in_flight(), 0, "a waiting execution holds no task");
-    let waiting = ex.list(Some(ExecutionStatus::Waiting)).await.unwrap();
-    assert_eq!(waiting.iter().map(|r| r.id).collect::<Vec<_>>(), vec![id]);
+    let waiting = ex
+        .list(ListQuery::new().status(ExecutionStatus::Waiting))
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting.executions.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![id]
+    );
 
     let token = ex.steps().tokens.lock().unwrap()[0].clone();
     assert_eq!(ex.complete::<order::Paid, _>(&token, deliver).await, Ok(id));
@@ -382,11 +388,12 @@ async fn an_execution_is_checkpointed_and_read_back_by_id_and_status(db: Db) {
         [format!("{id}-step-1")]
     );
     assert!(ex
-        .list(Some(ExecutionStatus::Waiting))
+        .list(ListQuery::new().status(ExecutionStatus::Waiting))
         .await
         .unwrap()
+        .executions
         .is_empty());
-    assert_eq!(ex.list(None).await.unwrap().len(), 1);
+    assert_eq!(ex.list(ListQuery::new()).await.unwrap().executions.len(), 1);
 }
 
 /// Runs `f` on a runtime of its own, then drops the runtime with whatever is still running on
@@ -627,29 +634,45 @@ async fn a_token_secret_is_stored_only_as_its_hash(db: Db) {
         assert_eq!(hash.secret_hash.len(), 64);
         assert!(stored.contains(&hash.secret_hash));
         // The store's row, with the hash in the secret's place, is no token.
-        let from_row = format!("ft1.{:032x}.2.1.{}", id.as_u128(), &hash.secret_hash[..32]);
+        let from_row = format!("ft1.{id}.2.1.{}", &hash.secret_hash[..32]);
         assert_eq!(
             ex.complete::<order::Paid, _>(&from_row, deliver).await,
             Err(TokenError::Forged)
         );
+        let before = ex.history(id).await.unwrap();
         ex.shutdown().await;
         // Back to the first schema, which stored the secret itself, as an earlier version
-        // left it: opening it as a worker upgrades it, and the token handed out still answers.
-        let downgrade = match &db {
-            Db::Sqlite(_) => "PRAGMA user_version = 1",
-            Db::Postgres(..) => "UPDATE fsm_meta SET value = '1' WHERE key = 'schema_version'",
+        // left it (no names, no claim counts, events' times in milliseconds): opening it as a
+        // worker upgrades it, the token handed out still answers, and the history keeps its
+        // times (to the millisecond the old schema kept).
+        let (downgrade, events) = match &db {
+            Db::Sqlite(_) => ("PRAGMA user_version = 1", "events"),
+            Db::Postgres(..) => (
+                "UPDATE fsm_meta SET value = '1' WHERE key = 'schema_version'",
+                "fsm_events",
+            ),
         };
         db.sql(&format!(
             "ALTER TABLE tokens RENAME COLUMN secret_hash TO secret; \
-             UPDATE tokens SET secret = '{secret}'; {downgrade}"
+             UPDATE tokens SET secret = '{secret}'; {downgrade}; \
+             DROP INDEX executions_name; DROP INDEX executions_started; \
+             ALTER TABLE executions DROP COLUMN name; \
+             ALTER TABLE executions DROP COLUMN claims"
         ))
         .await;
-        (id, token, secret)
+        db.sql(&format!("UPDATE {events} SET at = at / 1000")).await;
+        (id, token, secret, before)
     };
-    let (id, token, secret) = id;
+    let (id, token, secret, before) = id;
     let ex = open(&db, Shop::default()).await;
     let stored = tokens_table(&db).await;
     assert!(!stored.contains(&secret), "{stored} holds {secret}");
+    let after = ex.history(id).await.unwrap();
+    let millis = |h: &fsm_core::History| -> Vec<u128> {
+        h.events().iter().map(|e| e.at.as_millis()).collect()
+    };
+    assert_eq!(millis(&after), millis(&before));
+    assert!(ex.lookup("anything").await.unwrap().is_none());
     ex.complete::<order::Paid, _>(&token, deliver)
         .await
         .unwrap();
@@ -1027,7 +1050,7 @@ async fn a_row_that_cannot_be_decoded_is_set_aside_once_and_the_rest_go_on(db: D
         .await
         .unwrap();
     for id in &ids[1..] {
-        let prefix = format!("ft1.{:032x}.", id.as_u128());
+        let prefix = format!("ft1.{id}.");
         let token = handed_out.iter().find(|t| t.starts_with(&prefix)).unwrap();
         ex.complete::<order::Paid, _>(token, deliver).await.unwrap();
         assert_eq!(ex.finished(*id).await.unwrap().state_name, "Delivered");
@@ -1173,7 +1196,7 @@ async fn a_corrupted_row_is_set_aside_with_a_typed_error_and_the_others_go_on(db
 
     let ex = open(&db, Shop::default()).await;
     // The good one is still waiting for its token from before.
-    let good = format!("ft1.{:032x}.", ids[3].as_u128());
+    let good = format!("ft1.{}.", ids[3]);
     let tokens: Vec<String> = handed_out
         .into_iter()
         .filter(|t| t.starts_with(&good))
@@ -1357,7 +1380,7 @@ async fn files_that_are_not_ours_newer_or_in_use_are_refused_and_left_as_they_we
             err,
             StoreError::NewerSchema {
                 found: 99,
-                supported: 2,
+                supported: 3,
                 ..
             }
         ),
@@ -1613,7 +1636,10 @@ struct LosesAReply {
 }
 
 impl Store for LosesAReply {
-    async fn create(&self, new: fsm_core::store::NewExecution) -> Result<(), StoreError> {
+    async fn create(
+        &self,
+        new: fsm_core::store::NewExecution,
+    ) -> Result<fsm_core::store::Created, StoreError> {
         self.store.create(new).await
     }
     async fn checkpoint(&self, cp: fsm_core::store::Checkpoint) -> Result<u64, StoreError> {
@@ -1655,7 +1681,7 @@ impl Store for LosesAReply {
     async fn list(
         &self,
         q: fsm_core::store::ListQuery,
-    ) -> Result<Vec<fsm_core::store::ExecutionRecord>, StoreError> {
+    ) -> Result<fsm_core::store::Page, StoreError> {
         self.store.list(q).await
     }
     async fn token(
@@ -1768,7 +1794,7 @@ async fn one_bad_write_among_many_committed_together_fails_alone(db: Db) {
     let store = db.store().await;
     let event = |seq: u32| StoredEvent {
         seq,
-        at: u64::from(seq),
+        at_micros: u64::from(seq),
         kind: "transition".into(),
         state: "Placed".into(),
         detail: "null".into(),
@@ -1791,6 +1817,8 @@ async fn one_bad_write_among_many_committed_together_fails_alone(db: Db) {
         lease_owner: Some("test".into()),
         lease_expires: None,
         version: 1,
+        name: None,
+        claims: 1,
     };
     let creates = (0..20u128).map(|n| {
         store.create(NewExecution {
@@ -1901,6 +1929,8 @@ fn a_worker_whose_lease_was_taken_over_can_neither_renew_nor_checkpoint() {
             lease_owner: None,
             lease_expires: None,
             version: 1,
+            name: None,
+            claims: 0,
         };
         a.create(NewExecution {
             record: row.clone(),
@@ -2013,9 +2043,10 @@ async fn a_client_that_runs_nothing_starts_reads_and_answers(db: Db) {
     assert_eq!(entered(&history), ["Reserved", "Paid", "Delivered"]);
     assert_eq!(
         client
-            .list(Some(ExecutionStatus::Succeeded))
+            .list(ListQuery::new().status(ExecutionStatus::Succeeded))
             .await
             .unwrap()
+            .executions
             .iter()
             .map(|r| r.id)
             .collect::<Vec<_>>(),

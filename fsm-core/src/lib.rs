@@ -59,7 +59,7 @@ pub(crate) mod typestate;
 pub mod views;
 
 #[cfg(feature = "durable")]
-pub use durable::client::DurableClient;
+pub use durable::client::{DurableClient, IfNameTaken, StartOptions, Started};
 #[cfg(feature = "durable")]
 pub use durable::error::DurableError;
 #[cfg(feature = "durable")]
@@ -71,7 +71,10 @@ pub use durable::store::postgres::{PgOptions, PgStore};
 #[cfg(feature = "sqlite")]
 pub use durable::store::sqlite::{Durability, SqliteOptions, SqliteStore};
 #[cfg(feature = "durable")]
-pub use durable::store::{ExecutionRecord, ExecutionStatus, Store, StoreError};
+pub use durable::store::{
+    Cursor, ExecutionRecord, ExecutionStatus, ExecutionSummary, ListQuery, Page, Store, StoreError,
+    WaitingFor,
+};
 #[cfg(feature = "runtime")]
 pub use runtime::driver::Dispatch;
 #[cfg(feature = "runtime")]
@@ -81,7 +84,7 @@ pub use runtime::history::{EventKind, History, HistoryEvent};
 pub use runtime::recorder::Observer;
 pub use runtime::step::{Context, ExecutionId, IdempotencyKey, ParseIdError, StepError};
 #[cfg(feature = "runtime")]
-pub use runtime::token::{TaskToken, TokenError};
+pub use runtime::token::{AsTaskToken, TaskToken, TokenError};
 #[cfg(feature = "runtime")]
 pub use runtime::waits::Waiting;
 pub use typestate::definition::{Definition, StateInfo, StateKind, Transition, WaitPolicy};

@@ -27,7 +27,7 @@ macro_rules! delegate {
 }
 
 impl Store for AnyStore {
-    async fn create(&self, new: NewExecution) -> Result<(), StoreError> {
+    async fn create(&self, new: NewExecution) -> Result<fsm_core::store::Created, StoreError> {
         delegate!(self, s => s.create(new))
     }
     async fn checkpoint(&self, cp: Checkpoint) -> Result<u64, StoreError> {
@@ -52,7 +52,7 @@ impl Store for AnyStore {
     async fn events(&self, id: ExecutionId) -> Result<Vec<StoredEvent>, StoreError> {
         delegate!(self, s => s.events(id))
     }
-    async fn list(&self, q: ListQuery) -> Result<Vec<ExecutionRecord>, StoreError> {
+    async fn list(&self, q: ListQuery) -> Result<fsm_core::store::Page, StoreError> {
         delegate!(self, s => s.list(q))
     }
     async fn token(&self, secret: &str) -> Result<Option<TokenRecord>, StoreError> {

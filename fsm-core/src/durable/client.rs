@@ -13,8 +13,8 @@ use tokio::time::Instant;
 
 use crate::durable::store::codec;
 use crate::durable::store::{
-    ExecutionRecord, ExecutionStatus, ListQuery, Millis, NewExecution, Store, StoreError,
-    TokenAnswer, TokenStatus,
+    Created, ExecutionRecord, ExecutionStatus, ExecutionSummary, ListQuery, Millis, NewExecution,
+    Page, Store, StoreError, TokenAnswer, TokenStatus,
 };
 use crate::{
     DurableError, EventKind, ExecutionId, Fsm, History, HistoryEvent, StepError, TaskToken,
@@ -52,6 +52,87 @@ impl Clock {
     }
 }
 
+/// What a named start does when the machine already has an execution of that name (Temporal's
+/// workflow-id conflict policy; Step Functions' execution names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum IfNameTaken {
+    /// Return the existing execution, whatever it was started with and wherever it stands
+    /// ([`Started::created`] is `false`): a start retried after a crash or a timeout (an HTTP
+    /// handler behind a load balancer) starts nothing twice. The default.
+    #[default]
+    UseExisting,
+    /// Refuse with [`DurableError::NameTaken`], naming the execution that has it.
+    Fail,
+}
+
+/// How to start an execution: under a name or not, and what a taken name does.
+///
+/// ```
+/// use fsm_core::{IfNameTaken, StartOptions};
+///
+/// let once = StartOptions::named("order-9").if_name_taken(IfNameTaken::Fail);
+/// # let _ = once;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StartOptions {
+    /// The execution's name, unique among the machine's executions in the store: an order
+    /// number, a request's idempotency key. 1 to 256 bytes, no control characters.
+    pub name: Option<String>,
+    /// What happens when the name is taken.
+    pub if_name_taken: IfNameTaken,
+}
+
+impl StartOptions {
+    /// An execution named `name`, returning the existing one if the name is taken.
+    pub fn named(name: impl Into<String>) -> Self {
+        StartOptions {
+            name: Some(name.into()),
+            if_name_taken: IfNameTaken::UseExisting,
+        }
+    }
+
+    /// What a taken name does.
+    pub fn if_name_taken(mut self, policy: IfNameTaken) -> Self {
+        self.if_name_taken = policy;
+        self
+    }
+}
+
+/// What a named start did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    /// The execution of that name.
+    pub id: ExecutionId,
+    /// Whether this start created it (else it existed, and was left as it was).
+    pub created: bool,
+}
+
+/// The longest name an execution may have, in bytes.
+const MAX_NAME: usize = 256;
+
+/// Checks a start's name.
+fn check_name(name: &str) -> Result<(), DurableError> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > MAX_NAME {
+        "it is longer than 256 bytes"
+    } else if name.chars().any(char::is_control) {
+        "it has a control character"
+    } else {
+        return Ok(());
+    };
+    let mut shown: String = name.chars().take(64).collect();
+    if shown.len() < name.len() {
+        shown.push_str("...");
+    }
+    Err(DurableError::BadName {
+        name: shown,
+        reason,
+    })
+}
+
 /// The store and what reading it needs: the machine's fingerprint, the clock.
 pub(crate) struct Client<M, S> {
     pub(crate) store: S,
@@ -75,12 +156,17 @@ where
     }
 
     /// Writes a new execution in `state`, claimed by `owner` until `lease_until` if given
-    /// (a worker that runs it at once), else due now for any worker. Returns its row.
+    /// (a worker that runs it at once), else due now for any worker. Returns its row, and
+    /// whether it was written (a named start finds the name's execution, if there is one).
     pub(crate) async fn create(
         &self,
         state: &M,
         owner: Option<(String, Millis)>,
-    ) -> Result<ExecutionRecord, DurableError> {
+        options: &StartOptions,
+    ) -> Result<(ExecutionRecord, bool), DurableError> {
+        if let Some(name) = &options.name {
+            check_name(name)?;
+        }
         let json = serde_json::to_string(state).map_err(|e| DurableError::Serialize {
             execution: None,
             message: e.to_string(),
@@ -96,6 +182,9 @@ where
         let (lease_owner, lease_expires) = owner.unzip();
         let record = ExecutionRecord {
             id,
+            name: options.name.clone(),
+            // A worker that runs it at once took it up.
+            claims: u32::from(lease_owner.is_some()),
             machine: M::DEFINITION.name.to_owned(),
             fingerprint: self.fingerprint.clone(),
             state_name: state.state_name().to_owned(),
@@ -113,14 +202,24 @@ where
             lease_expires,
             version: 1,
         };
-        self.store
+        let created = self
+            .store
             .create(NewExecution {
                 record: record.clone(),
                 events: vec![codec::encode(&started, 0)],
                 token: None,
             })
             .await?;
-        Ok(record)
+        match created {
+            Created::New => Ok((record, true)),
+            Created::Existing(existing) => match options.if_name_taken {
+                IfNameTaken::UseExisting => Ok((existing, false)),
+                IfNameTaken::Fail => Err(DurableError::NameTaken {
+                    name: options.name.clone().unwrap_or_default(),
+                    execution: existing.id,
+                }),
+            },
+        }
     }
 
     pub(crate) async fn get(&self, id: ExecutionId) -> Result<ExecutionRecord, DurableError> {
@@ -149,18 +248,16 @@ where
         Ok(history)
     }
 
-    pub(crate) async fn list(
+    pub(crate) async fn list(&self, query: ListQuery) -> Result<Page, DurableError> {
+        Ok(self.store.list(query.machine(M::DEFINITION.name)).await?)
+    }
+
+    pub(crate) async fn lookup(
         &self,
-        status: Option<ExecutionStatus>,
-    ) -> Result<Vec<ExecutionRecord>, DurableError> {
-        Ok(self
-            .store
-            .list(ListQuery {
-                machine: Some(M::DEFINITION.name.to_owned()),
-                status,
-                limit: 0,
-            })
-            .await?)
+        name: &str,
+    ) -> Result<Option<ExecutionSummary>, DurableError> {
+        let query = ListQuery::new().name(name).limit(1);
+        Ok(self.list(query).await?.executions.pop())
     }
 
     /// The execution's row once it has ended, `Ok(None)` while it has not; an error for a
@@ -225,14 +322,16 @@ where
 
     pub(crate) async fn complete<W, N>(
         &self,
-        token: &str,
+        token: impl crate::AsTaskToken,
         complete: impl FnOnce(W::Typed) -> N,
     ) -> Result<ExecutionId, TokenError>
     where
         W: crate::Waiting<M>,
         N: Into<W::Next>,
     {
-        let (token, row) = self.open_token(token, Some(W::NAME)).await?;
+        let (token, row) = self
+            .open_token(token.as_task_token()?, Some(W::NAME))
+            .await?;
         let state = self
             .decode(&row)
             .map_err(|e| TokenError::Execution(e.to_string()))?;
@@ -254,21 +353,20 @@ where
 
     pub(crate) async fn fail(
         &self,
-        token: &str,
+        token: impl crate::AsTaskToken,
         error: StepError,
     ) -> Result<ExecutionId, TokenError> {
-        let (token, _) = self.open_token(token, None).await?;
+        let (token, _) = self.open_token(token.as_task_token()?, None).await?;
         let result = codec::error_json(&error).to_string();
         self.answer(token, TokenStatus::Failed, result).await
     }
 
-    /// The token `text` names, if it is open, with its execution's row.
+    /// `token`, if it is open, with its execution's row.
     async fn open_token(
         &self,
-        text: &str,
+        token: TaskToken,
         expected: Option<&'static str>,
     ) -> Result<(TaskToken, ExecutionRecord), TokenError> {
-        let token: TaskToken = text.parse()?;
         let store = &self.store;
         let failed = token_store_error;
         let hash = token.secret_hash();
@@ -444,7 +542,39 @@ where
     /// Starts an execution from `start` (normally the machine's initial state): commits it,
     /// due now, for a worker to claim, and returns its id.
     pub async fn start(&self, start: impl Into<M>) -> Result<ExecutionId, DurableError> {
-        Ok(self.inner.create(&start.into(), None).await?.id)
+        let options = StartOptions::default();
+        Ok(self.inner.create(&start.into(), None, &options).await?.0.id)
+    }
+
+    /// Starts an execution named `name` (an order number, a request's idempotency key), or,
+    /// if the machine has one of that name, returns it (`created: false`) and starts
+    /// nothing: a start retried after a crash or a timeout starts one execution, however
+    /// many processes retry it at once.
+    pub async fn start_named(
+        &self,
+        name: impl Into<String>,
+        start: impl Into<M>,
+    ) -> Result<Started, DurableError> {
+        self.start_with(StartOptions::named(name), start).await
+    }
+
+    /// Starts an execution as `options` say.
+    pub async fn start_with(
+        &self,
+        options: StartOptions,
+        start: impl Into<M>,
+    ) -> Result<Started, DurableError> {
+        let (row, created) = self.inner.create(&start.into(), None, &options).await?;
+        Ok(Started {
+            id: row.id,
+            created,
+        })
+    }
+
+    /// The execution named `name`, if the machine has one: its summary (status, state,
+    /// times); its data through [`DurableClient::state`].
+    pub async fn lookup(&self, name: &str) -> Result<Option<ExecutionSummary>, DurableError> {
+        self.inner.lookup(name).await
     }
 
     /// The execution's row: status, state (as JSON), attempt, due time, lease...
@@ -462,12 +592,10 @@ where
         self.inner.history(id).await
     }
 
-    /// This machine's executions, oldest first; only those with `status` if it is given.
-    pub async fn list(
-        &self,
-        status: Option<ExecutionStatus>,
-    ) -> Result<Vec<ExecutionRecord>, DurableError> {
-        self.inner.list(status).await
+    /// A page of this machine's executions that `query` selects (by status, state, name,
+    /// start time), as summaries; [`Page::next`] continues it.
+    pub async fn list(&self, query: ListQuery) -> Result<Page, DurableError> {
+        self.inner.list(query).await
     }
 
     /// Waits until the execution has ended, and returns its row. It looks again whenever
@@ -488,7 +616,7 @@ where
     /// waiting state, committed before this returns; a worker takes the execution on.
     pub async fn complete<W, N>(
         &self,
-        token: &str,
+        token: impl crate::AsTaskToken,
         complete: impl FnOnce(W::Typed) -> N,
     ) -> Result<ExecutionId, TokenError>
     where
@@ -500,7 +628,11 @@ where
 
     /// Fails the wait that handed out `token` with `error`, as
     /// [`DurableExecutor::fail`](crate::DurableExecutor::fail) does.
-    pub async fn fail(&self, token: &str, error: StepError) -> Result<ExecutionId, TokenError> {
+    pub async fn fail(
+        &self,
+        token: impl crate::AsTaskToken,
+        error: StepError,
+    ) -> Result<ExecutionId, TokenError> {
         self.inner.fail(token, error).await
     }
 

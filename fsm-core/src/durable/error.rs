@@ -39,6 +39,22 @@ pub enum DurableError {
         /// The execution.
         execution: ExecutionId,
     },
+    /// A named start found the name taken by another of the machine's executions, and was
+    /// told to fail then ([`IfNameTaken::Fail`](crate::IfNameTaken::Fail)). Nothing was
+    /// written.
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The execution that has it.
+        execution: ExecutionId,
+    },
+    /// A start's name is not one: empty, longer than 256 bytes, or with a control character.
+    BadName {
+        /// The name (control characters escaped).
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A durable executor needs a tokio runtime to run its scheduler on, and was built
     /// outside one.
     NoRuntime,
@@ -71,6 +87,12 @@ impl core::fmt::Display for DurableError {
                 write!(f, "execution {execution} is of machine `{found}`")
             }
             DurableError::NotFound { execution } => write!(f, "no execution {execution}"),
+            DurableError::NameTaken { name, execution } => {
+                write!(f, "the name {name:?} is taken by execution {execution}")
+            }
+            DurableError::BadName { name, reason } => {
+                write!(f, "{name:?} cannot name an execution: {reason}")
+            }
             DurableError::NoRandomness { execution, message } => write!(
                 f,
                 "execution {execution}: no random bytes for a task token: {message}"

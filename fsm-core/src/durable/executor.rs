@@ -18,12 +18,12 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::durable::client::{next_end, Client};
+use crate::durable::client::{next_end, Client, StartOptions, Started};
 use crate::durable::error::DurableError;
 use crate::durable::store::codec;
 use crate::durable::store::{
-    Checkpoint, ExecutionRecord, ExecutionStatus, Millis, Store, StoreError, TokenRecord,
-    TokenStatus, WaitingFor,
+    Checkpoint, ExecutionRecord, ExecutionStatus, ExecutionSummary, ListQuery, Millis, Page, Store,
+    StoreError, TokenRecord, TokenStatus, WaitingFor,
 };
 use crate::runtime::driver::{Cloned, Deadline, Driver, Guard};
 use crate::runtime::executor::{AfterFailure, Core, ExecutorBuilder, Stopped};
@@ -746,7 +746,9 @@ where
     /// definition changed since it last ran.
     fn claimed(&self, row: &ExecutionRecord, driver: &mut Driver<'_, M>, state: &M, claimed: bool) {
         let changed = row.fingerprint != self.client.fingerprint;
-        let interrupted = claimed && row.status == ExecutionStatus::Running && row.events > 1;
+        // Past its start, or claimed before (a worker stopped during its first step).
+        let interrupted =
+            claimed && row.status == ExecutionStatus::Running && (row.events > 1 || row.claims > 1);
         if interrupted || changed {
             let at = driver.rec.stamp();
             let name = state.state_name();
@@ -1008,6 +1010,25 @@ where
     /// its id once the start is committed. The execution runs on a task of its own (after
     /// [`DurableExecutor::shutdown`], it is left due for another worker).
     pub async fn start(&self, start: impl Into<M>) -> Result<ExecutionId, DurableError> {
+        Ok(self.start_with(StartOptions::default(), start).await?.id)
+    }
+
+    /// Starts an execution named `name`, or returns the machine's execution of that name if
+    /// it has one (as [`DurableClient::start_named`](crate::DurableClient::start_named)).
+    pub async fn start_named(
+        &self,
+        name: impl Into<String>,
+        start: impl Into<M>,
+    ) -> Result<Started, DurableError> {
+        self.start_with(StartOptions::named(name), start).await
+    }
+
+    /// Starts an execution as `options` say; one it creates runs here at once.
+    pub async fn start_with(
+        &self,
+        options: StartOptions,
+        start: impl Into<M>,
+    ) -> Result<Started, DurableError> {
         let inner = &self.inner;
         let state: M = start.into();
         let closing = inner.closing.load(Ordering::SeqCst);
@@ -1015,12 +1036,17 @@ where
             let now = inner.client.clock.now();
             (inner.owner.clone(), inner.lease_until(now))
         });
-        let record = inner.client.create(&state, owner).await?;
+        let (record, created) = inner.client.create(&state, owner, &options).await?;
         let id = record.id;
-        if !closing {
+        if created && !closing {
             inner.spawn(record, Some(state));
         }
-        Ok(id)
+        Ok(Started { id, created })
+    }
+
+    /// The execution named `name`, if the machine has one.
+    pub async fn lookup(&self, name: &str) -> Result<Option<ExecutionSummary>, DurableError> {
+        self.inner.client.lookup(name).await
     }
 
     /// The execution's row: status, state (as JSON), attempt, due time, lease...
@@ -1038,12 +1064,10 @@ where
         self.inner.client.history(id).await
     }
 
-    /// This machine's executions, oldest first; only those with `status` if it is given.
-    pub async fn list(
-        &self,
-        status: Option<ExecutionStatus>,
-    ) -> Result<Vec<ExecutionRecord>, DurableError> {
-        self.inner.client.list(status).await
+    /// A page of this machine's executions that `query` selects (see
+    /// [`DurableClient::list`](crate::DurableClient::list)).
+    pub async fn list(&self, query: ListQuery) -> Result<Page, DurableError> {
+        self.inner.client.list(query).await
     }
 
     /// Waits until the execution has ended, and returns its row. Returns an error if the
@@ -1099,7 +1123,7 @@ where
     /// whose wait timed out, is refused with a [`TokenError`] and changes nothing.
     pub async fn complete<W, N>(
         &self,
-        token: &str,
+        token: impl crate::AsTaskToken,
         complete: impl FnOnce(W::Typed) -> N,
     ) -> Result<ExecutionId, TokenError>
     where
@@ -1115,7 +1139,11 @@ where
     /// Fails the wait that handed out `token` with `error`: the waiting state's retry policy
     /// and error routes apply, as to a step's error. Refuses a bad token as
     /// [`DurableExecutor::complete`] does.
-    pub async fn fail(&self, token: &str, error: StepError) -> Result<ExecutionId, TokenError> {
+    pub async fn fail(
+        &self,
+        token: impl crate::AsTaskToken,
+        error: StepError,
+    ) -> Result<ExecutionId, TokenError> {
         let id = self.inner.client.fail(token, error).await?;
         self.inner.wake.notify_one();
         Ok(id)

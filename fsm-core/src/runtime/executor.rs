@@ -375,14 +375,14 @@ where
     /// ```
     pub fn complete<S, N>(
         &self,
-        token: &str,
+        token: impl crate::AsTaskToken,
         complete: impl FnOnce(S::Typed) -> N,
     ) -> Result<ExecutionId, crate::TokenError>
     where
         S: crate::Waiting<M>,
         N: Into<S::Next>,
     {
-        let token: crate::TaskToken = token.parse()?;
+        let token = token.as_task_token()?;
         self.waits.answer(&token, Some(S::NAME), |m| {
             let typed = S::typed(m).map_err(|e| crate::TokenError::WrongState {
                 expected: S::NAME,
@@ -397,8 +397,12 @@ where
     /// Fails the wait that handed out `token` with `error`: the waiting state's retry policy
     /// and error routes apply, as to a step's error. Refuses a bad token as
     /// [`Executor::complete`] does.
-    pub fn fail(&self, token: &str, error: StepError) -> Result<ExecutionId, crate::TokenError> {
-        let token: crate::TaskToken = token.parse()?;
+    pub fn fail(
+        &self,
+        token: impl crate::AsTaskToken,
+        error: StepError,
+    ) -> Result<ExecutionId, crate::TokenError> {
+        let token = token.as_task_token()?;
         self.waits
             .answer(&token, None, |_| Ok(Answer::Failed(error)))?;
         Ok(token.execution())

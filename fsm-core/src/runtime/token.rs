@@ -11,7 +11,12 @@ use crate::ExecutionId;
 /// It names one execution and one entry into the waiting state (its step and attempt), and
 /// carries 128 bits from the operating system's secure random source, so it cannot be
 /// guessed. Its text form (`Display`, and [`FromStr`](core::str::FromStr) to read it back) is
-/// what travels: `ft1.<execution>.<step>.<attempt>.<secret>`.
+/// what travels: `ft1.<execution>.<step>.<attempt>.<secret>`, the execution spelt as
+/// [`ExecutionId`] prints it (tokens handed out by earlier versions, with the execution's 32
+/// digits unhyphenated, still read back).
+///
+/// Whatever answers a wait takes the token in any form ([`AsTaskToken`]): the `TaskToken` a
+/// step received, or its text as a webhook receives it (`&str`, `String`).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct TaskToken {
     pub(crate) execution: ExecutionId,
@@ -84,11 +89,8 @@ impl fmt::Display for TaskToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "ft1.{:032x}.{}.{}.{:032x}",
-            self.execution.as_u128(),
-            self.step,
-            self.attempt,
-            self.secret
+            "ft1.{}.{}.{}.{:032x}",
+            self.execution, self.step, self.attempt, self.secret
         )
     }
 }
@@ -134,11 +136,44 @@ impl core::str::FromStr for TaskToken {
             }
         };
         Ok(TaskToken {
-            execution: ExecutionId::from_u128(hex(execution).ok_or(TokenError::Malformed)?),
+            execution: execution.parse().map_err(|_| TokenError::Malformed)?,
             step: number(step).ok_or(TokenError::Malformed)?,
             attempt: number(attempt).ok_or(TokenError::Malformed)?,
             secret: hex(secret).ok_or(TokenError::Malformed)?,
         })
+    }
+}
+
+/// A task token in any of the forms that travel: a [`TaskToken`], or its text (`&str`,
+/// `String`), so that `complete(&token, ..)` takes what a step handed out and what a webhook
+/// received alike.
+pub trait AsTaskToken {
+    /// The token, read from its text if it is text; [`TokenError::Malformed`] if it is not a
+    /// token.
+    fn as_task_token(&self) -> Result<TaskToken, TokenError>;
+}
+
+impl AsTaskToken for TaskToken {
+    fn as_task_token(&self) -> Result<TaskToken, TokenError> {
+        Ok(self.clone())
+    }
+}
+
+impl AsTaskToken for str {
+    fn as_task_token(&self) -> Result<TaskToken, TokenError> {
+        self.parse()
+    }
+}
+
+impl AsTaskToken for String {
+    fn as_task_token(&self) -> Result<TaskToken, TokenError> {
+        self.parse()
+    }
+}
+
+impl<T: AsTaskToken + ?Sized> AsTaskToken for &T {
+    fn as_task_token(&self) -> Result<TaskToken, TokenError> {
+        (**self).as_task_token()
     }
 }
 
@@ -206,6 +241,21 @@ mod tests {
         let t = TaskToken::generate(ExecutionId::from_u128(42 << 64 | 7), 3, 2).unwrap();
         let text = t.to_string();
         assert_eq!(text.parse::<TaskToken>(), Ok(t.clone()));
+        // One spelling of the execution everywhere: as `ExecutionId` prints it.
+        assert!(
+            text.starts_with(&format!("ft1.{}.3.2.", t.execution)),
+            "{text}"
+        );
+        // Tokens of earlier versions spelt it without hyphens; they still read back.
+        let old = text.replace(
+            &t.execution.to_string(),
+            &format!("{:032x}", t.execution.as_u128()),
+        );
+        assert_ne!(old, text);
+        assert_eq!(old.parse::<TaskToken>(), Ok(t.clone()));
+        assert_eq!(t.as_task_token(), Ok(t.clone()));
+        assert_eq!((&text).as_task_token(), Ok(t.clone()));
+        assert_eq!(text.as_str().as_task_token(), Ok(t.clone()));
         assert!(!format!("{t:?}").contains(&format!("{:032x}", t.secret)));
         let other = TaskToken::generate(t.execution, 3, 2).unwrap();
         assert_ne!(t.secret, other.secret);

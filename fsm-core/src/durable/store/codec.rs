@@ -5,7 +5,7 @@ use core::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{Millis, StoredEvent};
+use super::StoredEvent;
 use crate::{Definition, EventKind, HistoryEvent, StepError};
 
 fn ms(d: Duration) -> f64 {
@@ -75,7 +75,7 @@ pub(crate) fn encode(event: &HistoryEvent, seq: u32) -> StoredEvent {
     };
     StoredEvent {
         seq,
-        at: event.at.as_millis() as Millis,
+        at_micros: u64::try_from(event.at.as_micros()).unwrap_or(u64::MAX),
         kind: event.kind.name().to_owned(),
         state: event.kind.state().to_owned(),
         detail: detail.to_string(),
@@ -188,7 +188,7 @@ pub(crate) fn decode(def: &'static Definition, row: &StoredEvent) -> Result<Hist
         other => return Err(bad(&format!("unknown event kind `{other}`"))),
     };
     Ok(HistoryEvent {
-        at: Duration::from_millis(row.at),
+        at: Duration::from_micros(row.at_micros),
         kind,
     })
 }

@@ -112,6 +112,9 @@ impl WaitingFor {
 pub struct ExecutionRecord {
     /// The execution.
     pub id: ExecutionId,
+    /// The name it was started under, unique among the machine's executions in the store
+    /// (an order number, a request's idempotency key), if it was given one.
+    pub name: Option<String>,
     /// The machine's name ([`Definition::name`](crate::Definition::name)).
     pub machine: String,
     /// The fingerprint of the definition the execution last ran under
@@ -146,6 +149,89 @@ pub struct ExecutionRecord {
     /// Counts the writes to the execution: a write names the version it read, and a store
     /// refuses it if another write came between.
     pub version: u64,
+    /// How many times a worker took the execution up (claimed it, or started it and ran it
+    /// at once): more than once, and a worker took it up again after another let go of it or
+    /// stopped.
+    pub claims: u32,
+}
+
+/// One execution as a list shows it: what it is and where it stands, without its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionSummary {
+    /// The execution.
+    pub id: ExecutionId,
+    /// The name it was started under, if any.
+    pub name: Option<String>,
+    /// The machine's name.
+    pub machine: String,
+    /// The state it is in.
+    pub state_name: String,
+    /// Where it is.
+    pub status: ExecutionStatus,
+    /// What it waits for, when its status is `Waiting`.
+    pub waiting_for: Option<WaitingFor>,
+    /// The step number (0 for its first step).
+    pub step: u32,
+    /// The attempt of the current step, from 1.
+    pub attempt: u32,
+    /// When its next attempt is due, or when its wait times out.
+    pub due_at: Option<Millis>,
+    /// Why it errored, as `kind: message`.
+    pub error: Option<String>,
+    /// When it was started.
+    pub created_at: Millis,
+    /// When it last changed.
+    pub updated_at: Millis,
+}
+
+/// Where a page of [`Store::list`] ends: pass it back ([`ListQuery::after`]) for the next
+/// page. Its text form (`Display`, `FromStr`) goes into a URL or a command line as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cursor {
+    /// The last execution's start time.
+    pub created_at: Millis,
+    /// The last execution.
+    pub id: ExecutionId,
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.created_at, self.id)
+    }
+}
+
+impl core::str::FromStr for Cursor {
+    type Err = crate::ParseIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (at, id) = s.split_once('.').ok_or(crate::ParseIdError)?;
+        if at.is_empty() || !at.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(crate::ParseIdError);
+        }
+        Ok(Cursor {
+            created_at: at.parse().map_err(|_| crate::ParseIdError)?,
+            id: id.parse()?,
+        })
+    }
+}
+
+/// One page of executions, and where the next begins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// The executions, in the query's order.
+    pub executions: Vec<ExecutionSummary>,
+    /// Where the next page begins, if there are more.
+    pub next: Option<Cursor>,
+}
+
+/// What [`Store::create`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The execution was written.
+    New,
+    /// The machine already has an execution of that name: nothing was written; this is its
+    /// row.
+    Existing(ExecutionRecord),
 }
 
 /// One history event as stored.
@@ -153,8 +239,8 @@ pub struct ExecutionRecord {
 pub struct StoredEvent {
     /// Its position in the execution's history, from 0.
     pub seq: u32,
-    /// Milliseconds since the execution was started.
-    pub at: Millis,
+    /// Microseconds since the execution was started.
+    pub at_micros: u64,
     /// [`EventKind::name`](crate::EventKind::name), e.g. `"transition"`.
     pub kind: String,
     /// The state it is about.
@@ -263,15 +349,127 @@ pub struct TokenAnswer {
     pub now: Millis,
 }
 
-/// Which executions [`Store::list`] returns.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Which executions [`Store::list`] returns, in which order, how many: every filter given
+/// applies. Built with [`ListQuery::new`] and its setters:
+///
+/// ```
+/// use fsm_core::store::ListQuery;
+/// use fsm_core::ExecutionStatus;
+///
+/// let failed_orders = ListQuery::new()
+///     .status(ExecutionStatus::Failed)
+///     .name_prefix("order-")
+///     .newest_first()
+///     .limit(50);
+/// # let _ = failed_orders;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListQuery {
-    /// Only this machine's.
+    /// Only this machine's (a [`DurableClient`](crate::DurableClient) sets its own).
     pub machine: Option<String>,
     /// Only those with this status.
     pub status: Option<ExecutionStatus>,
-    /// At most this many (0: no limit), oldest first.
+    /// Only those in this state.
+    pub state: Option<String>,
+    /// Only the one of this name.
+    pub name: Option<String>,
+    /// Only those whose name begins with this.
+    pub name_prefix: Option<String>,
+    /// Only those started at or after this time.
+    pub started_after: Option<Millis>,
+    /// Only those started before this time.
+    pub started_before: Option<Millis>,
+    /// Newest first (else oldest first), by start time.
+    pub newest_first: bool,
+    /// Only those after this cursor (in the query's order): the next page.
+    pub after: Option<Cursor>,
+    /// At most this many (0: every one). Default 100.
     pub limit: usize,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        ListQuery {
+            machine: None,
+            status: None,
+            state: None,
+            name: None,
+            name_prefix: None,
+            started_after: None,
+            started_before: None,
+            newest_first: false,
+            after: None,
+            limit: 100,
+        }
+    }
+}
+
+impl ListQuery {
+    /// Every execution, oldest first, 100 to a page.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only `machine`'s executions.
+    pub fn machine(mut self, machine: impl Into<String>) -> Self {
+        self.machine = Some(machine.into());
+        self
+    }
+
+    /// Only those with `status`.
+    pub fn status(mut self, status: ExecutionStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Only those in state `state`.
+    pub fn state(mut self, state: impl Into<String>) -> Self {
+        self.state = Some(state.into());
+        self
+    }
+
+    /// Only the one named `name`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Only those whose name begins with `prefix`.
+    pub fn name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.name_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Only those started at or after `t`.
+    pub fn started_after(mut self, t: Millis) -> Self {
+        self.started_after = Some(t);
+        self
+    }
+
+    /// Only those started before `t`.
+    pub fn started_before(mut self, t: Millis) -> Self {
+        self.started_before = Some(t);
+        self
+    }
+
+    /// Newest first.
+    pub fn newest_first(mut self) -> Self {
+        self.newest_first = true;
+        self
+    }
+
+    /// The page after `cursor` (a previous page's [`Page::next`]).
+    pub fn after(mut self, cursor: Cursor) -> Self {
+        self.after = Some(cursor);
+        self
+    }
+
+    /// At most `n` executions (0: every one).
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = n;
+        self
+    }
 }
 
 /// Why a store could not do what it was asked. Every variant names the file or the execution
@@ -439,8 +637,11 @@ impl std::error::Error for StoreError {}
 /// - [`Store::claim`] gives an execution to one owner at a time until its lease expires or
 ///   is released.
 pub trait Store: Send + Sync + 'static {
-    /// Writes a new execution.
-    fn create(&self, new: NewExecution) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Writes a new execution; if it has a name that the machine's executions already have,
+    /// writes nothing and returns the existing one's row. Atomic however many processes
+    /// start the same name at once: one execution is written.
+    fn create(&self, new: NewExecution)
+        -> impl Future<Output = Result<Created, StoreError>> + Send;
 
     /// Writes a checkpoint, if the row is still at the version it names; returns the new
     /// version.
@@ -482,11 +683,8 @@ pub trait Store: Send + Sync + 'static {
         id: ExecutionId,
     ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
 
-    /// Executions, oldest first.
-    fn list(
-        &self,
-        query: ListQuery,
-    ) -> impl Future<Output = Result<Vec<ExecutionRecord>, StoreError>> + Send;
+    /// A page of the executions `query` selects, in its order (by start time, then id).
+    fn list(&self, query: ListQuery) -> impl Future<Output = Result<Page, StoreError>> + Send;
 
     /// A task token, by the hash of its secret.
     fn token(

@@ -15,13 +15,14 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Socket};
 
 use super::{
-    rows, rows::DECISIVE_FIRST, Checkpoint, ExecutionRecord, ExecutionStatus, ListQuery, Millis,
-    NewExecution, Store, StoreError, StoredEvent, TokenAnswer, TokenRecord, WaitingFor,
+    rows, rows::COLUMNS, rows::DECISIVE_FIRST, Checkpoint, Created, ExecutionRecord, ListQuery,
+    Millis, NewExecution, Page, Store, StoreError, StoredEvent, TokenAnswer, TokenRecord,
+    WaitingFor,
 };
 use crate::ExecutionId;
 
 /// The schema this library writes and reads (in `fsm_meta`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 const BATCH: usize = 2048;
 const CHANNEL: &str = "fsm_work";
 /// Told when executions ended.
@@ -45,8 +46,12 @@ CREATE TABLE fsm_executions (
     updated_at    BIGINT NOT NULL,
     lease_owner   TEXT,
     lease_expires BIGINT,
-    version       BIGINT NOT NULL
+    version       BIGINT NOT NULL,
+    name          TEXT,
+    claims        BIGINT NOT NULL DEFAULT 0
 );
+CREATE UNIQUE INDEX fsm_executions_name ON fsm_executions (machine, name) WHERE name IS NOT NULL;
+CREATE INDEX fsm_executions_started ON fsm_executions (machine, created_at, id);
 CREATE INDEX fsm_executions_due ON fsm_executions (machine, due_at)
     WHERE status IN ('running', 'waiting');
 CREATE INDEX fsm_executions_status ON fsm_executions (status, machine, created_at);
@@ -54,7 +59,7 @@ CREATE INDEX fsm_executions_lease ON fsm_executions (lease_owner) WHERE lease_ow
 CREATE TABLE fsm_events (
     execution TEXT NOT NULL,
     seq       BIGINT NOT NULL,
-    at        BIGINT NOT NULL,
+    at        BIGINT NOT NULL, -- microseconds since the execution started
     kind      TEXT NOT NULL,
     state     TEXT NOT NULL,
     detail    TEXT NOT NULL,
@@ -72,9 +77,6 @@ CREATE INDEX fsm_tokens_wait ON fsm_tokens (execution, step, attempt);
 ";
 
 const TOKEN_COLUMNS: &str = "secret_hash, execution, step, attempt, status, result";
-
-const COLUMNS: &str = "id, machine, fingerprint, state_name, state, status, waiting_for, step, \
-    attempt, due_at, error, events, created_at, updated_at, lease_owner, lease_expires, version";
 
 /// Durable executions in a PostgreSQL database, shared by any number of worker processes.
 ///
@@ -180,7 +182,7 @@ impl std::fmt::Debug for PgStore {
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Write {
-    Create(NewExecution, Reply<()>),
+    Create(NewExecution, Reply<Created>),
     Checkpoint(Checkpoint, Reply<u64>),
     Answer(TokenAnswer, Reply<bool>),
 }
@@ -691,6 +693,20 @@ async fn migrate(tx: &tokio_postgres::Transaction<'_>, from: i64) -> Result<(), 
         .await
         .map_err(db)?;
     }
+    if from < 3 {
+        // 3: executions may have a name, unique per machine, and count their claims; the
+        // lists' order has an index; events' times are microseconds (were milliseconds).
+        tx.batch_execute(
+            "ALTER TABLE fsm_executions ADD COLUMN name TEXT, \
+               ADD COLUMN claims BIGINT NOT NULL DEFAULT 0; \
+             CREATE UNIQUE INDEX fsm_executions_name ON fsm_executions (machine, name) \
+               WHERE name IS NOT NULL; \
+             CREATE INDEX fsm_executions_started ON fsm_executions (machine, created_at, id); \
+             UPDATE fsm_events SET at = at * 1000",
+        )
+        .await
+        .map_err(db)?;
+    }
     tx.execute(
         "UPDATE fsm_meta SET value = $1 WHERE key = 'schema_version'",
         &[&SCHEMA_VERSION.to_string()],
@@ -809,7 +825,7 @@ async fn writer(target: Target, client: Client, mut rx: mpsc::UnboundedReceiver<
 
 /// What a write came to.
 enum Outcome {
-    Unit(Result<(), StoreError>),
+    Created(Result<Created, StoreError>),
     Version(Result<u64, StoreError>),
     Bool(Result<bool, StoreError>),
 }
@@ -843,14 +859,14 @@ impl Outcome {
     fn changed(&self) -> bool {
         matches!(
             self,
-            Outcome::Unit(Ok(())) | Outcome::Version(Ok(_)) | Outcome::Bool(Ok(true))
+            Outcome::Created(Ok(Created::New)) | Outcome::Version(Ok(_)) | Outcome::Bool(Ok(true))
         )
     }
 }
 
 fn reply(w: Write, outcome: Outcome) {
     match (w, outcome) {
-        (Write::Create(_, r), Outcome::Unit(o)) => drop(r.send(o)),
+        (Write::Create(_, r), Outcome::Created(o)) => drop(r.send(o)),
         (Write::Checkpoint(_, r), Outcome::Version(o)) => drop(r.send(o)),
         (Write::Answer(_, r), Outcome::Bool(o)) => drop(r.send(o)),
         (w, _) => fail(w, StoreError::Closed),
@@ -899,9 +915,9 @@ async fn commit(client: &mut Client, batch: &[Write]) -> Result<Vec<Outcome>, St
         let sp = tx.savepoint("bulk").await.map_err(db)?;
         let r = create_all(&sp, &news).await;
         finish(sp, &r).await?;
-        if r.is_ok() {
-            for &(i, _) in &creates {
-                done[i] = Some(Outcome::Unit(Ok(())));
+        if let Ok(created) = r {
+            for (&(i, _), created) in creates.iter().zip(created) {
+                done[i] = Some(Outcome::Created(Ok(created)));
             }
         }
     }
@@ -925,7 +941,7 @@ async fn commit(client: &mut Client, batch: &[Write]) -> Result<Vec<Outcome>, St
             Write::Create(new, _) => {
                 let r = create(&sp, new).await;
                 finish(sp, &r).await?;
-                Outcome::Unit(r)
+                Outcome::Created(r)
             }
             Write::Checkpoint(cp, _) => {
                 let r = checkpoint(&sp, cp).await;
@@ -1018,7 +1034,7 @@ impl<'a> EventColumns<'a> {
         for e in events {
             self.execution.push(id.to_string());
             self.seq.push(i64::from(e.seq));
-            self.at.push(ms(e.at));
+            self.at.push(ms(e.at_micros));
             self.kind.push(&e.kind);
             self.state.push(&e.state);
             self.detail.push(&e.detail);
@@ -1026,11 +1042,13 @@ impl<'a> EventColumns<'a> {
     }
 }
 
-/// Creates executions that hand out no token, in one statement.
+/// Creates executions that hand out no token, in one statement: those whose name their
+/// machine's executions already have (in the database, or earlier in `news`) are not
+/// written, and come back as the execution that has it.
 async fn create_all(
     c: &tokio_postgres::Transaction<'_>,
     news: &[&NewExecution],
-) -> Result<(), StoreError> {
+) -> Result<Vec<Created>, StoreError> {
     let rows = RowColumns::new(news.iter().map(|n| &n.record));
     let mut events = EventColumns::default();
     for n in news {
@@ -1038,20 +1056,52 @@ async fn create_all(
     }
     let created: Vec<i64> = news.iter().map(|n| ms(n.record.created_at)).collect();
     let machine: Vec<&str> = news.iter().map(|n| n.record.machine.as_str()).collect();
+    let name: Vec<Option<&str>> = news.iter().map(|n| n.record.name.as_deref()).collect();
+    let claims: Vec<i64> = news.iter().map(|n| i64::from(n.record.claims)).collect();
+    // `WHERE true`: so that `ON CONFLICT` is not read as a join's `ON`.
     let sql = format!(
         "WITH rows AS (INSERT INTO fsm_executions ({COLUMNS}) \
          SELECT id, machine, fingerprint, state_name, state, status, waiting_for, step, attempt, \
-           due_at, error, events, created_at, updated_at, lease_owner, lease_expires, 1 \
-         FROM {} AS i({ROW_NAMES}, created_at, machine) RETURNING 1) \
-         INSERT INTO fsm_events (execution, seq, at, kind, state, detail) SELECT * FROM {}",
-        unnest(1, ROW_TYPES.iter().chain(&["bigint", "text"])),
-        unnest(17, &EVENT_TYPES),
+           due_at, error, events, created_at, updated_at, lease_owner, lease_expires, 1, name, \
+           claims \
+         FROM {} AS i({ROW_NAMES}, created_at, machine, name, claims) WHERE true \
+         ON CONFLICT (machine, name) WHERE name IS NOT NULL DO NOTHING RETURNING id), \
+         logged AS (INSERT INTO fsm_events (execution, seq, at, kind, state, detail) \
+           SELECT ev.* FROM {} AS ev(execution, seq, at, kind, state, detail) \
+           WHERE ev.execution IN (SELECT id FROM rows)) \
+         SELECT id FROM rows",
+        unnest(
+            1,
+            ROW_TYPES
+                .iter()
+                .chain(&["bigint", "text", "text", "bigint"])
+        ),
+        unnest(19, &EVENT_TYPES),
     );
     let mut params = rows.params().to_vec();
-    params.extend([&created as Param, &machine]);
+    params.extend([&created as Param, &machine, &name, &claims]);
     params.extend(events.params());
-    c.execute(&sql, &params).await.map_err(db)?;
-    Ok(())
+    let written = c.query(&sql, &params).await.map_err(db)?;
+    let written: std::collections::HashSet<String> = written.iter().map(|r| r.get(0)).collect();
+    let mut out = Vec::with_capacity(news.len());
+    for (n, id) in news.iter().zip(&rows.id) {
+        if written.contains(id) {
+            out.push(Created::New);
+            continue;
+        }
+        // Its name is taken (committed by now: a conflicting insert waits for the other's
+        // commit, and each statement here sees what is committed).
+        let sql = format!("SELECT {COLUMNS} FROM fsm_executions WHERE machine = $1 AND name = $2");
+        let row = c
+            .query_opt(&sql, &[&n.record.machine, &n.record.name])
+            .await
+            .map_err(db)?
+            .ok_or_else(|| StoreError::Conflict {
+                execution: n.record.id,
+            })?;
+        out.push(Created::Existing(rows::record(&row)?));
+    }
+    Ok(out)
 }
 
 /// The columns a checkpoint writes, for several rows, for `unnest`.
@@ -1209,12 +1259,15 @@ async fn finish<T>(
 }
 
 /// Creates one execution, and its first token if it hands one out.
-async fn create(c: &tokio_postgres::Transaction<'_>, new: &NewExecution) -> Result<(), StoreError> {
-    create_all(c, &[new]).await?;
-    if let Some(t) = &new.token {
+async fn create(
+    c: &tokio_postgres::Transaction<'_>,
+    new: &NewExecution,
+) -> Result<Created, StoreError> {
+    let created = create_all(c, &[new]).await?.pop().unwrap_or(Created::New);
+    if let (Created::New, Some(t)) = (&created, &new.token) {
         insert_token(c, t).await?;
     }
-    Ok(())
+    Ok(created)
 }
 
 async fn insert_token(
@@ -1344,9 +1397,13 @@ fn tokens(rows: Vec<Row>) -> Result<Vec<TokenRecord>, StoreError> {
 }
 
 impl Store for PgStore {
-    async fn create(&self, mut new: NewExecution) -> Result<(), StoreError> {
+    async fn create(&self, mut new: NewExecution) -> Result<Created, StoreError> {
         self.inner.clock.to_server_record(&mut new.record);
-        self.write(|tx| Write::Create(new, tx)).await
+        let mut created = self.write(|tx| Write::Create(new, tx)).await?;
+        if let Created::Existing(row) = &mut created {
+            self.inner.clock.localize(row);
+        }
+        Ok(created)
     }
 
     async fn checkpoint(&self, mut checkpoint: Checkpoint) -> Result<u64, StoreError> {
@@ -1376,7 +1433,7 @@ impl Store for PgStore {
         // On the server's clock: what is due by its time, held for the lease from its time.
         let sql = format!(
             "UPDATE fsm_executions SET lease_owner = $1, lease_expires = {NOW_MS} + $2, \
-             version = version + 1 \
+             version = version + 1, claims = claims + 1 \
              WHERE id IN (SELECT id FROM fsm_executions WHERE machine = $3 \
                AND status IN ('running', 'waiting') AND due_at <= {NOW_MS} \
                AND (lease_owner IS NULL OR lease_expires <= {NOW_MS}) \
@@ -1453,19 +1510,39 @@ impl Store for PgStore {
         rows.iter().map(|r| rows::event(r, id)).collect()
     }
 
-    async fn list(&self, query: ListQuery) -> Result<Vec<ExecutionRecord>, StoreError> {
-        let limit = if query.limit == 0 {
-            i64::MAX
-        } else {
-            query.limit as i64
-        };
-        let status = query.status.map(ExecutionStatus::as_str);
-        let sql = format!(
-            "SELECT {COLUMNS} FROM fsm_executions \
-             WHERE ($1::text IS NULL OR machine = $1) AND ($2::text IS NULL OR status = $2) \
-             ORDER BY created_at, id LIMIT $3"
+    async fn list(&self, mut query: ListQuery) -> Result<Page, StoreError> {
+        let clock = &self.inner.clock;
+        // Times on the server's clock, as stored; cursors carry stored times as they are.
+        query.started_after = query.started_after.map(|t| clock.to_server(t));
+        query.started_before = query.started_before.map(|t| clock.to_server(t));
+        let (filter, args) = rows::list_sql(
+            &query,
+            |n| format!("${n}"),
+            |p| format!("starts_with(name, {p})"),
         );
-        self.records(self.rows(&sql, &[&query.machine, &status, &limit]).await?)
+        let sql = format!(
+            "SELECT {} FROM fsm_executions WHERE {filter}",
+            rows::SUMMARY_COLUMNS
+        );
+        let params: Vec<Param<'_>> = args
+            .iter()
+            .map(|a| match a {
+                rows::ListArg::Text(t) => t as Param<'_>,
+                rows::ListArg::Int(i) => i as Param<'_>,
+            })
+            .collect();
+        let found = self.rows(&sql, &params).await?;
+        let summaries = found
+            .iter()
+            .map(rows::summary)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut page = rows::page(summaries, query.limit);
+        for e in &mut page.executions {
+            e.due_at = e.due_at.map(|t| clock.to_local(t));
+            e.created_at = clock.to_local(e.created_at);
+            e.updated_at = clock.to_local(e.updated_at);
+        }
+        Ok(page)
     }
 
     async fn token(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError> {

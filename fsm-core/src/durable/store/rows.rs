@@ -2,9 +2,18 @@
 //! not what this library writes is [`StoreError::Corrupt`], naming the execution.
 
 use super::{
-    ExecutionRecord, ExecutionStatus, Millis, StoreError, StoredEvent, TokenRecord, TokenStatus,
-    WaitingFor,
+    ExecutionRecord, ExecutionStatus, ExecutionSummary, Millis, StoreError, StoredEvent,
+    TokenRecord, TokenStatus, WaitingFor,
 };
+
+/// The columns of an execution's row, in the order [`record`] reads them.
+pub(crate) const COLUMNS: &str = "id, machine, fingerprint, state_name, state, status, \
+    waiting_for, step, attempt, due_at, error, events, created_at, updated_at, lease_owner, \
+    lease_expires, version, name, claims";
+
+/// The columns of a summary, in the order [`summary`] reads them.
+pub(crate) const SUMMARY_COLUMNS: &str = "id, name, machine, state_name, status, waiting_for, \
+    step, attempt, due_at, error, created_at, updated_at";
 use crate::ExecutionId;
 
 /// A stored row's columns as a store's driver reads them (`None` for NULL); an error is the
@@ -15,54 +24,203 @@ pub(crate) trait Columns {
     fn int(&self, i: usize) -> Result<Option<i64>, String>;
 }
 
-/// An execution's row (columns in the stores' `COLUMNS` order), or what is wrong with it.
-pub(crate) fn record(r: &impl Columns) -> Result<ExecutionRecord, StoreError> {
+/// Reads a row's columns, each checked: an error names the execution (when its id reads).
+struct Reader<'r, R> {
+    r: &'r R,
+    id: Option<ExecutionId>,
+}
+
+impl<R: Columns> Reader<'_, R> {
+    fn corrupt(&self, message: String) -> StoreError {
+        StoreError::Corrupt {
+            execution: self.id,
+            message,
+        }
+    }
+
+    fn text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        self.r.text(i).map_err(|m| self.corrupt(m))
+    }
+
+    fn required(&self, i: usize) -> Result<String, StoreError> {
+        self.text(i)?
+            .ok_or_else(|| self.corrupt(format!("column {i} is NULL")))
+    }
+
+    fn millis(&self, i: usize) -> Result<Option<Millis>, StoreError> {
+        Ok(self
+            .r
+            .int(i)
+            .map_err(|m| self.corrupt(m))?
+            .map(|v| v.max(0) as u64))
+    }
+
+    fn int(&self, i: usize) -> Result<i64, StoreError> {
+        self.r
+            .int(i)
+            .map_err(|m| self.corrupt(m))?
+            .ok_or_else(|| self.corrupt(format!("column {i} is NULL")))
+    }
+
+    fn small(&self, i: usize) -> Result<u32, StoreError> {
+        let v = self.int(i)?;
+        u32::try_from(v).map_err(|_| self.corrupt(format!("column {i} is {v}")))
+    }
+
+    fn status(&self, i: usize) -> Result<ExecutionStatus, StoreError> {
+        let status = self.required(i)?;
+        ExecutionStatus::parse(&status).ok_or_else(|| self.corrupt(format!("status {status:?}")))
+    }
+
+    fn waiting_for(&self, i: usize) -> Result<Option<WaitingFor>, StoreError> {
+        match self.text(i)? {
+            None => Ok(None),
+            Some(w) => WaitingFor::parse(&w)
+                .map(Some)
+                .ok_or_else(|| self.corrupt(format!("waiting_for {w:?}"))),
+        }
+    }
+}
+
+/// The reader of a row whose first column is the execution's id, and the id.
+fn reader<R: Columns>(r: &R) -> Result<(Reader<'_, R>, ExecutionId), StoreError> {
     let id_text = r.text(0).ok().flatten().unwrap_or_default();
     let id = id_text.parse::<ExecutionId>().ok();
-    let corrupt = |message: String| StoreError::Corrupt {
-        execution: id,
-        message,
-    };
-    let text = |i: usize| r.text(i).map_err(corrupt);
-    let required = |i: usize| text(i)?.ok_or_else(|| corrupt(format!("column {i} is NULL")));
-    let millis = |i: usize| -> Result<Option<Millis>, StoreError> {
-        Ok(r.int(i).map_err(corrupt)?.map(|v| v.max(0) as u64))
-    };
-    let int = |i: usize| {
-        r.int(i)
-            .map_err(corrupt)?
-            .ok_or_else(|| corrupt(format!("column {i} is NULL")))
-    };
-    let small = |i: usize| -> Result<u32, StoreError> {
-        let v = int(i)?;
-        u32::try_from(v).map_err(|_| corrupt(format!("column {i} is {v}")))
-    };
-    let status = required(5)?;
+    let reader = Reader { r, id };
+    match id {
+        Some(id) => Ok((reader, id)),
+        None => Err(reader.corrupt(format!("id {id_text:?}"))),
+    }
+}
+
+/// An execution's row (columns in [`COLUMNS`] order), or what is wrong with it.
+pub(crate) fn record(r: &impl Columns) -> Result<ExecutionRecord, StoreError> {
+    let (c, id) = reader(r)?;
     Ok(ExecutionRecord {
-        id: id.ok_or_else(|| corrupt(format!("id {id_text:?}")))?,
-        machine: required(1)?,
-        fingerprint: required(2)?,
-        state_name: required(3)?,
-        state: required(4)?,
-        status: ExecutionStatus::parse(&status)
-            .ok_or_else(|| corrupt(format!("status {status:?}")))?,
-        waiting_for: match text(6)? {
-            None => None,
-            Some(w) => {
-                Some(WaitingFor::parse(&w).ok_or_else(|| corrupt(format!("waiting_for {w:?}")))?)
-            }
-        },
-        step: small(7)?,
-        attempt: small(8)?,
-        due_at: millis(9)?,
-        error: text(10)?,
-        events: small(11)?,
-        created_at: millis(12)?.unwrap_or(0),
-        updated_at: millis(13)?.unwrap_or(0),
-        lease_owner: text(14)?,
-        lease_expires: millis(15)?,
-        version: int(16)?.max(0) as u64,
+        id,
+        machine: c.required(1)?,
+        fingerprint: c.required(2)?,
+        state_name: c.required(3)?,
+        state: c.required(4)?,
+        status: c.status(5)?,
+        waiting_for: c.waiting_for(6)?,
+        step: c.small(7)?,
+        attempt: c.small(8)?,
+        due_at: c.millis(9)?,
+        error: c.text(10)?,
+        events: c.small(11)?,
+        created_at: c.millis(12)?.unwrap_or(0),
+        updated_at: c.millis(13)?.unwrap_or(0),
+        lease_owner: c.text(14)?,
+        lease_expires: c.millis(15)?,
+        version: c.int(16)?.max(0) as u64,
+        name: c.text(17)?,
+        claims: c.small(18)?,
     })
+}
+
+/// An execution's summary (columns in [`SUMMARY_COLUMNS`] order), or what is wrong with it.
+pub(crate) fn summary(r: &impl Columns) -> Result<ExecutionSummary, StoreError> {
+    let (c, id) = reader(r)?;
+    Ok(ExecutionSummary {
+        id,
+        name: c.text(1)?,
+        machine: c.required(2)?,
+        state_name: c.required(3)?,
+        status: c.status(4)?,
+        waiting_for: c.waiting_for(5)?,
+        step: c.small(6)?,
+        attempt: c.small(7)?,
+        due_at: c.millis(8)?,
+        error: c.text(9)?,
+        created_at: c.millis(10)?.unwrap_or(0),
+        updated_at: c.millis(11)?.unwrap_or(0),
+    })
+}
+
+/// The page a query's rows make: `limit` rows at most, one more read than that tells there
+/// is a next page (`limit` 0: every row, one page).
+pub(crate) fn page(mut executions: Vec<ExecutionSummary>, limit: usize) -> super::Page {
+    let more = limit > 0 && executions.len() > limit;
+    executions.truncate(if limit > 0 { limit } else { usize::MAX });
+    let next = more
+        .then(|| executions.last())
+        .flatten()
+        .map(|e| super::Cursor {
+            created_at: e.created_at,
+            id: e.id,
+        });
+    super::Page { executions, next }
+}
+
+/// The `WHERE` clause of a list query (after `WHERE`), with its parameters as text or
+/// integers, `?`-numbered by `param(n)` (`?n` for SQLite, `$n` for PostgreSQL); and the
+/// `ORDER BY ... LIMIT` that follows.
+pub(crate) fn list_sql(
+    q: &super::ListQuery,
+    param: impl Fn(usize) -> String,
+    starts_with: impl Fn(&str) -> String,
+) -> (String, Vec<ListArg>) {
+    let mut clauses = vec!["1 = 1".to_owned()];
+    let mut args = Vec::new();
+    let mut push = |clause: &dyn Fn(&str) -> String, arg: ListArg| {
+        args.push(arg);
+        clauses.push(clause(&param(args.len())));
+    };
+    if let Some(m) = &q.machine {
+        push(&|p| format!("machine = {p}"), ListArg::Text(m.clone()));
+    }
+    if let Some(s) = q.status {
+        push(
+            &|p| format!("status = {p}"),
+            ListArg::Text(s.as_str().into()),
+        );
+    }
+    if let Some(s) = &q.state {
+        push(&|p| format!("state_name = {p}"), ListArg::Text(s.clone()));
+    }
+    if let Some(n) = &q.name {
+        push(&|p| format!("name = {p}"), ListArg::Text(n.clone()));
+    }
+    if let Some(n) = &q.name_prefix {
+        push(&|p| starts_with(p), ListArg::Text(n.clone()));
+    }
+    if let Some(t) = q.started_after {
+        push(&|p| format!("created_at >= {p}"), ListArg::Int(clamp(t)));
+    }
+    if let Some(t) = q.started_before {
+        push(&|p| format!("created_at < {p}"), ListArg::Int(clamp(t)));
+    }
+    let (cmp, dir) = if q.newest_first {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
+    if let Some(c) = q.after {
+        args.push(ListArg::Int(clamp(c.created_at)));
+        let at = param(args.len());
+        args.push(ListArg::Text(c.id.to_string()));
+        let id = param(args.len());
+        clauses.push(format!("(created_at, id) {cmp} ({at}, {id})"));
+    }
+    let mut sql = format!(
+        "{} ORDER BY created_at {dir}, id {dir}",
+        clauses.join(" AND ")
+    );
+    if q.limit > 0 {
+        sql.push_str(&format!(" LIMIT {}", q.limit.saturating_add(1)));
+    }
+    (sql, args)
+}
+
+/// A list query's parameter.
+pub(crate) enum ListArg {
+    Text(String),
+    Int(i64),
+}
+
+fn clamp(t: Millis) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
 }
 
 /// A history event's row (`seq, at, kind, state, detail`) of execution `id`, or what is wrong
@@ -85,7 +243,7 @@ pub(crate) fn event(r: &impl Columns, id: ExecutionId) -> Result<StoredEvent, St
     let seq = int(0)?;
     Ok(StoredEvent {
         seq: u32::try_from(seq).map_err(|_| corrupt(format!("event number {seq}")))?,
-        at: int(1)?.max(0) as u64,
+        at_micros: int(1)?.max(0) as u64,
         kind: text(2)?,
         state: text(3)?,
         detail: text(4)?,

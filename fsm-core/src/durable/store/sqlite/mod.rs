@@ -9,8 +9,9 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, Row};
 use tokio::sync::oneshot;
 
 use super::{
-    rows, rows::DECISIVE_FIRST, Checkpoint, ExecutionRecord, ListQuery, Millis, NewExecution,
-    Store, StoreError, StoredEvent, TokenAnswer, TokenRecord, WaitingFor,
+    rows, rows::COLUMNS, rows::DECISIVE_FIRST, Checkpoint, Created, ExecutionRecord, ListQuery,
+    Millis, NewExecution, Page, Store, StoreError, StoredEvent, TokenAnswer, TokenRecord,
+    WaitingFor,
 };
 use crate::ExecutionId;
 
@@ -25,7 +26,7 @@ enum Hold {
 /// Marks a SQLite file as this library's (`PRAGMA application_id`, "FSM1").
 const APPLICATION_ID: i64 = 0x4653_4D31;
 /// The schema this library writes and reads (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 /// The most requests committed in one transaction.
 const BATCH: usize = 4096;
 
@@ -47,15 +48,19 @@ CREATE TABLE executions (
     updated_at    INTEGER NOT NULL,
     lease_owner   TEXT,
     lease_expires INTEGER,
-    version       INTEGER NOT NULL
+    version       INTEGER NOT NULL,
+    name          TEXT,
+    claims        INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX executions_due ON executions (machine, due_at)
     WHERE status IN ('running', 'waiting');
 CREATE INDEX executions_status ON executions (status, machine, created_at);
+CREATE UNIQUE INDEX executions_name ON executions (machine, name) WHERE name IS NOT NULL;
+CREATE INDEX executions_started ON executions (machine, created_at, id);
 CREATE TABLE events (
     execution TEXT NOT NULL,
     seq       INTEGER NOT NULL,
-    at        INTEGER NOT NULL,
+    at        INTEGER NOT NULL, -- microseconds since the execution started
     kind      TEXT NOT NULL,
     state     TEXT NOT NULL,
     detail    TEXT NOT NULL,
@@ -71,9 +76,6 @@ CREATE TABLE tokens (
 );
 CREATE INDEX tokens_wait ON tokens (execution, step, attempt);
 ";
-
-const COLUMNS: &str = "id, machine, fingerprint, state_name, state, status, waiting_for, step, \
-    attempt, due_at, error, events, created_at, updated_at, lease_owner, lease_expires, version";
 
 /// What a committed transaction promises, traded against speed. Commits are grouped either
 /// way: one transaction holds the checkpoints of every execution that asked meanwhile.
@@ -155,7 +157,7 @@ impl std::fmt::Debug for SqliteStore {
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Request {
-    Create(NewExecution, Reply<()>),
+    Create(NewExecution, Reply<Created>),
     Checkpoint(Checkpoint, Reply<u64>),
     Claim {
         machine: String,
@@ -168,7 +170,7 @@ enum Request {
     NextDue(String, Reply<Option<Millis>>),
     Get(ExecutionId, Reply<Option<ExecutionRecord>>),
     Events(ExecutionId, Reply<Vec<StoredEvent>>),
-    List(ListQuery, Reply<Vec<ExecutionRecord>>),
+    List(ListQuery, Reply<Page>),
     Token(String, Reply<Option<TokenRecord>>),
     Answer(TokenAnswer, Reply<bool>),
     WaitToken(ExecutionId, u32, u32, Reply<Option<TokenRecord>>),
@@ -399,6 +401,18 @@ fn migrate(tx: &Connection, from: i64) -> Result<(), rusqlite::Error> {
             }
         }
     }
+    if from < 3 {
+        // 3: executions may have a name, unique per machine, and count their claims; the
+        // lists' order has an index; events' times are microseconds (were milliseconds).
+        tx.execute_batch(
+            "ALTER TABLE executions ADD COLUMN name TEXT; \
+             ALTER TABLE executions ADD COLUMN claims INTEGER NOT NULL DEFAULT 0; \
+             CREATE UNIQUE INDEX executions_name ON executions (machine, name) \
+               WHERE name IS NOT NULL; \
+             CREATE INDEX executions_started ON executions (machine, created_at, id); \
+             UPDATE events SET at = at * 1000;",
+        )?;
+    }
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
 }
 
@@ -455,7 +469,7 @@ struct Writer {
 type Claimed = Result<ExecutionRecord, StoreError>;
 
 enum Done {
-    Unit(Reply<()>, Result<(), StoreError>),
+    Created(Reply<Created>, Result<Created, StoreError>),
     Version(Reply<u64>, Result<u64, StoreError>),
     Bool(Reply<bool>, Result<bool, StoreError>),
     Claimed(Reply<Vec<Claimed>>, Result<Vec<Claimed>, StoreError>),
@@ -465,7 +479,7 @@ impl Done {
     /// Sends the result, or `failed` if the transaction did not commit.
     fn send(self, failed: Option<&StoreError>) {
         match self {
-            Done::Unit(tx, r) => drop(tx.send(failed.map_or(r, |e| Err(e.clone())))),
+            Done::Created(tx, r) => drop(tx.send(failed.map_or(r, |e| Err(e.clone())))),
             Done::Version(tx, r) => drop(tx.send(failed.map_or(r, |e| Err(e.clone())))),
             Done::Bool(tx, r) => drop(tx.send(failed.map_or(r, |e| Err(e.clone())))),
             Done::Claimed(tx, r) => drop(tx.send(failed.map_or(r, |e| Err(e.clone())))),
@@ -572,7 +586,7 @@ impl Writer {
         match request {
             Request::Create(new, reply) => {
                 let r = self.savepoint(|c, p| create(c, p, &new));
-                done.push(Done::Unit(reply, r));
+                done.push(Done::Created(reply, r));
             }
             Request::Checkpoint(cp, reply) => {
                 let r = self.savepoint(|c, p| checkpoint(c, p, &cp));
@@ -617,23 +631,7 @@ impl Writer {
                 let _ = reply.send(self.events(id));
             }
             Request::List(q, reply) => {
-                let mut sql = format!("SELECT {COLUMNS} FROM executions WHERE 1");
-                let mut args: Vec<String> = Vec::new();
-                if let Some(m) = &q.machine {
-                    args.push(m.clone());
-                    sql.push_str(&format!(" AND machine = ?{}", args.len()));
-                }
-                if let Some(s) = q.status {
-                    args.push(s.as_str().to_owned());
-                    sql.push_str(&format!(" AND status = ?{}", args.len()));
-                }
-                sql.push_str(" ORDER BY created_at, id");
-                if q.limit > 0 {
-                    sql.push_str(&format!(" LIMIT {}", q.limit));
-                }
-                let args: Vec<&dyn rusqlite::ToSql> =
-                    args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
-                let _ = reply.send(self.read_records(&sql, &args));
+                let _ = reply.send(self.list(&q));
             }
             Request::Token(hash, reply) => {
                 let r = read_tokens(&self.conn, &self.path, "secret_hash = ?1", params![hash]);
@@ -668,6 +666,36 @@ impl Writer {
             out.push(row.map_err(|e| error(&self.path, e))??);
         }
         Ok(out)
+    }
+
+    fn list(&self, q: &ListQuery) -> Result<Page, StoreError> {
+        let err = |e| error(&self.path, e);
+        // A name begins with the prefix: `>=` finds the first in the index, `substr` checks.
+        let (filter, args) = rows::list_sql(
+            q,
+            |n| format!("?{n}"),
+            |p| format!("(name >= {p} AND substr(name, 1, length({p})) = {p})"),
+        );
+        let sql = format!(
+            "SELECT {} FROM executions WHERE {filter}",
+            rows::SUMMARY_COLUMNS
+        );
+        let args: Vec<&dyn rusqlite::ToSql> = args
+            .iter()
+            .map(|a| match a {
+                rows::ListArg::Text(t) => t as &dyn rusqlite::ToSql,
+                rows::ListArg::Int(i) => i as &dyn rusqlite::ToSql,
+            })
+            .collect();
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(err)?;
+        let rows = stmt
+            .query_map(args.as_slice(), |r| Ok(rows::summary(r)))
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.map_err(err)??);
+        }
+        Ok(rows::page(out, q.limit))
     }
 
     fn events(&self, id: ExecutionId) -> Result<Vec<StoredEvent>, StoreError> {
@@ -711,39 +739,53 @@ fn ms(v: Millis) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn create(c: &Connection, path: &Path, new: &NewExecution) -> Result<(), StoreError> {
+fn create(c: &Connection, path: &Path, new: &NewExecution) -> Result<Created, StoreError> {
     let err = |e| error(path, e);
     let r = &new.record;
-    c.prepare_cached(&format!(
-        "INSERT INTO executions ({COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, 1)"
-    ))
-    .and_then(|mut s| {
-        s.execute(params![
-            r.id.to_string(),
-            r.machine,
-            r.fingerprint,
-            r.state_name,
-            r.state,
-            r.status.as_str(),
-            r.waiting_for.map(WaitingFor::as_str),
-            r.step,
-            r.attempt,
-            opt_ms(r.due_at),
-            r.error,
-            r.events,
-            ms(r.created_at),
-            ms(r.updated_at),
-            r.lease_owner,
-            opt_ms(r.lease_expires.filter(|&e| e != Millis::MAX)),
-        ])
-    })
-    .map_err(err)?;
+    let written = c
+        .prepare_cached(&format!(
+            "INSERT INTO executions ({COLUMNS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, 1, ?17, ?18) \
+         ON CONFLICT (machine, name) WHERE name IS NOT NULL DO NOTHING"
+        ))
+        .and_then(|mut s| {
+            s.execute(params![
+                r.id.to_string(),
+                r.machine,
+                r.fingerprint,
+                r.state_name,
+                r.state,
+                r.status.as_str(),
+                r.waiting_for.map(WaitingFor::as_str),
+                r.step,
+                r.attempt,
+                opt_ms(r.due_at),
+                r.error,
+                r.events,
+                ms(r.created_at),
+                ms(r.updated_at),
+                r.lease_owner,
+                opt_ms(r.lease_expires.filter(|&e| e != Millis::MAX)),
+                r.name,
+                r.claims,
+            ])
+        })
+        .map_err(err)?;
+    if written == 0 {
+        // Its name is taken: the execution that has it.
+        let existing = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM executions WHERE machine = ?1 AND name = ?2"
+            ))
+            .and_then(|mut s| s.query_row(params![r.machine, r.name], |row| Ok(rows::record(row))))
+            .map_err(err)??;
+        return Ok(Created::Existing(existing));
+    }
     insert_events(c, path, r.id, &new.events)?;
     if let Some(t) = &new.token {
         insert_token(c, path, t)?;
     }
-    Ok(())
+    Ok(Created::New)
 }
 
 fn insert_events(
@@ -763,8 +805,15 @@ fn insert_events(
         .map_err(|e| error(path, e))?;
     let id = id.to_string();
     for e in events {
-        stmt.execute(params![id, e.seq, ms(e.at), e.kind, e.state, e.detail])
-            .map_err(|e| error(path, e))?;
+        stmt.execute(params![
+            id,
+            e.seq,
+            ms(e.at_micros),
+            e.kind,
+            e.state,
+            e.detail
+        ])
+        .map_err(|e| error(path, e))?;
     }
     Ok(())
 }
@@ -898,7 +947,8 @@ fn claim(
 ) -> Result<Vec<Claimed>, StoreError> {
     let mut stmt = c
         .prepare_cached(&format!(
-            "UPDATE executions SET lease_owner = ?1, lease_expires = ?2, version = version + 1 \
+            "UPDATE executions SET lease_owner = ?1, lease_expires = ?2, version = version + 1, \
+             claims = claims + 1 \
              WHERE id IN (SELECT id FROM executions WHERE machine = ?3 \
                AND status IN ('running', 'waiting') AND due_at <= ?4 \
                AND (lease_owner IS NULL OR lease_expires <= ?4) \
@@ -954,13 +1004,13 @@ impl rows::Columns for Row<'_> {
 }
 
 impl Store for SqliteStore {
-    async fn create(&self, new: NewExecution) -> Result<(), StoreError> {
+    async fn create(&self, new: NewExecution) -> Result<Created, StoreError> {
         let unclaimed = new.record.lease_owner.is_none();
-        self.ask(|tx| Request::Create(new, tx)).await?;
-        if unclaimed {
+        let created = self.ask(|tx| Request::Create(new, tx)).await?;
+        if unclaimed && created == Created::New {
             self.announce();
         }
-        Ok(())
+        Ok(created)
     }
 
     // A checkpoint that releases its execution is not announced: the worker that wrote it is
@@ -1007,7 +1057,7 @@ impl Store for SqliteStore {
         self.ask(|tx| Request::Events(id, tx)).await
     }
 
-    async fn list(&self, query: ListQuery) -> Result<Vec<ExecutionRecord>, StoreError> {
+    async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
         self.ask(|tx| Request::List(query, tx)).await
     }
 
