@@ -236,7 +236,7 @@ where
 
     pub(crate) async fn history(&self, id: ExecutionId) -> Result<History, DurableError> {
         let rows = self.store.events(id).await?;
-        let mut history = History::stored(rows.len());
+        let mut history = History::with_capacity(rows.len());
         for row in &rows {
             let event =
                 codec::decode(M::DEFINITION, row).map_err(|message| DurableError::BadState {
@@ -323,6 +323,7 @@ where
     pub(crate) async fn complete<W, N>(
         &self,
         token: impl crate::AsTaskToken,
+        by: Option<&str>,
         complete: impl FnOnce(W::Typed) -> N,
     ) -> Result<ExecutionId, TokenError>
     where
@@ -346,7 +347,7 @@ where
                 token.execution()
             ))
         })?;
-        let result = serde_json::json!({ "state": next, "transition": transition });
+        let result = serde_json::json!({ "state": next, "transition": transition, "by": by });
         self.answer(token, TokenStatus::Completed, result.to_string())
             .await
     }
@@ -354,10 +355,13 @@ where
     pub(crate) async fn fail(
         &self,
         token: impl crate::AsTaskToken,
+        by: Option<&str>,
         error: StepError,
     ) -> Result<ExecutionId, TokenError> {
         let (token, _) = self.open_token(token.as_task_token()?, None).await?;
-        let result = codec::error_json(&error).to_string();
+        let mut result = codec::error_json(&error);
+        result["by"] = serde_json::json!(by);
+        let result = result.to_string();
         self.answer(token, TokenStatus::Failed, result).await
     }
 
@@ -511,12 +515,15 @@ pub(crate) async fn next_end(ended: &mut Option<tokio::sync::watch::Receiver<u64
 /// ```
 pub struct DurableClient<M, S> {
     inner: Arc<Client<M, S>>,
+    /// Who answers waits through this client, as histories record it.
+    caller: Option<Arc<str>>,
 }
 
 impl<M, S> Clone for DurableClient<M, S> {
     fn clone(&self) -> Self {
         DurableClient {
             inner: Arc::clone(&self.inner),
+            caller: self.caller.clone(),
         }
     }
 }
@@ -536,6 +543,24 @@ where
     pub fn new(store: S) -> Self {
         DurableClient {
             inner: Arc::new(Client::new(store)),
+            caller: None,
+        }
+    }
+
+    /// This client, answering waits as `who` (`"carrier-webhook"`, `"ops:alice"`): each
+    /// history records who completed or failed its wait ("wait completed ... answered by
+    /// carrier-webhook"). Shares the store with `self`.
+    pub fn answering_as(&self, who: impl Into<String>) -> Self {
+        DurableClient {
+            inner: Arc::clone(&self.inner),
+            // One line in a history's table, whatever the caller's text holds.
+            caller: Some(
+                who.into()
+                    .chars()
+                    .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+                    .collect::<String>()
+                    .into(),
+            ),
         }
     }
 
@@ -623,7 +648,8 @@ where
         W: crate::Waiting<M>,
         N: Into<W::Next>,
     {
-        self.inner.complete::<W, N>(token, complete).await
+        let by = self.caller.as_deref();
+        self.inner.complete::<W, N>(token, by, complete).await
     }
 
     /// Fails the wait that handed out `token` with `error`, as
@@ -633,7 +659,7 @@ where
         token: impl crate::AsTaskToken,
         error: StepError,
     ) -> Result<ExecutionId, TokenError> {
-        self.inner.fail(token, error).await
+        self.inner.fail(token, self.caller.as_deref(), error).await
     }
 
     /// The store.

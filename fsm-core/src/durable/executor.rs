@@ -627,16 +627,25 @@ where
                         "the token's result is not a transition of `{name}`"
                     )));
                 }
-                driver.wait_completed(name, transition);
+                let by = result.get("by").and_then(|b| b.as_str()).map(str::to_owned);
+                driver.wait_completed(name, transition, by);
                 Ok(WaitEntry::Next(next))
             }
             TokenStatus::Failed => {
-                let error = t
+                let result: Option<serde_json::Value> = t
                     .result
                     .as_deref()
-                    .and_then(|r| serde_json::from_str(r).ok())
-                    .and_then(|v: serde_json::Value| codec::error_from(&v))
+                    .and_then(|r| serde_json::from_str(r).ok());
+                let error = result
+                    .as_ref()
+                    .and_then(codec::error_from)
                     .ok_or_else(|| bad("the failed token has no error".into()))?;
+                let by = result
+                    .as_ref()
+                    .and_then(|r| r.get("by"))
+                    .and_then(|b| b.as_str())
+                    .map(str::to_owned);
+                driver.wait_failed(name, by);
                 Ok(WaitEntry::Failure(state, error, None))
             }
             TokenStatus::TimedOut | TokenStatus::Superseded => {
@@ -1130,7 +1139,11 @@ where
         W: crate::Waiting<M>,
         N: Into<W::Next>,
     {
-        let id = self.inner.client.complete::<W, N>(token, complete).await?;
+        let id = self
+            .inner
+            .client
+            .complete::<W, N>(token, None, complete)
+            .await?;
         // This worker may take it at once.
         self.inner.wake.notify_one();
         Ok(id)
@@ -1144,24 +1157,67 @@ where
         token: impl crate::AsTaskToken,
         error: StepError,
     ) -> Result<ExecutionId, TokenError> {
-        let id = self.inner.client.fail(token, error).await?;
+        let id = self.inner.client.fail(token, None, error).await?;
         self.inner.wake.notify_one();
         Ok(id)
     }
 
-    /// Returns once no execution is in flight on this worker: every one has ended, waits (for
-    /// a retry or a token), or is set aside. Executions that become due later are claimed
-    /// again.
+    /// Returns once nothing is due and nothing is in flight: every execution this worker
+    /// could claim now has been claimed and has ended, waits (for a retry, a timer or a
+    /// token), or is set aside. A fresh worker with due executions in the store is not idle
+    /// until it has taken them. Executions that become due later are claimed then. (It also
+    /// returns if the store cannot be read, or once the worker is shut down and none is in
+    /// flight.)
     pub async fn idle(&self) {
+        let inner = &self.inner;
         loop {
-            let idle = self.inner.flight.idle.notified();
+            let idle = inner.flight.idle.notified();
             let mut idle = core::pin::pin!(idle);
             idle.as_mut().enable();
-            if self.inner.flight.in_flight.load(Ordering::SeqCst) == 0 {
+            if inner.flight.in_flight.load(Ordering::SeqCst) > 0 {
+                idle.await;
+                continue;
+            }
+            if inner.closing.load(Ordering::SeqCst) {
                 return;
             }
-            idle.await;
+            let now = inner.client.clock.now();
+            match inner.client.store.next_due(M::DEFINITION.name).await {
+                // Due and unclaimed: the scheduler takes it; look again once it has.
+                Ok(Some(due)) if due <= now => {
+                    inner.wake.notify_one();
+                    let _ = tokio::time::timeout(Duration::from_millis(10), idle).await;
+                }
+                _ => return,
+            }
         }
+    }
+
+    /// Serves until `shutdown` completes (a signal, a
+    /// [`CancellationToken`](https://docs.rs/tokio-util/latest/tokio_util/sync/struct.CancellationToken.html)'s
+    /// `cancelled()`, a channel), then shuts down as [`DurableExecutor::shutdown`] does:
+    /// claims no more, lets the executions in flight reach their next checkpoint (they stay
+    /// in the store for the next worker) and returns when none is in flight. The worker
+    /// claims and runs due executions from the moment it is built; `serve` is what a worker
+    /// process's `main` awaits.
+    ///
+    /// ```no_run
+    /// # use fsm_core::{DurableExecutor, Dispatch, Store};
+    /// # async fn run<M, H, S>(worker: DurableExecutor<M, H, S>)
+    /// # where
+    /// #     M: Dispatch<H> + Clone + serde::Serialize + serde::de::DeserializeOwned,
+    /// #     H: Send + Sync + 'static,
+    /// #     S: Store,
+    /// # {
+    /// // In a worker's `main`: `tokio::signal::ctrl_c()`, here a channel.
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// # drop(stop);
+    /// worker.serve(async { stopped.await.ok(); }).await;
+    /// # }
+    /// ```
+    pub async fn serve(&self, shutdown: impl core::future::Future<Output = ()>) {
+        shutdown.await;
+        self.shutdown().await;
     }
 
     /// Stops taking work: no more executions are claimed, and those in flight stop at their

@@ -444,10 +444,13 @@ where
         };
         match answer {
             Some(Answer::Completed(next, transition)) => {
-                driver.wait_completed(name, transition);
+                driver.wait_completed(name, transition, None);
                 Ok(next)
             }
-            Some(Answer::Failed(error)) => Err((waiting, error, None)),
+            Some(Answer::Failed(error)) => {
+                driver.wait_failed(name, None);
+                Err((waiting, error, None))
+            }
             None => {
                 let limit = timeout.unwrap_or_default();
                 let message = format_args!("no answer to the task token within {limit:?}");
@@ -724,15 +727,28 @@ impl<M: crate::Fsm> Driver<'_, M> {
         });
     }
 
-    /// Records that the wait in `state` was answered with `transition`, which counts as the
-    /// step it ends: the next state begins at its first attempt.
-    pub(crate) fn wait_completed(&mut self, state: &'static str, transition: usize) {
+    /// Records that the wait in `state` was answered (by `by`, if named) with `transition`,
+    /// which counts as the step it ends: the next state begins at its first attempt.
+    pub(crate) fn wait_completed(
+        &mut self,
+        state: &'static str,
+        transition: usize,
+        by: Option<String>,
+    ) {
         let (at, attempt) = (self.rec.stamp(), self.attempt);
         self.rec
-            .event(at, || EventKind::WaitCompleted { state, attempt });
+            .event(at, || EventKind::WaitCompleted { state, attempt, by });
         self.rec.transition(at, transition);
         self.step = self.step.saturating_add(1);
         self.attempt = 1;
+    }
+
+    /// Records that the wait in `state` was failed from outside (by `by`, if named): the
+    /// failure that follows is the waiting state's.
+    pub(crate) fn wait_failed(&mut self, state: &'static str, by: Option<String>) {
+        let (at, attempt) = (self.rec.stamp(), self.attempt);
+        self.rec
+            .event(at, || EventKind::WaitFailed { state, attempt, by });
     }
 
     /// The outcome of an execution that ends, errored, in `state`: its step failed for good,

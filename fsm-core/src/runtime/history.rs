@@ -11,9 +11,6 @@ use crate::StepError;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
     events: Vec<HistoryEvent>,
-    /// Whether times are known to the millisecond only (a durable history, read back from a
-    /// store that keeps whole milliseconds): then they are shown as such.
-    whole_millis: bool,
 }
 
 /// One event of a [`History`].
@@ -115,6 +112,19 @@ pub enum EventKind {
         state: &'static str,
         /// The attempt, from 1.
         attempt: u32,
+        /// Who answered, as they named themselves
+        /// ([`DurableClient::answering_as`](crate::DurableClient::answering_as)), if they did.
+        by: Option<String>,
+    },
+    /// The task token of a wait was failed by the outside world (the failure follows, as a
+    /// step's: retried or routed by the waiting state's policy).
+    WaitFailed {
+        /// The waiting state.
+        state: &'static str,
+        /// The attempt, from 1.
+        attempt: u32,
+        /// Who answered, if they named themselves.
+        by: Option<String>,
     },
     /// The execution ended in a terminal state of kind success.
     ExecutionSucceeded {
@@ -167,16 +177,6 @@ impl History {
     pub(crate) fn with_capacity(n: usize) -> Self {
         History {
             events: Vec::with_capacity(n),
-            whole_millis: false,
-        }
-    }
-
-    /// A history read back from a store, whose times are whole milliseconds.
-    #[cfg(feature = "durable")]
-    pub(crate) fn stored(n: usize) -> Self {
-        History {
-            events: Vec::with_capacity(n),
-            whole_millis: true,
         }
     }
 
@@ -206,6 +206,7 @@ impl EventKind {
             EventKind::ExecutionResumed { .. } => "execution resumed",
             EventKind::WaitStarted { .. } => "wait started",
             EventKind::WaitCompleted { .. } => "wait completed",
+            EventKind::WaitFailed { .. } => "wait failed",
             EventKind::ExecutionSucceeded { .. } => "execution succeeded",
             EventKind::ExecutionFailed { .. } => "execution failed",
         }
@@ -224,6 +225,7 @@ impl EventKind {
             | EventKind::ExecutionResumed { state, .. }
             | EventKind::WaitStarted { state, .. }
             | EventKind::WaitCompleted { state, .. }
+            | EventKind::WaitFailed { state, .. }
             | EventKind::ExecutionFailed { state, .. } => state,
             EventKind::Transition { from, .. } => from,
         }
@@ -233,14 +235,14 @@ impl EventKind {
 impl fmt::Display for EventKind {
     /// The event's details, as in the history table's last column.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.detail(f, false)
+        self.detail(f)
     }
 }
 
 impl EventKind {
-    /// The event's details, with durations to the millisecond if `whole_millis`.
-    fn detail(&self, f: &mut fmt::Formatter<'_>, whole_millis: bool) -> fmt::Result {
-        let ms = |d: Duration| Shown(d, whole_millis);
+    /// The event's details.
+    fn detail(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = Shown;
         match self {
             EventKind::ExecutionStarted { .. } | EventKind::ExecutionSucceeded { .. } => Ok(()),
             EventKind::StepStarted { attempt, .. } => write!(f, "attempt {attempt}"),
@@ -276,8 +278,26 @@ impl EventKind {
                 timeout: Some(timeout),
                 ..
             } => write!(f, "attempt {attempt}, for up to {}", ms(*timeout)),
-            EventKind::WaitStarted { attempt, .. } | EventKind::WaitCompleted { attempt, .. } => {
+            EventKind::WaitStarted { attempt, .. }
+            | EventKind::WaitCompleted {
+                attempt, by: None, ..
+            }
+            | EventKind::WaitFailed {
+                attempt, by: None, ..
+            } => {
                 write!(f, "attempt {attempt}")
+            }
+            EventKind::WaitCompleted {
+                attempt,
+                by: Some(by),
+                ..
+            }
+            | EventKind::WaitFailed {
+                attempt,
+                by: Some(by),
+                ..
+            } => {
+                write!(f, "attempt {attempt}, answered by {by}")
             }
             EventKind::ExecutionFailed {
                 attempts,
@@ -307,17 +327,17 @@ impl fmt::Display for History {
         )?;
         let mut previous = Duration::ZERO;
         for e in &self.events {
-            let mut detail = Detail(&e.kind, self.whole_millis).to_string();
+            let mut detail = e.kind.to_string();
             if let EventKind::ExecutionResumed { .. } = e.kind {
                 // What happened between the last event and this one is not known: the worker
                 // stopped (killed, shut down, its lease ran out) and another took over.
-                let gap = Shown(e.at.saturating_sub(previous), self.whole_millis);
+                let gap = Shown(e.at.saturating_sub(previous));
                 let sep = if detail.is_empty() { "" } else { "; " };
                 detail = format!("{detail}{sep}stopped for {gap} before");
             }
             let line = format!(
                 "{:>10}  {:<19}  {:<width$}  {detail}",
-                Shown(e.at, self.whole_millis).to_string(),
+                Shown(e.at).to_string(),
                 e.kind.name(),
                 e.kind.state(),
             );
@@ -328,26 +348,16 @@ impl fmt::Display for History {
     }
 }
 
-/// An event's details, shown to the precision its history has.
-struct Detail<'a>(&'a EventKind, bool);
-
-impl fmt::Display for Detail<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.detail(f, self.1)
-    }
-}
-
-/// A duration as a person reads it, to the precision it is known: `1.500ms` (or `157ms` when
-/// only whole milliseconds are known), `2.045s`, `3m12.500s`, `2h05m00s`.
-struct Shown(Duration, bool);
+/// A duration as a person reads it: `1.500ms`, `2.045s`, `3m12.500s`, `2h05m00s`; never
+/// wider than 10 characters below 1,000 hours, so that the history's columns stay in line.
+struct Shown(Duration);
 
 impl fmt::Display for Shown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Shown(d, whole_millis) = *self;
+        let Shown(d) = *self;
         let secs = d.as_secs();
         let millis = d.subsec_millis();
         match secs {
-            0 if whole_millis => write!(f, "{millis}ms"),
             0 => write!(f, "{:.3}ms", d.as_secs_f64() * 1000.0),
             1..60 => write!(f, "{secs}.{millis:03}s"),
             60..3600 => write!(f, "{}m{:02}.{millis:03}s", secs / 60, secs % 60),
@@ -363,11 +373,13 @@ mod tests {
 
     #[test]
     fn durations_are_shown_to_the_precision_they_are_known() {
-        let shown = |d: Duration, whole| Shown(d, whole).to_string();
-        assert_eq!(shown(Duration::from_micros(1_500), false), "1.500ms");
-        assert_eq!(shown(Duration::from_millis(157), true), "157ms");
-        assert_eq!(shown(Duration::from_millis(2_045), true), "2.045s");
-        assert_eq!(shown(Duration::from_millis(192_500), false), "3m12.500s");
-        assert_eq!(shown(Duration::from_secs(7_500), true), "2h05m00s");
+        let shown = |d: Duration| Shown(d).to_string();
+        assert_eq!(shown(Duration::from_micros(1_500)), "1.500ms");
+        assert_eq!(shown(Duration::from_micros(513_042)), "513.042ms");
+        assert_eq!(shown(Duration::from_millis(2_045)), "2.045s");
+        assert_eq!(shown(Duration::from_millis(20_000)), "20.000s");
+        assert_eq!(shown(Duration::from_millis(192_500)), "3m12.500s");
+        assert_eq!(shown(Duration::from_secs(7_500)), "2h05m00s");
+        assert_eq!(shown(Duration::from_secs(999 * 3600 + 3599)), "999h59m59s");
     }
 }

@@ -40,8 +40,10 @@ pub(crate) fn error_from(v: &Value) -> Option<StepError> {
 pub(crate) fn encode(event: &HistoryEvent, seq: u32) -> StoredEvent {
     let detail = match &event.kind {
         EventKind::ExecutionStarted { .. } | EventKind::ExecutionSucceeded { .. } => Value::Null,
-        EventKind::StepStarted { attempt, .. } | EventKind::WaitCompleted { attempt, .. } => {
-            json!({ "attempt": attempt })
+        EventKind::StepStarted { attempt, .. } => json!({ "attempt": attempt }),
+        EventKind::WaitCompleted { attempt, by, .. }
+        | EventKind::WaitFailed { attempt, by, .. } => {
+            json!({ "attempt": attempt, "by": by })
         }
         EventKind::StepSucceeded {
             attempt, duration, ..
@@ -104,6 +106,7 @@ pub(crate) fn decode(def: &'static Definition, row: &StoredEvent) -> Result<Hist
             .and_then(|v| Duration::try_from_secs_f64(v / 1000.0).ok())
             .ok_or_else(|| bad(&format!("no {key}")))
     };
+    let by = || detail.get("by").and_then(Value::as_str).map(str::to_owned);
     let error = || {
         detail
             .get("error")
@@ -120,6 +123,12 @@ pub(crate) fn decode(def: &'static Definition, row: &StoredEvent) -> Result<Hist
         "wait completed" => EventKind::WaitCompleted {
             state,
             attempt: attempt()?,
+            by: by(),
+        },
+        "wait failed" => EventKind::WaitFailed {
+            state,
+            attempt: attempt()?,
+            by: by(),
         },
         "step succeeded" => EventKind::StepSucceeded {
             state,

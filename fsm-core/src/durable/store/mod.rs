@@ -502,6 +502,12 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
     },
+    /// A claim or a checkpoint, which only a worker makes, on a store opened as a client
+    /// ([`SqliteStore::open_client`](crate::SqliteStore::open_client)) or read-only.
+    NotAWorker {
+        /// The file.
+        path: PathBuf,
+    },
     /// The file (or its directory) cannot be written.
     ReadOnly {
         /// The file.
@@ -583,9 +589,18 @@ impl fmt::Display for StoreError {
                  upgrade fsm-core to open it",
                 path.display()
             ),
-            StoreError::Locked { path } => {
-                write!(f, "{} is in use by another worker process", path.display())
-            }
+            StoreError::Locked { path } => write!(
+                f,
+                "{} is in use by another worker process (a process that starts executions \
+                 and answers tokens beside it opens it with SqliteStore::open_client)",
+                path.display()
+            ),
+            StoreError::NotAWorker { path } => write!(
+                f,
+                "{} is open as a client here: only its worker claims and checkpoints \
+                 executions",
+                path.display()
+            ),
             StoreError::ReadOnly { path } => write!(f, "{} cannot be written", path.display()),
             StoreError::Full { path } => write!(
                 f,

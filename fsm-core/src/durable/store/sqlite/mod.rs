@@ -2,7 +2,7 @@
 //! writes of many executions together (group commit).
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, Row};
@@ -99,6 +99,10 @@ pub struct SqliteOptions {
     /// Open the file read-only, to inspect it beside a running worker: every write is refused
     /// with [`StoreError::ReadOnly`], and no worker lock is taken.
     pub read_only: bool,
+    /// Open the file as a client of the worker process that holds it (see
+    /// [`SqliteStore::open_client`]): it starts executions, answers task tokens and reads;
+    /// claims and checkpoints, a worker's writes, are refused with [`StoreError::NotAWorker`].
+    pub client: bool,
     /// The largest the database may grow, in bytes (rounded down to pages); past it a write is
     /// refused with [`StoreError::Full`], as on a full disk.
     pub max_size: Option<u64>,
@@ -107,10 +111,17 @@ pub struct SqliteOptions {
 /// Durable executions in one SQLite file (SQLite compiled in; nothing to install).
 ///
 /// The file is in WAL mode, so readers (`sqlite3 orders.db`, another process's read-only
-/// store) do not block the worker. One worker process at a time opens a file read-write: it
+/// store) do not block the worker. One worker process at a time opens a file as a worker: it
 /// takes a lock on the database file itself (whatever path names it: a symlink, a hard link)
 /// that the operating system releases when the process ends, however it ends, so the next
 /// process to open the file knows every execution that was held is free to resume.
+///
+/// Any number of other processes open it as clients ([`SqliteStore::open_client`]): an API
+/// server that starts executions, a webhook that answers their task tokens, beside the
+/// worker. SQLite serializes their writes with the worker's; each store notices what other
+/// processes commit within [`SqliteStore::NOTICE`] (it watches SQLite's `data_version`), so
+/// the worker claims a client's start or answer at once, and a client waiting for an
+/// execution to end ([`DurableClient::finished`](crate::DurableClient::finished)) sees it.
 ///
 /// A new file is created readable and writable by its owner only (mode `0600`), and so are its
 /// WAL and shared-memory files: they hold every execution's data and its waits.
@@ -124,10 +135,12 @@ pub struct SqliteStore {
 
 struct Shared {
     requests: mpsc::Sender<Request>,
-    /// Changed after a write that leaves work due for whichever worker claims it.
-    work: tokio::sync::watch::Sender<u64>,
-    /// Changed after a checkpoint that ended an execution.
-    ended: tokio::sync::watch::Sender<u64>,
+    /// Changed after a write that leaves work due for whichever worker claims it, and when
+    /// another process committed to the file.
+    work: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Changed after a checkpoint that ended an execution, and when another process
+    /// committed to the file.
+    ended: Arc<tokio::sync::watch::Sender<u64>>,
     path: PathBuf,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Held for the store's lifetime: the worker lock, or a read-only store's hold on the
@@ -190,9 +203,29 @@ impl Request {
 }
 
 impl SqliteStore {
+    /// How soon a store notices what another process committed to its file (a client's start
+    /// or answer, a worker's end of an execution).
+    pub const NOTICE: std::time::Duration = std::time::Duration::from_millis(20);
+
     /// Tells the workers of this store that work may be due.
     fn announce(&self) {
         self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Opens the store in `path` as a client of the worker process that holds it: for a
+    /// process that starts executions and answers task tokens but runs no step (an API
+    /// server, a webhook), through a [`DurableClient`](crate::DurableClient). Takes no worker
+    /// lock, so it opens while a worker runs (or none does: what it writes waits for one).
+    /// The file must exist and be of this version's schema (a worker creates and upgrades
+    /// it).
+    pub fn open_client(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(
+            path,
+            SqliteOptions {
+                client: true,
+                ..SqliteOptions::default()
+            },
+        )
     }
 
     /// Opens (or creates) the store in `path` as a worker, with the default options.
@@ -222,15 +255,16 @@ impl SqliteStore {
             }
         }
         let exists = meta.is_some_and(|m| m.len() > 0);
-        if !exists && options.read_only {
+        let worker = !options.read_only && !options.client;
+        if !exists && !worker {
             return Err(StoreError::Database {
                 path,
-                message: "no such database".into(),
+                message: "no such database (a worker creates it)".into(),
             });
         }
         // The worker lock first: a second worker is refused before it reads anything. A
-        // read-only store registers its hold before it opens the file.
-        let hold = if options.read_only {
+        // read-only store or a client registers its hold before it opens the file.
+        let hold = if !worker {
             Hold::Reader(lock::ReaderHold::new(&path))
         } else {
             match lock::WorkerLock::acquire(&path) {
@@ -244,7 +278,7 @@ impl SqliteStore {
             let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .map_err(|e| error(&path, e))?;
             let version = check_schema(&conn, &path)?;
-            if options.read_only && version < SCHEMA_VERSION {
+            if !worker && version < SCHEMA_VERSION {
                 return Err(StoreError::Database {
                     path,
                     message: format!(
@@ -260,20 +294,30 @@ impl SqliteStore {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = Connection::open_with_flags(&path, flags).map_err(|e| error(&path, e))?;
-        if !options.read_only {
+        if worker {
             prepare(&mut conn, &path, &options)?;
+        } else {
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(|e| error(&path, e))?;
         }
         let (requests, rx) = mpsc::channel();
         let thread_path = path.clone();
+        let work = Arc::new(tokio::sync::watch::Sender::new(0));
+        let ended = Arc::new(tokio::sync::watch::Sender::new(0));
+        let others = Others {
+            work: Arc::clone(&work),
+            ended: Arc::clone(&ended),
+            seen: None,
+        };
         let thread = std::thread::Builder::new()
             .name("fsm-sqlite".into())
-            .spawn(move || Writer::new(conn, thread_path).serve(rx))
+            .spawn(move || Writer::new(conn, thread_path, worker).serve(rx, others))
             .map_err(|e| io_error(&path, &e))?;
         Ok(SqliteStore {
             inner: std::sync::Arc::new(Shared {
                 requests,
-                work: tokio::sync::watch::Sender::new(0),
-                ended: tokio::sync::watch::Sender::new(0),
+                work,
+                ended,
                 path,
                 thread: std::sync::Mutex::new(Some(thread)),
                 _hold: hold,
@@ -455,10 +499,34 @@ fn error(path: &Path, e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// What other processes commit to the file, noticed through SQLite's `data_version` (which
+/// changes when another connection commits) and told to this process's watchers.
+struct Others {
+    work: Arc<tokio::sync::watch::Sender<u64>>,
+    ended: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The `data_version` last read.
+    seen: Option<i64>,
+}
+
+impl Others {
+    fn look(&mut self, conn: &Connection) {
+        let Ok(version) = conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)) else {
+            return;
+        };
+        if self.seen.is_some_and(|seen| seen != version) {
+            self.work.send_modify(|n| *n = n.wrapping_add(1));
+            self.ended.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        self.seen = Some(version);
+    }
+}
+
 /// The thread that owns the connection.
 struct Writer {
     conn: Connection,
     path: PathBuf,
+    /// Whether this store is the file's worker (else claims and checkpoints are refused).
+    worker: bool,
     /// Set when SQLite rolled the whole transaction back (it does on a full disk, say): the
     /// batch's writes are all lost, and each is answered with this error.
     aborted: Option<StoreError>,
@@ -488,18 +556,28 @@ impl Done {
 }
 
 impl Writer {
-    fn new(conn: Connection, path: PathBuf) -> Self {
+    fn new(conn: Connection, path: PathBuf, worker: bool) -> Self {
         conn.set_prepared_statement_cache_capacity(64);
         Writer {
             conn,
             path,
+            worker,
             aborted: None,
         }
     }
 
-    fn serve(mut self, requests: mpsc::Receiver<Request>) {
+    fn serve(mut self, requests: mpsc::Receiver<Request>, mut others: Others) {
         let mut batch = Vec::with_capacity(BATCH);
-        while let Ok(first) = requests.recv() {
+        others.look(&self.conn);
+        loop {
+            let first = match requests.recv_timeout(SqliteStore::NOTICE) {
+                Ok(first) => first,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    others.look(&self.conn);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
             batch.push(first);
             while batch.len() < BATCH {
                 match requests.try_recv() {
@@ -508,6 +586,7 @@ impl Writer {
                 }
             }
             self.run(&mut batch);
+            others.look(&self.conn);
         }
     }
 
@@ -583,6 +662,20 @@ impl Writer {
     }
 
     fn one(&mut self, request: Request, done: &mut Vec<Done>) {
+        if !self.worker {
+            let refused = || StoreError::NotAWorker {
+                path: self.path.clone(),
+            };
+            match request {
+                Request::Checkpoint(_, reply) => return drop(reply.send(Err(refused()))),
+                Request::Claim { reply, .. } => return drop(reply.send(Err(refused()))),
+                request => return self.any(request, done),
+            }
+        }
+        self.any(request, done)
+    }
+
+    fn any(&mut self, request: Request, done: &mut Vec<Done>) {
         match request {
             Request::Create(new, reply) => {
                 let r = self.savepoint(|c, p| create(c, p, &new));
