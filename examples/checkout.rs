@@ -183,13 +183,13 @@ impl Services {
             let sql = "INSERT INTO charge_calls (key, ord) VALUES (?1, ?2)";
             ledger
                 .execute(sql, rusqlite::params![key, order])
-                .map_err(|e| StepError::retryable("gateway_unavailable", e))?;
+                .map_err(|e| StepError::retryable(checkout::errors::GATEWAY_UNAVAILABLE, e))?;
             ledger
                 .execute(
                     "INSERT OR IGNORE INTO charges (key, ord, payment) VALUES (?1, ?2, ?3)",
                     rusqlite::params![key, order, payment],
                 )
-                .map_err(|e| StepError::retryable("gateway_unavailable", e))?;
+                .map_err(|e| StepError::retryable(checkout::errors::GATEWAY_UNAVAILABLE, e))?;
             return Ok(Ok(payment));
         }
         let mut charges = self.charges.lock().unwrap();

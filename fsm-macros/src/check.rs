@@ -61,6 +61,7 @@ pub(crate) fn is_module_name(m: &Machine, name: &str) -> bool {
             .strip_suffix("Next")
             .is_some_and(|base| m.index_of_str(base).is_some())
         || (m.has_choices && name == names::CHOICE)
+        || (name == names::ERRORS && !names::error_kinds(m).is_empty())
 }
 
 /// Whether `name` is a method every typed state already has, or a hidden one.
@@ -94,6 +95,7 @@ pub(crate) fn check<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> Option<Graph<'a>> 
     let (edges, all_targets_exist) = targets_exist(cx, m);
     let (catches, all_catch_targets_exist) = catch_targets_exist(cx, m);
     catch_kinds_are_unique_per_state(cx, m);
+    error_constants_are_distinct(cx, m);
     targets_are_unique_per_state(cx, m, &edges);
     let initial = initial?;
     // With a misspelt target or an unreadable key the intended graph is unknown: reachability
@@ -288,6 +290,35 @@ fn catch_targets_exist(cx: &mut Ctxt, m: &Machine) -> (Vec<CatchEdge>, bool) {
         }
     }
     (out, all)
+}
+
+/// Distinct error kinds get distinct constants in `errors` (`a_b` and `A_B` would not).
+fn error_constants_are_distinct(cx: &mut Ctxt, m: &Machine) {
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    for (kind, span) in m
+        .states
+        .iter()
+        .flat_map(|s| &s.catch)
+        .flat_map(|c| &c.kinds)
+    {
+        let kind = kind.strip_prefix("r#").unwrap_or(kind);
+        if kind == "*" {
+            continue;
+        }
+        let name = names::error_const(kind);
+        match seen.get(name.as_str()) {
+            Some(prev) if *prev != kind => cx.push(syn::Error::new(
+                *span,
+                format!(
+                    "error kinds `{prev}` and `{kind}` would both be `{}::{name}`; rename one",
+                    names::ERRORS
+                ),
+            )),
+            _ => {
+                seen.insert(name, kind);
+            }
+        }
+    }
 }
 
 /// An error kind is routed once per state, and `_` (any error) comes last: otherwise which

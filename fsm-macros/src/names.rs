@@ -71,6 +71,37 @@ pub(crate) fn event_trait(event: &syn::Ident) -> String {
 /// as `choice::<event>::<state>`.
 pub(crate) const CHOICE: &str = "choice";
 
+/// The module of the machine's module that holds a constant per error kind its `catch` routes
+/// name: `errors::GATEWAY_UNAVAILABLE`.
+pub(crate) const ERRORS: &str = "errors";
+
+/// The constant of an error kind: `gateway_unavailable` -> `GATEWAY_UNAVAILABLE`.
+pub(crate) fn error_const(kind: &str) -> String {
+    kind.strip_prefix("r#").unwrap_or(kind).to_uppercase()
+}
+
+/// The error kinds `catch` routes name (not `_`), in the order first named, each once, with
+/// where it was first named and the states that route it.
+pub(crate) fn error_kinds<'a>(
+    m: &'a crate::ast::Machine<'a>,
+) -> Vec<(&'a str, proc_macro2::Span, Vec<&'a syn::Ident>)> {
+    let mut out: Vec<(&str, proc_macro2::Span, Vec<&syn::Ident>)> = Vec::new();
+    for s in &m.states {
+        for (kind, span) in s.catch.iter().flat_map(|c| &c.kinds) {
+            let kind = kind.strip_prefix("r#").unwrap_or(kind);
+            if kind == "*" {
+                continue;
+            }
+            match out.iter_mut().find(|(k, ..)| *k == kind) {
+                Some((.., states)) if states.last() != Some(&s.ident) => states.push(s.ident),
+                Some(_) => {}
+                None => out.push((kind, *span, vec![s.ident])),
+            }
+        }
+    }
+    out
+}
+
 /// `ship_express` -> `ShipExpress`.
 pub(crate) fn camel_case(name: &str) -> String {
     name.split('_')

@@ -213,7 +213,7 @@ where
         match created {
             Created::New => Ok((record, true)),
             Created::Existing(existing) => match options.if_name_taken {
-                IfNameTaken::UseExisting => Ok((existing, false)),
+                IfNameTaken::UseExisting => Ok((*existing, false)),
                 IfNameTaken::Fail => Err(DurableError::NameTaken {
                     name: options.name.clone().unwrap_or_default(),
                     execution: existing.id,

@@ -254,7 +254,7 @@ mod tests {
         assert_ne!(old, text);
         assert_eq!(old.parse::<TaskToken>(), Ok(t.clone()));
         assert_eq!(t.as_task_token(), Ok(t.clone()));
-        assert_eq!((&text).as_task_token(), Ok(t.clone()));
+        assert_eq!(AsTaskToken::as_task_token(&&text), Ok(t.clone()));
         assert_eq!(text.as_str().as_task_token(), Ok(t.clone()));
         assert!(!format!("{t:?}").contains(&format!("{:032x}", t.secret)));
         let other = TaskToken::generate(t.execution, 3, 2).unwrap();

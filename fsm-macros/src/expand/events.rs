@@ -249,6 +249,46 @@ fn choices<'g>(m: &Machine, g: &'g Graph, from: usize) -> Vec<(&'g Ident, Vec<St
 /// like the state. An event's name only ever meets other events' names, so no event can make
 /// a choice enum's name collide with another generated type (names built by joining would:
 /// `Reserved` + `next` is the `Next` enum's `ReservedNext`, and `A` + `b_c` is `AB` + `c`).
+/// The module `errors`: a constant per error kind the machine's `catch` routes name, so that a
+/// step raises `StepError::fatal(errors::GATEWAY_UNAVAILABLE, ..)` and a misspelt kind does
+/// not compile (a free string still works, for kinds no route names). Each constant is
+/// spanned on the kind in the declaration, where rustc's "similarly named constant defined
+/// here" points.
+pub(super) fn error_module(m: &Machine) -> TokenStream {
+    let kinds = names::error_kinds(m);
+    let Some((first, ..)) = kinds.first() else {
+        return TokenStream::new();
+    };
+    let (module_vis, vis) = (&m.inner_vis, &m.typed_vis);
+    let doc = format!(
+        "The error kinds the `catch` routes of [`{0}`](super::{0}) name, as constants: a step \
+         that fails with one (`StepError::fatal({1}::{2}, ..)`) is routed, and a misspelt \
+         one does not compile.",
+        m.ident,
+        names::ERRORS,
+        names::error_const(first),
+    );
+    let consts = kinds.iter().map(|(kind, span, states)| {
+        let states: Vec<String> = states
+            .iter()
+            .map(|s| format!("`{}`", names::unraw(s)))
+            .collect();
+        let doc = format!("`{kind}`: routed by `catch` on {}.", states.join(", "));
+        let name = format_ident!("{}", names::error_const(kind), span = *span);
+        quote_spanned! {*span=>
+            #[doc = #doc]
+            #vis const #name: &::core::primitive::str = #kind;
+        }
+    });
+    let module = format_ident!("{}", names::ERRORS);
+    quote::quote! {
+        #[doc = #doc]
+        #module_vis mod #module {
+            #(#consts)*
+        }
+    }
+}
+
 fn choice_enums(src: &mut Src, g: &Graph) {
     let m = src.m;
     // Each branching event, with the states it branches from and their targets.

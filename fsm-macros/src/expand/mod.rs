@@ -120,7 +120,8 @@ fn expand(m: &Machine, g: &Graph, lex: &dyn Fn(&str) -> Option<TokenStream>) -> 
             "internal error in #[derive(Fsm)]: generated code did not lex; please report it";
         return syn::Error::new_spanned(m.ident, message).to_compile_error();
     };
-    let structs = quote! { #structs_tokens #outer };
+    let errors = events::error_module(m);
+    let structs = quote! { #structs_tokens #outer #errors };
     let exports = exports(m);
     module(m, structs, exports, quote! { #spanned #body })
 }

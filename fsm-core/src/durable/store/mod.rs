@@ -231,7 +231,7 @@ pub enum Created {
     New,
     /// The machine already has an execution of that name: nothing was written; this is its
     /// row.
-    Existing(ExecutionRecord),
+    Existing(Box<ExecutionRecord>),
 }
 
 /// One history event as stored.

@@ -1096,10 +1096,10 @@ async fn create_all(
             .query_opt(&sql, &[&n.record.machine, &n.record.name])
             .await
             .map_err(db)?
-            .ok_or_else(|| StoreError::Conflict {
+            .ok_or(StoreError::Conflict {
                 execution: n.record.id,
             })?;
-        out.push(Created::Existing(rows::record(&row)?));
+        out.push(Created::Existing(Box::new(rows::record(&row)?)));
     }
     Ok(out)
 }

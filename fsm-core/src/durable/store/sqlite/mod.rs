@@ -872,7 +872,7 @@ fn create(c: &Connection, path: &Path, new: &NewExecution) -> Result<Created, St
             ))
             .and_then(|mut s| s.query_row(params![r.machine, r.name], |row| Ok(rows::record(row))))
             .map_err(err)??;
-        return Ok(Created::Existing(existing));
+        return Ok(Created::Existing(Box::new(existing)));
     }
     insert_events(c, path, r.id, &new.events)?;
     if let Some(t) = &new.token {
