@@ -63,7 +63,7 @@ impl order::Steps for Shop {
         // The gateway takes a moment, and dedupes on the idempotency key: a charge run again
         // after a crash is not made twice.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if o.order % 13 == 0 {
+        if o.order.is_multiple_of(13) {
             // A kind the machine routes, by its generated constant: a typo would not compile.
             return Err(StepError::fatal(
                 order::errors::CARD_DECLINED,
@@ -245,6 +245,14 @@ fn carrier_token(outbox: &Path, order: u32) -> String {
     panic!("the carrier never got order {order}");
 }
 
+/// Sends SIGTERM to `child`, as a service manager stops a worker.
+fn terminate(child: &Child) {
+    let pid = libc::pid_t::try_from(child.id()).expect("a process id");
+    // SAFETY: `kill` takes no pointers; `pid` is our own child, not yet waited for.
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0, "SIGTERM to {pid}");
+}
+
 /// The whole story, on a SQLite file in a temporary directory.
 fn demo() {
     let dir = std::env::temp_dir().join(format!("fsm-service-{}", std::process::id()));
@@ -299,10 +307,7 @@ fn demo() {
         print!("{}", String::from_utf8_lossy(&shown.stdout));
     }
     // SIGTERM: the worker stops at its next checkpoint.
-    Command::new("kill")
-        .arg(worker.id().to_string())
-        .status()
-        .unwrap();
+    terminate(&worker);
     worker.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -165,11 +165,9 @@ fn the_service(db: &str, dir: &Path) {
     assert_eq!(again.trim(), format!("started {id} created=false"));
 
     // SIGTERM: the worker stops cleanly.
-    let term = Command::new("kill")
-        .arg(second.id().to_string())
-        .status()
-        .unwrap();
-    assert!(term.success());
+    let pid = libc::pid_t::try_from(second.id()).unwrap();
+    // SAFETY: `kill` takes no pointers; `pid` is our own child, not yet waited for.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let status = second.wait().unwrap();
     assert!(status.success(), "{status:?}");
     assert_eq!(
