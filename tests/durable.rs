@@ -1692,6 +1692,13 @@ impl Store for LosesAReply {
     async fn next_due(&self, machine: &str) -> Result<Option<fsm_core::store::Millis>, StoreError> {
         self.store.next_due(machine).await
     }
+    async fn due_now(
+        &self,
+        machine: &str,
+        now: fsm_core::store::Millis,
+    ) -> Result<bool, StoreError> {
+        self.store.due_now(machine, now).await
+    }
     async fn get(
         &self,
         id: ExecutionId,

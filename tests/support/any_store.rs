@@ -46,6 +46,9 @@ impl Store for AnyStore {
     async fn next_due(&self, machine: &str) -> Result<Option<Millis>, StoreError> {
         delegate!(self, s => s.next_due(machine))
     }
+    async fn due_now(&self, machine: &str, now: Millis) -> Result<bool, StoreError> {
+        delegate!(self, s => s.due_now(machine, now))
+    }
     async fn get(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, StoreError> {
         delegate!(self, s => s.get(id))
     }

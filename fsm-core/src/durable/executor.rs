@@ -150,6 +150,7 @@ where
             ended: Notify::new(),
             flight: Arc::new(Flight {
                 in_flight: AtomicUsize::new(0),
+                claiming: AtomicBool::new(false),
                 idle: Notify::new(),
                 leased: leases.then(|| Mutex::new(HashSet::new())),
             }),
@@ -212,12 +213,13 @@ async fn schedule<M, H, S>(
         if room > 0 {
             let limit = room.min(this.options.claim_batch.max(1));
             let now = this.client.clock.now();
-            match this
+            let claiming = Claiming::new(&this.flight);
+            let claimed = this
                 .client
                 .store
                 .claim(machine, &this.owner, now, this.lease_until(now), limit)
-                .await
-            {
+                .await;
+            match claimed {
                 Ok(rows) => {
                     let full = rows.len() == limit;
                     for row in rows {
@@ -233,6 +235,7 @@ async fn schedule<M, H, S>(
                             }
                         }
                     }
+                    drop(claiming);
                     if full {
                         continue;
                     }
@@ -301,6 +304,9 @@ where
 /// flight then finds the store free).
 struct Flight {
     in_flight: AtomicUsize,
+    /// Whether the scheduler is claiming: rows it claimed are not yet in flight, and no
+    /// longer due for anyone (`idle` waits for them).
+    claiming: AtomicBool,
     idle: Notify,
     /// Where claims expire: the executions in flight, whose leases are renewed. One that is
     /// dropped (its commit could not be confirmed) lets its lease run out.
@@ -311,6 +317,26 @@ impl Flight {
     fn leased(&self) -> Option<std::sync::MutexGuard<'_, HashSet<ExecutionId>>> {
         let leased = self.leased.as_ref()?;
         Some(leased.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Marks the scheduler as claiming until dropped: the rows it claims are spawned (counted in
+/// flight) before it is.
+struct Claiming<'f>(&'f Flight);
+
+impl<'f> Claiming<'f> {
+    fn new(flight: &'f Flight) -> Self {
+        flight.claiming.store(true, Ordering::SeqCst);
+        Claiming(flight)
+    }
+}
+
+impl Drop for Claiming<'_> {
+    fn drop(&mut self) {
+        self.0.claiming.store(false, Ordering::SeqCst);
+        if self.0.in_flight.load(Ordering::SeqCst) == 0 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 
@@ -1174,7 +1200,9 @@ where
             let idle = inner.flight.idle.notified();
             let mut idle = core::pin::pin!(idle);
             idle.as_mut().enable();
-            if inner.flight.in_flight.load(Ordering::SeqCst) > 0 {
+            if inner.flight.in_flight.load(Ordering::SeqCst) > 0
+                || inner.flight.claiming.load(Ordering::SeqCst)
+            {
                 idle.await;
                 continue;
             }
@@ -1182,9 +1210,9 @@ where
                 return;
             }
             let now = inner.client.clock.now();
-            match inner.client.store.next_due(M::DEFINITION.name).await {
+            match inner.client.store.due_now(M::DEFINITION.name, now).await {
                 // Due and unclaimed: the scheduler takes it; look again once it has.
-                Ok(Some(due)) if due <= now => {
+                Ok(true) => {
                     inner.wake.notify_one();
                     let _ = tokio::time::timeout(Duration::from_millis(10), idle).await;
                 }

@@ -686,6 +686,18 @@ pub trait Store: Send + Sync + 'static {
         machine: &str,
     ) -> impl Future<Output = Result<Option<Millis>, StoreError>> + Send;
 
+    /// Whether any of `machine`'s running or waiting executions that no one holds is due at
+    /// `now` (on the caller's clock): one a worker would claim now. A store whose time is
+    /// another's (a database server's clock) answers by that time.
+    fn due_now(
+        &self,
+        machine: &str,
+        now: Millis,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let next = self.next_due(machine);
+        async move { Ok(next.await?.is_some_and(|due| due <= now)) }
+    }
+
     /// One execution's row.
     fn get(
         &self,

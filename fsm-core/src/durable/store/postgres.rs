@@ -1492,6 +1492,21 @@ impl Store for PgStore {
         Ok(first.map(|v| self.inner.clock.to_local(v.max(0) as u64)))
     }
 
+    // By the server's clock, as claims are made: a row just started is due, whatever the
+    // offset between the clocks measured a moment ago.
+    async fn due_now(&self, machine: &str, _now: Millis) -> Result<bool, StoreError> {
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM fsm_executions WHERE machine = $1 \
+             AND status IN ('running', 'waiting') AND due_at <= {NOW_MS} \
+             AND (lease_owner IS NULL OR lease_expires <= {NOW_MS}))"
+        );
+        let rows = self.rows(&sql, &[&machine]).await?;
+        match rows.first() {
+            Some(row) => row.try_get::<_, bool>(0).map_err(db),
+            None => Ok(false),
+        }
+    }
+
     async fn get(&self, id: ExecutionId) -> Result<Option<ExecutionRecord>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM fsm_executions WHERE id = $1");
         Ok(self
