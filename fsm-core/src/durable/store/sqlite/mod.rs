@@ -308,6 +308,7 @@ impl SqliteStore {
             work: Arc::clone(&work),
             ended: Arc::clone(&ended),
             seen: None,
+            looked: std::time::Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name("fsm-sqlite".into())
@@ -504,13 +505,26 @@ fn error(path: &Path, e: rusqlite::Error) -> StoreError {
 struct Others {
     work: Arc<tokio::sync::watch::Sender<u64>>,
     ended: Arc<tokio::sync::watch::Sender<u64>>,
-    /// The `data_version` last read.
+    /// The `data_version` last read, and when.
     seen: Option<i64>,
+    looked: std::time::Instant,
 }
 
 impl Others {
+    /// Looks, if the last look was at least [`SqliteStore::NOTICE`] ago: a busy writer pays
+    /// one clock read per batch.
+    fn look_now_and_then(&mut self, conn: &Connection) {
+        if self.looked.elapsed() >= SqliteStore::NOTICE {
+            self.look(conn);
+        }
+    }
+
     fn look(&mut self, conn: &Connection) {
-        let Ok(version) = conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)) else {
+        self.looked = std::time::Instant::now();
+        let version = conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)));
+        let Ok(version) = version else {
             return;
         };
         if self.seen.is_some_and(|seen| seen != version) {
@@ -586,7 +600,7 @@ impl Writer {
                 }
             }
             self.run(&mut batch);
-            others.look(&self.conn);
+            others.look_now_and_then(&self.conn);
         }
     }
 
