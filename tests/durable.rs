@@ -335,6 +335,30 @@ macro_rules! on_both_stores {
     (@run_real $mode:ident, $call:expr) => { super::runtime(false).block_on($call) };
 }
 
+/// Keeps a timer due within a millisecond while it lives. On tokio's paused clock, whenever
+/// the runtime waits for the store (a thread of its own, or a server) with nothing else to
+/// do, the clock jumps to the next timer: with this one pending it moves a millisecond, not
+/// to a far timer the test does not mean to reach yet (an hour-long wait's timeout, which on
+/// a busy machine fired while a token was being answered: the answer was then refused as
+/// `TimedOut`).
+struct Ticker(tokio::task::JoinHandle<()>);
+
+impl Ticker {
+    fn start() -> Self {
+        Ticker(tokio::spawn(async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }))
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Waits until `f` holds, on tokio's clock (auto-advanced when paused).
 async fn until(mut f: impl FnMut() -> bool) {
     for _ in 0..10_000 {
@@ -583,6 +607,7 @@ on_both_stores!(
 );
 async fn tokens_forged_malformed_reused_stale_or_late_are_refused_and_change_nothing(db: Db) {
     let t = timers(&db);
+    let ticker = Ticker::start();
     let ex = open_timed(&db, Shop::default(), &t).await;
     let a = ex
         .start(order::Machine::new(order::Placed { id: 3 }))
@@ -614,6 +639,7 @@ async fn tokens_forged_malformed_reused_stale_or_late_are_refused_and_change_not
     );
     let second = ex.steps().tokens.lock().unwrap()[1].clone();
     // The second wait times out (no more retries): routed to Lost.
+    drop(ticker);
     tokio::time::sleep(t.wait + Duration::from_millis(500)).await;
     let row = ex.finished(a).await.unwrap();
     assert_eq!(row.state_name, "Lost");
@@ -1153,6 +1179,7 @@ on_both_stores!(
     paused
 );
 async fn a_token_whose_step_failed_after_handing_it_out_is_stale(db: Db) {
+    let _ticker = Ticker::start();
     let shop = Shop {
         hand_over_failures: AtomicU32::new(1),
         ..Shop::default()
