@@ -488,7 +488,9 @@ pub(crate) async fn next_end(ended: &mut Option<tokio::sync::watch::Receiver<u64
 /// for a process that is not a worker (an API server, a webhook that completes task tokens).
 /// It needs no step handlers and starts no task; workers
 /// ([`ExecutorBuilder::durable`](crate::ExecutorBuilder::durable)) on the same store run
-/// what it starts (on PostgreSQL, in any process; they are woken by `NOTIFY`).
+/// what it starts, in any process: on PostgreSQL they are woken by `NOTIFY`; on SQLite the
+/// client's process opens the file with `SqliteStore::open_client` (feature `sqlite`) beside
+/// the worker's, which notices what it writes within 20 ms.
 ///
 /// Cheap to clone.
 ///

@@ -113,7 +113,7 @@ pub enum EventKind {
         /// The attempt, from 1.
         attempt: u32,
         /// Who answered, as they named themselves
-        /// ([`DurableClient::answering_as`](crate::DurableClient::answering_as)), if they did.
+        /// (`DurableClient::answering_as`), if they did.
         by: Option<String>,
     },
     /// The task token of a wait was failed by the outside world (the failure follows, as a
@@ -145,7 +145,7 @@ pub enum EventKind {
 
 impl History {
     /// The most events a history holds unless the executor is told otherwise
-    /// ([`ExecutorBuilder::history_limit`](crate::ExecutorBuilder::history_limit)): Step
+    /// (`ExecutorBuilder::history_limit`, feature `runtime`): Step
     /// Functions' limit.
     pub const DEFAULT_LIMIT: usize = 25_000;
 

@@ -217,7 +217,7 @@ impl StepError {
     /// execution whose machine's `Clone` panicked.
     pub const PANIC: &'static str = "panic";
     /// Kind of the error an execution ends with when its history is full
-    /// ([`ExecutorBuilder::history_limit`](crate::ExecutorBuilder::history_limit)); not
+    /// (`ExecutorBuilder::history_limit`, feature `runtime`); not
     /// retried, not routed.
     pub const HISTORY_LIMIT: &'static str = "history_limit";
     /// Kind of the error an execution ends with when it has used every step number of its

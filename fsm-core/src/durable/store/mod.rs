@@ -1,5 +1,5 @@
 //! Layer 3: where durable executions live. [`Store`] is the seam between the durable executor
-//! and a database; [`SqliteStore`](crate::SqliteStore) is the embedded implementation.
+//! and a database; `SqliteStore` (feature `sqlite`) is the embedded implementation.
 //!
 //! A store holds rows, not machines: states are JSON text, history events are rows of text
 //! and JSON, so a person can read them with the database's own tools. The durable executor
@@ -503,7 +503,7 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// A claim or a checkpoint, which only a worker makes, on a store opened as a client
-    /// ([`SqliteStore::open_client`](crate::SqliteStore::open_client)) or read-only.
+    /// (`SqliteStore::open_client`) or read-only.
     NotAWorker {
         /// The file.
         path: PathBuf,
@@ -643,7 +643,7 @@ impl std::error::Error for StoreError {}
 /// ([`DurableExecutor`](crate::DurableExecutor)) is its only writer in a process; every method
 /// is one atomic operation.
 ///
-/// Implementations: [`SqliteStore`](crate::SqliteStore). The contract, which the executor
+/// Implementations: `SqliteStore` and `PgStore` (features `sqlite`, `postgres`). The contract, which the executor
 /// relies on:
 /// - every write of one call is committed together or not at all, and is durable (as the
 ///   store's durability setting says) when the returned future completes;
