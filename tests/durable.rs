@@ -228,6 +228,7 @@ impl Db {
 fn pg(sql: &str) -> String {
     sql.replace("executions", "fsm_executions")
         .replace("tokens", "fsm_tokens")
+        .replace("definitions", "fsm_definitions")
 }
 
 /// How the timer tests keep time. On SQLite: tokio's paused clock, with the declared ten-minute
@@ -705,7 +706,7 @@ async fn a_token_secret_is_stored_only_as_its_hash(db: Db) {
              UPDATE tokens SET secret = '{secret}'; {downgrade}; \
              DROP INDEX executions_name; DROP INDEX executions_started; \
              ALTER TABLE executions DROP COLUMN name; \
-             ALTER TABLE executions DROP COLUMN claims"
+             ALTER TABLE executions DROP COLUMN claims; DROP TABLE definitions"
         ))
         .await;
         db.sql(&format!("UPDATE {events} SET at = at / 1000")).await;
@@ -1433,7 +1434,7 @@ async fn files_that_are_not_ours_newer_or_in_use_are_refused_and_left_as_they_we
             err,
             StoreError::NewerSchema {
                 found: 99,
-                supported: 3,
+                supported: 4,
                 ..
             }
         ),
@@ -2513,7 +2514,8 @@ async fn a_history_says_who_answered_a_wait(db: Db) {
         EventKind::WaitCompleted {
             state: "Paid",
             attempt: 1,
-            by: Some("carrier-webhook".into())
+            by: Some("carrier-webhook".into()),
+            by_hand: false,
         }
     );
     assert!(

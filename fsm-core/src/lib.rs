@@ -65,6 +65,8 @@ pub use durable::error::DurableError;
 #[cfg(feature = "durable")]
 pub use durable::executor::{DurableExecutor, DurableOptions, Problem};
 #[cfg(feature = "durable")]
+pub use durable::ops::{Action, BulkOutcome, OpsError, Operator};
+#[cfg(feature = "durable")]
 pub use durable::store;
 #[cfg(feature = "postgres")]
 pub use durable::store::postgres::{PgOptions, PgStore};

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use fsm_core::store::{
-    Checkpoint, ExecutionRecord, ListQuery, Millis, NewExecution, StoredEvent, TokenAnswer,
+    Checkpoint, ExecutionRecord, ListQuery, Millis, NewExecution, StoredDefinition, StoredEvent,
+    TokenAnswer,
     TokenRecord,
 };
 use fsm_core::{ExecutionId, PgStore, SqliteStore, Store, StoreError};
@@ -32,6 +33,15 @@ impl Store for AnyStore {
     }
     async fn checkpoint(&self, cp: Checkpoint) -> Result<u64, StoreError> {
         delegate!(self, s => s.checkpoint(cp))
+    }
+    async fn amend(&self, cp: Checkpoint) -> Result<u64, StoreError> {
+        delegate!(self, s => s.amend(cp))
+    }
+    async fn register(&self, d: StoredDefinition) -> Result<(), StoreError> {
+        delegate!(self, s => s.register(d))
+    }
+    async fn definitions(&self, machine: Option<&str>) -> Result<Vec<StoredDefinition>, StoreError> {
+        delegate!(self, s => s.definitions(machine))
     }
     async fn claim(
         &self,

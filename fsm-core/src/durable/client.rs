@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::durable::ops::Ops;
 use crate::durable::store::codec;
 use crate::durable::store::{
     Created, ExecutionRecord, ExecutionStatus, ExecutionSummary, ListQuery, Millis, NewExecution,
@@ -273,6 +274,16 @@ where
                 found: row.machine,
             });
         }
+        // Set aside: its data could not be read.
+        let bad = format!("{}: ", StepError::BAD_STATE);
+        if row.status == ExecutionStatus::Errored {
+            if let Some(message) = row.error.as_deref().and_then(|e| e.strip_prefix(&bad)) {
+                return Err(DurableError::BadState {
+                    execution: id,
+                    message: message.to_owned(),
+                });
+            }
+        }
         Ok(row.status.is_final().then_some(row))
     }
 
@@ -435,6 +446,11 @@ where
     /// answer or close through any of them decides), or the execution moved on.
     async fn refused(&self, token: &TaskToken) -> TokenError {
         let store = &self.store;
+        if let Ok(Some(row)) = store.get(token.execution).await {
+            if row.status == ExecutionStatus::Cancelled {
+                return TokenError::Cancelled;
+            }
+        }
         let own = match store.token(&token.secret_hash()).await {
             Ok(own) => own,
             Err(e) => return token_store_error(e),
@@ -556,13 +572,7 @@ where
         DurableClient {
             inner: Arc::clone(&self.inner),
             // One line in a history's table, whatever the caller's text holds.
-            caller: Some(
-                who.into()
-                    .chars()
-                    .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-                    .collect::<String>()
-                    .into(),
-            ),
+            caller: Some(crate::durable::ops::clean(who.into()).into()),
         }
     }
 
@@ -667,5 +677,77 @@ where
     /// The store.
     pub fn store(&self) -> &S {
         &self.inner.store
+    }
+
+    /// An operator on this client's store, named as this client answers
+    /// ([`DurableClient::answering_as`]), else `"client"`.
+    fn operator(&self) -> Ops<'_, S> {
+        Ops {
+            store: &self.inner.store,
+            who: self.caller.as_deref().unwrap_or("client"),
+            clock: &self.inner.clock,
+        }
+    }
+
+    /// Redrives an execution that ended with an error or was cancelled (see
+    /// [`Operator::redrive`](crate::Operator::redrive)).
+    pub async fn redrive(&self, id: ExecutionId) -> Result<(), crate::OpsError> {
+        self.operator().redrive(id).await
+    }
+
+    /// Cancels a running or waiting execution (see
+    /// [`Operator::cancel`](crate::Operator::cancel)).
+    pub async fn cancel(&self, id: ExecutionId) -> Result<(), crate::OpsError> {
+        self.operator().cancel(id).await
+    }
+
+    /// Completes the wait of execution `id`, waiting in state `W`, by hand, without its
+    /// token: typed as [`DurableClient::complete`] is (the closure gets the waiting state's
+    /// data and returns one of its next states), recorded in the history as answered by hand
+    /// by this client ([`DurableClient::answering_as`]).
+    pub async fn complete_by_hand<W, N>(
+        &self,
+        id: ExecutionId,
+        complete: impl FnOnce(W::Typed) -> N,
+    ) -> Result<(), crate::OpsError>
+    where
+        W: crate::Waiting<M>,
+        N: Into<W::Next>,
+    {
+        let row = self.inner.get(id).await.map_err(|e| match e {
+            DurableError::NotFound { execution } => crate::OpsError::NotFound { execution },
+            e => crate::OpsError::BadAnswer {
+                execution: id,
+                message: e.to_string(),
+            },
+        })?;
+        let bad = |message: String| crate::OpsError::BadAnswer {
+            execution: id,
+            message,
+        };
+        let state = self.inner.decode(&row).map_err(|e| bad(e.to_string()))?;
+        let typed = W::typed(state).map_err(|e| {
+            bad(format!(
+                "it is in `{}`, not waiting in `{}`",
+                e.found(),
+                W::NAME
+            ))
+        })?;
+        let (next, _) = W::leave(complete(typed).into());
+        let next = serde_json::to_value(&next)
+            .map_err(|e| bad(format!("the next state cannot be stored: {e}")))?;
+        self.operator()
+            .complete_checked(&row, M::DEFINITION, &next)
+            .await
+    }
+
+    /// Fails the wait of execution `id` by hand, without its token, with `error` (see
+    /// [`Operator::fail`](crate::Operator::fail)).
+    pub async fn fail_by_hand(
+        &self,
+        id: ExecutionId,
+        error: StepError,
+    ) -> Result<(), crate::OpsError> {
+        self.operator().fail(id, error).await
     }
 }

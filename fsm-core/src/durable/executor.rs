@@ -193,6 +193,18 @@ async fn schedule<M, H, S>(
     S: Store,
 {
     let machine = M::DEFINITION.name;
+    // The definition, for tools that read the store without the machine's code.
+    if let Some(this) = weak.upgrade() {
+        let definition = crate::store::StoredDefinition {
+            machine: machine.to_owned(),
+            fingerprint: this.client.fingerprint.clone(),
+            json: M::DEFINITION.to_json(),
+            registered_at: this.client.clock.now(),
+        };
+        if let Err(e) = this.client.store.register(definition).await {
+            this.problem(None, e.into());
+        }
+    }
     // Claims that expire: other processes work on the store too.
     let shared = weak
         .upgrade()
@@ -499,7 +511,12 @@ where
                     Err(DurableError::Store(
                         StoreError::Conflict { .. } | StoreError::Unavailable { .. },
                     )) => {}
-                    Err(e) => this.problem(Some(id), e),
+                    Err(e) => {
+                        if let DurableError::BadState { message, .. } = &e {
+                            this.set_aside(id, message).await;
+                        }
+                        this.problem(Some(id), e)
+                    }
                 }
             }
             // The executor first, then the count: whoever waits for none in flight finds
@@ -507,6 +524,41 @@ where
             drop(this);
             drop(in_flight);
         });
+    }
+
+    /// Ends an execution whose stored data this worker cannot read, while it still holds
+    /// it: errored with [`StepError::BAD_STATE`], its data left as it was, for an operator
+    /// to see and redrive once a definition reads it again. (If it cannot be written, the
+    /// execution stays claimed, as it was.)
+    async fn set_aside(&self, id: ExecutionId, message: &str) {
+        let store = &self.client.store;
+        let Ok(Some(row)) = store.get(id).await else {
+            return;
+        };
+        if row.lease_owner.as_deref() != Some(&self.owner) || row.status.is_final() {
+            return;
+        }
+        let now = self.client.clock.now();
+        let error = StepError::fatal(StepError::BAD_STATE, message);
+        let event = codec::set_aside_event(&row, &error, now);
+        let mut next = row;
+        next.status = ExecutionStatus::Errored;
+        next.waiting_for = None;
+        next.due_at = None;
+        next.error = Some(codec::error_text(&error));
+        next.events += 1;
+        next.updated_at = now;
+        next.lease_owner = None;
+        next.lease_expires = None;
+        let change = Checkpoint {
+            record: next,
+            events: vec![event],
+            new_token: None,
+            close_tokens: Vec::new(),
+        };
+        if store.amend(change).await.is_ok() {
+            self.ended.notify_waiters();
+        }
     }
 
     /// Until when a claim made at `now` holds: for ever (until released) when the store's
@@ -653,8 +705,7 @@ where
                         "the token's result is not a transition of `{name}`"
                     )));
                 }
-                let by = result.get("by").and_then(|b| b.as_str()).map(str::to_owned);
-                driver.wait_completed(name, transition, by);
+                driver.wait_completed(name, transition, codec::answered_by(&result));
                 Ok(WaitEntry::Next(next))
             }
             TokenStatus::Failed => {
@@ -666,11 +717,7 @@ where
                     .as_ref()
                     .and_then(codec::error_from)
                     .ok_or_else(|| bad("the failed token has no error".into()))?;
-                let by = result
-                    .as_ref()
-                    .and_then(|r| r.get("by"))
-                    .and_then(|b| b.as_str())
-                    .map(str::to_owned);
+                let by = result.as_ref().map(codec::answered_by).unwrap_or_default();
                 driver.wait_failed(name, by);
                 Ok(WaitEntry::Failure(state, error, None))
             }
@@ -968,7 +1015,15 @@ where
         }
         saved?;
         match wait {
-            Some(delay) => Box::pin(tokio::time::sleep(delay)).await,
+            Some(delay) => {
+                Box::pin(tokio::time::sleep(delay)).await;
+                // An operator may have cancelled it meanwhile: the retry runs only if the
+                // row is still as this worker left it.
+                let now = self.client.store.get(row.id).await?;
+                if now.is_none_or(|now| now.version != row.version) {
+                    return Ok(Next::Stop(Ok(())));
+                }
+            }
             None if !hold => return Ok(Next::Stop(Ok(()))),
             None => {}
         }

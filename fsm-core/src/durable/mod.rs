@@ -6,11 +6,15 @@
 //! PostgreSQL (`store::postgres`). `error` is the durable layer's error; `client` reads,
 //! starts and answers executions without running them; `executor` is the worker
 //! (`DurableExecutor`), which claims due executions and drives them through the runtime's
-//! step loop.
+//! step loop. `ops` acts on stored executions as an operator (redrive, cancel, answer a
+//! wait by hand) through the store alone; `definition_json` is a definition as workers
+//! register it in their store, for tools without the machine's code.
 //!
 //! Uses the typestate and runtime layers; `store` uses nothing of `client` or `executor`.
 
 pub(crate) mod client;
+pub(crate) mod definition_json;
 pub(crate) mod error;
 pub(crate) mod executor;
+pub(crate) mod ops;
 pub mod store;

@@ -444,11 +444,11 @@ where
         };
         match answer {
             Some(Answer::Completed(next, transition)) => {
-                driver.wait_completed(name, transition, None);
+                driver.wait_completed(name, transition, (None, false));
                 Ok(next)
             }
             Some(Answer::Failed(error)) => {
-                driver.wait_failed(name, None);
+                driver.wait_failed(name, (None, false));
                 Err((waiting, error, None))
             }
             None => {
@@ -733,11 +733,16 @@ impl<M: crate::Fsm> Driver<'_, M> {
         &mut self,
         state: &'static str,
         transition: usize,
-        by: Option<String>,
+        (by, by_hand): (Option<String>, bool),
     ) {
         let (at, attempt) = (self.rec.stamp(), self.attempt);
         self.rec
-            .event(at, || EventKind::WaitCompleted { state, attempt, by });
+            .event(at, || EventKind::WaitCompleted {
+                state,
+                attempt,
+                by,
+                by_hand,
+            });
         self.rec.transition(at, transition);
         self.step = self.step.saturating_add(1);
         self.attempt = 1;
@@ -745,10 +750,19 @@ impl<M: crate::Fsm> Driver<'_, M> {
 
     /// Records that the wait in `state` was failed from outside (by `by`, if named): the
     /// failure that follows is the waiting state's.
-    pub(crate) fn wait_failed(&mut self, state: &'static str, by: Option<String>) {
+    pub(crate) fn wait_failed(
+        &mut self,
+        state: &'static str,
+        (by, by_hand): (Option<String>, bool),
+    ) {
         let (at, attempt) = (self.rec.stamp(), self.attempt);
         self.rec
-            .event(at, || EventKind::WaitFailed { state, attempt, by });
+            .event(at, || EventKind::WaitFailed {
+                state,
+                attempt,
+                by,
+                by_hand,
+            });
     }
 
     /// The outcome of an execution that ends, errored, in `state`: its step failed for good,

@@ -115,6 +115,9 @@ pub enum EventKind {
         /// Who answered, as they named themselves
         /// (`DurableClient::answering_as`), if they did.
         by: Option<String>,
+        /// Whether an operator answered it by hand, without the token
+        /// (`Operator::complete`).
+        by_hand: bool,
     },
     /// The task token of a wait was failed by the outside world (the failure follows, as a
     /// step's: retried or routed by the waiting state's policy).
@@ -124,6 +127,25 @@ pub enum EventKind {
         /// The attempt, from 1.
         attempt: u32,
         /// Who answered, if they named themselves.
+        by: Option<String>,
+        /// Whether an operator failed it by hand, without the token (`Operator::fail`).
+        by_hand: bool,
+    },
+    /// An operator redrove the execution, which had ended with an error or been cancelled:
+    /// the step of the state it stopped in runs again, its attempts counted afresh, under a
+    /// new idempotency key (`Operator::redrive`).
+    ExecutionRedriven {
+        /// The state it goes on from.
+        state: &'static str,
+        /// Who redrove it.
+        by: Option<String>,
+    },
+    /// An operator cancelled the execution (`Operator::cancel`): it ended there, and a step
+    /// that was running has its result discarded.
+    ExecutionCancelled {
+        /// The state it was in.
+        state: &'static str,
+        /// Who cancelled it.
         by: Option<String>,
     },
     /// The execution ended in a terminal state of kind success.
@@ -207,6 +229,8 @@ impl EventKind {
             EventKind::WaitStarted { .. } => "wait started",
             EventKind::WaitCompleted { .. } => "wait completed",
             EventKind::WaitFailed { .. } => "wait failed",
+            EventKind::ExecutionRedriven { .. } => "execution redriven",
+            EventKind::ExecutionCancelled { .. } => "execution cancelled",
             EventKind::ExecutionSucceeded { .. } => "execution succeeded",
             EventKind::ExecutionFailed { .. } => "execution failed",
         }
@@ -226,6 +250,8 @@ impl EventKind {
             | EventKind::WaitStarted { state, .. }
             | EventKind::WaitCompleted { state, .. }
             | EventKind::WaitFailed { state, .. }
+            | EventKind::ExecutionRedriven { state, .. }
+            | EventKind::ExecutionCancelled { state, .. }
             | EventKind::ExecutionFailed { state, .. } => state,
             EventKind::Transition { from, .. } => from,
         }
@@ -278,27 +304,31 @@ impl EventKind {
                 timeout: Some(timeout),
                 ..
             } => write!(f, "attempt {attempt}, for up to {}", ms(*timeout)),
-            EventKind::WaitStarted { attempt, .. }
-            | EventKind::WaitCompleted {
-                attempt, by: None, ..
-            }
-            | EventKind::WaitFailed {
-                attempt, by: None, ..
-            } => {
-                write!(f, "attempt {attempt}")
-            }
+            EventKind::WaitStarted { attempt, .. } => write!(f, "attempt {attempt}"),
             EventKind::WaitCompleted {
                 attempt,
-                by: Some(by),
+                by,
+                by_hand,
                 ..
             }
             | EventKind::WaitFailed {
                 attempt,
-                by: Some(by),
+                by,
+                by_hand,
                 ..
             } => {
-                write!(f, "attempt {attempt}, answered by {by}")
+                write!(f, "attempt {attempt}")?;
+                match (by, by_hand) {
+                    (Some(by), false) => write!(f, ", answered by {by}"),
+                    (Some(by), true) => write!(f, ", answered by hand by {by}"),
+                    (None, true) => f.write_str(", answered by hand"),
+                    (None, false) => Ok(()),
+                }
             }
+            EventKind::ExecutionRedriven { by: Some(by), .. }
+            | EventKind::ExecutionCancelled { by: Some(by), .. } => write!(f, "by {by}"),
+            EventKind::ExecutionRedriven { by: None, .. }
+            | EventKind::ExecutionCancelled { by: None, .. } => Ok(()),
             EventKind::ExecutionFailed {
                 attempts,
                 error: Some(error),

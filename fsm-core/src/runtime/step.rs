@@ -213,6 +213,10 @@ struct ErrorInner {
 impl StepError {
     /// Kind of the error an attempt gets when it runs past its timeout (retryable).
     pub const TIMEOUT: &'static str = "timeout";
+    /// Kind of the error a durable execution ends with when a worker cannot read its stored
+    /// data (a state the definition no longer has, data that no longer deserializes): the
+    /// execution is set aside, errored, until an operator redrives it.
+    pub const BAD_STATE: &'static str = "bad_state";
     /// Kind of the error an attempt gets when its step panics (not retryable), and of an
     /// execution whose machine's `Clone` panicked.
     pub const PANIC: &'static str = "panic";

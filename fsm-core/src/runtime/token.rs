@@ -193,6 +193,8 @@ pub enum TokenError {
     /// The execution is no longer in that wait (it moved on: its step failed, or it was
     /// retried with a new token).
     Stale,
+    /// An operator cancelled the execution: its waits answer nothing.
+    Cancelled,
     /// The token answers a wait in state `waiting`, and was completed as `expected`.
     WrongState {
         /// The state named by the completion.
@@ -215,6 +217,7 @@ impl fmt::Display for TokenError {
             TokenError::AlreadyUsed => f.write_str("the task token was already used"),
             TokenError::TimedOut => f.write_str("the wait timed out before the token came"),
             TokenError::Stale => f.write_str("the execution is no longer in that wait"),
+            TokenError::Cancelled => f.write_str("the execution was cancelled"),
             TokenError::WrongState { expected, waiting } => write!(
                 f,
                 "the token answers a wait in `{waiting}`, not in `{expected}`"

@@ -92,6 +92,8 @@ impl<'a> Diagram<'a> {
                     }
                 }
                 EventKind::ExecutionFailed { error: Some(_), .. } => p.failed = state,
+                // It goes on from where it failed or stopped.
+                EventKind::ExecutionRedriven { .. } => p.failed = None,
                 _ => {}
             }
         }

@@ -36,14 +36,73 @@ pub(crate) fn error_from(v: &Value) -> Option<StepError> {
     })
 }
 
+/// Who answered a wait, from a token's result (`{"by": ..., "by_hand": ...}`), and whether
+/// they did by hand.
+pub(crate) fn answered_by(result: &Value) -> (Option<String>, bool) {
+    let by = result.get("by").and_then(Value::as_str).map(str::to_owned);
+    let by_hand = result.get("by_hand").and_then(Value::as_bool) == Some(true);
+    (by, by_hand)
+}
+
+/// An operator's event (`execution redriven`, `execution cancelled`) as a row: written by
+/// tools that have no machine's code, so without an [`EventKind`].
+pub(crate) fn operator_event(
+    kind: &str,
+    state: &str,
+    by: &str,
+    seq: u32,
+    at_micros: u64,
+) -> StoredEvent {
+    StoredEvent {
+        seq,
+        at_micros,
+        kind: kind.to_owned(),
+        state: state.to_owned(),
+        detail: json!({ "by": by }).to_string(),
+    }
+}
+
+/// The event that ends an execution set aside with `error` (its data could not be read):
+/// `execution failed`, written without the machine's types.
+pub(crate) fn set_aside_event(
+    row: &super::ExecutionRecord,
+    error: &StepError,
+    now: super::Millis,
+) -> StoredEvent {
+    StoredEvent {
+        seq: row.events,
+        at_micros: now.saturating_sub(row.created_at).saturating_mul(1000),
+        kind: "execution failed".to_owned(),
+        state: row.state_name.clone(),
+        detail: json!({ "attempts": row.attempt, "error": error_json(error) }).to_string(),
+    }
+}
+
 /// The row of `event`, the `seq`th of its execution.
 pub(crate) fn encode(event: &HistoryEvent, seq: u32) -> StoredEvent {
     let detail = match &event.kind {
         EventKind::ExecutionStarted { .. } | EventKind::ExecutionSucceeded { .. } => Value::Null,
         EventKind::StepStarted { attempt, .. } => json!({ "attempt": attempt }),
-        EventKind::WaitCompleted { attempt, by, .. }
-        | EventKind::WaitFailed { attempt, by, .. } => {
-            json!({ "attempt": attempt, "by": by })
+        EventKind::WaitCompleted {
+            attempt,
+            by,
+            by_hand,
+            ..
+        }
+        | EventKind::WaitFailed {
+            attempt,
+            by,
+            by_hand,
+            ..
+        } => {
+            if *by_hand {
+                json!({ "attempt": attempt, "by": by, "by_hand": true })
+            } else {
+                json!({ "attempt": attempt, "by": by })
+            }
+        }
+        EventKind::ExecutionRedriven { by, .. } | EventKind::ExecutionCancelled { by, .. } => {
+            json!({ "by": by })
         }
         EventKind::StepSucceeded {
             attempt, duration, ..
@@ -107,6 +166,7 @@ pub(crate) fn decode(def: &'static Definition, row: &StoredEvent) -> Result<Hist
             .ok_or_else(|| bad(&format!("no {key}")))
     };
     let by = || detail.get("by").and_then(Value::as_str).map(str::to_owned);
+    let by_hand = detail.get("by_hand").and_then(Value::as_bool) == Some(true);
     let error = || {
         detail
             .get("error")
@@ -124,12 +184,16 @@ pub(crate) fn decode(def: &'static Definition, row: &StoredEvent) -> Result<Hist
             state,
             attempt: attempt()?,
             by: by(),
+            by_hand,
         },
         "wait failed" => EventKind::WaitFailed {
             state,
             attempt: attempt()?,
             by: by(),
+            by_hand,
         },
+        "execution redriven" => EventKind::ExecutionRedriven { state, by: by() },
+        "execution cancelled" => EventKind::ExecutionCancelled { state, by: by() },
         "step succeeded" => EventKind::StepSucceeded {
             state,
             attempt: attempt()?,

@@ -36,12 +36,26 @@ pub enum ExecutionStatus {
     Succeeded,
     /// It ended in a terminal state of kind failure.
     Failed,
-    /// A step failed for good and no route took its error.
+    /// A step failed for good and no route took its error, or the worker could not read the
+    /// execution's stored data (its error's kind is `fsm.BadState`).
     Errored,
+    /// An operator cancelled it ([`Operator::cancel`](crate::Operator::cancel)).
+    Cancelled,
 }
 
 impl ExecutionStatus {
-    /// The status as stored: `"running"`, `"waiting"`, `"succeeded"`, `"failed"`, `"errored"`.
+    /// Every status, in the order above.
+    pub const ALL: [ExecutionStatus; 6] = [
+        ExecutionStatus::Running,
+        ExecutionStatus::Waiting,
+        ExecutionStatus::Succeeded,
+        ExecutionStatus::Failed,
+        ExecutionStatus::Errored,
+        ExecutionStatus::Cancelled,
+    ];
+
+    /// The status as stored: `"running"`, `"waiting"`, `"succeeded"`, `"failed"`, `"errored"`,
+    /// `"cancelled"`.
     pub const fn as_str(self) -> &'static str {
         match self {
             ExecutionStatus::Running => "running",
@@ -49,6 +63,7 @@ impl ExecutionStatus {
             ExecutionStatus::Succeeded => "succeeded",
             ExecutionStatus::Failed => "failed",
             ExecutionStatus::Errored => "errored",
+            ExecutionStatus::Cancelled => "cancelled",
         }
     }
 
@@ -60,6 +75,7 @@ impl ExecutionStatus {
             "succeeded" => ExecutionStatus::Succeeded,
             "failed" => ExecutionStatus::Failed,
             "errored" => ExecutionStatus::Errored,
+            "cancelled" => ExecutionStatus::Cancelled,
             _ => return None,
         })
     }
@@ -68,7 +84,10 @@ impl ExecutionStatus {
     pub const fn is_final(self) -> bool {
         matches!(
             self,
-            ExecutionStatus::Succeeded | ExecutionStatus::Failed | ExecutionStatus::Errored
+            ExecutionStatus::Succeeded
+                | ExecutionStatus::Failed
+                | ExecutionStatus::Errored
+                | ExecutionStatus::Cancelled
         )
     }
 }
@@ -332,6 +351,21 @@ pub struct Checkpoint {
     /// Tokens to close, with what became of them (a wait that timed out, or that the
     /// execution left). Only open tokens are changed.
     pub close_tokens: Vec<(String, TokenStatus)>,
+}
+
+/// A machine's definition as a worker registered it ([`Store::register`]): what the command
+/// line and the console read to draw an execution's diagram and check an operator's answer
+/// without the machine's code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDefinition {
+    /// The machine's name.
+    pub machine: String,
+    /// [`Definition::fingerprint`](crate::Definition::fingerprint).
+    pub fingerprint: String,
+    /// The definition as JSON ([`Definition::to_json`](crate::Definition::to_json)).
+    pub json: String,
+    /// When a worker last registered it.
+    pub registered_at: Millis,
 }
 
 /// An answer to a task token, written by [`Store::answer_token`].
@@ -664,6 +698,36 @@ pub trait Store: Send + Sync + 'static {
         &self,
         checkpoint: Checkpoint,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// An operator's change to an execution (a redrive, a cancel, an execution set aside for
+    /// data a worker cannot read): written as [`Store::checkpoint`] writes, fenced by the
+    /// version the same way, so a worker driving the execution meanwhile finds its next
+    /// checkpoint refused. Unlike a checkpoint, any process may make it (a SQLite client
+    /// too), and the store tells its workers when it leaves the execution due.
+    fn amend(&self, change: Checkpoint) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        self.checkpoint(change)
+    }
+
+    /// Records `definition` (a worker does when it starts), keeping the first registration
+    /// of each fingerprint's JSON and the time of the last. The default keeps nothing (a
+    /// store without definitions: tools then cannot draw its executions).
+    fn register(
+        &self,
+        definition: StoredDefinition,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = definition;
+        async { Ok(()) }
+    }
+
+    /// The definitions registered for `machine` (every machine's when `None`), the most
+    /// recently registered first. The default has none.
+    fn definitions(
+        &self,
+        machine: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<StoredDefinition>, StoreError>> + Send {
+        let _ = machine;
+        async { Ok(Vec::new()) }
+    }
 
     /// Claims for `owner`, until `lease_until`, up to `limit` executions of `machine` that are
     /// running or waiting with a due time at or before `now`, and that no one holds (no

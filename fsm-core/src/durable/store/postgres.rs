@@ -16,13 +16,13 @@ use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Socket};
 
 use super::{
     rows, rows::COLUMNS, rows::DECISIVE_FIRST, Checkpoint, Created, ExecutionRecord, ListQuery,
-    Millis, NewExecution, Page, Store, StoreError, StoredEvent, TokenAnswer, TokenRecord,
-    WaitingFor,
+    Millis, NewExecution, Page, Store, StoreError, StoredDefinition, StoredEvent, TokenAnswer,
+    TokenRecord, WaitingFor,
 };
 use crate::ExecutionId;
 
 /// The schema this library writes and reads (in `fsm_meta`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 const BATCH: usize = 2048;
 const CHANNEL: &str = "fsm_work";
 /// Told when executions ended.
@@ -74,6 +74,13 @@ CREATE TABLE fsm_tokens (
     result    TEXT
 );
 CREATE INDEX fsm_tokens_wait ON fsm_tokens (execution, step, attempt);
+CREATE TABLE fsm_definitions (
+    machine       TEXT NOT NULL,
+    fingerprint   TEXT NOT NULL,
+    definition    TEXT NOT NULL,
+    registered_at BIGINT NOT NULL,
+    PRIMARY KEY (machine, fingerprint)
+);
 ";
 
 const TOKEN_COLUMNS: &str = "secret_hash, execution, step, attempt, status, result";
@@ -703,6 +710,16 @@ async fn migrate(tx: &tokio_postgres::Transaction<'_>, from: i64) -> Result<(), 
                WHERE name IS NOT NULL; \
              CREATE INDEX fsm_executions_started ON fsm_executions (machine, created_at, id); \
              UPDATE fsm_events SET at = at * 1000",
+        )
+        .await
+        .map_err(db)?;
+    }
+    if from < 4 {
+        // 4: workers register their machines' definitions, for tools without the code.
+        tx.batch_execute(
+            "CREATE TABLE fsm_definitions (machine TEXT NOT NULL, fingerprint TEXT NOT NULL, \
+             definition TEXT NOT NULL, registered_at BIGINT NOT NULL, \
+             PRIMARY KEY (machine, fingerprint))",
         )
         .await
         .map_err(db)?;
@@ -1558,6 +1575,41 @@ impl Store for PgStore {
             e.updated_at = clock.to_local(e.updated_at);
         }
         Ok(page)
+    }
+
+    async fn register(&self, d: StoredDefinition) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO fsm_definitions (machine, fingerprint, definition, registered_at) \
+             VALUES ($1, $2, $3, {NOW_MS}) ON CONFLICT (machine, fingerprint) \
+             DO UPDATE SET registered_at = excluded.registered_at"
+        );
+        self.rows(&sql, &[&d.machine, &d.fingerprint, &d.json])
+            .await
+            .map(drop)
+    }
+
+    async fn definitions(&self, machine: Option<&str>) -> Result<Vec<StoredDefinition>, StoreError> {
+        let found = self
+            .rows(
+                "SELECT machine, fingerprint, definition, registered_at FROM fsm_definitions \
+                 WHERE $1::text IS NULL OR machine = $1 ORDER BY registered_at DESC, machine",
+                &[&machine],
+            )
+            .await?;
+        found
+            .iter()
+            .map(|r| {
+                Ok(StoredDefinition {
+                    machine: r.try_get(0).map_err(db)?,
+                    fingerprint: r.try_get(1).map_err(db)?,
+                    json: r.try_get(2).map_err(db)?,
+                    registered_at: self
+                        .inner
+                        .clock
+                        .to_local(r.try_get::<_, i64>(3).map_err(db)?.max(0) as Millis),
+                })
+            })
+            .collect()
     }
 
     async fn token(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError> {

@@ -10,7 +10,8 @@ use tokio::sync::oneshot;
 
 use super::{
     rows, rows::COLUMNS, rows::DECISIVE_FIRST, Checkpoint, Created, ExecutionRecord, ListQuery,
-    Millis, NewExecution, Page, Store, StoreError, StoredEvent, TokenAnswer, TokenRecord,
+    Millis, NewExecution, Page, Store, StoreError, StoredDefinition, StoredEvent, TokenAnswer,
+    TokenRecord,
     WaitingFor,
 };
 use crate::ExecutionId;
@@ -26,7 +27,7 @@ enum Hold {
 /// Marks a SQLite file as this library's (`PRAGMA application_id`, "FSM1").
 const APPLICATION_ID: i64 = 0x4653_4D31;
 /// The schema this library writes and reads (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 /// The most requests committed in one transaction.
 const BATCH: usize = 4096;
 
@@ -75,6 +76,13 @@ CREATE TABLE tokens (
     result     TEXT
 );
 CREATE INDEX tokens_wait ON tokens (execution, step, attempt);
+CREATE TABLE definitions (
+    machine       TEXT NOT NULL,
+    fingerprint   TEXT NOT NULL,
+    definition    TEXT NOT NULL,
+    registered_at INTEGER NOT NULL,
+    PRIMARY KEY (machine, fingerprint)
+);
 ";
 
 /// What a committed transaction promises, traded against speed. Commits are grouped either
@@ -172,6 +180,10 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 enum Request {
     Create(NewExecution, Reply<Created>),
     Checkpoint(Checkpoint, Reply<u64>),
+    /// An operator's change: a checkpoint any process may make.
+    Amend(Checkpoint, Reply<u64>),
+    Register(StoredDefinition, Reply<bool>),
+    Definitions(Option<String>, Reply<Vec<StoredDefinition>>),
     Claim {
         machine: String,
         owner: String,
@@ -196,6 +208,8 @@ impl Request {
             self,
             Request::Create(..)
                 | Request::Checkpoint(..)
+                | Request::Amend(..)
+                | Request::Register(..)
                 | Request::Claim { .. }
                 | Request::Answer(..)
         )
@@ -458,6 +472,14 @@ fn migrate(tx: &Connection, from: i64) -> Result<(), rusqlite::Error> {
              UPDATE events SET at = at * 1000;",
         )?;
     }
+    if from < 4 {
+        // 4: workers register their machines' definitions, for tools without the code.
+        tx.execute_batch(
+            "CREATE TABLE definitions (machine TEXT NOT NULL, fingerprint TEXT NOT NULL, \
+             definition TEXT NOT NULL, registered_at INTEGER NOT NULL, \
+             PRIMARY KEY (machine, fingerprint))",
+        )?;
+    }
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
 }
 
@@ -695,9 +717,16 @@ impl Writer {
                 let r = self.savepoint(|c, p| create(c, p, &new));
                 done.push(Done::Created(reply, r));
             }
-            Request::Checkpoint(cp, reply) => {
+            Request::Checkpoint(cp, reply) | Request::Amend(cp, reply) => {
                 let r = self.savepoint(|c, p| checkpoint(c, p, &cp));
                 done.push(Done::Version(reply, r));
+            }
+            Request::Register(d, reply) => {
+                let r = self.savepoint(|c, p| register(c, p, &d)).map(|()| true);
+                done.push(Done::Bool(reply, r));
+            }
+            Request::Definitions(machine, reply) => {
+                let _ = reply.send(self.definitions(machine.as_deref()));
             }
             Request::Answer(answer, reply) => {
                 let r = self.savepoint(|c, p| answer_token(c, p, &answer));
@@ -805,6 +834,39 @@ impl Writer {
         Ok(rows::page(out, q.limit))
     }
 
+    fn definitions(&self, machine: Option<&str>) -> Result<Vec<StoredDefinition>, StoreError> {
+        let err = |e| error(&self.path, e);
+        let exists: bool = self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'definitions'",
+            )
+            .and_then(|mut s| s.exists([]))
+            .map_err(err)?;
+        if !exists {
+            // A file of schema 3, opened by a client before its worker upgraded it.
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT machine, fingerprint, definition, registered_at FROM definitions \
+                 WHERE ?1 IS NULL OR machine = ?1 ORDER BY registered_at DESC, machine",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([machine], |r| {
+                Ok(StoredDefinition {
+                    machine: r.get(0)?,
+                    fingerprint: r.get(1)?,
+                    json: r.get(2)?,
+                    registered_at: r.get::<_, i64>(3)?.max(0) as Millis,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
     fn events(&self, id: ExecutionId) -> Result<Vec<StoredEvent>, StoreError> {
         let err = |e| error(&self.path, e);
         let mut stmt = self
@@ -826,7 +888,9 @@ impl Writer {
 fn fail(request: Request, e: StoreError) {
     match request {
         Request::Create(_, r) => drop(r.send(Err(e))),
-        Request::Checkpoint(_, r) => drop(r.send(Err(e))),
+        Request::Checkpoint(_, r) | Request::Amend(_, r) => drop(r.send(Err(e))),
+        Request::Register(_, r) => drop(r.send(Err(e))),
+        Request::Definitions(_, r) => drop(r.send(Err(e))),
         Request::Claim { reply, .. } => drop(reply.send(Err(e))),
         Request::NextDue(_, r) => drop(r.send(Err(e))),
         Request::Get(_, r) => drop(r.send(Err(e))),
@@ -1019,6 +1083,17 @@ fn checkpoint(c: &Connection, path: &Path, cp: &Checkpoint) -> Result<u64, Store
     Ok(r.version + 1)
 }
 
+fn register(c: &Connection, path: &Path, d: &StoredDefinition) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO definitions (machine, fingerprint, definition, registered_at) \
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (machine, fingerprint) \
+         DO UPDATE SET registered_at = excluded.registered_at",
+    )
+    .and_then(|mut s| s.execute(params![d.machine, d.fingerprint, d.json, ms(d.registered_at)]))
+    .map(drop)
+    .map_err(|e| error(path, e))
+}
+
 fn answer_token(c: &Connection, path: &Path, a: &TokenAnswer) -> Result<bool, StoreError> {
     let err = |e| error(path, e);
     let id = a.execution.to_string();
@@ -1129,6 +1204,32 @@ impl Store for SqliteStore {
             self.inner.ended.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(version)
+    }
+
+    async fn amend(&self, change: Checkpoint) -> Result<u64, StoreError> {
+        let (ends, due) = (
+            change.record.status.is_final(),
+            change.record.lease_owner.is_none() && !change.record.status.is_final(),
+        );
+        let version = self.ask(|tx| Request::Amend(change, tx)).await?;
+        if ends {
+            self.inner.ended.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        if due {
+            self.announce();
+        }
+        Ok(version)
+    }
+
+    async fn register(&self, definition: StoredDefinition) -> Result<(), StoreError> {
+        self.ask(|tx| Request::Register(definition, tx))
+            .await
+            .map(drop)
+    }
+
+    async fn definitions(&self, machine: Option<&str>) -> Result<Vec<StoredDefinition>, StoreError> {
+        let machine = machine.map(str::to_owned);
+        self.ask(|tx| Request::Definitions(machine, tx)).await
     }
 
     async fn claim(
