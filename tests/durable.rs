@@ -2541,3 +2541,6 @@ async fn a_history_says_who_answered_a_wait(db: Db) {
         "{history}"
     );
 }
+
+#[path = "durable/ops.rs"]
+mod ops;

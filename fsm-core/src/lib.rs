@@ -65,7 +65,7 @@ pub use durable::error::DurableError;
 #[cfg(feature = "durable")]
 pub use durable::executor::{DurableExecutor, DurableOptions, Problem};
 #[cfg(feature = "durable")]
-pub use durable::ops::{Action, BulkOutcome, OpsError, Operator};
+pub use durable::ops::{Action, BulkOutcome, Operator, OpsError};
 #[cfg(feature = "durable")]
 pub use durable::store;
 #[cfg(feature = "postgres")]

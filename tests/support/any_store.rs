@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use fsm_core::store::{
     Checkpoint, ExecutionRecord, ListQuery, Millis, NewExecution, StoredDefinition, StoredEvent,
-    TokenAnswer,
-    TokenRecord,
+    TokenAnswer, TokenRecord,
 };
 use fsm_core::{ExecutionId, PgStore, SqliteStore, Store, StoreError};
 
@@ -40,7 +39,10 @@ impl Store for AnyStore {
     async fn register(&self, d: StoredDefinition) -> Result<(), StoreError> {
         delegate!(self, s => s.register(d))
     }
-    async fn definitions(&self, machine: Option<&str>) -> Result<Vec<StoredDefinition>, StoreError> {
+    async fn definitions(
+        &self,
+        machine: Option<&str>,
+    ) -> Result<Vec<StoredDefinition>, StoreError> {
         delegate!(self, s => s.definitions(machine))
     }
     async fn claim(

@@ -395,7 +395,9 @@ where
                         == (token.execution, token.step, token.attempt)
             })
             .ok_or(TokenError::Forged)?;
-        token_open(record.status)?;
+        if token_open(record.status).is_err() {
+            return Err(self.refused(&token).await);
+        }
         let row = store
             .get(token.execution)
             .await

@@ -226,7 +226,10 @@ mod tests {
     fn a_malformed_definition_is_an_error_naming_what_is_wrong() {
         let bad = [
             ("[]", "no `name`"),
-            (r#"{"name":"A","initial":0,"states":[],"transitions":[]}"#, "no states"),
+            (
+                r#"{"name":"A","initial":0,"states":[],"transitions":[]}"#,
+                "no states",
+            ),
             (
                 r#"{"name":"A","initial":3,"states":[{"name":"S","kind":"success"}],"transitions":[]}"#,
                 "`initial` is not an index below 1",

@@ -96,7 +96,11 @@ impl fmt::Display for OpsError {
                 execution,
                 action,
                 status,
-            } => write!(f, "execution {execution} is {status}: it cannot be {}", done(action)),
+            } => write!(
+                f,
+                "execution {execution} is {status}: it cannot be {}",
+                done(action)
+            ),
             OpsError::NotWaiting { execution, status } => write!(
                 f,
                 "execution {execution} is {status}, not waiting for a task token"
@@ -375,7 +379,6 @@ impl<S: Store> Operator<S> {
         let cache = self.definitions.lock().unwrap_or_else(|e| e.into_inner());
         cache.get(key).copied()
     }
-
 }
 
 /// The actions, on a borrowed store: shared by [`Operator`] and the typed forms on
@@ -449,7 +452,11 @@ impl<S: Store> Ops<'_, S> {
             next.due_at = None;
             let event = self.event(&row, "execution cancelled", now);
             // Refused if a worker wrote meanwhile, or the token was answered: read again.
-            match self.store.amend(self.checkpoint(next, now, vec![event], close)).await {
+            match self
+                .store
+                .amend(self.checkpoint(next, now, vec![event], close))
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
@@ -543,7 +550,7 @@ impl<S: Store> Ops<'_, S> {
                 secret_hash: token.secret_hash,
                 execution: id,
                 status,
-                result: result(&self.who).to_string(),
+                result: result(self.who).to_string(),
                 now: self.clock.now(),
             })
             .await?;
@@ -566,7 +573,7 @@ impl<S: Store> Ops<'_, S> {
         now: crate::store::Millis,
     ) -> crate::store::StoredEvent {
         let at = now.saturating_sub(row.created_at).saturating_mul(1000);
-        codec::operator_event(kind, &row.state_name, &self.who, row.events, at)
+        codec::operator_event(kind, &row.state_name, self.who, row.events, at)
     }
 
     /// The write of `next`: let go of by any worker, with `events` appended.

@@ -736,13 +736,12 @@ impl<M: crate::Fsm> Driver<'_, M> {
         (by, by_hand): (Option<String>, bool),
     ) {
         let (at, attempt) = (self.rec.stamp(), self.attempt);
-        self.rec
-            .event(at, || EventKind::WaitCompleted {
-                state,
-                attempt,
-                by,
-                by_hand,
-            });
+        self.rec.event(at, || EventKind::WaitCompleted {
+            state,
+            attempt,
+            by,
+            by_hand,
+        });
         self.rec.transition(at, transition);
         self.step = self.step.saturating_add(1);
         self.attempt = 1;
@@ -756,13 +755,12 @@ impl<M: crate::Fsm> Driver<'_, M> {
         (by, by_hand): (Option<String>, bool),
     ) {
         let (at, attempt) = (self.rec.stamp(), self.attempt);
-        self.rec
-            .event(at, || EventKind::WaitFailed {
-                state,
-                attempt,
-                by,
-                by_hand,
-            });
+        self.rec.event(at, || EventKind::WaitFailed {
+            state,
+            attempt,
+            by,
+            by_hand,
+        });
     }
 
     /// The outcome of an execution that ends, errored, in `state`: its step failed for good,

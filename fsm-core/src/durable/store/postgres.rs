@@ -1588,7 +1588,10 @@ impl Store for PgStore {
             .map(drop)
     }
 
-    async fn definitions(&self, machine: Option<&str>) -> Result<Vec<StoredDefinition>, StoreError> {
+    async fn definitions(
+        &self,
+        machine: Option<&str>,
+    ) -> Result<Vec<StoredDefinition>, StoreError> {
         let found = self
             .rows(
                 "SELECT machine, fingerprint, definition, registered_at FROM fsm_definitions \

@@ -11,8 +11,7 @@ use tokio::sync::oneshot;
 use super::{
     rows, rows::COLUMNS, rows::DECISIVE_FIRST, Checkpoint, Created, ExecutionRecord, ListQuery,
     Millis, NewExecution, Page, Store, StoreError, StoredDefinition, StoredEvent, TokenAnswer,
-    TokenRecord,
-    WaitingFor,
+    TokenRecord, WaitingFor,
 };
 use crate::ExecutionId;
 
@@ -1089,7 +1088,14 @@ fn register(c: &Connection, path: &Path, d: &StoredDefinition) -> Result<(), Sto
          VALUES (?1, ?2, ?3, ?4) ON CONFLICT (machine, fingerprint) \
          DO UPDATE SET registered_at = excluded.registered_at",
     )
-    .and_then(|mut s| s.execute(params![d.machine, d.fingerprint, d.json, ms(d.registered_at)]))
+    .and_then(|mut s| {
+        s.execute(params![
+            d.machine,
+            d.fingerprint,
+            d.json,
+            ms(d.registered_at)
+        ])
+    })
     .map(drop)
     .map_err(|e| error(path, e))
 }
@@ -1227,7 +1233,10 @@ impl Store for SqliteStore {
             .map(drop)
     }
 
-    async fn definitions(&self, machine: Option<&str>) -> Result<Vec<StoredDefinition>, StoreError> {
+    async fn definitions(
+        &self,
+        machine: Option<&str>,
+    ) -> Result<Vec<StoredDefinition>, StoreError> {
         let machine = machine.map(str::to_owned);
         self.ask(|tx| Request::Definitions(machine, tx)).await
     }
