@@ -36,6 +36,14 @@ impl Store for AnyStore {
     async fn amend(&self, cp: Checkpoint) -> Result<u64, StoreError> {
         delegate!(self, s => s.amend(cp))
     }
+    async fn stats(
+        &self,
+        machine: Option<&str>,
+        now: Millis,
+        oldest: usize,
+    ) -> Result<fsm_core::store::Stats, StoreError> {
+        delegate!(self, s => s.stats(machine, now, oldest))
+    }
     async fn register(&self, d: StoredDefinition) -> Result<(), StoreError> {
         delegate!(self, s => s.register(d))
     }

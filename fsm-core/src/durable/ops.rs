@@ -21,7 +21,7 @@ use crate::durable::store::{
     Checkpoint, ExecutionRecord, ExecutionStatus, ListQuery, Store, StoreError, TokenAnswer,
     TokenStatus, WaitingFor,
 };
-use crate::{Definition, ExecutionId, StepError};
+use crate::{AsTaskToken, Definition, ExecutionId, StepError, TaskToken, TokenError};
 
 /// Why an operator's action was refused. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +79,9 @@ pub enum OpsError {
         /// The execution.
         execution: ExecutionId,
     },
+    /// A task token that answers nothing (forged, used, timed out, of a cancelled
+    /// execution...).
+    Token(crate::TokenError),
     /// The store refused or could not be reached.
     Store(StoreError),
 }
@@ -121,6 +124,7 @@ impl fmt::Display for OpsError {
                 "execution {execution} kept changing while it was being changed; nothing was \
                  changed: try again"
             ),
+            OpsError::Token(e) => e.fmt(f),
             OpsError::Store(e) => e.fmt(f),
         }
     }
@@ -291,6 +295,41 @@ impl<S: Store> Operator<S> {
         self.ops().fail(id, error).await
     }
 
+    /// Completes the wait that handed out `token` with `next`, checked as
+    /// [`Operator::complete`] checks it: for a caller that holds the token but not the
+    /// machine's code (the command line's `complete --token`). Returns the execution.
+    pub async fn complete_with_token(
+        &self,
+        token: impl AsTaskToken,
+        next: &Value,
+    ) -> Result<ExecutionId, OpsError> {
+        let (token, row) = self.ops().held(token).await?;
+        let def = self.definition_of(&row).await?;
+        let (transition, _) = answer_transition(def, &row, next)?;
+        let result = serde_json::json!({
+            "state": next,
+            "transition": transition,
+            "by": &*self.who,
+        });
+        self.ops()
+            .answer_with(&token, TokenStatus::Completed, result)
+            .await
+    }
+
+    /// Fails the wait that handed out `token` with `error`. Returns the execution.
+    pub async fn fail_with_token(
+        &self,
+        token: impl AsTaskToken,
+        error: StepError,
+    ) -> Result<ExecutionId, OpsError> {
+        let (token, _) = self.ops().held(token).await?;
+        let mut result = codec::error_json(&error);
+        result["by"] = Value::from(&*self.who);
+        self.ops()
+            .answer_with(&token, TokenStatus::Failed, result)
+            .await
+    }
+
     /// How many executions `filter` selects (its limit and cursor aside): what a bulk action
     /// over it would look at.
     pub async fn count(&self, filter: ListQuery) -> Result<usize, OpsError> {
@@ -323,6 +362,24 @@ impl<S: Store> Operator<S> {
             }
         }
         Ok(outcome)
+    }
+
+    /// The execution's history, read with the definition it last ran under (as a worker
+    /// registered it).
+    pub async fn history(&self, row: &ExecutionRecord) -> Result<crate::History, OpsError> {
+        let def = self.definition_of(row).await?;
+        let stored = self.store.events(row.id).await?;
+        let mut history = crate::History::with_capacity(stored.len());
+        for e in &stored {
+            let event = codec::decode(def, e).map_err(|message| {
+                OpsError::Store(StoreError::Corrupt {
+                    execution: Some(row.id),
+                    message,
+                })
+            })?;
+            history.push(event);
+        }
+        Ok(history)
     }
 
     /// The definition `row` last ran under, as a worker registered it.
@@ -565,6 +622,71 @@ impl<S: Store> Ops<'_, S> {
         Ok(())
     }
 
+    /// `token`, if it answers the wait its execution is in, with the execution's row.
+    async fn held(
+        &self,
+        token: impl AsTaskToken,
+    ) -> Result<(TaskToken, ExecutionRecord), OpsError> {
+        let token = token.as_task_token().map_err(OpsError::Token)?;
+        let hash = token.secret_hash();
+        let record = self
+            .store
+            .token(&hash)
+            .await?
+            .filter(|r| {
+                crate::runtime::token::same_secret(&r.secret_hash, &hash)
+                    && (r.execution, r.step, r.attempt)
+                        == (token.execution, token.step, token.attempt)
+            })
+            .ok_or(OpsError::Token(TokenError::Forged))?;
+        let row = self
+            .store
+            .get(token.execution)
+            .await?
+            .ok_or(OpsError::Token(TokenError::Forged))?;
+        if record.status != TokenStatus::Open
+            || row.status.is_final()
+            || (row.step, row.attempt) != (token.step, token.attempt)
+        {
+            return Err(OpsError::Token(refusal(record.status, &row)));
+        }
+        Ok((token, row))
+    }
+
+    /// Answers through `token` with `result`.
+    async fn answer_with(
+        &self,
+        token: &TaskToken,
+        status: TokenStatus,
+        result: Value,
+    ) -> Result<ExecutionId, OpsError> {
+        let answered = self
+            .store
+            .answer_token(TokenAnswer {
+                secret_hash: token.secret_hash(),
+                execution: token.execution,
+                status,
+                result: result.to_string(),
+                now: self.clock.now(),
+            })
+            .await?;
+        if !answered {
+            let (own, row) = (
+                self.store.token(&token.secret_hash()).await?,
+                self.get(token.execution).await?,
+            );
+            let own = own.map_or(TokenStatus::Superseded, |t| t.status);
+            // Another token of the same wait decided it.
+            let own = if own == TokenStatus::Open {
+                TokenStatus::Superseded
+            } else {
+                own
+            };
+            return Err(OpsError::Token(refusal(own, &row)));
+        }
+        Ok(token.execution)
+    }
+
     /// An operator's event for `row`, now.
     fn event(
         &self,
@@ -613,6 +735,18 @@ impl<S: Store> Ops<'_, S> {
             }
         }
         Err(OpsError::Contended { execution: id })
+    }
+}
+
+/// Why a token whose record says `status` does not answer `row`'s wait.
+fn refusal(status: TokenStatus, row: &ExecutionRecord) -> TokenError {
+    if row.status == ExecutionStatus::Cancelled {
+        return TokenError::Cancelled;
+    }
+    match status {
+        TokenStatus::Completed | TokenStatus::Failed => TokenError::AlreadyUsed,
+        TokenStatus::TimedOut => TokenError::TimedOut,
+        TokenStatus::Open | TokenStatus::Superseded => TokenError::Stale,
     }
 }
 

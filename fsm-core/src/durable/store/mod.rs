@@ -243,6 +243,51 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
+/// How many executions a machine has in one state with one status ([`Stats::counts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateCount {
+    /// The machine.
+    pub machine: String,
+    /// The state.
+    pub state: String,
+    /// The status.
+    pub status: ExecutionStatus,
+    /// How many.
+    pub count: u64,
+}
+
+/// Where a store's executions stand, counted by the database ([`Store::stats`]): what the
+/// command line's `stats`, the monitor and the console's header show.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// How many executions each machine has in each state with each status, by machine,
+    /// state and status.
+    pub counts: Vec<StateCount>,
+    /// How many running or waiting executions are due and held by no worker (or by one whose
+    /// lease ran out): the backlog.
+    pub backlog: u64,
+    /// The earliest due time in the backlog: how long it has been waiting for a worker.
+    pub backlog_since: Option<Millis>,
+    /// The executions waiting for a task token the longest, oldest first (when the wait
+    /// began: [`ExecutionSummary::updated_at`]).
+    pub oldest_waits: Vec<ExecutionSummary>,
+    /// How many running or waiting executions a worker holds by a lease that ran out: a
+    /// worker that stopped renewing (killed, cut off), whose executions no other worker has
+    /// taken over yet.
+    pub expired_leases: u64,
+}
+
+impl Stats {
+    /// How many executions have `status`.
+    pub fn with_status(&self, status: ExecutionStatus) -> u64 {
+        self.counts
+            .iter()
+            .filter(|c| c.status == status)
+            .map(|c| c.count)
+            .sum()
+    }
+}
+
 /// What [`Store::create`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
@@ -776,6 +821,60 @@ pub trait Store: Send + Sync + 'static {
 
     /// A page of the executions `query` selects, in its order (by start time, then id).
     fn list(&self, query: ListQuery) -> impl Future<Output = Result<Page, StoreError>> + Send;
+
+    /// Where the executions (of `machine`, or every machine's) stand at `now` (the caller's
+    /// clock; a store whose time is a server's counts by that): counts by state and status,
+    /// the backlog, the `oldest` longest waits, leases that ran out. The default reads
+    /// every summary through [`Store::list`]; the stores count in SQL, on their indexes.
+    fn stats(
+        &self,
+        machine: Option<&str>,
+        now: Millis,
+        oldest: usize,
+    ) -> impl Future<Output = Result<Stats, StoreError>> + Send {
+        let mut query = ListQuery::new().limit(0);
+        query.machine = machine.map(str::to_owned);
+        let all = self.list(query);
+        async move {
+            let all = all.await?.executions;
+            let mut stats = Stats::default();
+            for e in &all {
+                let found = stats.counts.iter_mut().find(|c| {
+                    (c.machine.as_str(), c.state.as_str(), c.status)
+                        == (e.machine.as_str(), e.state_name.as_str(), e.status)
+                });
+                match found {
+                    Some(c) => c.count += 1,
+                    None => stats.counts.push(StateCount {
+                        machine: e.machine.clone(),
+                        state: e.state_name.clone(),
+                        status: e.status,
+                        count: 1,
+                    }),
+                }
+                // (Leases are not in a summary: held executions count in the backlog here.)
+                if !e.status.is_final() && e.due_at.is_some_and(|d| d <= now) {
+                    stats.backlog += 1;
+                    stats.backlog_since = stats.backlog_since.min(e.due_at).or(e.due_at);
+                }
+            }
+            stats.counts.sort_by(|a, b| {
+                (&a.machine, &a.state, a.status.as_str()).cmp(&(
+                    &b.machine,
+                    &b.state,
+                    b.status.as_str(),
+                ))
+            });
+            let mut waits: Vec<_> = all
+                .into_iter()
+                .filter(|e| e.waiting_for == Some(WaitingFor::Token) && !e.status.is_final())
+                .collect();
+            waits.sort_by_key(|e| e.updated_at);
+            waits.truncate(oldest);
+            stats.oldest_waits = waits;
+            Ok(stats)
+        }
+    }
 
     /// A task token, by the hash of its secret.
     fn token(

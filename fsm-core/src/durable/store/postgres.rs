@@ -15,9 +15,9 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Socket};
 
 use super::{
-    rows, rows::COLUMNS, rows::DECISIVE_FIRST, Checkpoint, Created, ExecutionRecord, ListQuery,
-    Millis, NewExecution, Page, Store, StoreError, StoredDefinition, StoredEvent, TokenAnswer,
-    TokenRecord, WaitingFor,
+    rows, rows::COLUMNS, rows::DECISIVE_FIRST, Checkpoint, Created, ExecutionRecord,
+    ExecutionStatus, ExecutionSummary, ListQuery, Millis, NewExecution, Page, StateCount, Stats,
+    Store, StoreError, StoredDefinition, StoredEvent, TokenAnswer, TokenRecord, WaitingFor,
 };
 use crate::ExecutionId;
 
@@ -141,6 +141,12 @@ impl ServerClock {
     /// A time of the server's clock on this process's.
     fn to_local(&self, t: Millis) -> Millis {
         (t as i64).saturating_sub(self.offset()).max(0) as Millis
+    }
+
+    fn localize_summary(&self, e: &mut ExecutionSummary) {
+        e.due_at = e.due_at.map(|t| self.to_local(t));
+        e.created_at = self.to_local(e.created_at);
+        e.updated_at = self.to_local(e.updated_at);
     }
 
     fn localize(&self, r: &mut ExecutionRecord) {
@@ -309,6 +315,7 @@ pub struct PgOptions {
     schema: Option<String>,
     connector: Connector,
     tls: bool,
+    read_only: bool,
 }
 
 impl Default for PgOptions {
@@ -318,6 +325,7 @@ impl Default for PgOptions {
             schema: None,
             connector: connector(NoTls),
             tls: false,
+            read_only: false,
         }
     }
 }
@@ -328,6 +336,7 @@ impl std::fmt::Debug for PgOptions {
             .field("lease", &self.lease)
             .field("schema", &self.schema)
             .field("tls", &self.tls)
+            .field("read_only", &self.read_only)
             .finish()
     }
 }
@@ -350,6 +359,15 @@ impl PgOptions {
     /// puts them (`public`, usually); `options=-c search_path=...` in the URL does the same.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = Some(schema.into());
+        self
+    }
+
+    /// Reads only: every session is read-only (`default_transaction_read_only`), so the
+    /// server refuses any write ([`StoreError::ReadOnly`]); nothing is created or upgraded on
+    /// connect (tables of an older schema are read as they are; none is an error). For tools
+    /// that look: the `fsm` command line's reading commands, a console without actions.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
         self
     }
 
@@ -384,6 +402,9 @@ struct Target {
 impl Target {
     fn new(url: &str, options: &PgOptions) -> Self {
         let mut session = SESSION.to_owned();
+        if options.read_only {
+            session.push_str("; SET default_transaction_read_only = on");
+        }
         if let Some(schema) = &options.schema {
             session.push_str(&format!("; SET search_path TO {}", quote_ident(schema)));
         }
@@ -534,7 +555,11 @@ impl PgStore {
         let target = Target::new(url, &options);
         let lease = options.lease;
         let mut client = target.session().await?;
-        prepare(&mut client, options.schema.as_deref()).await?;
+        if options.read_only {
+            check_readable(&client).await?;
+        } else {
+            prepare(&mut client, options.schema.as_deref()).await?;
+        }
         let clock = ServerClock {
             offset: std::sync::atomic::AtomicI64::new(0),
             measured: std::sync::Mutex::new(None),
@@ -683,6 +708,47 @@ async fn prepare(client: &mut Client, schema: Option<&str>) -> Result<(), StoreE
         }
     }
     tx.commit().await.map_err(db)
+}
+
+/// Checks, without writing, that the session sees tables this library can read.
+async fn check_readable(client: &Client) -> Result<(), StoreError> {
+    let meta = client
+        .query_one("SELECT to_regclass('fsm_meta') IS NOT NULL", &[])
+        .await
+        .map_err(db)?
+        .try_get::<_, bool>(0)
+        .map_err(db)?;
+    let version: Option<String> = if meta {
+        client
+            .query_opt(
+                "SELECT value FROM fsm_meta WHERE key = 'schema_version'",
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(db)?
+    } else {
+        None
+    };
+    match version.as_deref().map(str::parse::<i64>) {
+        None => Err(StoreError::Database {
+            path: "postgresql".into(),
+            message: "no executions here: the database (in the session's search_path) has \
+                      no fsm tables"
+                .into(),
+        }),
+        Some(Ok(v)) if v > SCHEMA_VERSION => Err(StoreError::NewerSchema {
+            path: "postgresql".into(),
+            found: v,
+            supported: SCHEMA_VERSION,
+        }),
+        Some(Ok(_)) => Ok(()),
+        Some(Err(_)) => Err(StoreError::Foreign {
+            path: "postgresql".into(),
+        }),
+    }
 }
 
 /// Brings a database written by an earlier version up to [`SCHEMA_VERSION`], under the
@@ -1570,11 +1636,89 @@ impl Store for PgStore {
             .collect::<Result<Vec<_>, _>>()?;
         let mut page = rows::page(summaries, query.limit);
         for e in &mut page.executions {
-            e.due_at = e.due_at.map(|t| clock.to_local(t));
-            e.created_at = clock.to_local(e.created_at);
-            e.updated_at = clock.to_local(e.updated_at);
+            clock.localize_summary(e);
         }
         Ok(page)
+    }
+
+    async fn stats(
+        &self,
+        machine: Option<&str>,
+        _now: Millis,
+        oldest: usize,
+    ) -> Result<Stats, StoreError> {
+        let clock = &self.inner.clock;
+        let mut stats = Stats::default();
+        let counts = self
+            .rows(
+                "SELECT machine, state_name, status, count(*) FROM fsm_executions \
+                 WHERE $1::text IS NULL OR machine = $1 GROUP BY machine, state_name, status \
+                 ORDER BY machine, state_name, status",
+                &[&machine],
+            )
+            .await?;
+        for r in &counts {
+            let status: String = r.try_get(2).map_err(db)?;
+            stats.counts.push(StateCount {
+                machine: r.try_get(0).map_err(db)?,
+                state: r.try_get(1).map_err(db)?,
+                status: ExecutionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+                    execution: None,
+                    message: format!("status {status:?}"),
+                })?,
+                count: r.try_get::<_, i64>(3).map_err(db)?.max(0) as u64,
+            });
+        }
+        // By the server's clock, as claims are made.
+        let backlog = self
+            .rows(
+                &format!(
+                    "SELECT count(*), min(due_at), \
+                       count(*) FILTER (WHERE lease_owner IS NOT NULL) FROM fsm_executions \
+                     WHERE ($1::text IS NULL OR machine = $1) \
+                     AND status IN ('running', 'waiting') AND due_at <= {NOW_MS} \
+                     AND (lease_owner IS NULL OR lease_expires <= {NOW_MS})"
+                ),
+                &[&machine],
+            )
+            .await?;
+        if let Some(r) = backlog.first() {
+            stats.backlog = r.try_get::<_, i64>(0).map_err(db)?.max(0) as u64;
+            stats.backlog_since = r
+                .try_get::<_, Option<i64>>(1)
+                .map_err(db)?
+                .map(|t| clock.to_local(t.max(0) as Millis));
+        }
+        let expired = self
+            .rows(
+                &format!(
+                    "SELECT count(*) FROM fsm_executions WHERE lease_owner IS NOT NULL \
+                     AND lease_expires <= {NOW_MS} AND ($1::text IS NULL OR machine = $1) \
+                     AND status IN ('running', 'waiting')"
+                ),
+                &[&machine],
+            )
+            .await?;
+        if let Some(r) = expired.first() {
+            stats.expired_leases = r.try_get::<_, i64>(0).map_err(db)?.max(0) as u64;
+        }
+        let waits = self
+            .rows(
+                &format!(
+                    "SELECT {} FROM fsm_executions WHERE status = 'waiting' \
+                     AND waiting_for = 'token' AND ($1::text IS NULL OR machine = $1) \
+                     ORDER BY updated_at, id LIMIT $2",
+                    rows::SUMMARY_COLUMNS
+                ),
+                &[&machine, &(oldest as i64)],
+            )
+            .await?;
+        for r in &waits {
+            let mut e = rows::summary(r)?;
+            clock.localize_summary(&mut e);
+            stats.oldest_waits.push(e);
+        }
+        Ok(stats)
     }
 
     async fn register(&self, d: StoredDefinition) -> Result<(), StoreError> {

@@ -9,9 +9,9 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, Row};
 use tokio::sync::oneshot;
 
 use super::{
-    rows, rows::COLUMNS, rows::DECISIVE_FIRST, Checkpoint, Created, ExecutionRecord, ListQuery,
-    Millis, NewExecution, Page, Store, StoreError, StoredDefinition, StoredEvent, TokenAnswer,
-    TokenRecord, WaitingFor,
+    rows, rows::COLUMNS, rows::DECISIVE_FIRST, Checkpoint, Created, ExecutionRecord,
+    ExecutionStatus, ListQuery, Millis, NewExecution, Page, StateCount, Stats, Store, StoreError,
+    StoredDefinition, StoredEvent, TokenAnswer, TokenRecord, WaitingFor,
 };
 use crate::ExecutionId;
 
@@ -183,6 +183,7 @@ enum Request {
     Amend(Checkpoint, Reply<u64>),
     Register(StoredDefinition, Reply<bool>),
     Definitions(Option<String>, Reply<Vec<StoredDefinition>>),
+    Stats(Option<String>, Millis, usize, Reply<Stats>),
     Claim {
         machine: String,
         owner: String,
@@ -727,6 +728,9 @@ impl Writer {
             Request::Definitions(machine, reply) => {
                 let _ = reply.send(self.definitions(machine.as_deref()));
             }
+            Request::Stats(machine, now, oldest, reply) => {
+                let _ = reply.send(self.stats(machine.as_deref(), now, oldest));
+            }
             Request::Answer(answer, reply) => {
                 let r = self.savepoint(|c, p| answer_token(c, p, &answer));
                 done.push(Done::Bool(reply, r));
@@ -833,6 +837,75 @@ impl Writer {
         Ok(rows::page(out, q.limit))
     }
 
+    fn stats(
+        &self,
+        machine: Option<&str>,
+        now: Millis,
+        oldest: usize,
+    ) -> Result<Stats, StoreError> {
+        let err = |e| error(&self.path, e);
+        let mut stats = Stats::default();
+        let mut counts = self
+            .conn
+            .prepare_cached(
+                "SELECT machine, state_name, status, count(*) FROM executions \
+                 WHERE ?1 IS NULL OR machine = ?1 GROUP BY machine, state_name, status \
+                 ORDER BY machine, state_name, status",
+            )
+            .map_err(err)?;
+        let mut rows = counts.query([machine]).map_err(err)?;
+        while let Some(r) = rows.next().map_err(err)? {
+            let status: String = r.get(2).map_err(err)?;
+            stats.counts.push(StateCount {
+                machine: r.get(0).map_err(err)?,
+                state: r.get(1).map_err(err)?,
+                status: ExecutionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+                    execution: None,
+                    message: format!("status {status:?}"),
+                })?,
+                count: r.get::<_, i64>(3).map_err(err)?.max(0) as u64,
+            });
+        }
+        let (backlog, since): (i64, Option<i64>) = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*), min(due_at) FROM executions \
+                 WHERE (?1 IS NULL OR machine = ?1) AND status IN ('running', 'waiting') \
+                 AND due_at <= ?2 AND (lease_owner IS NULL OR lease_expires <= ?2)",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![machine, ms(now)], |r| Ok((r.get(0)?, r.get(1)?)))
+            })
+            .map_err(err)?;
+        stats.backlog = backlog.max(0) as u64;
+        stats.backlog_since = since.map(|t| t.max(0) as Millis);
+        let expired: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM executions WHERE (?1 IS NULL OR machine = ?1) \
+                 AND status IN ('running', 'waiting') AND lease_owner IS NOT NULL \
+                 AND lease_expires <= ?2",
+            )
+            .and_then(|mut s| s.query_row(params![machine, ms(now)], |r| r.get(0)))
+            .map_err(err)?;
+        stats.expired_leases = expired.max(0) as u64;
+        let mut waits = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {} FROM executions WHERE status = 'waiting' AND waiting_for = 'token' \
+                 AND (?1 IS NULL OR machine = ?1) ORDER BY updated_at, id LIMIT ?2",
+                rows::SUMMARY_COLUMNS
+            ))
+            .map_err(err)?;
+        let found = waits
+            .query_map(params![machine, oldest as i64], |r| Ok(rows::summary(r)))
+            .map_err(err)?;
+        for w in found {
+            stats.oldest_waits.push(w.map_err(err)??);
+        }
+        Ok(stats)
+    }
+
     fn definitions(&self, machine: Option<&str>) -> Result<Vec<StoredDefinition>, StoreError> {
         let err = |e| error(&self.path, e);
         let exists: bool = self
@@ -890,6 +963,7 @@ fn fail(request: Request, e: StoreError) {
         Request::Checkpoint(_, r) | Request::Amend(_, r) => drop(r.send(Err(e))),
         Request::Register(_, r) => drop(r.send(Err(e))),
         Request::Definitions(_, r) => drop(r.send(Err(e))),
+        Request::Stats(.., r) => drop(r.send(Err(e))),
         Request::Claim { reply, .. } => drop(reply.send(Err(e))),
         Request::NextDue(_, r) => drop(r.send(Err(e))),
         Request::Get(_, r) => drop(r.send(Err(e))),
@@ -1225,6 +1299,17 @@ impl Store for SqliteStore {
             self.announce();
         }
         Ok(version)
+    }
+
+    async fn stats(
+        &self,
+        machine: Option<&str>,
+        now: Millis,
+        oldest: usize,
+    ) -> Result<Stats, StoreError> {
+        let machine = machine.map(str::to_owned);
+        self.ask(|tx| Request::Stats(machine, now, oldest, tx))
+            .await
     }
 
     async fn register(&self, definition: StoredDefinition) -> Result<(), StoreError> {
