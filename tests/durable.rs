@@ -706,7 +706,9 @@ async fn a_token_secret_is_stored_only_as_its_hash(db: Db) {
              UPDATE tokens SET secret = '{secret}'; {downgrade}; \
              DROP INDEX executions_name; DROP INDEX executions_started; \
              ALTER TABLE executions DROP COLUMN name; \
-             ALTER TABLE executions DROP COLUMN claims; DROP TABLE definitions"
+             ALTER TABLE executions DROP COLUMN claims; DROP TABLE definitions; \
+             DROP INDEX executions_open; DROP INDEX executions_ended; \
+             ALTER TABLE executions DROP COLUMN entered_at"
         ))
         .await;
         db.sql(&format!("UPDATE {events} SET at = at / 1000")).await;
@@ -1870,6 +1872,7 @@ async fn one_bad_write_among_many_committed_together_fails_alone(db: Db) {
         waiting_for: None,
         step: 0,
         attempt: 1,
+        entered_at: 1,
         due_at: None,
         error: None,
         events: 1,
@@ -1982,6 +1985,7 @@ fn a_worker_whose_lease_was_taken_over_can_neither_renew_nor_checkpoint() {
             waiting_for: None,
             step: 0,
             attempt: 1,
+            entered_at: now(),
             due_at: Some(0),
             error: None,
             events: 0,

@@ -194,6 +194,7 @@ where
             waiting_for: None,
             step: 0,
             attempt: 1,
+            entered_at: now,
             due_at: Some(now),
             error: None,
             events: 1,

@@ -618,6 +618,9 @@ where
         next.due_at = save.due_at;
         next.events = first + events.len() as u32;
         next.updated_at = self.client.clock.now();
+        if w.step != row.step {
+            next.entered_at = next.updated_at;
+        }
         next.fingerprint.clone_from(&self.client.fingerprint);
         if save.hold {
             // Each checkpoint extends the claim (the renewal task does between them).

@@ -479,6 +479,7 @@ impl<S: Store> Ops<'_, S> {
             next.due_at = Some(now);
             next.step = row.step.saturating_add(1);
             next.attempt = 1;
+            next.entered_at = now;
             next.error = None;
             let event = self.event(row, "execution redriven", now);
             Ok(self.checkpoint(next, now, vec![event], Vec::new()))

@@ -151,6 +151,9 @@ pub struct ExecutionRecord {
     pub step: u32,
     /// The attempt of the current step, from 1.
     pub attempt: u32,
+    /// When its current step began (its first attempt, or the wait): when it entered the
+    /// state it is in, or was redriven.
+    pub entered_at: Millis,
     /// When its next attempt is due (a retry), or when its wait times out.
     pub due_at: Option<Millis>,
     /// Why it errored, as `kind: message`.
@@ -193,6 +196,8 @@ pub struct ExecutionSummary {
     pub step: u32,
     /// The attempt of the current step, from 1.
     pub attempt: u32,
+    /// When its current step began.
+    pub entered_at: Millis,
     /// When its next attempt is due, or when its wait times out.
     pub due_at: Option<Millis>,
     /// Why it errored, as `kind: message`.

@@ -48,8 +48,13 @@ CREATE TABLE fsm_executions (
     lease_expires BIGINT,
     version       BIGINT NOT NULL,
     name          TEXT,
-    claims        BIGINT NOT NULL DEFAULT 0
+    claims        BIGINT NOT NULL DEFAULT 0,
+    entered_at    BIGINT NOT NULL DEFAULT 0
 );
+CREATE INDEX fsm_executions_open ON fsm_executions (status, entered_at)
+    WHERE status IN ('running', 'waiting');
+CREATE INDEX fsm_executions_ended ON fsm_executions (updated_at)
+    WHERE status NOT IN ('running', 'waiting');
 CREATE UNIQUE INDEX fsm_executions_name ON fsm_executions (machine, name) WHERE name IS NOT NULL;
 CREATE INDEX fsm_executions_started ON fsm_executions (machine, created_at, id);
 CREATE INDEX fsm_executions_due ON fsm_executions (machine, due_at)
@@ -147,6 +152,7 @@ impl ServerClock {
         e.due_at = e.due_at.map(|t| self.to_local(t));
         e.created_at = self.to_local(e.created_at);
         e.updated_at = self.to_local(e.updated_at);
+        e.entered_at = self.to_local(e.entered_at);
     }
 
     fn localize(&self, r: &mut ExecutionRecord) {
@@ -154,6 +160,7 @@ impl ServerClock {
         r.lease_expires = r.lease_expires.map(|t| self.to_local(t));
         r.created_at = self.to_local(r.created_at);
         r.updated_at = self.to_local(r.updated_at);
+        r.entered_at = self.to_local(r.entered_at);
     }
 
     fn to_server_record(&self, r: &mut ExecutionRecord) {
@@ -161,6 +168,7 @@ impl ServerClock {
         r.lease_expires = r.lease_expires.map(|t| self.to_server(t));
         r.created_at = self.to_server(r.created_at);
         r.updated_at = self.to_server(r.updated_at);
+        r.entered_at = self.to_server(r.entered_at);
     }
 
     fn due(&self) -> bool {
@@ -782,10 +790,17 @@ async fn migrate(tx: &tokio_postgres::Transaction<'_>, from: i64) -> Result<(), 
     }
     if from < 4 {
         // 4: workers register their machines' definitions, for tools without the code.
+        // Executions know when their step began; the monitor's questions have indexes.
         tx.batch_execute(
             "CREATE TABLE fsm_definitions (machine TEXT NOT NULL, fingerprint TEXT NOT NULL, \
              definition TEXT NOT NULL, registered_at BIGINT NOT NULL, \
-             PRIMARY KEY (machine, fingerprint))",
+             PRIMARY KEY (machine, fingerprint)); \
+             ALTER TABLE fsm_executions ADD COLUMN entered_at BIGINT NOT NULL DEFAULT 0; \
+             UPDATE fsm_executions SET entered_at = updated_at; \
+             CREATE INDEX fsm_executions_open ON fsm_executions (status, entered_at) \
+               WHERE status IN ('running', 'waiting'); \
+             CREATE INDEX fsm_executions_ended ON fsm_executions (updated_at) \
+               WHERE status NOT IN ('running', 'waiting')",
         )
         .await
         .map_err(db)?;
@@ -1071,10 +1086,10 @@ type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
 
 /// The columns of [`RowColumns::params`], as the bulk statements name them, and their types.
 const ROW_NAMES: &str = "id, fingerprint, state_name, state, status, waiting_for, step, \
-    attempt, due_at, error, events, updated_at, lease_owner, lease_expires";
-const ROW_TYPES: [&str; 14] = [
+    attempt, due_at, error, events, updated_at, lease_owner, lease_expires, entered_at";
+const ROW_TYPES: [&str; 15] = [
     "text", "text", "text", "text", "text", "text", "bigint", "bigint", "bigint", "text", "bigint",
-    "bigint", "text", "bigint",
+    "bigint", "text", "bigint", "bigint",
 ];
 /// The types of [`EventColumns::params`].
 const EVENT_TYPES: [&str; 6] = ["text", "bigint", "bigint", "text", "text", "text"];
@@ -1146,7 +1161,7 @@ async fn create_all(
         "WITH rows AS (INSERT INTO fsm_executions ({COLUMNS}) \
          SELECT id, machine, fingerprint, state_name, state, status, waiting_for, step, attempt, \
            due_at, error, events, created_at, updated_at, lease_owner, lease_expires, 1, name, \
-           claims \
+           claims, entered_at \
          FROM {} AS i({ROW_NAMES}, created_at, machine, name, claims) WHERE true \
          ON CONFLICT (machine, name) WHERE name IS NOT NULL DO NOTHING RETURNING id), \
          logged AS (INSERT INTO fsm_events (execution, seq, at, kind, state, detail) \
@@ -1159,7 +1174,7 @@ async fn create_all(
                 .iter()
                 .chain(&["bigint", "text", "text", "bigint"])
         ),
-        unnest(19, &EVENT_TYPES),
+        unnest(20, &EVENT_TYPES),
     );
     let mut params = rows.params().to_vec();
     params.extend([&created as Param, &machine, &name, &claims]);
@@ -1203,12 +1218,13 @@ struct RowColumns<'a> {
     updated_at: Vec<i64>,
     lease_owner: Vec<Option<&'a str>>,
     lease_expires: Vec<Option<i64>>,
+    entered_at: Vec<i64>,
     version: Vec<i64>,
 }
 
 impl<'a> RowColumns<'a> {
     /// The columns but `version`, in the order of [`ROW_NAMES`].
-    fn params(&self) -> [Param<'_>; 14] {
+    fn params(&self) -> [Param<'_>; 15] {
         [
             &self.id,
             &self.fingerprint,
@@ -1224,6 +1240,7 @@ impl<'a> RowColumns<'a> {
             &self.updated_at,
             &self.lease_owner,
             &self.lease_expires,
+            &self.entered_at,
         ]
     }
 
@@ -1244,6 +1261,7 @@ impl<'a> RowColumns<'a> {
             updated_at: Vec::with_capacity(n),
             lease_owner: Vec::with_capacity(n),
             lease_expires: Vec::with_capacity(n),
+            entered_at: Vec::with_capacity(n),
             version: Vec::with_capacity(n),
         };
         for r in records {
@@ -1261,6 +1279,7 @@ impl<'a> RowColumns<'a> {
             c.updated_at.push(ms(r.updated_at));
             c.lease_owner.push(r.lease_owner.as_deref());
             c.lease_expires.push(opt_ms(r.lease_expires));
+            c.entered_at.push(ms(r.entered_at));
             c.version.push(i64::try_from(r.version).unwrap_or(i64::MAX));
         }
         c
@@ -1283,7 +1302,8 @@ async fn checkpoint_all(
            state_name = i.state_name, state = i.state, status = i.status, \
            waiting_for = i.waiting_for, step = i.step, attempt = i.attempt, due_at = i.due_at, \
            error = i.error, events = i.events, updated_at = i.updated_at, \
-           lease_owner = i.lease_owner, lease_expires = i.lease_expires, version = e.version + 1 \
+           lease_owner = i.lease_owner, lease_expires = i.lease_expires, \
+           entered_at = i.entered_at, version = e.version + 1 \
          FROM {} AS i({ROW_NAMES}, version) \
          WHERE e.id = i.id AND e.version = i.version RETURNING e.id), \
          logged AS (INSERT INTO fsm_events (execution, seq, at, kind, state, detail) \
@@ -1291,7 +1311,7 @@ async fn checkpoint_all(
            WHERE ev.execution IN (SELECT id FROM moved)) \
          SELECT id FROM moved",
         unnest(1, ROW_TYPES.iter().chain(&["bigint"])),
-        unnest(16, &EVENT_TYPES),
+        unnest(17, &EVENT_TYPES),
     );
     let mut params = rows.params().to_vec();
     params.push(&rows.version);

@@ -9,11 +9,11 @@ use super::{
 /// The columns of an execution's row, in the order [`record`] reads them.
 pub(crate) const COLUMNS: &str = "id, machine, fingerprint, state_name, state, status, \
     waiting_for, step, attempt, due_at, error, events, created_at, updated_at, lease_owner, \
-    lease_expires, version, name, claims";
+    lease_expires, version, name, claims, entered_at";
 
 /// The columns of a summary, in the order [`summary`] reads them.
 pub(crate) const SUMMARY_COLUMNS: &str = "id, name, machine, state_name, status, waiting_for, \
-    step, attempt, due_at, error, created_at, updated_at";
+    step, attempt, due_at, error, created_at, updated_at, entered_at";
 use crate::ExecutionId;
 
 /// A stored row's columns as a store's driver reads them (`None` for NULL); an error is the
@@ -116,6 +116,7 @@ pub(crate) fn record(r: &impl Columns) -> Result<ExecutionRecord, StoreError> {
         version: c.int(16)?.max(0) as u64,
         name: c.text(17)?,
         claims: c.small(18)?,
+        entered_at: c.millis(19)?.unwrap_or(0),
     })
 }
 
@@ -135,6 +136,7 @@ pub(crate) fn summary(r: &impl Columns) -> Result<ExecutionSummary, StoreError> 
         error: c.text(9)?,
         created_at: c.millis(10)?.unwrap_or(0),
         updated_at: c.millis(11)?.unwrap_or(0),
+        entered_at: c.millis(12)?.unwrap_or(0),
     })
 }
 

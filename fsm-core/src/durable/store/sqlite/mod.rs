@@ -50,8 +50,13 @@ CREATE TABLE executions (
     lease_expires INTEGER,
     version       INTEGER NOT NULL,
     name          TEXT,
-    claims        INTEGER NOT NULL DEFAULT 0
+    claims        INTEGER NOT NULL DEFAULT 0,
+    entered_at    INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX executions_open ON executions (status, entered_at)
+    WHERE status IN ('running', 'waiting');
+CREATE INDEX executions_ended ON executions (updated_at)
+    WHERE status NOT IN ('running', 'waiting');
 CREATE INDEX executions_due ON executions (machine, due_at)
     WHERE status IN ('running', 'waiting');
 CREATE INDEX executions_status ON executions (status, machine, created_at);
@@ -474,10 +479,17 @@ fn migrate(tx: &Connection, from: i64) -> Result<(), rusqlite::Error> {
     }
     if from < 4 {
         // 4: workers register their machines' definitions, for tools without the code.
+        // Executions know when their step began; the monitor's questions have indexes.
         tx.execute_batch(
             "CREATE TABLE definitions (machine TEXT NOT NULL, fingerprint TEXT NOT NULL, \
              definition TEXT NOT NULL, registered_at INTEGER NOT NULL, \
-             PRIMARY KEY (machine, fingerprint))",
+             PRIMARY KEY (machine, fingerprint)); \
+             ALTER TABLE executions ADD COLUMN entered_at INTEGER NOT NULL DEFAULT 0; \
+             UPDATE executions SET entered_at = updated_at; \
+             CREATE INDEX executions_open ON executions (status, entered_at) \
+               WHERE status IN ('running', 'waiting'); \
+             CREATE INDEX executions_ended ON executions (updated_at) \
+               WHERE status NOT IN ('running', 'waiting');",
         )?;
     }
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
@@ -989,7 +1001,8 @@ fn create(c: &Connection, path: &Path, new: &NewExecution) -> Result<Created, St
     let written = c
         .prepare_cached(&format!(
             "INSERT INTO executions ({COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, 1, ?17, ?18) \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, 1, ?17, ?18, \
+          ?19) \
          ON CONFLICT (machine, name) WHERE name IS NOT NULL DO NOTHING"
         ))
         .and_then(|mut s| {
@@ -1012,6 +1025,7 @@ fn create(c: &Connection, path: &Path, new: &NewExecution) -> Result<Created, St
                 opt_ms(r.lease_expires.filter(|&e| e != Millis::MAX)),
                 r.name,
                 r.claims,
+                ms(r.entered_at),
             ])
         })
         .map_err(err)?;
@@ -1105,8 +1119,8 @@ fn checkpoint(c: &Connection, path: &Path, cp: &Checkpoint) -> Result<u64, Store
         .prepare_cached(
             "UPDATE executions SET fingerprint = ?1, state_name = ?2, state = ?3, status = ?4, \
              waiting_for = ?5, step = ?6, attempt = ?7, due_at = ?8, error = ?9, events = ?10, \
-             updated_at = ?11, lease_owner = ?12, lease_expires = ?13, version = version + 1 \
-             WHERE id = ?14 AND version = ?15",
+             updated_at = ?11, lease_owner = ?12, lease_expires = ?13, entered_at = ?16, \
+             version = version + 1 WHERE id = ?14 AND version = ?15",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -1125,6 +1139,7 @@ fn checkpoint(c: &Connection, path: &Path, cp: &Checkpoint) -> Result<u64, Store
                 opt_ms(r.lease_expires.filter(|&e| e != Millis::MAX)),
                 id,
                 i64::try_from(r.version).unwrap_or(i64::MAX),
+                ms(r.entered_at),
             ])
         })
         .map_err(err)?;
