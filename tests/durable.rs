@@ -2546,5 +2546,7 @@ async fn a_history_says_who_answered_a_wait(db: Db) {
     );
 }
 
+#[path = "durable/monitor.rs"]
+mod monitor;
 #[path = "durable/ops.rs"]
 mod ops;

@@ -65,6 +65,8 @@ pub use durable::error::DurableError;
 #[cfg(feature = "durable")]
 pub use durable::executor::{DurableExecutor, DurableOptions, Problem};
 #[cfg(feature = "durable")]
+pub use durable::monitor::{Alert, Monitor, Rule, Sink};
+#[cfg(feature = "durable")]
 pub use durable::ops::{Action, BulkOutcome, Operator, OpsError};
 #[cfg(feature = "durable")]
 pub use durable::store;

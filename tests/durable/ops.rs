@@ -25,19 +25,19 @@ pub enum Ticket {
 #[derive(Default)]
 pub struct Desk {
     /// While set, assigning fails for good.
-    broken: std::sync::atomic::AtomicBool,
+    pub(super) broken: std::sync::atomic::AtomicBool,
     /// Each assignment's idempotency key, in order.
-    keys: Mutex<Vec<(u32, String)>>,
+    pub(super) keys: Mutex<Vec<(u32, String)>>,
     /// The tickets whose assignment is running now.
-    running: Mutex<HashSet<u32>>,
+    pub(super) running: Mutex<HashSet<u32>>,
     /// Tickets whose assignment started while another of theirs was running.
-    overlaps: Mutex<Vec<u32>>,
+    pub(super) overlaps: Mutex<Vec<u32>>,
     /// How long an assignment takes, in milliseconds, by ticket (none: at once).
-    slow: Option<fn(u32) -> u64>,
+    pub(super) slow: Option<fn(u32) -> u64>,
     /// Blocks each assignment until the test says.
-    gate: Option<Arc<tokio::sync::Semaphore>>,
+    pub(super) gate: Option<Arc<tokio::sync::Semaphore>>,
     /// Tokens handed to the agents, by ticket.
-    tokens: Mutex<Vec<(u32, String)>>,
+    pub(super) tokens: Mutex<Vec<(u32, String)>>,
 }
 
 impl ticket::Steps for Desk {
@@ -93,9 +93,9 @@ impl ticket::Steps for Desk {
     }
 }
 
-type Desked = DurableExecutor<Ticket, Desk, AnyStore>;
+pub(super) type Desked = DurableExecutor<Ticket, Desk, AnyStore>;
 
-async fn desk(db: &Db, desk: Desk) -> Desked {
+pub(super) async fn desk(db: &Db, desk: Desk) -> Desked {
     Executor::<Ticket, Desk>::builder(desk)
         .durable(db.store().await)
         .unwrap()
@@ -106,7 +106,7 @@ async fn operator(db: &Db) -> Operator<AnyStore> {
     Operator::new(db.store_beside_worker().await, "ops:test")
 }
 
-fn close(t: ticket::Machine<ticket::Assigned>) -> ticket::Machine<ticket::Closed> {
+pub(super) fn close(t: ticket::Machine<ticket::Assigned>) -> ticket::Machine<ticket::Closed> {
     t.close(|s| ticket::Closed {
         id: s.id,
         note: "fixed".into(),

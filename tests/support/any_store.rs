@@ -44,6 +44,21 @@ impl Store for AnyStore {
     ) -> Result<fsm_core::store::Stats, StoreError> {
         delegate!(self, s => s.stats(machine, now, oldest))
     }
+    async fn overdue(
+        &self,
+        machine: Option<&str>,
+        which: fsm_core::store::Overdue,
+        examples: usize,
+    ) -> Result<fsm_core::store::Found, StoreError> {
+        delegate!(self, s => s.overdue(machine, which, examples))
+    }
+    async fn ended_since(
+        &self,
+        machine: Option<&str>,
+        since: Millis,
+    ) -> Result<Vec<fsm_core::store::StateCount>, StoreError> {
+        delegate!(self, s => s.ended_since(machine, since))
+    }
     async fn register(&self, d: StoredDefinition) -> Result<(), StoreError> {
         delegate!(self, s => s.register(d))
     }

@@ -8,7 +8,8 @@
 //! (`DurableExecutor`), which claims due executions and drives them through the runtime's
 //! step loop. `ops` acts on stored executions as an operator (redrive, cancel, answer a
 //! wait by hand) through the store alone; `definition_json` is a definition as workers
-//! register it in their store, for tools without the machine's code.
+//! register it in their store, for tools without the machine's code. `monitor` raises alerts
+//! on executions that fail, stall or wait too long.
 //!
 //! Uses the typestate and runtime layers; `store` uses nothing of `client` or `executor`.
 
@@ -16,5 +17,6 @@ pub(crate) mod client;
 pub(crate) mod definition_json;
 pub(crate) mod error;
 pub(crate) mod executor;
+pub(crate) mod monitor;
 pub(crate) mod ops;
 pub mod store;

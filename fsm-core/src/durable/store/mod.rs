@@ -293,6 +293,33 @@ impl Stats {
     }
 }
 
+/// Which executions a monitor's rule looks for ([`Store::overdue`]), by a time on the
+/// caller's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Overdue {
+    /// Running or waiting, started before this time.
+    Open(Millis),
+    /// Running or waiting for a retry, in a step that began before this time: a step that
+    /// hangs, or keeps failing and being retried.
+    Step(Millis),
+    /// Waiting for a task token since before this time.
+    Wait(Millis),
+    /// Due before this time and held by no worker: a backlog no worker takes up.
+    Backlog(Millis),
+    /// Held by a worker whose lease ran out before this time: a worker that stopped renewing.
+    Lease(Millis),
+}
+
+/// What [`Store::overdue`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Found {
+    /// How many executions.
+    pub count: u64,
+    /// A few of them, the longest overdue first.
+    pub examples: Vec<ExecutionSummary>,
+}
+
 /// What [`Store::create`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
@@ -878,6 +905,84 @@ pub trait Store: Send + Sync + 'static {
             waits.truncate(oldest);
             stats.oldest_waits = waits;
             Ok(stats)
+        }
+    }
+
+    /// The executions (of `machine`, or every machine's) that `which` selects: how many, and
+    /// up to `examples` of them, the longest overdue first. The default reads every summary
+    /// through [`Store::list`] (and cannot see leases); the stores ask SQL, on indexes.
+    fn overdue(
+        &self,
+        machine: Option<&str>,
+        which: Overdue,
+        examples: usize,
+    ) -> impl Future<Output = Result<Found, StoreError>> + Send {
+        let mut query = ListQuery::new().limit(0);
+        query.machine = machine.map(str::to_owned);
+        let all = self.list(query);
+        async move {
+            let open = |e: &ExecutionSummary| !e.status.is_final();
+            let mut found: Vec<(Millis, ExecutionSummary)> = all
+                .await?
+                .executions
+                .into_iter()
+                .filter_map(|e| {
+                    let since = match which {
+                        Overdue::Open(t) => (open(&e) && e.created_at < t).then_some(e.created_at),
+                        Overdue::Step(t) => (e.status == ExecutionStatus::Running
+                            || e.waiting_for == Some(WaitingFor::Retry))
+                        .then_some(e.entered_at)
+                        .filter(|&at| open(&e) && at < t),
+                        Overdue::Wait(t) => (e.waiting_for == Some(WaitingFor::Token))
+                            .then_some(e.entered_at)
+                            .filter(|&at| open(&e) && at < t),
+                        Overdue::Backlog(t) => e.due_at.filter(|&d| open(&e) && d < t),
+                        Overdue::Lease(_) => None,
+                    }?;
+                    Some((since, e))
+                })
+                .collect();
+            found.sort_by_key(|(since, e)| (*since, e.id));
+            let count = found.len() as u64;
+            found.truncate(examples);
+            Ok(Found {
+                count,
+                examples: found.into_iter().map(|(_, e)| e).collect(),
+            })
+        }
+    }
+
+    /// How many executions (of `machine`, or every machine's) ended at or after `since`, by
+    /// machine, the state they ended in, and status: what a failure rate is counted from.
+    fn ended_since(
+        &self,
+        machine: Option<&str>,
+        since: Millis,
+    ) -> impl Future<Output = Result<Vec<StateCount>, StoreError>> + Send {
+        let mut query = ListQuery::new().limit(0);
+        query.machine = machine.map(str::to_owned);
+        let all = self.list(query);
+        async move {
+            let mut counts: Vec<StateCount> = Vec::new();
+            for e in all.await?.executions {
+                if !e.status.is_final() || e.updated_at < since {
+                    continue;
+                }
+                let key = (e.machine.as_str(), e.state_name.as_str(), e.status);
+                match counts
+                    .iter_mut()
+                    .find(|c| (c.machine.as_str(), c.state.as_str(), c.status) == key)
+                {
+                    Some(c) => c.count += 1,
+                    None => counts.push(StateCount {
+                        machine: e.machine.clone(),
+                        state: e.state_name.clone(),
+                        status: e.status,
+                        count: 1,
+                    }),
+                }
+            }
+            Ok(counts)
         }
     }
 

@@ -16,7 +16,7 @@ use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Socket};
 
 use super::{
     rows, rows::COLUMNS, rows::DECISIVE_FIRST, Checkpoint, Created, ExecutionRecord,
-    ExecutionStatus, ExecutionSummary, ListQuery, Millis, NewExecution, Page, StateCount, Stats,
+    ExecutionSummary, Found, ListQuery, Millis, NewExecution, Overdue, Page, StateCount, Stats,
     Store, StoreError, StoredDefinition, StoredEvent, TokenAnswer, TokenRecord, WaitingFor,
 };
 use crate::ExecutionId;
@@ -979,6 +979,16 @@ fn fail(w: Write, e: StoreError) {
     }
 }
 
+/// A `machine, state, status, count` row.
+fn pg_state_count(r: &Row) -> Result<StateCount, StoreError> {
+    rows::state_count(
+        r.try_get(0).map_err(db)?,
+        r.try_get(1).map_err(db)?,
+        r.try_get(2).map_err(db)?,
+        r.try_get(3).map_err(db)?,
+    )
+}
+
 fn ms(v: Millis) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -1678,16 +1688,7 @@ impl Store for PgStore {
             )
             .await?;
         for r in &counts {
-            let status: String = r.try_get(2).map_err(db)?;
-            stats.counts.push(StateCount {
-                machine: r.try_get(0).map_err(db)?,
-                state: r.try_get(1).map_err(db)?,
-                status: ExecutionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
-                    execution: None,
-                    message: format!("status {status:?}"),
-                })?,
-                count: r.try_get::<_, i64>(3).map_err(db)?.max(0) as u64,
-            });
+            stats.counts.push(pg_state_count(r)?);
         }
         // By the server's clock, as claims are made.
         let backlog = self
@@ -1739,6 +1740,65 @@ impl Store for PgStore {
             stats.oldest_waits.push(e);
         }
         Ok(stats)
+    }
+
+    async fn overdue(
+        &self,
+        machine: Option<&str>,
+        which: Overdue,
+        examples: usize,
+    ) -> Result<Found, StoreError> {
+        let clock = &self.inner.clock;
+        let (condition, order, t) = rows::overdue_sql(which);
+        let condition = condition.replace("{t}", "$2").replace("{now}", NOW_MS);
+        let filter = format!("({condition}) AND ($1::text IS NULL OR machine = $1)");
+        let t = ms(clock.to_server(t));
+        let count = self
+            .rows(
+                &format!("SELECT count(*) FROM fsm_executions WHERE {filter}"),
+                &[&machine, &t],
+            )
+            .await?;
+        let count = match count.first() {
+            Some(r) => r.try_get::<_, i64>(0).map_err(db)?.max(0) as u64,
+            None => 0,
+        };
+        let found = self
+            .rows(
+                &format!(
+                    "SELECT {} FROM fsm_executions WHERE {filter} ORDER BY {order}, id LIMIT $3",
+                    rows::SUMMARY_COLUMNS
+                ),
+                &[&machine, &t, &(examples as i64)],
+            )
+            .await?;
+        let mut out = Found {
+            count,
+            examples: Vec::with_capacity(found.len()),
+        };
+        for r in &found {
+            let mut e = rows::summary(r)?;
+            clock.localize_summary(&mut e);
+            out.examples.push(e);
+        }
+        Ok(out)
+    }
+
+    async fn ended_since(
+        &self,
+        machine: Option<&str>,
+        since: Millis,
+    ) -> Result<Vec<StateCount>, StoreError> {
+        let sql = rows::ENDED_SINCE
+            .replace("{table}", "fsm_executions")
+            .replace("{since}", "$2")
+            .replace("{m}", "$1::text");
+        let since = ms(self.inner.clock.to_server(since));
+        self.rows(&sql, &[&machine, &since])
+            .await?
+            .iter()
+            .map(pg_state_count)
+            .collect()
     }
 
     async fn register(&self, d: StoredDefinition) -> Result<(), StoreError> {

@@ -292,3 +292,65 @@ pub(crate) fn token(r: &impl Columns) -> Result<TokenRecord, StoreError> {
         result: r.text(5).map_err(corrupt)?,
     })
 }
+
+/// The condition (with `{t}` where the rule's time goes, `{now}` for the store's now, and
+/// `{m}` for the machine or NULL) and the column to order by of an [`Overdue`] question, and
+/// its time.
+///
+/// [`Overdue`]: super::Overdue
+pub(crate) fn overdue_sql(which: super::Overdue) -> (&'static str, &'static str, Millis) {
+    use super::Overdue;
+    match which {
+        Overdue::Open(t) => (
+            "status IN ('running', 'waiting') AND created_at < {t}",
+            "created_at",
+            t,
+        ),
+        Overdue::Step(t) => (
+            "(status = 'running' OR (status = 'waiting' AND waiting_for = 'retry')) \
+             AND entered_at < {t}",
+            "entered_at",
+            t,
+        ),
+        Overdue::Wait(t) => (
+            "status = 'waiting' AND waiting_for = 'token' AND entered_at < {t}",
+            "entered_at",
+            t,
+        ),
+        Overdue::Backlog(t) => (
+            "status IN ('running', 'waiting') AND due_at < {t} \
+             AND (lease_owner IS NULL OR lease_expires <= {now})",
+            "due_at",
+            t,
+        ),
+        Overdue::Lease(t) => (
+            "status IN ('running', 'waiting') AND lease_owner IS NOT NULL \
+             AND lease_expires < {t}",
+            "lease_expires",
+            t,
+        ),
+    }
+}
+
+/// The counts of executions that ended since `{since}`, for `{m}` (or every machine).
+pub(crate) const ENDED_SINCE: &str = "SELECT machine, state_name, status, count(*) FROM {table} \
+    WHERE status NOT IN ('running', 'waiting') AND updated_at >= {since} \
+    AND ({m} IS NULL OR machine = {m}) GROUP BY machine, state_name, status";
+
+/// A count of executions by machine, state and status, as a `GROUP BY` reads it.
+pub(crate) fn state_count(
+    machine: String,
+    state: String,
+    status: &str,
+    count: i64,
+) -> Result<super::StateCount, StoreError> {
+    Ok(super::StateCount {
+        machine,
+        state,
+        status: ExecutionStatus::parse(status).ok_or_else(|| StoreError::Corrupt {
+            execution: None,
+            message: format!("status {status:?}"),
+        })?,
+        count: count.max(0) as u64,
+    })
+}

@@ -9,11 +9,12 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, Row};
 use tokio::sync::oneshot;
 
 use super::{
-    rows, rows::COLUMNS, rows::DECISIVE_FIRST, Checkpoint, Created, ExecutionRecord,
-    ExecutionStatus, ListQuery, Millis, NewExecution, Page, StateCount, Stats, Store, StoreError,
+    rows, rows::COLUMNS, rows::DECISIVE_FIRST, Checkpoint, Created, ExecutionRecord, Found,
+    ListQuery, Millis, NewExecution, Overdue, Page, StateCount, Stats, Store, StoreError,
     StoredDefinition, StoredEvent, TokenAnswer, TokenRecord, WaitingFor,
 };
 use crate::ExecutionId;
+use rows::state_count;
 
 mod lock;
 
@@ -189,6 +190,8 @@ enum Request {
     Register(StoredDefinition, Reply<bool>),
     Definitions(Option<String>, Reply<Vec<StoredDefinition>>),
     Stats(Option<String>, Millis, usize, Reply<Stats>),
+    Overdue(Option<String>, Overdue, usize, Reply<Found>),
+    EndedSince(Option<String>, Millis, Reply<Vec<StateCount>>),
     Claim {
         machine: String,
         owner: String,
@@ -743,6 +746,12 @@ impl Writer {
             Request::Stats(machine, now, oldest, reply) => {
                 let _ = reply.send(self.stats(machine.as_deref(), now, oldest));
             }
+            Request::Overdue(machine, which, examples, reply) => {
+                let _ = reply.send(self.overdue(machine.as_deref(), which, examples));
+            }
+            Request::EndedSince(machine, since, reply) => {
+                let _ = reply.send(self.ended_since(machine.as_deref(), since));
+            }
             Request::Answer(answer, reply) => {
                 let r = self.savepoint(|c, p| answer_token(c, p, &answer));
                 done.push(Done::Bool(reply, r));
@@ -867,16 +876,12 @@ impl Writer {
             .map_err(err)?;
         let mut rows = counts.query([machine]).map_err(err)?;
         while let Some(r) = rows.next().map_err(err)? {
-            let status: String = r.get(2).map_err(err)?;
-            stats.counts.push(StateCount {
-                machine: r.get(0).map_err(err)?,
-                state: r.get(1).map_err(err)?,
-                status: ExecutionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
-                    execution: None,
-                    message: format!("status {status:?}"),
-                })?,
-                count: r.get::<_, i64>(3).map_err(err)?.max(0) as u64,
-            });
+            stats.counts.push(state_count(
+                r.get(0).map_err(err)?,
+                r.get(1).map_err(err)?,
+                &r.get::<_, String>(2).map_err(err)?,
+                r.get(3).map_err(err)?,
+            )?);
         }
         let (backlog, since): (i64, Option<i64>) = self
             .conn
@@ -916,6 +921,68 @@ impl Writer {
             stats.oldest_waits.push(w.map_err(err)??);
         }
         Ok(stats)
+    }
+
+    fn overdue(
+        &self,
+        machine: Option<&str>,
+        which: Overdue,
+        examples: usize,
+    ) -> Result<Found, StoreError> {
+        let err = |e| error(&self.path, e);
+        let (condition, order, t) = rows::overdue_sql(which);
+        // A SQLite worker's leases do not run out: `now` is the rule's time.
+        let condition = condition.replace("{t}", "?2").replace("{now}", "?2");
+        let filter = format!("({condition}) AND (?1 IS NULL OR machine = ?1)");
+        let count: i64 = self
+            .conn
+            .prepare_cached(&format!("SELECT count(*) FROM executions WHERE {filter}"))
+            .and_then(|mut s| s.query_row(params![machine, ms(t)], |r| r.get(0)))
+            .map_err(err)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {} FROM executions WHERE {filter} ORDER BY {order}, id LIMIT ?3",
+                rows::SUMMARY_COLUMNS
+            ))
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![machine, ms(t), examples as i64], |r| {
+                Ok(rows::summary(r))
+            })
+            .map_err(err)?;
+        let mut found = Found {
+            count: count.max(0) as u64,
+            examples: Vec::new(),
+        };
+        for row in rows {
+            found.examples.push(row.map_err(err)??);
+        }
+        Ok(found)
+    }
+
+    fn ended_since(
+        &self,
+        machine: Option<&str>,
+        since: Millis,
+    ) -> Result<Vec<StateCount>, StoreError> {
+        let err = |e| error(&self.path, e);
+        let sql = rows::ENDED_SINCE
+            .replace("{table}", "executions")
+            .replace("{since}", "?2")
+            .replace("{m}", "?1");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(err)?;
+        let mut rows = stmt.query(params![machine, ms(since)]).map_err(err)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(err)? {
+            out.push(state_count(
+                r.get(0).map_err(err)?,
+                r.get(1).map_err(err)?,
+                &r.get::<_, String>(2).map_err(err)?,
+                r.get(3).map_err(err)?,
+            )?);
+        }
+        Ok(out)
     }
 
     fn definitions(&self, machine: Option<&str>) -> Result<Vec<StoredDefinition>, StoreError> {
@@ -976,6 +1043,8 @@ fn fail(request: Request, e: StoreError) {
         Request::Register(_, r) => drop(r.send(Err(e))),
         Request::Definitions(_, r) => drop(r.send(Err(e))),
         Request::Stats(.., r) => drop(r.send(Err(e))),
+        Request::Overdue(.., r) => drop(r.send(Err(e))),
+        Request::EndedSince(.., r) => drop(r.send(Err(e))),
         Request::Claim { reply, .. } => drop(reply.send(Err(e))),
         Request::NextDue(_, r) => drop(r.send(Err(e))),
         Request::Get(_, r) => drop(r.send(Err(e))),
@@ -1325,6 +1394,26 @@ impl Store for SqliteStore {
         let machine = machine.map(str::to_owned);
         self.ask(|tx| Request::Stats(machine, now, oldest, tx))
             .await
+    }
+
+    async fn overdue(
+        &self,
+        machine: Option<&str>,
+        which: Overdue,
+        examples: usize,
+    ) -> Result<Found, StoreError> {
+        let machine = machine.map(str::to_owned);
+        self.ask(|tx| Request::Overdue(machine, which, examples, tx))
+            .await
+    }
+
+    async fn ended_since(
+        &self,
+        machine: Option<&str>,
+        since: Millis,
+    ) -> Result<Vec<StateCount>, StoreError> {
+        let machine = machine.map(str::to_owned);
+        self.ask(|tx| Request::EndedSince(machine, since, tx)).await
     }
 
     async fn register(&self, definition: StoredDefinition) -> Result<(), StoreError> {
