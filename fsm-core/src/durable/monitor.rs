@@ -532,7 +532,7 @@ async fn post(url: &str, body: &str) -> Result<(), String> {
             .write_all(request.as_bytes())
             .await
             .map_err(|e| e.to_string())?;
-        let mut head = vec![0u8; 64];
+        let mut head = [0u8; 64];
         let mut read = 0;
         while read < 12 {
             let n = stream
