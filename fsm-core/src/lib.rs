@@ -54,6 +54,8 @@
 // The folders are the layers (see DESIGN.md): each uses only those listed before it.
 #[cfg(feature = "durable")]
 pub(crate) mod durable;
+#[cfg(feature = "metrics")]
+pub(crate) mod metrics;
 pub(crate) mod runtime;
 pub(crate) mod typestate;
 pub mod views;

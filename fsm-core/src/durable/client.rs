@@ -139,6 +139,9 @@ pub(crate) struct Client<M, S> {
     pub(crate) store: S,
     pub(crate) fingerprint: String,
     pub(crate) clock: Clock,
+    /// Whether starts are counted in metrics (`fsm_executions_started_total`).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) metrics: core::sync::atomic::AtomicBool,
     machine: PhantomData<fn() -> M>,
 }
 
@@ -152,6 +155,7 @@ where
             store,
             fingerprint: M::DEFINITION.fingerprint(),
             clock: Clock::new(),
+            metrics: core::sync::atomic::AtomicBool::new(false),
             machine: PhantomData,
         }
     }
@@ -213,7 +217,13 @@ where
             })
             .await?;
         match created {
-            Created::New => Ok((record, true)),
+            Created::New => {
+                #[cfg(feature = "metrics")]
+                if self.metrics.load(core::sync::atomic::Ordering::Relaxed) {
+                    crate::metrics::started(&record.machine);
+                }
+                Ok((record, true))
+            }
             Created::Existing(existing) => match options.if_name_taken {
                 IfNameTaken::UseExisting => Ok((*existing, false)),
                 IfNameTaken::Fail => Err(DurableError::NameTaken {
@@ -577,6 +587,17 @@ where
             // One line in a history's table, whatever the caller's text holds.
             caller: Some(crate::durable::ops::clean(who.into()).into()),
         }
+    }
+
+    /// Counts the executions this client (and its clones) starts in
+    /// `fsm_executions_started_total` (feature `metrics`), as a worker built with
+    /// `ExecutorBuilder::metrics` counts its own.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(self) -> Self {
+        self.inner
+            .metrics
+            .store(true, core::sync::atomic::Ordering::Relaxed);
+        self
     }
 
     /// Starts an execution from `start` (normally the machine's initial state): commits it,

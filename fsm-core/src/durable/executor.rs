@@ -141,9 +141,13 @@ where
         core.record_history = true;
         let owner = crate::runtime::step::new_id(crate::runtime::random::random_u128()).to_string();
         let leases = store.lease().is_some();
+        let client = Client::new(store);
+        client
+            .metrics
+            .store(core.metrics, core::sync::atomic::Ordering::Relaxed);
         let inner = Arc::new(Durable {
             core,
-            client: Client::new(store),
+            client,
             owner,
             options,
             wake: Arc::new(Notify::new()),
@@ -236,7 +240,15 @@ async fn schedule<M, H, S>(
                     let full = rows.len() == limit;
                     for row in rows {
                         match row {
-                            Ok(row) => this.spawn(row, None),
+                            Ok(row) => {
+                                #[cfg(feature = "metrics")]
+                                if this.core.metrics {
+                                    let due = row.due_at.unwrap_or(now);
+                                    let waited = now.saturating_sub(due) as f64 / 1000.0;
+                                    crate::metrics::schedule_to_start(machine, waited);
+                                }
+                                this.spawn(row, None)
+                            }
                             // Claimed, so set aside while the claim holds; reported once.
                             Err(e) => {
                                 let execution = match &e {

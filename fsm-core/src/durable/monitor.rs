@@ -178,6 +178,9 @@ pub struct Monitor<S> {
     open: BTreeMap<(&'static str, String), Alert>,
     /// The last alerts raised or cleared, newest last.
     recent: VecDeque<Alert>,
+    /// Whether each evaluation sets the gauges of where executions stand.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    metrics: bool,
 }
 
 impl<S> fmt::Debug for Monitor<S> {
@@ -204,7 +207,18 @@ impl<S: Store> Monitor<S> {
             clock: Clock::new(),
             open: BTreeMap::new(),
             recent: VecDeque::new(),
+            metrics: false,
         }
+    }
+
+    /// Sets, at each evaluation, the gauges of where each machine's executions stand (feature
+    /// `metrics`): `fsm_executions_open` (by status: running, waiting), `fsm_backlog` (due and
+    /// taken up by no worker) and `fsm_wait_age_seconds` (the oldest wait for a token), from
+    /// one count per machine ([`Store::stats`]).
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self) -> Self {
+        self.metrics = true;
+        self
     }
 
     /// Watches only `machine`'s executions.
@@ -249,6 +263,12 @@ impl<S: Store> Monitor<S> {
         let now = self.clock.now();
         let mut found: BTreeMap<(&'static str, String), Finding> = BTreeMap::new();
         let mut failed = None;
+        #[cfg(feature = "metrics")]
+        if self.metrics {
+            if let Err(e) = self.gauges(now).await {
+                failed = Some(e);
+            }
+        }
         for rule in self.rules.clone() {
             match self.check(&rule, now).await {
                 Ok(findings) => {
@@ -328,6 +348,19 @@ impl<S: Store> Monitor<S> {
                 () = tokio::time::sleep(self.every) => {}
             }
         }
+    }
+
+    /// Sets the gauges of each machine's executions.
+    #[cfg(feature = "metrics")]
+    async fn gauges(&self, now: Millis) -> Result<(), StoreError> {
+        let all = self.store.stats(self.machine.as_deref(), now, 0).await?;
+        let mut machines: Vec<&str> = all.counts.iter().map(|c| c.machine.as_str()).collect();
+        machines.dedup();
+        for machine in machines {
+            let stats = self.store.stats(Some(machine), now, 1).await?;
+            crate::metrics::standing(machine, &stats, now);
+        }
+        Ok(())
     }
 
     /// The findings of one rule, by subject.

@@ -455,36 +455,40 @@ pub(crate) fn clean(who: String) -> String {
 
 impl<S: Store> Ops<'_, S> {
     pub(crate) async fn redrive(&self, id: ExecutionId) -> Result<(), OpsError> {
-        self.change(id, |row, now| {
-            match row.status {
-                ExecutionStatus::Errored | ExecutionStatus::Cancelled => {}
-                ExecutionStatus::Failed => {
-                    return Err(OpsError::EndedByMachine {
-                        execution: id,
-                        state: row.state_name.clone(),
-                    })
+        let _written = self
+            .change(id, |row, now| {
+                match row.status {
+                    ExecutionStatus::Errored | ExecutionStatus::Cancelled => {}
+                    ExecutionStatus::Failed => {
+                        return Err(OpsError::EndedByMachine {
+                            execution: id,
+                            state: row.state_name.clone(),
+                        })
+                    }
+                    status => {
+                        return Err(OpsError::NotApplicable {
+                            execution: id,
+                            action: "redrive",
+                            status,
+                        })
+                    }
                 }
-                status => {
-                    return Err(OpsError::NotApplicable {
-                        execution: id,
-                        action: "redrive",
-                        status,
-                    })
-                }
-            }
-            let mut next = row.clone();
-            // Due now, as a retry is: the claim that takes it up is not a resumption.
-            next.status = ExecutionStatus::Waiting;
-            next.waiting_for = Some(WaitingFor::Retry);
-            next.due_at = Some(now);
-            next.step = row.step.saturating_add(1);
-            next.attempt = 1;
-            next.entered_at = now;
-            next.error = None;
-            let event = self.event(row, "execution redriven", now);
-            Ok(self.checkpoint(next, now, vec![event], Vec::new()))
-        })
-        .await
+                let mut next = row.clone();
+                // Due now, as a retry is: the claim that takes it up is not a resumption.
+                next.status = ExecutionStatus::Waiting;
+                next.waiting_for = Some(WaitingFor::Retry);
+                next.due_at = Some(now);
+                next.step = row.step.saturating_add(1);
+                next.attempt = 1;
+                next.entered_at = now;
+                next.error = None;
+                let event = self.event(row, "execution redriven", now);
+                Ok(self.checkpoint(next, now, vec![event], Vec::new()))
+            })
+            .await?;
+        #[cfg(feature = "metrics")]
+        crate::metrics::operated(&_written.machine, "redriven");
+        Ok(())
     }
 
     pub(crate) async fn cancel(&self, id: ExecutionId) -> Result<(), OpsError> {
@@ -515,7 +519,11 @@ impl<S: Store> Ops<'_, S> {
                 .amend(self.checkpoint(next, now, vec![event], close))
                 .await
             {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    #[cfg(feature = "metrics")]
+                    crate::metrics::operated(&row.machine, "cancelled");
+                    return Ok(());
+                }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -725,12 +733,13 @@ impl<S: Store> Ops<'_, S> {
         &self,
         id: ExecutionId,
         decide: impl Fn(&ExecutionRecord, crate::store::Millis) -> Result<Checkpoint, OpsError>,
-    ) -> Result<(), OpsError> {
+    ) -> Result<ExecutionRecord, OpsError> {
         for _ in 0..TRIES {
             let row = self.get(id).await?;
             let change = decide(&row, self.clock.now())?;
+            let written = change.record.clone();
             match self.store.amend(change).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(written),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
