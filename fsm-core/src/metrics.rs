@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, histogram};
 
 use crate::runtime::recorder::Observer;
 use crate::{EventKind, ExecutionId, HistoryEvent, StepError};
@@ -113,6 +113,7 @@ pub(crate) fn operated(machine: &str, what: &'static str) {
 #[cfg(feature = "durable")]
 pub(crate) fn standing(machine: &str, stats: &crate::store::Stats, now: crate::store::Millis) {
     use crate::ExecutionStatus;
+    use metrics::gauge;
     for status in [ExecutionStatus::Running, ExecutionStatus::Waiting] {
         gauge!("fsm_executions_open", "machine" => machine.to_owned(),
             "status" => status.as_str())
