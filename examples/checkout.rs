@@ -6,10 +6,17 @@
 //! - order 3: a gift: wrapped before it ships;
 //! - order 4: out of stock;
 //! - order 5: needs a signature: it waits for the carrier to confirm delivery through a task
-//!   token, out of memory, for as long as that takes.
+//!   token, out of memory, for as long as that takes;
+//! - order 6: the fraud check is down: its charge fails for good, and the order ends errored;
+//! - order 7: needs a signature, and the carrier loses the parcel: nobody answers its wait.
 //!
 //! The program starts the orders, runs a worker process, kills it (SIGKILL) half-way, and runs
-//! a second worker, which resumes every order from its last checkpoint. The payment gateway
+//! a second worker, which resumes every order from its last checkpoint. Then it operates them
+//! as a person on call would: a monitor reports the wait nobody answers, the fraud check is
+//! fixed and order 6 redriven, the carrier's answer for order 7 is given by hand (checked
+//! against the machine's definition the workers registered in the store), and a third worker
+//! finishes both. The workers export metrics (Prometheus' text format), printed at the end.
+//! The payment gateway
 //! keeps a ledger keyed by idempotency key: each order is charged once, however many times
 //! its charge step ran. Each step receives a typed state and returns only what its events
 //! allow: a step that tried to ship an unpaid order would not compile.
@@ -107,6 +114,8 @@ pub struct Services {
     /// How many more times the gateway fails for an order before it answers.
     pub gateway_failures: Mutex<HashMap<OrderId, u32>>,
     pub declined: Vec<OrderId>,
+    /// While this file exists, the fraud check refuses every charge of these orders.
+    pub fraud_check_down: Option<(std::path::PathBuf, Vec<OrderId>)>,
     /// Idempotency keys of the charges made, so that a retried charge is not made twice.
     pub charges: Mutex<HashMap<String, String>>,
     /// The gateway's ledger on disk, when there is one: charges survive the process.
@@ -176,6 +185,14 @@ impl Services {
         }
         if self.declined.contains(&order) {
             return Ok(Err("card declined by issuer".to_owned()));
+        }
+        if let Some((flag, orders)) = &self.fraud_check_down {
+            if orders.contains(&order) && flag.exists() {
+                return Err(StepError::fatal(
+                    "fraud_check_down",
+                    "the fraud check service refused every request",
+                ));
+            }
         }
         if let Some(ledger) = &self.ledger {
             let ledger = ledger.lock().unwrap();
@@ -393,6 +410,14 @@ fn orders() -> Vec<(&'static str, Checkout)> {
             "needs a signature",
             Machine::new(order(5, &["kettle-descaler"], false, true)).into(),
         ),
+        (
+            "the fraud check is down",
+            Machine::new(order(6, &["mug"], false, false)).into(),
+        ),
+        (
+            "the carrier loses the parcel",
+            Machine::new(order(7, &["tea"], false, true)).into(),
+        ),
     ]
 }
 
@@ -408,6 +433,7 @@ fn services(dir: &std::path::Path) -> Services {
         stock: Mutex::new(stock.iter().map(|(s, n)| (s.to_string(), *n)).collect()),
         gateway_failures: Mutex::new(HashMap::from([(1, 2)])),
         declined: vec![2],
+        fraud_check_down: Some((dir.join("fraud-check-down"), vec![6])),
         ledger: Some(Mutex::new(ledger(&dir.join("ledger.db")))),
         ..Services::default()
     }
@@ -432,6 +458,7 @@ fn orders_store(dir: &std::path::Path) -> fsm_core::SqliteStore {
 fn open(dir: &std::path::Path) -> Durable {
     let store = orders_store(dir);
     Executor::<Checkout, _>::builder(services(dir))
+        .metrics()
         .observer(|id, event| {
             if let fsm_core::EventKind::Transition { from, to, .. } = event.kind {
                 let id = id.to_string();
@@ -446,17 +473,26 @@ fn open(dir: &std::path::Path) -> Durable {
         .expect("inside a tokio runtime")
 }
 
-/// A worker process: runs every order until none is running or waiting, and plays the
-/// carrier, who confirms a delivery a little after the parcel is handed over.
+/// The order whose parcel the carrier loses: nobody answers its wait.
+const LOST: OrderId = 7;
+
+/// A worker process: runs every order until none is running, and none waiting but for the
+/// lost parcel; plays the carrier, who confirms a delivery a little after the parcel is handed
+/// over; and writes the metrics it exported (Prometheus' text format) to `metrics.prom`.
 async fn worker(dir: &std::path::Path) {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("the only recorder of the process");
     let executor = open(dir);
     loop {
         let tokens: Vec<(String, OrderId)> = {
             let ledger = executor.steps().ledger.as_ref().unwrap().lock().unwrap();
             let mut stmt = ledger
-                .prepare("SELECT token, ord FROM carrier WHERE signed = 0")
+                .prepare("SELECT token, ord FROM carrier WHERE signed = 0 AND ord <> ?1")
                 .unwrap();
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+            let rows = stmt
+                .query_map([LOST], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap();
             rows.collect::<Result<_, _>>().unwrap()
         };
         for (token, order) in tokens {
@@ -484,18 +520,17 @@ async fn worker(dir: &std::path::Path) {
                 Err(e) => panic!("the carrier's token was refused: {e}"),
             }
         }
-        let open = |status| executor.list(fsm_core::ListQuery::new().status(status).limit(1));
-        let open = open(fsm_core::ExecutionStatus::Running)
-            .await
-            .unwrap()
-            .executions
-            .len()
-            + open(fsm_core::ExecutionStatus::Waiting)
-                .await
-                .unwrap()
-                .executions
-                .len();
-        if open == 0 {
+        let open = |status| executor.list(fsm_core::ListQuery::new().status(status).limit(0));
+        let running = open(fsm_core::ExecutionStatus::Running).await.unwrap();
+        let waiting = open(fsm_core::ExecutionStatus::Waiting).await.unwrap();
+        let mut only_lost = running.executions.is_empty();
+        for e in &waiting.executions {
+            let state = executor.state(e.id).await.unwrap();
+            only_lost &= matches!(state, Checkout::OutForDelivery { order: LOST, .. });
+        }
+        if only_lost {
+            let file = dir.join(format!("metrics-{}.prom", std::process::id()));
+            std::fs::write(file, metrics.render()).unwrap();
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -508,6 +543,73 @@ fn spawn_worker(dir: &std::path::Path) -> std::process::Child {
         .arg(dir)
         .spawn()
         .expect("the worker starts")
+}
+
+/// On call: the monitor reports the wait nobody answers; the fraud check is fixed and order 6
+/// redriven; the carrier's answer for order 7 is given by hand; a third worker finishes both.
+/// (The `fsm` command line does the same: `fsm --store sqlite:orders.db redrive <id>`,
+/// `fsm ... complete <id> --next '{"Delivered":{...}}'`.)
+async fn operate(dir: &std::path::Path, ids: &[fsm_core::ExecutionId]) {
+    use fsm_core::{Monitor, Operator, Rule, Sink, Store};
+    let store = fsm_core::SqliteStore::open_client(dir.join("orders.db")).unwrap();
+    println!("\non call:");
+    for id in &ids[5..] {
+        let row = store.get(*id).await.unwrap().unwrap();
+        let error = row.error.map(|e| format!(": {e}")).unwrap_or_default();
+        println!("  {id}: {} in {}{error}", row.status, row.state_name);
+    }
+    let mut monitor = Monitor::new(store.clone())
+        .rule(Rule::WaitLongerThan(Duration::from_secs(1)))
+        .sink(Sink::callback(|alert| {
+            let named: Vec<String> = alert.executions.iter().map(|id| id.to_string()).collect();
+            println!("  alert: {alert} [{}]", named.join(", "));
+        }));
+    let looked = std::time::Instant::now();
+    while monitor.firing().is_empty() && looked.elapsed() < Duration::from_secs(10) {
+        monitor.evaluate().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        monitor.firing().len(),
+        1,
+        "the lost parcel's wait is reported"
+    );
+
+    std::fs::remove_file(dir.join("fraud-check-down")).unwrap();
+    let ops = Operator::new(store, "ops:example");
+    ops.redrive(ids[5]).await.unwrap();
+    println!("  the fraud check is fixed: redrove order 6 ({})", ids[5]);
+    let answer = serde_json::json!({ "Delivered": {
+        "order": LOST, "tracking": "1Z000007", "signed_by": "the neighbour" } });
+    ops.complete(ids[6], &answer).await.unwrap();
+    println!("  the carrier called: order 7 completed by hand with {answer}");
+    let mut third = spawn_worker(dir);
+    println!("\nworker {} takes them on", third.id());
+    assert!(third.wait().unwrap().success(), "the third worker finished");
+    monitor.evaluate().await;
+    assert!(monitor.firing().is_empty(), "the alert cleared");
+}
+
+/// The metrics each worker exported, as a scrape would read them: the counters.
+fn print_metrics(dir: &std::path::Path) {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "prom"))
+        .collect();
+    files.sort();
+    for file in files {
+        let name = file.file_stem().unwrap().to_string_lossy().into_owned();
+        println!(
+            "\nexported by worker {}:",
+            name.trim_start_matches("metrics-")
+        );
+        for line in std::fs::read_to_string(&file).unwrap().lines() {
+            if line.starts_with("fsm_") && (line.contains("_total") || line.contains("_count")) {
+                println!("  {line}");
+            }
+        }
+    }
 }
 
 #[tokio::main]
@@ -524,6 +626,7 @@ async fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     print!("{}", Checkout::DEFINITION);
     println!("\nstore: {}", dir.join("orders.db").display());
+    std::fs::write(dir.join("fraud-check-down"), "").unwrap();
 
     // Start the orders: each start is committed before `start` returns. This process only
     // starts them (a client runs nothing): the workers run them.
@@ -580,6 +683,7 @@ async fn main() {
         second.wait().unwrap().success(),
         "the second worker finished"
     );
+    operate(&dir, &ids).await;
 
     let client = DurableClient::<Checkout, _>::new(orders_store(&dir));
     for (i, id) in ids.iter().enumerate() {
@@ -610,4 +714,5 @@ async fn main() {
         println!("  order {order}: charge requested {calls} time(s), charged {charges} time(s)");
         assert_eq!(charges, 1, "each order is charged once");
     }
+    print_metrics(&dir);
 }
