@@ -163,7 +163,7 @@ struct Finding {
 ///         .sink(Sink::Log)
 ///         .sink(Sink::Webhook("http://127.0.0.1:9093/fsm".into()))
 ///         .every(Duration::from_secs(10));
-///     monitor.run(tokio::signal::ctrl_c()).await;
+///     monitor.run(async { let _ = tokio::signal::ctrl_c().await; }).await;
 /// }
 /// # fn main() {}
 /// ```
