@@ -10,6 +10,13 @@
 //!   transition. Medians; the p99 of single transitions is printed after the divan table.
 //! - After the table: the resident memory of 100,000 executions waiting for task tokens, out
 //!   of memory, against the process before they started.
+//! - `throughput_1000_process_beside_100k` and `..._with_monitor`: the first bench on a file
+//!   that also holds 100,000 other executions (ended, failed, waiting, due), without and with
+//!   a monitor evaluating every rule once a second (ten times its default) in the same
+//!   process: what the monitor costs checkpoints.
+//! - The `ops` report: one monitor evaluation over those 100,000 executions, and a redrive and
+//!   a cancel from the call to the committed change (p50, p99), on SQLite and (with
+//!   `DATABASE_URL`) PostgreSQL.
 //!
 //! `cargo bench --bench durable`.
 
@@ -131,6 +138,16 @@ fn executor(
 fn throughput(bencher: divan::Bencher, durability: Durability, name: &str) {
     let rt = runtime();
     let ex = executor(&rt, name, durability);
+    thousand_chains(bencher, &rt, &ex);
+}
+
+/// Times 1,000 chains started one after another on `ex`, until all have ended; items are
+/// transitions.
+fn thousand_chains(
+    bencher: divan::Bencher,
+    rt: &tokio::runtime::Runtime,
+    ex: &DurableExecutor<Chain, Bump, SqliteStore>,
+) {
     bencher
         .counter(divan::counter::ItemsCount::new(1_000 * STEPS))
         .bench_local(|| {
@@ -151,6 +168,189 @@ fn throughput_1000_process(bencher: divan::Bencher) {
 #[divan::bench(sample_count = 10, sample_size = 1)]
 fn throughput_1000_power_loss(bencher: divan::Bencher) {
     throughput(bencher, Durability::PowerLoss, "power-loss");
+}
+
+/// A file with 100,000 executions of other machines beside the bench's, made once.
+fn beside_100k() -> PathBuf {
+    static MADE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MADE.get_or_init(|| {
+        let path = temp_db("beside-100k");
+        let rt = runtime();
+        rt.block_on(async {
+            let store = SqliteStore::open(&path).unwrap();
+            populate(&store, 100_000, 0).await;
+        });
+        path
+    })
+    .clone()
+}
+
+/// Writes `n` executions of machines `Other` and `Due` straight into `store`, as workers
+/// would have left them: 90% succeeded, 4% errored, 1% failed, 4% waiting for a token (the
+/// oldest for an hour), 1% due and claimed by no worker; the most recent `recent_ms` old
+/// or less, the oldest a day old.
+async fn populate<S: fsm_core::Store + Clone>(
+    store: &S,
+    n: u64,
+    errored_waiting: u64,
+) -> Vec<fsm_core::ExecutionId> {
+    use fsm_core::store::NewExecution;
+    use fsm_core::{ExecutionRecord, ExecutionStatus, WaitingFor};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut kept = Vec::new();
+    let mut batch = tokio::task::JoinSet::new();
+    for i in 0..n + errored_waiting {
+        let (status, waiting_for, machine) = match i {
+            i if i >= n => (
+                if (i - n) % 2 == 0 {
+                    ExecutionStatus::Errored
+                } else {
+                    ExecutionStatus::Waiting
+                },
+                ((i - n) % 2 == 1).then_some(WaitingFor::Token),
+                "Kept",
+            ),
+            i if i % 100 < 90 => (ExecutionStatus::Succeeded, None, "Other"),
+            i if i % 100 < 94 => (ExecutionStatus::Errored, None, "Other"),
+            i if i % 100 < 95 => (ExecutionStatus::Failed, None, "Other"),
+            i if i % 100 < 99 => (ExecutionStatus::Waiting, Some(WaitingFor::Token), "Other"),
+            _ => (ExecutionStatus::Running, None, "Due"),
+        };
+        let at = now - (i % 86_400) * 1000;
+        let id = fsm_core::ExecutionId::from_u128(
+            (u128::from(at) << 80) | 0x7000_8000_0000_0000_0000 | u128::from(i),
+        );
+        if machine == "Kept" {
+            kept.push(id);
+        }
+        let record = ExecutionRecord {
+            id,
+            name: None,
+            machine: machine.into(),
+            fingerprint: "0".into(),
+            state_name: "S3".into(),
+            state: "{\"S3\":3}".into(),
+            status,
+            waiting_for,
+            step: 3,
+            attempt: 1,
+            entered_at: at,
+            due_at: (!status.is_final()).then_some(at),
+            error: (status == ExecutionStatus::Errored).then(|| "gateway: down".into()),
+            events: 1,
+            created_at: at,
+            updated_at: at,
+            lease_owner: None,
+            lease_expires: None,
+            version: 1,
+            claims: 0,
+        };
+        let store = store.clone();
+        batch.spawn(async move {
+            store
+                .create(NewExecution {
+                    record,
+                    events: Vec::new(),
+                    token: None,
+                })
+                .await
+                .unwrap();
+        });
+        if batch.len() >= 2_000 {
+            batch.join_all().await;
+            batch = tokio::task::JoinSet::new();
+        }
+    }
+    batch.join_all().await;
+    kept
+}
+
+/// Every rule the monitor has.
+fn monitor<S: fsm_core::Store>(store: S) -> fsm_core::Monitor<S> {
+    use fsm_core::Rule;
+    fsm_core::Monitor::new(store)
+        .rule(Rule::FailureRate {
+            above: 0.05,
+            window: Duration::from_secs(300),
+            at_least: 20,
+        })
+        .rule(Rule::OpenLongerThan(Duration::from_secs(3_600)))
+        .rule(Rule::StepLongerThan(Duration::from_secs(600)))
+        .rule(Rule::WaitLongerThan(Duration::from_secs(3_600)))
+        .rule(Rule::BacklogOlderThan(Duration::from_secs(60)))
+        .rule(Rule::LeaseExpiredFor(Duration::from_secs(60)))
+}
+
+fn throughput_beside_100k(bencher: divan::Bencher, with_monitor: bool) {
+    let path = beside_100k();
+    let rt = runtime();
+    let store = SqliteStore::open(&path).unwrap();
+    let ex = {
+        let _guard = rt.enter();
+        Executor::<Chain, Bump>::builder(Bump)
+            .durable(store.clone())
+            .unwrap()
+    };
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    if with_monitor {
+        let monitor = monitor(store).every(Duration::from_secs(1));
+        let stop = std::sync::Arc::clone(&stop);
+        rt.spawn(monitor.run(async move { stop.notified().await }));
+    }
+    thousand_chains(bencher, &rt, &ex);
+    stop.notify_one();
+}
+
+#[divan::bench(sample_count = 10, sample_size = 1)]
+fn throughput_1000_process_beside_100k(bencher: divan::Bencher) {
+    throughput_beside_100k(bencher, false);
+}
+
+#[divan::bench(sample_count = 10, sample_size = 1)]
+fn throughput_1000_process_beside_100k_with_monitor(bencher: divan::Bencher) {
+    throughput_beside_100k(bencher, true);
+}
+
+/// The p50 and p99 of `times`, sorted here.
+fn p50_p99(times: &mut [Duration]) -> (Duration, Duration) {
+    times.sort();
+    let p = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    (p(0.5), p(0.99))
+}
+
+/// One monitor evaluation over 100,000 executions, and redrives and cancels from the call to
+/// the committed change, on `store` (`name` says which).
+async fn ops_report<S: fsm_core::Store + Clone>(name: &str, store: S) {
+    let kept = populate(&store, 100_000, 2_000).await;
+    let mut monitor = monitor(store.clone());
+    let mut evaluations = Vec::new();
+    for _ in 0..20 {
+        let began = Instant::now();
+        monitor.evaluate().await;
+        evaluations.push(began.elapsed());
+    }
+    let (e50, e99) = p50_p99(&mut evaluations);
+    let ops = fsm_core::Operator::new(store, "bench");
+    let (mut redrives, mut cancels) = (Vec::new(), Vec::new());
+    for (i, id) in kept.iter().enumerate() {
+        let began = Instant::now();
+        if i % 2 == 0 {
+            ops.redrive(*id).await.unwrap();
+            redrives.push(began.elapsed());
+        } else {
+            ops.cancel(*id).await.unwrap();
+            cancels.push(began.elapsed());
+        }
+    }
+    let (r50, r99) = p50_p99(&mut redrives);
+    let (c50, c99) = p50_p99(&mut cancels);
+    println!(
+        "{name}: one monitor evaluation (6 rules) over 102,000 executions: p50 {e50:?}, p99 {e99:?} \
+         (20); redrive: p50 {r50:?}, p99 {r99:?}; cancel: p50 {c50:?}, p99 {c99:?} (1,000 each)"
+    );
 }
 
 #[divan::bench(sample_count = 200, sample_size = 1)]
@@ -575,6 +775,19 @@ fn main() {
         }
         if wanted("memory") {
             memory_report();
+        }
+        if wanted("ops") {
+            let rt = runtime();
+            let store = SqliteStore::open(temp_db("ops")).unwrap();
+            rt.block_on(ops_report("SQLite", store));
+            match std::env::var("DATABASE_URL") {
+                Ok(url) => rt.block_on(async {
+                    let db = fresh_database(&url, "bench_ops").await;
+                    let store = fsm_core::PgStore::connect(&db).await.unwrap();
+                    ops_report("PostgreSQL", store).await;
+                }),
+                Err(_) => println!("PostgreSQL ops figures skipped: DATABASE_URL is not set"),
+            }
         }
         if !wanted("postgres") {
             return;

@@ -12,6 +12,7 @@
 //!   `loop { state = match state { S0(x) => S1(bump(x).await), .. } }`;
 //! - `executor_history`: `Executor::run`, recording the history (three events per step);
 //! - `executor_no_history`: the same with `record_history(false)`;
+//!   `executor_no_history_metrics` with `.metrics()` too, into Prometheus' recorder;
 //!   `executor_no_history_0_steps` starts in the terminal state: what an execution costs
 //!   besides its steps.
 //!
@@ -368,6 +369,25 @@ fn executor_no_history_20_steps(bencher: divan::Bencher) {
 #[divan::bench]
 fn executor_no_history_0_steps(bencher: divan::Bencher) {
     run_executor(bencher, false, Chain::S20(1));
+}
+
+/// History off, metrics on (`ExecutorBuilder::metrics`), into Prometheus' recorder: what a
+/// step costs when its events are counted and timed.
+#[divan::bench]
+fn executor_no_history_metrics_20_steps(bencher: divan::Bencher) {
+    static RECORDER: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    RECORDER.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .unwrap()
+    });
+    let executor = Executor::<Chain, _>::builder(Bump)
+        .record_history(false)
+        .metrics()
+        .build();
+    let start = Chain::S0(1);
+    bencher.bench_local(|| black_box(ready(executor.run(black_box(start.clone()))).state));
 }
 
 /// Runs executions from `start`, dropping each outcome (and its history) inside the
