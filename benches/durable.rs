@@ -205,7 +205,7 @@ async fn populate<S: fsm_core::Store + Clone>(
     for i in 0..n + errored_waiting {
         let (status, waiting_for, machine) = match i {
             i if i >= n => (
-                if (i - n) % 2 == 0 {
+                if (i - n).is_multiple_of(2) {
                     ExecutionStatus::Errored
                 } else {
                     ExecutionStatus::Waiting
