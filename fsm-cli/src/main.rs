@@ -659,7 +659,7 @@ async fn act<S: Store>(ops: &Operator<S>, action: Action, bulk: Bulk) -> Out {
         ));
     }
     let query = bulk.filter.query();
-    let count = ops.count(query.clone()).await?;
+    let count = usize::try_from(ops.count(query.clone()).await?).unwrap_or(usize::MAX);
     let applies = if bulk.limit == 0 {
         count
     } else {

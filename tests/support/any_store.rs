@@ -93,6 +93,9 @@ impl Store for AnyStore {
     async fn list(&self, q: ListQuery) -> Result<fsm_core::store::Page, StoreError> {
         delegate!(self, s => s.list(q))
     }
+    async fn count(&self, q: ListQuery) -> Result<u64, StoreError> {
+        delegate!(self, s => s.count(q))
+    }
     async fn token(&self, secret: &str) -> Result<Option<TokenRecord>, StoreError> {
         delegate!(self, s => s.token(secret))
     }

@@ -332,10 +332,8 @@ impl<S: Store> Operator<S> {
 
     /// How many executions `filter` selects (its limit and cursor aside): what a bulk action
     /// over it would look at.
-    pub async fn count(&self, filter: ListQuery) -> Result<usize, OpsError> {
-        let mut query = filter.limit(0);
-        query.after = None;
-        Ok(self.store.list(query).await?.executions.len())
+    pub async fn count(&self, filter: ListQuery) -> Result<u64, OpsError> {
+        Ok(self.store.count(filter).await?)
     }
 
     /// Applies `action` to at most `limit` of the executions `filter` selects, in its order,

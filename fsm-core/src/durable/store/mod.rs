@@ -986,6 +986,16 @@ pub trait Store: Send + Sync + 'static {
         }
     }
 
+    /// How many executions `query` selects, its cursor and limit aside (what a bulk action
+    /// over it would look at). The default counts [`Store::list`]'s summaries; the stores
+    /// count in SQL.
+    fn count(&self, query: ListQuery) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let mut query = query.limit(0);
+        query.after = None;
+        let all = self.list(query);
+        async move { Ok(all.await?.executions.len() as u64) }
+    }
+
     /// A task token, by the hash of its secret.
     fn token(
         &self,

@@ -979,6 +979,21 @@ fn fail(w: Write, e: StoreError) {
     }
 }
 
+/// A name that begins with `p`, in PostgreSQL.
+fn pg_starts_with(p: &str) -> String {
+    format!("starts_with(name, {p})")
+}
+
+/// A list query's parameters, as tokio-postgres binds them.
+fn pg_args(args: &[rows::ListArg]) -> Vec<Param<'_>> {
+    args.iter()
+        .map(|a| match a {
+            rows::ListArg::Text(t) => t as Param<'_>,
+            rows::ListArg::Int(i) => i as Param<'_>,
+        })
+        .collect()
+}
+
 /// A `machine, state, status, count` row.
 fn pg_state_count(r: &Row) -> Result<StateCount, StoreError> {
     rows::state_count(
@@ -1643,23 +1658,12 @@ impl Store for PgStore {
         // Times on the server's clock, as stored; cursors carry stored times as they are.
         query.started_after = query.started_after.map(|t| clock.to_server(t));
         query.started_before = query.started_before.map(|t| clock.to_server(t));
-        let (filter, args) = rows::list_sql(
-            &query,
-            |n| format!("${n}"),
-            |p| format!("starts_with(name, {p})"),
-        );
+        let (filter, args) = rows::list_sql(&query, |n| format!("${n}"), pg_starts_with);
         let sql = format!(
             "SELECT {} FROM fsm_executions WHERE {filter}",
             rows::SUMMARY_COLUMNS
         );
-        let params: Vec<Param<'_>> = args
-            .iter()
-            .map(|a| match a {
-                rows::ListArg::Text(t) => t as Param<'_>,
-                rows::ListArg::Int(i) => i as Param<'_>,
-            })
-            .collect();
-        let found = self.rows(&sql, &params).await?;
+        let found = self.rows(&sql, &pg_args(&args)).await?;
         let summaries = found
             .iter()
             .map(rows::summary)
@@ -1669,6 +1673,20 @@ impl Store for PgStore {
             clock.localize_summary(e);
         }
         Ok(page)
+    }
+
+    async fn count(&self, mut query: ListQuery) -> Result<u64, StoreError> {
+        let clock = &self.inner.clock;
+        query.after = None;
+        query.started_after = query.started_after.map(|t| clock.to_server(t));
+        query.started_before = query.started_before.map(|t| clock.to_server(t));
+        let (filter, args) = rows::list_where(&query, |n| format!("${n}"), pg_starts_with);
+        let sql = format!("SELECT count(*) FROM fsm_executions WHERE {filter}");
+        let found = self.rows(&sql, &pg_args(&args)).await?;
+        match found.first() {
+            Some(r) => Ok(r.try_get::<_, i64>(0).map_err(db)?.max(0) as u64),
+            None => Ok(0),
+        }
     }
 
     async fn stats(

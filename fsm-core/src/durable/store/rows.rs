@@ -163,6 +163,22 @@ pub(crate) fn list_sql(
     param: impl Fn(usize) -> String,
     starts_with: impl Fn(&str) -> String,
 ) -> (String, Vec<ListArg>) {
+    let (filter, args) = list_where(q, param, starts_with);
+    let dir = if q.newest_first { "DESC" } else { "ASC" };
+    let mut sql = format!("{filter} ORDER BY created_at {dir}, id {dir}");
+    if q.limit > 0 {
+        sql.push_str(&format!(" LIMIT {}", q.limit.saturating_add(1)));
+    }
+    (sql, args)
+}
+
+/// The `WHERE` clause alone of a list query (its filters and cursor), as [`list_sql`] numbers
+/// its parameters.
+pub(crate) fn list_where(
+    q: &super::ListQuery,
+    param: impl Fn(usize) -> String,
+    starts_with: impl Fn(&str) -> String,
+) -> (String, Vec<ListArg>) {
     let mut clauses = vec!["1 = 1".to_owned()];
     let mut args = Vec::new();
     let mut push = |clause: &dyn Fn(&str) -> String, arg: ListArg| {
@@ -193,11 +209,7 @@ pub(crate) fn list_sql(
     if let Some(t) = q.started_before {
         push(&|p| format!("created_at < {p}"), ListArg::Int(clamp(t)));
     }
-    let (cmp, dir) = if q.newest_first {
-        ("<", "DESC")
-    } else {
-        (">", "ASC")
-    };
+    let cmp = if q.newest_first { "<" } else { ">" };
     if let Some(c) = q.after {
         args.push(ListArg::Int(clamp(c.created_at)));
         let at = param(args.len());
@@ -205,14 +217,7 @@ pub(crate) fn list_sql(
         let id = param(args.len());
         clauses.push(format!("(created_at, id) {cmp} ({at}, {id})"));
     }
-    let mut sql = format!(
-        "{} ORDER BY created_at {dir}, id {dir}",
-        clauses.join(" AND ")
-    );
-    if q.limit > 0 {
-        sql.push_str(&format!(" LIMIT {}", q.limit.saturating_add(1)));
-    }
-    (sql, args)
+    (clauses.join(" AND "), args)
 }
 
 /// A list query's parameter.

@@ -204,6 +204,7 @@ enum Request {
     Get(ExecutionId, Reply<Option<ExecutionRecord>>),
     Events(ExecutionId, Reply<Vec<StoredEvent>>),
     List(ListQuery, Reply<Page>),
+    Count(ListQuery, Reply<u64>),
     Token(String, Reply<Option<TokenRecord>>),
     Answer(TokenAnswer, Reply<bool>),
     WaitToken(ExecutionId, u32, u32, Reply<Option<TokenRecord>>),
@@ -793,6 +794,9 @@ impl Writer {
             Request::List(q, reply) => {
                 let _ = reply.send(self.list(&q));
             }
+            Request::Count(q, reply) => {
+                let _ = reply.send(self.count(&q));
+            }
             Request::Token(hash, reply) => {
                 let r = read_tokens(&self.conn, &self.path, "secret_hash = ?1", params![hash]);
                 let _ = reply.send(r.map(|mut v| v.pop()));
@@ -830,23 +834,12 @@ impl Writer {
 
     fn list(&self, q: &ListQuery) -> Result<Page, StoreError> {
         let err = |e| error(&self.path, e);
-        // A name begins with the prefix: `>=` finds the first in the index, `substr` checks.
-        let (filter, args) = rows::list_sql(
-            q,
-            |n| format!("?{n}"),
-            |p| format!("(name >= {p} AND substr(name, 1, length({p})) = {p})"),
-        );
+        let (filter, args) = rows::list_sql(q, |n| format!("?{n}"), sqlite_starts_with);
         let sql = format!(
             "SELECT {} FROM executions WHERE {filter}",
             rows::SUMMARY_COLUMNS
         );
-        let args: Vec<&dyn rusqlite::ToSql> = args
-            .iter()
-            .map(|a| match a {
-                rows::ListArg::Text(t) => t as &dyn rusqlite::ToSql,
-                rows::ListArg::Int(i) => i as &dyn rusqlite::ToSql,
-            })
-            .collect();
+        let args = sqlite_args(&args);
         let mut stmt = self.conn.prepare_cached(&sql).map_err(err)?;
         let rows = stmt
             .query_map(args.as_slice(), |r| Ok(rows::summary(r)))
@@ -921,6 +914,18 @@ impl Writer {
             stats.oldest_waits.push(w.map_err(err)??);
         }
         Ok(stats)
+    }
+
+    fn count(&self, q: &ListQuery) -> Result<u64, StoreError> {
+        let mut q = q.clone();
+        q.after = None;
+        let (filter, args) = rows::list_where(&q, |n| format!("?{n}"), sqlite_starts_with);
+        let args = sqlite_args(&args);
+        self.conn
+            .prepare_cached(&format!("SELECT count(*) FROM executions WHERE {filter}"))
+            .and_then(|mut s| s.query_row(args.as_slice(), |r| r.get::<_, i64>(0)))
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| error(&self.path, e))
     }
 
     fn overdue(
@@ -1035,6 +1040,21 @@ impl Writer {
     }
 }
 
+/// A name that begins with `p`, in SQLite: `>=` finds the first in the index, `substr` checks.
+fn sqlite_starts_with(p: &str) -> String {
+    format!("(name >= {p} AND substr(name, 1, length({p})) = {p})")
+}
+
+/// A list query's parameters, as rusqlite binds them.
+fn sqlite_args(args: &[rows::ListArg]) -> Vec<&dyn rusqlite::ToSql> {
+    args.iter()
+        .map(|a| match a {
+            rows::ListArg::Text(t) => t as &dyn rusqlite::ToSql,
+            rows::ListArg::Int(i) => i as &dyn rusqlite::ToSql,
+        })
+        .collect()
+}
+
 /// Answers a request whose transaction could not begin.
 fn fail(request: Request, e: StoreError) {
     match request {
@@ -1050,6 +1070,7 @@ fn fail(request: Request, e: StoreError) {
         Request::Get(_, r) => drop(r.send(Err(e))),
         Request::Events(_, r) => drop(r.send(Err(e))),
         Request::List(_, r) => drop(r.send(Err(e))),
+        Request::Count(_, r) => drop(r.send(Err(e))),
         Request::Token(_, r) => drop(r.send(Err(e))),
         Request::Answer(_, r) => drop(r.send(Err(e))),
         Request::WaitToken(.., r) => drop(r.send(Err(e))),
@@ -1465,6 +1486,10 @@ impl Store for SqliteStore {
 
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
         self.ask(|tx| Request::List(query, tx)).await
+    }
+
+    async fn count(&self, query: ListQuery) -> Result<u64, StoreError> {
+        self.ask(|tx| Request::Count(query, tx)).await
     }
 
     async fn token(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError> {
