@@ -282,7 +282,7 @@ impl<M: crate::Fsm, H> ExecutorBuilder<M, H> {
         let has_timeouts = self.policies.iter().any(|p| p.timeout.is_some());
         #[cfg(feature = "metrics")]
         let observer = if self.metrics {
-            Some(crate::metrics::observer(M::DEFINITION.name, self.observer))
+            Some(crate::metrics::observer(M::DEFINITION, self.observer))
         } else {
             self.observer
         };
