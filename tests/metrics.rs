@@ -60,15 +60,20 @@ impl refund::Steps for Bank {
     }
 }
 
-/// The rendered series whose name and labels contain every one of `parts`, with its value.
+/// The sum of the rendered series whose name is `name` and whose labels contain every one of
+/// `parts`; `None` if there is none.
 fn series(text: &str, name: &str, parts: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .find(|l| {
-            let head = l.rsplit_once(' ').map_or("", |(h, _)| h);
-            head.split('{').next() == Some(name) && parts.iter().all(|p| head.contains(p))
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (head, value) = l.rsplit_once(' ')?;
+            let matches =
+                head.split('{').next() == Some(name) && parts.iter().all(|p| head.contains(p));
+            matches.then(|| value.parse().ok()).flatten()
         })
-        .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 #[test]

@@ -174,6 +174,7 @@ fn event(def: &'static Definition, h: &Handles, e: &HistoryEvent) {
 }
 
 /// An execution of `machine` started (a durable start is written before it is observed).
+#[cfg(feature = "durable")]
 pub(crate) fn started(machine: &str) {
     counter!("fsm_executions_started_total", "machine" => machine.to_owned()).increment(1);
 }
