@@ -291,11 +291,18 @@ fn throughput_beside_100k(bencher: divan::Bencher, with_monitor: bool) {
     let ex = {
         let _guard = rt.enter();
         Executor::<Chain, Bump>::builder(Bump)
-            .durable(store.clone())
+            .durable(store)
             .unwrap()
     };
     let stop = std::sync::Arc::new(tokio::sync::Notify::new());
     if with_monitor {
+        // On a read-only store of its own, as a deployment gives it: its questions are read
+        // on a connection of their own, never queued behind the worker's writes.
+        let read_only = SqliteOptions {
+            read_only: true,
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open_with(&path, read_only).unwrap();
         let monitor = monitor(store).every(Duration::from_secs(1));
         let stop = std::sync::Arc::clone(&stop);
         rt.spawn(monitor.run(async move { stop.notified().await }));

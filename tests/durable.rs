@@ -707,7 +707,7 @@ async fn a_token_secret_is_stored_only_as_its_hash(db: Db) {
              DROP INDEX executions_name; DROP INDEX executions_started; \
              ALTER TABLE executions DROP COLUMN name; \
              ALTER TABLE executions DROP COLUMN claims; DROP TABLE definitions; \
-             DROP INDEX executions_open; DROP INDEX executions_ended; \
+             DROP INDEX executions_ended; \
              ALTER TABLE executions DROP COLUMN entered_at"
         ))
         .await;

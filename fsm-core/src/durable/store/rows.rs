@@ -300,7 +300,8 @@ pub(crate) fn token(r: &impl Columns) -> Result<TokenRecord, StoreError> {
 
 /// The condition (with `{t}` where the rule's time goes, `{now}` for the store's now, and
 /// `{m}` for the machine or NULL) and the column to order by of an [`Overdue`] question, and
-/// its time.
+/// its time. Each begins with `status IN ('running', 'waiting')`, the condition of the
+/// `executions_due` partial index, so that the question reads the open executions alone.
 ///
 /// [`Overdue`]: super::Overdue
 pub(crate) fn overdue_sql(which: super::Overdue) -> (&'static str, &'static str, Millis) {
@@ -312,13 +313,14 @@ pub(crate) fn overdue_sql(which: super::Overdue) -> (&'static str, &'static str,
             t,
         ),
         Overdue::Step(t) => (
-            "(status = 'running' OR (status = 'waiting' AND waiting_for = 'retry')) \
-             AND entered_at < {t}",
+            "status IN ('running', 'waiting') \
+             AND (status = 'running' OR waiting_for = 'retry') AND entered_at < {t}",
             "entered_at",
             t,
         ),
         Overdue::Wait(t) => (
-            "status = 'waiting' AND waiting_for = 'token' AND entered_at < {t}",
+            "status IN ('running', 'waiting') AND status = 'waiting' \
+             AND waiting_for = 'token' AND entered_at < {t}",
             "entered_at",
             t,
         ),
