@@ -236,7 +236,7 @@ fn tables_in_a_schema_of_their_own_and_a_role_that_may_only_read_and_write_them(
                     .get::<_, i64>(0)
             }
         };
-        assert_eq!(count("shop").await, 4);
+        assert_eq!(count("shop").await, 5);
         assert_eq!(count("public").await, 0);
         // A role that may read and write the tables, and create nothing.
         let app = format!("fsm_app_{}", std::process::id());
