@@ -99,10 +99,13 @@ enum Command {
         #[arg(long = "as", default_value = "fsm-cli")]
         who: String,
     },
-    /// Fail a wait, by its token or by hand, with an error.
+    /// Fail waits, by token, or by hand (named, or those a filter selects), with an error.
     Fail {
         #[command(flatten)]
-        target: WaitTarget,
+        bulk: Bulk,
+        /// The task token the wait handed out (instead of executions or a filter).
+        #[arg(long, conflicts_with = "executions")]
+        token: Option<String>,
         /// The error's kind (catch routes match it).
         #[arg(long)]
         kind: String,
@@ -112,9 +115,6 @@ enum Command {
         /// Whether the waiting state's retries apply.
         #[arg(long)]
         retryable: bool,
-        /// Who answers, as the history records it.
-        #[arg(long = "as", default_value = "fsm-cli")]
-        who: String,
     },
 }
 
@@ -267,8 +267,8 @@ async fn run(cli: Cli) -> Out {
         Command::Redrive(_) | Command::Cancel(_) | Command::Complete { .. } | Command::Fail { .. }
     );
     let who = match &cli.command {
-        Command::Redrive(b) | Command::Cancel(b) => b.who.clone(),
-        Command::Complete { who, .. } | Command::Fail { who, .. } => who.clone(),
+        Command::Redrive(b) | Command::Cancel(b) | Command::Fail { bulk: b, .. } => b.who.clone(),
+        Command::Complete { who, .. } => who.clone(),
         _ => "fsm-cli".into(),
     };
     match url(cli.store)? {
@@ -357,27 +357,26 @@ async fn command<S: Store>(ops: Operator<S>, command: Command) -> Out {
             Ok(())
         }
         Command::Fail {
-            target,
+            bulk,
+            token,
             kind,
             message,
             retryable,
-            ..
         } => {
             let error = if retryable {
                 StepError::retryable(kind, message)
             } else {
                 StepError::fatal(kind, message)
             };
-            let id = match (target.execution, target.token) {
-                (_, Some(token)) => ops.fail_with_token(token.as_str(), error).await?,
-                (Some(id), None) => {
-                    ops.fail(id, error).await?;
-                    id
+            match token {
+                Some(token) if bulk.filter.is_empty() => {
+                    let id = ops.fail_with_token(token.as_str(), error).await?;
+                    println!("failed the wait of {id}");
+                    Ok(())
                 }
-                (None, None) => return Err(Failure("name the execution or its --token".into())),
-            };
-            println!("failed the wait of {id}");
-            Ok(())
+                Some(_) => Err(Failure("give a --token or a filter, not both".into())),
+                None => act(&ops, Action::Fail(error), bulk).await,
+            }
         }
     }
 }
@@ -635,6 +634,7 @@ async fn act<S: Store>(ops: &Operator<S>, action: Action, bulk: Bulk) -> Out {
         for id in bulk.executions {
             let done = match &action {
                 Action::Redrive => ops.redrive(id).await,
+                Action::Fail(error) => ops.fail(id, error.clone()).await,
                 _ => ops.cancel(id).await,
             };
             match done {

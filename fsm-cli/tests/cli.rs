@@ -331,12 +331,55 @@ async fn a_user_session<S: Store + Clone>(url: &str, ex: &DurableExecutor<Parcel
     .unwrap();
     assert!(forged.contains("not a task token"), "{forged}");
 
+    // Fail a wait by hand, by id; then in bulk, the waits a filter selects, up to a limit.
+    let eight = ex
+        .start(parcel::Machine::new(parcel::Ordered { id: 8 }))
+        .await
+        .unwrap();
+    until_status(store, eight, ExecutionStatus::Waiting).await;
+    let failed = run(v(&[
+        "fail",
+        &eight.to_string(),
+        "--kind",
+        "lost",
+        "--as",
+        "alice",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(failed, format!("failed {eight}\n"));
+    until_status(store, eight, ExecutionStatus::Succeeded).await;
+    let lost = run(v(&["show", &eight.to_string()])).await.unwrap();
+    assert!(lost.contains("state      Lost"), "{lost}");
+    assert!(lost.contains("answered by hand by alice"), "{lost}");
+    let nine = ex
+        .start(parcel::Machine::new(parcel::Ordered { id: 9 }))
+        .await
+        .unwrap();
+    until_status(store, nine, ExecutionStatus::Waiting).await;
+    let dry = run(v(&["fail", "--status", "waiting", "--kind", "lost"]))
+        .await
+        .unwrap();
+    assert!(dry.contains("2 executions match; 2 to act on"), "{dry}");
+    let done = run(v(&[
+        "fail", "--status", "waiting", "--kind", "lost", "--limit", "1", "--yes",
+    ]))
+    .await
+    .unwrap();
+    assert!(done.contains("1 failed, 0 refused"), "{done}");
+    // The first in the list's order (by start): the redriven one, started before nine.
+    until_status(store, s.errored, ExecutionStatus::Succeeded).await;
+    assert_eq!(
+        store.get(nine).await.unwrap().unwrap().status,
+        ExecutionStatus::Waiting
+    );
+
     // Bulk: counted first, applied only with --yes.
     let dry = run(v(&["cancel", "--status", "waiting"])).await.unwrap();
     assert!(dry.contains("1 execution matches; 1 to act on"), "{dry}");
     assert!(dry.contains("nothing changed"), "{dry}");
     assert_eq!(
-        store.get(s.errored).await.unwrap().unwrap().status,
+        store.get(nine).await.unwrap().unwrap().status,
         ExecutionStatus::Waiting
     );
     let done = run(v(&["cancel", "--status", "waiting", "--yes"]))
@@ -344,7 +387,7 @@ async fn a_user_session<S: Store + Clone>(url: &str, ex: &DurableExecutor<Parcel
         .unwrap();
     assert!(done.contains("1 cancelled, 0 refused"), "{done}");
     assert_eq!(
-        store.get(s.errored).await.unwrap().unwrap().status,
+        store.get(nine).await.unwrap().unwrap().status,
         ExecutionStatus::Cancelled
     );
     let running = fail(v(&["redrive", &s.running.to_string()])).await.unwrap();
