@@ -145,7 +145,85 @@ fn diagrams() -> Vec<(&'static str, String)> {
             "upload-failed.dot",
             Diagram::new(Upload::DEFINITION).with_path(&failed).dot(),
         ),
+        ("checkout.svg", Diagram::new(def).svg()),
+        (
+            "checkout-retried.svg",
+            Diagram::new(def).with_path(&retried).svg(),
+        ),
+        (
+            "checkout-caught.svg",
+            Diagram::new(def).with_path(&caught).svg(),
+        ),
+        (
+            "upload-failed.svg",
+            Diagram::new(Upload::DEFINITION).with_path(&failed).svg(),
+        ),
     ]
+}
+
+/// The classes of the SVG element of `kind` (`state`, `edge`) whose attribute `key` is
+/// `value`.
+fn svg_classes(svg: &str, kind: &str, key: &str, value: &str) -> Vec<String> {
+    svg.split("<g class=\"")
+        .skip(1)
+        .filter_map(|g| {
+            let (classes, rest) = g.split_once('"')?;
+            let tag = rest.split('>').next()?;
+            let classes: Vec<String> = classes.split(' ').map(str::to_owned).collect();
+            (classes[0] == kind && tag.contains(&format!("{key}=\"{value}\""))).then_some(classes)
+        })
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn the_svg_marks_the_path_and_escapes_what_it_shows() {
+    let def = Checkout::DEFINITION;
+    let plain = Diagram::new(def).svg();
+    assert!(
+        plain.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+        "{plain}"
+    );
+    assert!(!plain.contains(" taken") && !plain.contains(" visited"));
+    for s in def.states {
+        assert!(
+            plain.contains(&format!("data-state=\"{}\"", s.name)),
+            "{}",
+            s.name
+        );
+    }
+    let retried = Diagram::new(def)
+        .with_path(&checkout_history(1, 2, false))
+        .svg();
+    let state = |svg: &str, name: &str| svg_classes(svg, "state", "data-state", name);
+    assert_eq!(
+        state(&retried, "Shipped"),
+        ["state", "success", "visited", "current"]
+    );
+    assert_eq!(state(&retried, "Wrapped"), ["state", "visited"]);
+    assert_eq!(state(&retried, "PaymentDeclined"), ["state"]);
+    assert!(retried.contains(">3 attempts</text>"), "{retried}");
+    let from = |svg: &str, name: &str| svg_classes(svg, "edge", "data-from", name);
+    assert!(from(&retried, "Wrapped").contains(&"taken".to_owned()));
+    assert!(retried.contains("data-from=\"Reserved\" data-to=\"PaymentDeclined\""));
+    let caught = Diagram::new(def)
+        .with_path(&checkout_history(3, 100, false))
+        .svg();
+    // The catch route taken: dashed red, thick.
+    assert!(
+        caught.contains(
+            "<g class=\"edge catch taken\" data-from=\"Reserved\" data-to=\"PaymentDeclined\""
+        ),
+        "{caught}"
+    );
+    let failed = Diagram::new(Upload::DEFINITION)
+        .with_path(&failed_upload())
+        .svg();
+    assert_eq!(
+        state(&failed, "Pending"),
+        ["state", "visited", "current", "failed"]
+    );
+    assert!(failed.contains(">failed here</text>"));
 }
 
 #[test]
@@ -364,4 +442,29 @@ fn mermaid_renders_every_mermaid_diagram() {
     }
     println!("mermaid rendered {} diagrams", svgs.len());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn every_svg_is_well_formed_xml() {
+    let Some(python) = tool("FSM_PYTHON", "python3", "--version") else {
+        return skipped("every_svg_is_well_formed_xml", "python3 (its XML parser)");
+    };
+    for (name, text) in diagrams().into_iter().filter(|(n, _)| n.ends_with(".svg")) {
+        let file = std::env::temp_dir().join(format!("fsm-{}-{name}", std::process::id()));
+        std::fs::write(&file, &text).unwrap();
+        let out = Command::new(&python)
+            .args([
+                "-c",
+                "import sys, xml.dom.minidom as m; m.parse(sys.argv[1])",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            out.status.success(),
+            "{name} is not well-formed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

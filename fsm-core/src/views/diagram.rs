@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use crate::{Definition, EventKind, History, StateKind, Transition};
 
+mod svg;
+
 /// A diagram of a machine's definition, optionally with the path one execution took.
 ///
 /// ```
