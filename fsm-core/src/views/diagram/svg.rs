@@ -87,9 +87,9 @@ impl Diagram<'_> {
             order[c].push(i);
         }
         let mut rank = vec![0.0f64; def.states.len()];
-        for c in 0..columns {
+        for (c, states) in order.iter_mut().enumerate() {
             if c > 0 {
-                let mut keyed: Vec<(f64, usize)> = order[c]
+                let mut keyed: Vec<(f64, usize)> = states
                     .iter()
                     .map(|&s| {
                         let from: Vec<f64> = def
@@ -107,9 +107,9 @@ impl Diagram<'_> {
                     })
                     .collect();
                 keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
-                order[c] = keyed.into_iter().map(|(_, s)| s).collect();
+                *states = keyed.into_iter().map(|(_, s)| s).collect();
             }
-            for (r, &s) in order[c].iter().enumerate() {
+            for (r, &s) in states.iter().enumerate() {
                 rank[s] = r as f64;
             }
         }
