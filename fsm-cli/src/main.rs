@@ -84,6 +84,15 @@ enum Command {
     },
     /// The machines whose workers registered their definitions.
     Machines,
+    /// Serve the web console (read-only): executions, their paths and histories, live.
+    Console {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Allow an address beyond loopback.
+        #[arg(long)]
+        beyond_loopback: bool,
+    },
     /// Run again an execution that errored or was cancelled, from where it stopped.
     Redrive(Bulk),
     /// Stop running or waiting executions.
@@ -294,7 +303,7 @@ async fn run(cli: Cli) -> Out {
     }
 }
 
-async fn command<S: Store>(ops: Operator<S>, command: Command) -> Out {
+async fn command<S: Store + Clone>(ops: Operator<S>, command: Command) -> Out {
     match command {
         Command::List {
             filter,
@@ -325,6 +334,10 @@ async fn command<S: Store>(ops: Operator<S>, command: Command) -> Out {
             Ok(())
         }
         Command::Stats { machine, json } => stats(&ops, machine.as_deref(), json).await,
+        Command::Console {
+            listen,
+            beyond_loopback,
+        } => console(ops.store().clone(), listen, beyond_loopback).await,
         Command::Machines => {
             for d in ops.store().definitions(None).await? {
                 let states = fsm_core::Definition::from_json(&d.json)
@@ -379,6 +392,26 @@ async fn command<S: Store>(ops: Operator<S>, command: Command) -> Out {
             }
         }
     }
+}
+
+/// Serves the console until SIGINT or SIGTERM.
+async fn console<S: Store + Clone>(
+    store: S,
+    listen: std::net::SocketAddr,
+    beyond_loopback: bool,
+) -> Out {
+    let options = fsm_console::ConsoleOptions::default();
+    println!("console on http://{listen}/ (read-only)");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    fsm_console::serve(store, listen, beyond_loopback, options, shutdown).await?;
+    Ok(())
 }
 
 async fn get<S: Store>(ops: &Operator<S>, id: ExecutionId) -> Result<ExecutionRecord, Failure> {

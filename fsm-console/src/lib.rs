@@ -1,0 +1,304 @@
+//! A web console for durable executions: every execution in a store, its path on the
+//! machine's diagram, its history as a table and as a timeline, live.
+//!
+//! Served by [`serve`] (or mounted with [`router`]) on the tokio runtime the worker already
+//! uses: HTML rendered on the server with compile-checked templates (maud), the diagram as SVG
+//! laid out in Rust, no JavaScript build step, nothing fetched from elsewhere. Live updates
+//! come over Server-Sent Events from **one** query per interval shared by every open page.
+//! It reads only (actions are the `fsm` command line's, for now), listens on loopback unless
+//! told otherwise, and escapes everything it shows.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use fsm_core::store::{ListQuery, Millis, Stats, Store};
+use fsm_core::{Cursor, ExecutionId, ExecutionStatus, ExecutionSummary, Operator};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+mod pages;
+pub mod time;
+
+/// How the console runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConsoleOptions {
+    /// How often the shared live query runs (default 1 s).
+    pub refresh: Duration,
+    /// Rows per page of the executions list (default 50).
+    pub page_size: usize,
+}
+
+impl ConsoleOptions {
+    /// How often the shared live query runs.
+    pub fn refresh(mut self, every: Duration) -> Self {
+        self.refresh = every;
+        self
+    }
+
+    /// Rows per page of the executions list.
+    pub fn page_size(mut self, rows: usize) -> Self {
+        self.page_size = rows.max(1);
+        self
+    }
+}
+
+impl Default for ConsoleOptions {
+    fn default() -> Self {
+        ConsoleOptions {
+            refresh: Duration::from_secs(1),
+            page_size: 50,
+        }
+    }
+}
+
+/// What every request shares: the store, an operator (for definitions and histories), the
+/// live snapshot.
+struct App<S> {
+    ops: Operator<S>,
+    options: ConsoleOptions,
+    live: watch::Receiver<Live>,
+}
+
+/// What the shared live query found last: counts, and the executions that changed.
+#[derive(Debug, Clone, Default)]
+struct Live {
+    /// Counts by status, the backlog, the oldest waits.
+    stats: Stats,
+    /// The executions updated since the query before, newest first (at most 500).
+    changed: Vec<ExecutionSummary>,
+    /// When it ran.
+    at: Millis,
+}
+
+/// The console's routes on `store`: `/` (executions), `/executions/{id}`, `/machines`,
+/// `/live` (Server-Sent Events) and `/style.css`. Starts the shared live query on the current
+/// tokio runtime; it ends when the router is dropped.
+pub fn router<S: Store + Clone>(store: S, options: ConsoleOptions) -> Router {
+    let (tx, rx) = watch::channel(Live::default());
+    tokio::spawn(live(store.clone(), options.refresh, tx));
+    let app = Arc::new(App {
+        ops: Operator::new(store, "console"),
+        options,
+        live: rx,
+    });
+    Router::new()
+        .route("/", get(pages::executions::<S>))
+        .route("/executions/{id}", get(pages::execution::<S>))
+        .route("/machines", get(pages::machines::<S>))
+        .route("/live", get(live_events::<S>))
+        .route("/style.css", get(style))
+        .route("/console.js", get(script))
+        .with_state(app)
+}
+
+/// Serves the console on `listen` until `shutdown` completes. Refuses an address that is not
+/// loopback unless `beyond_loopback` says so.
+pub async fn serve<S: Store + Clone>(
+    store: S,
+    listen: SocketAddr,
+    beyond_loopback: bool,
+    options: ConsoleOptions,
+    shutdown: impl core::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if !listen.ip().is_loopback() && !beyond_loopback {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{listen} is not a loopback address: the console listens beyond this machine only when asked"),
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    axum::serve(listener, router(store, options))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The shared live query: every `refresh`, the counts and the executions updated since the
+/// last look, told to every open page at once.
+async fn live<S: Store>(store: S, refresh: Duration, tx: watch::Sender<Live>) {
+    let mut since = time::now();
+    loop {
+        let now = time::now();
+        let stats = store.stats(None, now, 5).await;
+        let changed = store
+            .list(ListQuery::new().newest_first().limit(500))
+            .await
+            .map(|page| {
+                page.executions
+                    .into_iter()
+                    .filter(|e| e.updated_at >= since)
+                    .collect::<Vec<_>>()
+            });
+        if let (Ok(stats), Ok(changed)) = (stats, changed) {
+            since = now.saturating_sub(refresh.as_millis() as Millis);
+            if tx
+                .send(Live {
+                    stats,
+                    changed,
+                    at: now,
+                })
+                .is_err()
+            {
+                return;
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(refresh).await;
+    }
+}
+
+/// The live snapshot as the pages read it: counts by status, and each changed execution's
+/// row as the list shows it.
+async fn live_events<S: Store + Clone>(
+    State(app): State<Arc<App<S>>>,
+) -> Sse<impl tokio_stream::Stream<Item = Result<Event, std::convert::Infallible>>> {
+    use tokio_stream::StreamExt as _;
+    let stream = tokio_stream::wrappers::WatchStream::new(app.live.clone()).map(|live| {
+        let counts: serde_json::Map<String, serde_json::Value> = ExecutionStatus::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), live.stats.with_status(*s).into()))
+            .collect();
+        let rows: Vec<serde_json::Value> = live
+            .changed
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "id": e.id.to_string(),
+                    "status": e.status.as_str(),
+                    "state": e.state_name,
+                    "attempt": e.attempt,
+                    "updated": time::show(e.updated_at),
+                    "row": pages::row(e).into_string(),
+                })
+            })
+            .collect();
+        let data = serde_json::json!({ "counts": counts, "backlog": live.stats.backlog,
+            "changed": rows, "at": live.at });
+        Ok(Event::default().event("live").data(data.to_string()))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn style() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("style.css"),
+    )
+        .into_response()
+}
+
+async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("console.js"),
+    )
+        .into_response()
+}
+
+/// A page: the layout around `body`.
+fn page(title: &str, body: Markup) -> Html<String> {
+    page_about(title, body, None)
+}
+
+/// A page about one execution (live updates reload it when that execution changes).
+fn page_about(title: &str, body: Markup, execution: Option<ExecutionId>) -> Html<String> {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · fsm console" }
+                link rel="stylesheet" href="/style.css";
+                script src="/console.js" defer {}
+            }
+            body data-execution=[execution] {
+                header.top {
+                    a.brand href="/" { "fsm console" }
+                    nav {
+                        a href="/" { "Executions" }
+                        a href="/machines" { "Machines" }
+                    }
+                    span.live #live-status title="Live updates" { "live" }
+                }
+                main { (body) }
+            }
+        }
+    };
+    Html(markup.into_string())
+}
+
+/// A page that says what went wrong, with a status.
+fn problem(status: StatusCode, message: &str) -> Response {
+    let body = html! { h1 { "Not shown" } p.error { (message) } };
+    (status, page("Not shown", body)).into_response()
+}
+
+/// The query string of the executions list.
+#[derive(Debug, Default, Deserialize)]
+struct ListParams {
+    machine: Option<String>,
+    status: Option<String>,
+    state: Option<String>,
+    name: Option<String>,
+    after: Option<String>,
+    newest: Option<String>,
+}
+
+impl ListParams {
+    fn query(&self, limit: usize) -> Result<ListQuery, String> {
+        let mut q = ListQuery::new().limit(limit);
+        let given = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        q.machine = given(&self.machine);
+        q.state = given(&self.state);
+        q.name_prefix = given(&self.name);
+        if let Some(status) = given(&self.status) {
+            q.status = Some(
+                ExecutionStatus::parse(&status).ok_or_else(|| format!("no status {status:?}"))?,
+            );
+        }
+        if let Some(after) = given(&self.after) {
+            q.after = Some(
+                after
+                    .parse::<Cursor>()
+                    .map_err(|_| format!("{after:?} is not a page cursor"))?,
+            );
+        }
+        q.newest_first = self.newest.as_deref() != Some("0");
+        Ok(q)
+    }
+}
+
+/// What the pages share: the params and the state.
+type AppState<S> = State<Arc<App<S>>>;
+type ListQueryParams = Query<ListParams>;
+type IdPath = Path<String>;
+
+/// `text` for a URL's query.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Raw markup: SVG the views layer made (its names escaped there).
+fn raw(svg: String) -> PreEscaped<String> {
+    PreEscaped(svg)
+}
