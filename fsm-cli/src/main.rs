@@ -92,6 +92,10 @@ enum Command {
         /// Allow an address beyond loopback.
         #[arg(long)]
         beyond_loopback: bool,
+        /// Enable actions (redrive, cancel, answer a wait) for whoever logs in with the token
+        /// in `FSM_CONSOLE_TOKEN`.
+        #[arg(long)]
+        actions: bool,
     },
     /// Run again an execution that errored or was cancelled, from where it stopped.
     Redrive(Bulk),
@@ -273,7 +277,11 @@ fn url(store: Option<String>) -> Result<Url, Failure> {
 async fn run(cli: Cli) -> Out {
     let writes = matches!(
         cli.command,
-        Command::Redrive(_) | Command::Cancel(_) | Command::Complete { .. } | Command::Fail { .. }
+        Command::Redrive(_)
+            | Command::Cancel(_)
+            | Command::Complete { .. }
+            | Command::Fail { .. }
+            | Command::Console { actions: true, .. }
     );
     let who = match &cli.command {
         Command::Redrive(b) | Command::Cancel(b) | Command::Fail { bulk: b, .. } => b.who.clone(),
@@ -337,7 +345,8 @@ async fn command<S: Store + Clone>(ops: Operator<S>, command: Command) -> Out {
         Command::Console {
             listen,
             beyond_loopback,
-        } => console(ops.store().clone(), listen, beyond_loopback).await,
+            actions,
+        } => console(ops.store().clone(), listen, beyond_loopback, actions).await,
         Command::Machines => {
             for d in ops.store().definitions(None).await? {
                 let states = fsm_core::Definition::from_json(&d.json)
@@ -399,9 +408,21 @@ async fn console<S: Store + Clone>(
     store: S,
     listen: std::net::SocketAddr,
     beyond_loopback: bool,
+    actions: bool,
 ) -> Out {
-    let options = fsm_console::ConsoleOptions::default();
-    println!("console on http://{listen}/ (read-only)");
+    let mut options = fsm_console::ConsoleOptions::default();
+    if actions {
+        let token = std::env::var("FSM_CONSOLE_TOKEN").unwrap_or_default();
+        if token.len() < 16 {
+            return Err(Failure(
+                "--actions needs a token of at least 16 characters in FSM_CONSOLE_TOKEN".into(),
+            ));
+        }
+        options = options.actions(token);
+        println!("console on http://{listen}/ (actions for whoever logs in with the token)");
+    } else {
+        println!("console on http://{listen}/ (read-only)");
+    }
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("a SIGTERM handler");

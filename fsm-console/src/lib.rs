@@ -16,7 +16,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use fsm_core::store::{ListQuery, Millis, Stats, Store};
 use fsm_core::{Cursor, ExecutionId, ExecutionStatus, ExecutionSummary, Operator};
@@ -24,6 +24,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde::Deserialize;
 use tokio::sync::watch;
 
+mod actions;
 mod pages;
 pub mod time;
 
@@ -35,6 +36,10 @@ pub struct ConsoleOptions {
     pub refresh: Duration,
     /// Rows per page of the executions list (default 50).
     pub page_size: usize,
+    /// The token that enables actions (redrive, cancel, answer a wait): a person logs in
+    /// with it (compared in constant time) and a name the histories record. `None` (the
+    /// default): the console is read-only.
+    pub token: Option<String>,
 }
 
 impl ConsoleOptions {
@@ -49,6 +54,13 @@ impl ConsoleOptions {
         self.page_size = rows.max(1);
         self
     }
+
+    /// Enables actions for whoever logs in with `token` (take it from the environment, not
+    /// the command line). An empty token enables nothing.
+    pub fn actions(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into()).filter(|t: &String| !t.is_empty());
+        self
+    }
 }
 
 impl Default for ConsoleOptions {
@@ -56,6 +68,7 @@ impl Default for ConsoleOptions {
         ConsoleOptions {
             refresh: Duration::from_secs(1),
             page_size: 50,
+            token: None,
         }
     }
 }
@@ -66,6 +79,7 @@ struct App<S> {
     ops: Operator<S>,
     options: ConsoleOptions,
     live: watch::Receiver<Live>,
+    sessions: actions::Sessions,
 }
 
 /// What the shared live query found last: counts, and the executions that changed.
@@ -89,11 +103,17 @@ pub fn router<S: Store + Clone>(store: S, options: ConsoleOptions) -> Router {
         ops: Operator::new(store, "console"),
         options,
         live: rx,
+        sessions: actions::Sessions::default(),
     });
     Router::new()
         .route("/", get(pages::executions::<S>))
         .route("/executions/{id}", get(pages::execution::<S>))
         .route("/machines", get(pages::machines::<S>))
+        .route(
+            "/login",
+            get(actions::login_page::<S>).post(actions::login::<S>),
+        )
+        .route("/executions/{id}/act", post(actions::act::<S>))
         .route("/live", get(live_events::<S>))
         .route("/style.css", get(style))
         .route("/console.js", get(script))

@@ -248,6 +248,7 @@ fn timeline(history: &History, end: f64) -> Markup {
 pub(crate) async fn execution<S: Store + Clone>(
     State(app): AppState<S>,
     Path(id): IdPath,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     let Ok(id) = id.parse::<fsm_core::ExecutionId>() else {
         return problem(StatusCode::BAD_REQUEST, "that is not an execution id");
@@ -288,6 +289,12 @@ pub(crate) async fn execution<S: Store + Clone>(
             @if let Some(owner) = &row.lease_owner { dt { "Held by" } dd { "worker " (owner) } }
         }
         @if let Some(error) = &row.error { p.error { b { "Error: " } (error) } }
+        @if app.options.token.is_some() {
+            @match app.sessions.of(&headers) {
+                Some(session) => { (crate::actions::forms(&row, &session)) }
+                None => { p.note { a href="/login" { "Log in" } " to act on this execution." } }
+            }
+        }
         h2 { "Path" }
         @match diagram {
             Some(svg) => div.diagram { (raw(svg)) },

@@ -47,6 +47,21 @@ impl note::Steps for Board {
     }
 }
 
+/// The path of a database in a fresh directory for one test.
+fn fresh(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("fsm-console-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("notes.db")
+}
+
+/// A worker on `path`.
+fn board(path: &std::path::Path) -> fsm_core::DurableExecutor<Note, Board, SqliteStore> {
+    Executor::<Note, Board>::builder(Board)
+        .durable(SqliteStore::open(path).unwrap())
+        .unwrap()
+}
+
 async fn get(app: &axum::Router, uri: &str) -> (StatusCode, String) {
     let response = app
         .clone()
@@ -60,13 +75,8 @@ async fn get(app: &axum::Router, uri: &str) -> (StatusCode, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pages_show_executions_their_paths_and_histories_escaped_and_live() {
-    let dir = std::env::temp_dir().join(format!("fsm-console-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("notes.db");
-    let worker = Executor::<Note, Board>::builder(Board)
-        .durable(SqliteStore::open(&path).unwrap())
-        .unwrap();
+    let path = fresh("pages");
+    let worker = board(&path);
     let hostile = "<script>alert('owned')</script>";
     let posted = worker
         .start(note::Machine::new(note::Draft {
@@ -168,10 +178,7 @@ async fn the_pages_show_executions_their_paths_and_histories_escaped_and_live() 
 
 #[tokio::test]
 async fn it_listens_beyond_loopback_only_when_asked() {
-    let dir = std::env::temp_dir().join(format!("fsm-console-lo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = SqliteStore::open(dir.join("x.db")).unwrap();
+    let store = SqliteStore::open(fresh("loopback")).unwrap();
     let err = fsm_console::serve(
         store,
         "0.0.0.0:0".parse().unwrap(),
@@ -183,4 +190,202 @@ async fn it_listens_beyond_loopback_only_when_asked() {
     .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
     assert!(err.to_string().contains("not a loopback address"));
+}
+
+/// `text` as a form field's value.
+fn field(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn post(
+    app: &axum::Router,
+    uri: &str,
+    cookie: Option<&str>,
+    form: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let body: Vec<String> = form
+        .iter()
+        .map(|(k, v)| format!("{k}={}", field(v)))
+        .collect();
+    let mut request =
+        Request::post(uri).header("content-type", "application/x-www-form-urlencoded");
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::from(body.join("&"))).unwrap())
+        .await
+        .unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(body.to_vec()).unwrap())
+}
+
+async fn get_as(app: &axum::Router, uri: &str, cookie: &str) -> String {
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get(uri)
+                .header("cookie", cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_need_the_token_a_session_and_its_csrf_value_and_are_confirmed_and_recorded() {
+    let path = fresh("act");
+    let worker = board(&path);
+    let mut ids = Vec::new();
+    for text in ["one", "two"] {
+        ids.push(
+            worker
+                .start(note::Machine::new(note::Draft { text: text.into() }))
+                .await
+                .unwrap(),
+        );
+    }
+    for id in &ids {
+        while worker.get(*id).await.unwrap().status != ExecutionStatus::Waiting {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let token = "correct horse battery staple";
+    let app = router(
+        SqliteStore::open_client(&path).unwrap(),
+        ConsoleOptions::default().actions(token),
+    );
+    let (a, b) = (ids[0], ids[1]);
+    let page = format!("/executions/{a}");
+    let act = format!("/executions/{a}/act");
+
+    // Not logged in: a link, no forms; an action is refused.
+    let (_, anonymous) = get(&app, &page).await;
+    assert!(anonymous.contains("href=\"/login\""), "{anonymous}");
+    assert!(!anonymous.contains("name=\"csrf\""));
+    let (status, _, _) = post(&app, &act, None, &[("action", "cancel"), ("csrf", "x")]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A wrong token: refused.
+    let (status, _, _) = post(&app, "/login", None, &[("token", "guess"), ("name", "eve")]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The right one: a session.
+    let (status, headers, _) =
+        post(&app, "/login", None, &[("token", token), ("name", "alice")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let set = headers["set-cookie"].to_str().unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let logged = get_as(&app, &page, &cookie).await;
+    let csrf = logged
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    assert_eq!(csrf.len(), 32);
+    assert!(logged.contains("id=\"cancel\"") && logged.contains("id=\"complete\""));
+    // Another session's (or a forged) CSRF value: refused.
+    let (status, _, _) = post(
+        &app,
+        &act,
+        Some(&cookie),
+        &[
+            ("action", "cancel"),
+            ("csrf", "00000000000000000000000000000000"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Confirmed first, then applied, and recorded with who did it.
+    let (status, _, confirm) = post(
+        &app,
+        &act,
+        Some(&cookie),
+        &[("action", "cancel"), ("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(confirm.contains("Really <b>cancel</b>"), "{confirm}");
+    assert_eq!(
+        worker.get(a).await.unwrap().status,
+        ExecutionStatus::Waiting
+    );
+    let (status, headers, _) = post(
+        &app,
+        &act,
+        Some(&cookie),
+        &[("action", "cancel"), ("csrf", &csrf), ("confirm", "yes")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], page.as_str());
+    assert_eq!(
+        worker.get(a).await.unwrap().status,
+        ExecutionStatus::Cancelled
+    );
+    let history = worker.history(a).await.unwrap().to_string();
+    assert!(history.contains("by console:alice"), "{history}");
+    // Completing a wait through the form: checked by the server against the machine.
+    let act_b = format!("/executions/{b}/act");
+    let complete = |next: &'static str| {
+        let (app, act_b, cookie, csrf) = (app.clone(), act_b.clone(), cookie.clone(), csrf.clone());
+        async move {
+            let form = [
+                ("action", "complete"),
+                ("csrf", csrf.as_str()),
+                ("confirm", "yes"),
+                ("next", next),
+            ];
+            post(&app, &act_b, Some(&cookie), &form).await
+        }
+    };
+    let wrong = r#"{"Rejected":{"text":"<i>no</i>"}}"#;
+    let (status, _, refused) = complete(wrong).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        refused.contains("leads to `Read`, not to `Rejected`"),
+        "{refused}"
+    );
+    let right = r#"{"Read":{"text":"two, read"}}"#;
+    let (status, _, _) = complete(right).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(worker.finished(b).await.unwrap().state_name, "Read");
+    let history = worker.history(b).await.unwrap().to_string();
+    assert!(
+        history.contains("answered by hand by console:alice"),
+        "{history}"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_read_only_console_has_no_login_and_takes_no_action() {
+    let app = router(
+        SqliteStore::open(fresh("read-only")).unwrap(),
+        ConsoleOptions::default(),
+    );
+    let (status, _, _) = post(&app, "/login", None, &[("token", ""), ("name", "eve")]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let id = fsm_core::ExecutionId::from_u128(5);
+    let (status, _, _) = post(
+        &app,
+        &format!("/executions/{id}/act"),
+        None,
+        &[("action", "cancel"), ("csrf", "")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
