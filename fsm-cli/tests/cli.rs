@@ -461,3 +461,129 @@ fn the_command_line_on_postgresql_beside_a_worker() {
         ex.shutdown().await;
     });
 }
+
+/// A port free on loopback now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Where the browser test's tools are: Chromium, Node.js, and puppeteer-core in
+/// `FSM_NODE_MODULES` (`.ci/run` installs them).
+fn browser_tools() -> Option<(String, std::path::PathBuf)> {
+    let chromium = std::env::var("FSM_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let modules = std::path::PathBuf::from(std::env::var_os("FSM_NODE_MODULES")?);
+    let node = Command::new("node").arg("--version").output().ok()?;
+    (node.status.success()
+        && std::path::Path::new(&chromium).exists()
+        && modules.join("puppeteer-core").exists())
+    .then_some((chromium, modules))
+}
+
+#[test]
+fn the_console_in_a_real_browser() {
+    let Some((chromium, modules)) = browser_tools() else {
+        let line = "SKIPPED the_console_in_a_real_browser: Chromium, node or puppeteer-core (in \
+                    FSM_NODE_MODULES) not found; .ci/run installs them";
+        assert!(std::env::var_os("FSM_REQUIRE_TOOLS").is_none(), "{line}");
+        println!("{line}");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("fsm-console-browser-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("parcels.db");
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-shots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let token = "a token for the browser test";
+    runtime().block_on(async {
+        let ex = Executor::<Parcel, Warehouse>::builder(Warehouse::default())
+            .durable(SqliteStore::open(&path).unwrap())
+            .unwrap();
+        let s = seed(&ex).await;
+        ex.steps().on_fire.store(false, Ordering::SeqCst);
+        let url = format!("127.0.0.1:{}", free_port());
+        let mut console = Command::new(env!("CARGO_BIN_EXE_fsm"))
+            .arg("--store")
+            .arg(format!("sqlite:{}", path.display()))
+            .args(["console", "--actions", "--listen", &url])
+            .env("FSM_CONSOLE_TOKEN", token)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(console.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(line.starts_with("console on http://"), "{line}");
+        let ids = serde_json::json!({
+            "errored": s.errored.to_string(),
+            "waiting": s.waiting.to_string(),
+        });
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console_e2e.cjs");
+        let browser = tokio::process::Command::new("node")
+            .arg(script)
+            .env("NODE_PATH", &modules)
+            .env("FSM_CONSOLE_URL", format!("http://{url}"))
+            .env("FSM_CONSOLE_TOKEN", token)
+            .env("FSM_CHROMIUM", &chromium)
+            .env("FSM_SHOTS", &shots)
+            .env("FSM_IDS", ids.to_string())
+            .output()
+            .await
+            .unwrap();
+        let _ = console.kill();
+        let _ = console.wait();
+        let said = String::from_utf8_lossy(&browser.stdout);
+        assert!(
+            browser.status.success() && said.contains("browser: ok"),
+            "{said}\n{}",
+            String::from_utf8_lossy(&browser.stderr)
+        );
+        // What the person did is in the store, recorded as theirs.
+        let store = ex.store();
+        let redriven = store.get(s.errored).await.unwrap().unwrap();
+        assert_eq!(
+            (redriven.status, redriven.state_name.as_str()),
+            (ExecutionStatus::Succeeded, "Delivered")
+        );
+        assert!(
+            redriven.state.contains("\"by\":\"browser\""),
+            "{}",
+            redriven.state
+        );
+        let history = ex.history(s.errored).await.unwrap().to_string();
+        assert!(
+            history.contains("execution redriven   Ordered"),
+            "{history}"
+        );
+        assert!(history.contains("by console:tester"), "{history}");
+        assert_eq!(
+            store.get(s.waiting).await.unwrap().unwrap().status,
+            ExecutionStatus::Cancelled
+        );
+        for shot in [
+            "executions",
+            "execution",
+            "confirm",
+            "execution-after",
+            "machines",
+        ] {
+            let png = shots.join(format!("{shot}.png"));
+            assert!(
+                std::fs::metadata(&png)
+                    .map(|m| m.len() > 10_000)
+                    .unwrap_or(false),
+                "{}",
+                png.display()
+            );
+        }
+        ex.steps().stuck.add_permits(1);
+        ex.shutdown().await;
+    });
+}

@@ -1,10 +1,14 @@
 // Live updates: one shared query on the server, told to every page over Server-Sent Events.
-// The list's rows and counts change in place; a page about one execution reloads when that
-// execution changes. Nothing here is needed to read a page.
+// The list's rows and counts change in place, and so do an execution's status and state on
+// its own page. Nothing here is needed to read a page.
 (function () {
   var status = document.getElementById("live-status");
   if (!window.EventSource) return;
   var source = new EventSource("/live");
+  // Closed before the page goes: a form posted while the stream is open was aborted by
+  // Chromium (seen in the browser test).
+  document.addEventListener("submit", function () { source.close(); });
+  window.addEventListener("pagehide", function () { source.close(); });
   source.addEventListener("open", function () { if (status) status.classList.add("on"); });
   source.addEventListener("error", function () { if (status) status.classList.remove("on"); });
   source.addEventListener("live", function (message) {
@@ -19,8 +23,28 @@
     var here = document.body.getAttribute("data-execution");
     live.changed.forEach(function (e) {
       if (here && here === e.id) {
+        // This execution moved on: its status and state change in place.
         var shown = document.querySelector("[data-status]");
-        if (shown && shown.textContent !== e.status) window.location.reload();
+        if (shown && shown.textContent !== e.status) {
+          shown.textContent = e.status;
+          shown.className = "status " + e.status;
+          shown.classList.add("changed");
+          var waiting = document.querySelector(".waiting-for");
+          if (waiting) waiting.remove();
+          // What the page shows below (its path, its forms) is as it was: say so.
+          var note = document.getElementById("moved-on");
+          if (!note) {
+            note = document.createElement("p");
+            note.id = "moved-on";
+            note.className = "note";
+            note.innerHTML = 'It moved on since this page was drawn: <a href="">reload</a> for its path and history.';
+            shown.closest("dl").after(note);
+          }
+          var actions = document.querySelector("section.actions");
+          if (actions) actions.remove();
+        }
+        var state = document.querySelector("dd[data-state]");
+        if (state && state.textContent !== e.state) state.textContent = e.state;
       }
       if (!table) return;
       var row = table.querySelector('tr[data-id="' + e.id + '"]');

@@ -280,7 +280,7 @@ pub(crate) async fn execution<S: Store + Clone>(
             @if let Some(name) = &row.name { dt { "Name" } dd { (name) } }
             dt { "Machine" } dd { a href="/machines" { (row.machine) } " " small { (row.fingerprint) } }
             dt { "Status" } dd { span class={ "status " (row.status.as_str()) } data-status { (row.status.as_str()) }
-                @if let Some(w) = row.waiting_for { " (for " (w.as_str()) ")" } }
+                @if let Some(w) = row.waiting_for { span.waiting-for { " (for " (w.as_str()) ")" } } }
             dt { "State" } dd data-state { (row.state_name) }
             dt { "Step" } dd { (row.step) ", attempt " (row.attempt) }
             dt { "Started" } dd { (time::show(row.created_at)) }
