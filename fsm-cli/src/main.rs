@@ -96,6 +96,11 @@ enum Command {
         /// in `FSM_CONSOLE_TOKEN`.
         #[arg(long)]
         actions: bool,
+        /// Run a monitor for the Alerts page: waits older than an hour, steps running or
+        /// retried for ten minutes, a backlog a minute old, leases a minute out, and more
+        /// than 5% failing in a state over five minutes (at least 20 ended).
+        #[arg(long)]
+        monitor: bool,
     },
     /// Run again an execution that errored or was cancelled, from where it stopped.
     Redrive(Bulk),
@@ -346,7 +351,15 @@ async fn command<S: Store + Clone>(ops: Operator<S>, command: Command) -> Out {
             listen,
             beyond_loopback,
             actions,
-        } => console(ops.store().clone(), listen, beyond_loopback, actions).await,
+            monitor,
+        } => {
+            console(
+                ops.store().clone(),
+                listen,
+                (beyond_loopback, actions, monitor),
+            )
+            .await
+        }
         Command::Machines => {
             for d in ops.store().definitions(None).await? {
                 let states = fsm_core::Definition::from_json(&d.json)
@@ -407,10 +420,26 @@ async fn command<S: Store + Clone>(ops: Operator<S>, command: Command) -> Out {
 async fn console<S: Store + Clone>(
     store: S,
     listen: std::net::SocketAddr,
-    beyond_loopback: bool,
-    actions: bool,
+    (beyond_loopback, actions, monitor): (bool, bool, bool),
 ) -> Out {
     let mut options = fsm_console::ConsoleOptions::default();
+    if monitor {
+        use fsm_core::Rule;
+        use std::time::Duration;
+        let minute = Duration::from_secs(60);
+        let rules = vec![
+            Rule::WaitLongerThan(60 * minute),
+            Rule::StepLongerThan(10 * minute),
+            Rule::BacklogOlderThan(minute),
+            Rule::LeaseExpiredFor(minute),
+            Rule::FailureRate {
+                above: 0.05,
+                window: 5 * minute,
+                at_least: 20,
+            },
+        ];
+        options = options.monitor(rules, Duration::from_secs(10));
+    }
     if actions {
         let token = std::env::var("FSM_CONSOLE_TOKEN").unwrap_or_default();
         if token.len() < 16 {

@@ -40,6 +40,11 @@ pub struct ConsoleOptions {
     /// with it (compared in constant time) and a name the histories record. `None` (the
     /// default): the console is read-only.
     pub token: Option<String>,
+    /// The rules of a monitor the console runs on its store (none by default), whose open
+    /// and recent alerts the Alerts page shows.
+    pub rules: Vec<fsm_core::Rule>,
+    /// How often that monitor evaluates (default 10 s).
+    pub monitor_every: Duration,
 }
 
 impl ConsoleOptions {
@@ -52,6 +57,13 @@ impl ConsoleOptions {
     /// Rows per page of the executions list.
     pub fn page_size(mut self, rows: usize) -> Self {
         self.page_size = rows.max(1);
+        self
+    }
+
+    /// Runs a monitor with `rules` every `every`, for the Alerts page.
+    pub fn monitor(mut self, rules: Vec<fsm_core::Rule>, every: Duration) -> Self {
+        self.rules = rules;
+        self.monitor_every = every;
         self
     }
 
@@ -69,6 +81,8 @@ impl Default for ConsoleOptions {
             refresh: Duration::from_secs(1),
             page_size: 50,
             token: None,
+            rules: Vec::new(),
+            monitor_every: Duration::from_secs(10),
         }
     }
 }
@@ -80,6 +94,8 @@ struct App<S> {
     options: ConsoleOptions,
     live: watch::Receiver<Live>,
     sessions: actions::Sessions,
+    /// The monitor's alerts: firing now, and the last raised or cleared.
+    alerts: std::sync::Mutex<(Vec<fsm_core::Alert>, Vec<fsm_core::Alert>)>,
 }
 
 /// What the shared live query found last: counts, and the executions that changed.
@@ -99,12 +115,24 @@ struct Live {
 pub fn router<S: Store + Clone>(store: S, options: ConsoleOptions) -> Router {
     let (tx, rx) = watch::channel(Live::default());
     tokio::spawn(live(store.clone(), options.refresh, tx));
+    let rules = options.rules.clone();
+    let every = options.monitor_every;
     let app = Arc::new(App {
-        ops: Operator::new(store, "console"),
+        ops: Operator::new(store.clone(), "console"),
         options,
         live: rx,
         sessions: actions::Sessions::default(),
+        alerts: std::sync::Mutex::new((Vec::new(), Vec::new())),
     });
+    if !rules.is_empty() {
+        tokio::spawn(watch_alerts(
+            rules
+                .into_iter()
+                .fold(fsm_core::Monitor::new(store), |m, r| m.rule(r)),
+            every,
+            Arc::downgrade(&app),
+        ));
+    }
     Router::new()
         .route("/", get(pages::executions::<S>))
         .route("/executions/{id}", get(pages::execution::<S>))
@@ -114,6 +142,7 @@ pub fn router<S: Store + Clone>(store: S, options: ConsoleOptions) -> Router {
             get(actions::login_page::<S>).post(actions::login::<S>),
         )
         .route("/executions/{id}/act", post(actions::act::<S>))
+        .route("/alerts", get(pages::alerts::<S>))
         .route("/live", get(live_events::<S>))
         .route("/style.css", get(style))
         .route("/console.js", get(script))
@@ -139,6 +168,23 @@ pub async fn serve<S: Store + Clone>(
     axum::serve(listener, router(store, options))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Evaluates the console's monitor every `every` while the console lives.
+async fn watch_alerts<S: Store>(
+    mut monitor: fsm_core::Monitor<S>,
+    every: Duration,
+    app: std::sync::Weak<App<S>>,
+) {
+    loop {
+        monitor.evaluate().await;
+        let Some(app) = app.upgrade() else { return };
+        let mut recent = monitor.recent();
+        recent.reverse();
+        *app.alerts.lock().unwrap_or_else(|e| e.into_inner()) = (monitor.firing(), recent);
+        drop(app);
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// The shared live query: every `refresh`, the counts and the executions updated since the
@@ -248,6 +294,7 @@ fn page_about(title: &str, body: Markup, execution: Option<ExecutionId>) -> Html
                     nav {
                         a href="/" { "Executions" }
                         a href="/machines" { "Machines" }
+                        a href="/alerts" { "Alerts" }
                     }
                     span.live #live-status title="Live updates" { "live" }
                 }

@@ -388,3 +388,46 @@ pub(crate) async fn machines<S: Store + Clone>(State(app): AppState<S>) -> Respo
     };
     page("Machines", body).into_response()
 }
+
+/// One alert as the Alerts page lists it.
+fn alert_row(a: &fsm_core::Alert) -> Markup {
+    html! {
+        tr class={ "alert " (if a.firing { "firing" } else { "cleared" }) } {
+            td.time { (time::show(a.at)) }
+            td { (if a.firing { "firing" } else { "cleared" }) }
+            td { (a.rule) }
+            td { (a.subject) }
+            td { (a.message) }
+            td {
+                @for id in &a.executions { a href={ "/executions/" (id) } { (id) } " " }
+                @if a.count > a.executions.len() as u64 { "(" (a.count) " in all)" }
+            }
+        }
+    }
+}
+
+/// `/alerts`: the console's monitor, its alerts firing now and the last raised or cleared.
+pub(crate) async fn alerts<S: Store + Clone>(State(app): AppState<S>) -> Response {
+    let (firing, recent) = app.alerts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let header = html! {
+        tr { th { "At" } th { "" } th { "Rule" } th { "About" } th { "What" } th { "Executions" } }
+    };
+    let body = html! {
+        h1 { "Alerts" }
+        @if app.options.rules.is_empty() {
+            p.note { "This console runs no monitor (fsm console --monitor, or ConsoleOptions::monitor)." }
+        } @else {
+            p.note { (app.options.rules.len()) " rules, evaluated every "
+                (format!("{:?}", app.options.monitor_every)) "." }
+            h2 { "Firing" }
+            @if firing.is_empty() { p.empty { "Nothing is firing." } } @else {
+                table.alerts #firing { thead { (header) } tbody { @for a in &firing { (alert_row(a)) } } }
+            }
+            h2 { "Recent" }
+            @if recent.is_empty() { p.empty { "No alert yet." } } @else {
+                table.alerts #recent { thead { (header) } tbody { @for a in &recent { (alert_row(a)) } } }
+            }
+        }
+    };
+    page("Alerts", body).into_response()
+}

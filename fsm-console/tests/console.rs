@@ -389,3 +389,43 @@ async fn a_read_only_console_has_no_login_and_takes_no_action() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alerts_page_shows_what_the_consoles_monitor_raised() {
+    let path = fresh("alerts");
+    let worker = board(&path);
+    let id = worker
+        .start(note::Machine::new(note::Draft {
+            text: "unread".into(),
+        }))
+        .await
+        .unwrap();
+    while worker.get(id).await.unwrap().status != ExecutionStatus::Waiting {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let quiet = router(
+        SqliteStore::open_client(&path).unwrap(),
+        ConsoleOptions::default(),
+    );
+    let (_, page) = get(&quiet, "/alerts").await;
+    assert!(page.contains("runs no monitor"), "{page}");
+    let rules = vec![fsm_core::Rule::WaitLongerThan(Duration::from_millis(100))];
+    let app = router(
+        SqliteStore::open_client(&path).unwrap(),
+        ConsoleOptions::default().monitor(rules, Duration::from_millis(50)),
+    );
+    let mut page = String::new();
+    for _ in 0..100 {
+        page = get(&app, "/alerts").await.1;
+        if page.contains("<table class=\"alerts\" id=\"firing\">") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(page.contains("<td>wait too long</td>"), "{page}");
+    assert!(
+        page.contains(&format!("href=\"/executions/{id}\"")),
+        "{page}"
+    );
+    worker.shutdown().await;
+}
