@@ -715,12 +715,7 @@ async fn act<S: Store>(ops: &Operator<S>, action: Action, bulk: Bulk) -> Out {
         }
         let mut failed = 0;
         for id in bulk.executions {
-            let done = match &action {
-                Action::Redrive => ops.redrive(id).await,
-                Action::Fail(error) => ops.fail(id, error.clone()).await,
-                _ => ops.cancel(id).await,
-            };
-            match done {
+            match ops.apply(&action, id).await {
                 Ok(()) => println!("{verb} {id}"),
                 Err(e) => {
                     failed += 1;

@@ -558,16 +558,7 @@ where
         next.waiting_for = None;
         next.due_at = None;
         next.error = Some(codec::error_text(&error));
-        next.events += 1;
-        next.updated_at = now;
-        next.lease_owner = None;
-        next.lease_expires = None;
-        let change = Checkpoint {
-            record: next,
-            events: vec![event],
-            new_token: None,
-            close_tokens: Vec::new(),
-        };
+        let change = crate::durable::ops::released(next, now, vec![event], Vec::new());
         if store.amend(change).await.is_ok() {
             self.ended.notify_waiters();
         }

@@ -336,6 +336,15 @@ impl<S: Store> Operator<S> {
         Ok(self.store.count(filter).await?)
     }
 
+    /// Applies `action` to execution `id`.
+    pub async fn apply(&self, action: &Action, id: ExecutionId) -> Result<(), OpsError> {
+        match action {
+            Action::Redrive => self.redrive(id).await,
+            Action::Cancel => self.cancel(id).await,
+            Action::Fail(error) => self.fail(id, error.clone()).await,
+        }
+    }
+
     /// Applies `action` to at most `limit` of the executions `filter` selects, in its order,
     /// each on its own: one refused (it ended meanwhile, say) is reported and the others go
     /// on.
@@ -348,12 +357,7 @@ impl<S: Store> Operator<S> {
         let page = self.store.list(filter.limit(limit)).await?;
         let mut outcome = BulkOutcome::default();
         for e in page.executions {
-            let done = match &action {
-                Action::Redrive => self.redrive(e.id).await,
-                Action::Cancel => self.cancel(e.id).await,
-                Action::Fail(error) => self.fail(e.id, error.clone()).await,
-            };
-            match done {
+            match self.apply(&action, e.id).await {
                 Ok(()) => outcome.done.push(e.id),
                 Err(OpsError::Store(err)) => return Err(OpsError::Store(err)),
                 Err(err) => outcome.refused.push((e.id, err)),
@@ -481,7 +485,7 @@ impl<S: Store> Ops<'_, S> {
                 next.entered_at = now;
                 next.error = None;
                 let event = self.event(row, "execution redriven", now);
-                Ok(self.checkpoint(next, now, vec![event], Vec::new()))
+                Ok(released(next, now, vec![event], Vec::new()))
             })
             .await?;
         #[cfg(feature = "metrics")]
@@ -514,7 +518,7 @@ impl<S: Store> Ops<'_, S> {
             // Refused if a worker wrote meanwhile, or the token was answered: read again.
             match self
                 .store
-                .amend(self.checkpoint(next, now, vec![event], close))
+                .amend(released(next, now, vec![event], close))
                 .await
             {
                 Ok(_) => {
@@ -701,28 +705,7 @@ impl<S: Store> Ops<'_, S> {
         kind: &str,
         now: crate::store::Millis,
     ) -> crate::store::StoredEvent {
-        let at = now.saturating_sub(row.created_at).saturating_mul(1000);
-        codec::operator_event(kind, &row.state_name, self.who, row.events, at)
-    }
-
-    /// The write of `next`: let go of by any worker, with `events` appended.
-    fn checkpoint(
-        &self,
-        mut next: ExecutionRecord,
-        now: crate::store::Millis,
-        events: Vec<crate::store::StoredEvent>,
-        close_tokens: Vec<(String, TokenStatus)>,
-    ) -> Checkpoint {
-        next.events += events.len() as u32;
-        next.updated_at = now;
-        next.lease_owner = None;
-        next.lease_expires = None;
-        Checkpoint {
-            record: next,
-            events,
-            new_token: None,
-            close_tokens,
-        }
+        codec::row_event(row, kind, serde_json::json!({ "by": self.who }), now)
     }
 
     /// Reads the execution, lets `decide` make the write (or refuse), and writes it fenced by
@@ -743,6 +726,26 @@ impl<S: Store> Ops<'_, S> {
             }
         }
         Err(OpsError::Contended { execution: id })
+    }
+}
+
+/// The write of `next` at `now`, with `events` appended and `close_tokens` closed, let go
+/// of by any worker that held it: an operator's change, or a worker's setting aside.
+pub(crate) fn released(
+    mut next: ExecutionRecord,
+    now: crate::store::Millis,
+    events: Vec<crate::store::StoredEvent>,
+    close_tokens: Vec<(String, TokenStatus)>,
+) -> Checkpoint {
+    next.events += events.len() as u32;
+    next.updated_at = now;
+    next.lease_owner = None;
+    next.lease_expires = None;
+    Checkpoint {
+        record: next,
+        events,
+        new_token: None,
+        close_tokens,
     }
 }
 

@@ -44,38 +44,32 @@ pub(crate) fn answered_by(result: &Value) -> (Option<String>, bool) {
     (by, by_hand)
 }
 
-/// An operator's event (`execution redriven`, `execution cancelled`) as a row: written by
-/// tools that have no machine's code, so without an [`EventKind`].
-pub(crate) fn operator_event(
-    kind: &str,
-    state: &str,
-    by: &str,
-    seq: u32,
-    at_micros: u64,
-) -> StoredEvent {
-    StoredEvent {
-        seq,
-        at_micros,
-        kind: kind.to_owned(),
-        state: state.to_owned(),
-        detail: json!({ "by": by }).to_string(),
-    }
-}
-
-/// The event that ends an execution set aside with `error` (its data could not be read):
-/// `execution failed`, written without the machine's types.
-pub(crate) fn set_aside_event(
+/// The next event of `row`, of `kind` with `detail`, at `now`: written without the machine's
+/// types (an operator's `execution redriven` or `execution cancelled`, an execution set aside).
+pub(crate) fn row_event(
     row: &super::ExecutionRecord,
-    error: &StepError,
+    kind: &str,
+    detail: Value,
     now: super::Millis,
 ) -> StoredEvent {
     StoredEvent {
         seq: row.events,
         at_micros: now.saturating_sub(row.created_at).saturating_mul(1000),
-        kind: "execution failed".to_owned(),
+        kind: kind.to_owned(),
         state: row.state_name.clone(),
-        detail: json!({ "attempts": row.attempt, "error": error_json(error) }).to_string(),
+        detail: detail.to_string(),
     }
+}
+
+/// The event that ends an execution set aside with `error` (its data could not be read):
+/// `execution failed`.
+pub(crate) fn set_aside_event(
+    row: &super::ExecutionRecord,
+    error: &StepError,
+    now: super::Millis,
+) -> StoredEvent {
+    let detail = json!({ "attempts": row.attempt, "error": error_json(error) });
+    row_event(row, "execution failed", detail, now)
 }
 
 /// The row of `event`, the `seq`th of its execution.

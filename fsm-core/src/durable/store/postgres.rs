@@ -664,26 +664,7 @@ async fn prepare(client: &mut Client, schema: Option<&str>) -> Result<(), StoreE
         }
     }
     // Where the session's search_path puts it: the schema, if one was given.
-    let meta = tx
-        .query_one("SELECT to_regclass('fsm_meta') IS NOT NULL", &[])
-        .await
-        .map_err(db)?
-        .try_get::<_, bool>(0)
-        .map_err(db)?;
-    let version: Option<String> = if meta {
-        tx.query_opt(
-            "SELECT value FROM fsm_meta WHERE key = 'schema_version'",
-            &[],
-        )
-        .await
-        .map_err(db)?
-        .map(|r| r.try_get(0))
-        .transpose()
-        .map_err(db)?
-    } else {
-        None
-    };
-    match version.as_deref().map(str::parse::<i64>) {
+    match stored_version(&tx).await? {
         None => {
             tx.batch_execute(
                 "CREATE TABLE IF NOT EXISTS fsm_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -698,61 +679,57 @@ async fn prepare(client: &mut Client, schema: Option<&str>) -> Result<(), StoreE
             .await
             .map_err(db)?;
         }
-        Some(Ok(v)) if v > SCHEMA_VERSION => {
-            return Err(StoreError::NewerSchema {
-                path: "postgresql".into(),
-                found: v,
-                supported: SCHEMA_VERSION,
-            })
-        }
-        Some(Ok(v)) if v < SCHEMA_VERSION => migrate(&tx, v).await?,
-        Some(Ok(_)) => {}
-        Some(Err(_)) => {
-            return Err(StoreError::Foreign {
-                path: "postgresql".into(),
-            })
-        }
+        Some(v) if v < SCHEMA_VERSION => migrate(&tx, v).await?,
+        Some(_) => {}
     }
     tx.commit().await.map_err(db)
 }
 
-/// Checks, without writing, that the session sees tables this library can read.
-async fn check_readable(client: &Client) -> Result<(), StoreError> {
-    let meta = client
+/// The schema version the session's tables were written with (`None`: no tables); an error
+/// for a newer version, or tables that are not this library's.
+async fn stored_version(c: &impl tokio_postgres::GenericClient) -> Result<Option<i64>, StoreError> {
+    let meta = c
         .query_one("SELECT to_regclass('fsm_meta') IS NOT NULL", &[])
         .await
         .map_err(db)?
         .try_get::<_, bool>(0)
         .map_err(db)?;
-    let version: Option<String> = if meta {
-        client
-            .query_opt(
-                "SELECT value FROM fsm_meta WHERE key = 'schema_version'",
-                &[],
-            )
-            .await
-            .map_err(db)?
-            .map(|r| r.try_get(0))
-            .transpose()
-            .map_err(db)?
-    } else {
-        None
-    };
+    if !meta {
+        return Ok(None);
+    }
+    let version: Option<String> = c
+        .query_opt(
+            "SELECT value FROM fsm_meta WHERE key = 'schema_version'",
+            &[],
+        )
+        .await
+        .map_err(db)?
+        .map(|r| r.try_get(0))
+        .transpose()
+        .map_err(db)?;
     match version.as_deref().map(str::parse::<i64>) {
-        None => Err(StoreError::Database {
-            path: "postgresql".into(),
-            message: "no executions here: the database (in the session's search_path) has \
-                      no fsm tables"
-                .into(),
-        }),
+        None => Ok(None),
         Some(Ok(v)) if v > SCHEMA_VERSION => Err(StoreError::NewerSchema {
             path: "postgresql".into(),
             found: v,
             supported: SCHEMA_VERSION,
         }),
-        Some(Ok(_)) => Ok(()),
+        Some(Ok(v)) => Ok(Some(v)),
         Some(Err(_)) => Err(StoreError::Foreign {
             path: "postgresql".into(),
+        }),
+    }
+}
+
+/// Checks, without writing, that the session sees tables this library can read.
+async fn check_readable(client: &Client) -> Result<(), StoreError> {
+    match stored_version(client).await? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::Database {
+            path: "postgresql".into(),
+            message: "no executions here: the database (in the session's search_path) has \
+                      no fsm tables"
+                .into(),
         }),
     }
 }
@@ -1697,9 +1674,7 @@ impl Store for PgStore {
         let mut stats = Stats::default();
         let counts = self
             .rows(
-                "SELECT machine, state_name, status, count(*) FROM fsm_executions \
-                 WHERE $1::text IS NULL OR machine = $1 GROUP BY machine, state_name, status \
-                 ORDER BY machine, state_name, status",
+                &rows::fill(rows::STATE_COUNTS, "fsm_executions", &[("{m}", "$1::text")]),
                 &[&machine],
             )
             .await?;
@@ -1741,11 +1716,10 @@ impl Store for PgStore {
         }
         let waits = self
             .rows(
-                &format!(
-                    "SELECT {} FROM fsm_executions WHERE status = 'waiting' \
-                     AND waiting_for = 'token' AND ($1::text IS NULL OR machine = $1) \
-                     ORDER BY updated_at, id LIMIT $2",
-                    rows::SUMMARY_COLUMNS
+                &rows::fill(
+                    rows::OLDEST_WAITS,
+                    "fsm_executions",
+                    &[("{m}", "$1::text"), ("{n}", "$2")],
                 ),
                 &[&machine, &(oldest as i64)],
             )
@@ -1805,10 +1779,11 @@ impl Store for PgStore {
         machine: Option<&str>,
         since: Millis,
     ) -> Result<Vec<StateCount>, StoreError> {
-        let sql = rows::ENDED_SINCE
-            .replace("{table}", "fsm_executions")
-            .replace("{since}", "$2")
-            .replace("{m}", "$1::text");
+        let sql = rows::fill(
+            rows::ENDED_SINCE,
+            "fsm_executions",
+            &[("{since}", "$2"), ("{m}", "$1::text")],
+        );
         let since = ms(self.inner.clock.to_server(since));
         self.rows(&sql, &[&machine, &since])
             .await?

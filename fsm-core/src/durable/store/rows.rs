@@ -344,6 +344,27 @@ pub(crate) const ENDED_SINCE: &str = "SELECT machine, state_name, status, count(
     WHERE status NOT IN ('running', 'waiting') AND updated_at >= {since} \
     AND ({m} IS NULL OR machine = {m}) GROUP BY machine, state_name, status";
 
+/// The counts of executions by machine, state and status, for `{m}` (or every machine).
+pub(crate) const STATE_COUNTS: &str = "SELECT machine, state_name, status, count(*) FROM {table} \
+    WHERE {m} IS NULL OR machine = {m} GROUP BY machine, state_name, status \
+    ORDER BY machine, state_name, status";
+
+/// The `{n}` executions of `{m}` (or every machine) waiting for a token the longest.
+pub(crate) const OLDEST_WAITS: &str = "SELECT {columns} FROM {table} WHERE status = 'waiting' \
+    AND waiting_for = 'token' AND ({m} IS NULL OR machine = {m}) ORDER BY updated_at, id \
+    LIMIT {n}";
+
+/// `template` with its table and parameters filled in (`{columns}`: [`SUMMARY_COLUMNS`]).
+pub(crate) fn fill(template: &str, table: &str, params: &[(&str, &str)]) -> String {
+    let mut sql = template
+        .replace("{table}", table)
+        .replace("{columns}", SUMMARY_COLUMNS);
+    for (name, value) in params {
+        sql = sql.replace(name, value);
+    }
+    sql
+}
+
 /// A count of executions by machine, state and status, as a `GROUP BY` reads it.
 pub(crate) fn state_count(
     machine: String,

@@ -859,11 +859,11 @@ impl Writer {
         let mut stats = Stats::default();
         let mut counts = self
             .conn
-            .prepare_cached(
-                "SELECT machine, state_name, status, count(*) FROM executions \
-                 WHERE ?1 IS NULL OR machine = ?1 GROUP BY machine, state_name, status \
-                 ORDER BY machine, state_name, status",
-            )
+            .prepare_cached(&rows::fill(
+                rows::STATE_COUNTS,
+                "executions",
+                &[("{m}", "?1")],
+            ))
             .map_err(err)?;
         let mut rows = counts.query([machine]).map_err(err)?;
         while let Some(r) = rows.next().map_err(err)? {
@@ -899,10 +899,10 @@ impl Writer {
         stats.expired_leases = expired.max(0) as u64;
         let mut waits = self
             .conn
-            .prepare_cached(&format!(
-                "SELECT {} FROM executions WHERE status = 'waiting' AND waiting_for = 'token' \
-                 AND (?1 IS NULL OR machine = ?1) ORDER BY updated_at, id LIMIT ?2",
-                rows::SUMMARY_COLUMNS
+            .prepare_cached(&rows::fill(
+                rows::OLDEST_WAITS,
+                "executions",
+                &[("{m}", "?1"), ("{n}", "?2")],
             ))
             .map_err(err)?;
         let found = waits
@@ -970,10 +970,11 @@ impl Writer {
         since: Millis,
     ) -> Result<Vec<StateCount>, StoreError> {
         let err = |e| error(&self.path, e);
-        let sql = rows::ENDED_SINCE
-            .replace("{table}", "executions")
-            .replace("{since}", "?2")
-            .replace("{m}", "?1");
+        let sql = rows::fill(
+            rows::ENDED_SINCE,
+            "executions",
+            &[("{since}", "?2"), ("{m}", "?1")],
+        );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(err)?;
         let mut rows = stmt.query(params![machine, ms(since)]).map_err(err)?;
         let mut out = Vec::new();
