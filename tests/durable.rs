@@ -2379,6 +2379,36 @@ async fn lists_filter_order_and_page_with_a_cursor(db: Db) {
     // millisecond: the ends may move by one start.)
     assert!(ids[11..19].iter().all(|id| range.contains(id)), "{range:?}");
     assert!(range.iter().all(|id| ids[9..21].contains(id)), "{range:?}");
+    // By the state's data: the text as stored (serde's JSON), no pattern.
+    let thirteen = ex
+        .list(ListQuery::new().data_contains("\"id\":13,"))
+        .await
+        .unwrap();
+    let thirteen: Vec<_> = thirteen.executions.iter().map(|e| e.id).collect();
+    assert_eq!(thirteen, vec![ids[13]]);
+    let pattern = ex
+        .list(ListQuery::new().data_contains("%id%"))
+        .await
+        .unwrap();
+    assert!(pattern.executions.is_empty());
+    // By ids, in the query's order; an id not stored is left out.
+    let chosen = ex
+        .list(ListQuery::new().ids([ids[5], fsm_core::ExecutionId::from_u128(7), ids[3]]))
+        .await
+        .unwrap();
+    let chosen: Vec<_> = chosen.executions.iter().map(|e| e.id).collect();
+    assert_eq!(chosen, vec![ids[3], ids[5]]);
+    assert_eq!(
+        ex.store()
+            .count(
+                ListQuery::new()
+                    .ids(ids[..7].iter().copied())
+                    .status(ExecutionStatus::Waiting)
+            )
+            .await
+            .unwrap(),
+        6
+    );
     // Another machine's executions are not this machine's.
     let other = ex
         .store()

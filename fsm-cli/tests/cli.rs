@@ -4,7 +4,7 @@
 
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fsm_core::{
@@ -30,19 +30,21 @@ enum Parcel {
     Refused { id: u32 },
 }
 
+/// The steps; clones share what they hold, so that two workers are one warehouse.
+#[derive(Clone)]
 struct Warehouse {
-    on_fire: AtomicBool,
-    tokens: Mutex<Vec<(u32, String)>>,
+    on_fire: Arc<AtomicBool>,
+    tokens: Arc<Mutex<Vec<(u32, String)>>>,
     /// Never opened: the parcel that packs for ever (a running execution).
-    stuck: tokio::sync::Semaphore,
+    stuck: Arc<tokio::sync::Semaphore>,
 }
 
 impl Default for Warehouse {
     fn default() -> Self {
         Warehouse {
-            on_fire: AtomicBool::new(false),
-            tokens: Mutex::new(Vec::new()),
-            stuck: tokio::sync::Semaphore::new(0),
+            on_fire: Arc::new(AtomicBool::new(false)),
+            tokens: Arc::default(),
+            stuck: Arc::new(tokio::sync::Semaphore::new(0)),
         }
     }
 }
@@ -485,7 +487,7 @@ fn browser_tools() -> Option<(String, std::path::PathBuf)> {
 
 #[test]
 fn the_console_in_a_real_browser() {
-    let Some((chromium, modules)) = browser_tools() else {
+    let Some(tools) = browser_tools() else {
         let line = "SKIPPED the_console_in_a_real_browser: Chromium, node or puppeteer-core (in \
                     FSM_NODE_MODULES) not found; .ci/run installs them";
         assert!(std::env::var_os("FSM_REQUIRE_TOOLS").is_none(), "{line}");
@@ -496,94 +498,144 @@ fn the_console_in_a_real_browser() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("parcels.db");
-    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-shots");
-    std::fs::create_dir_all(&shots).unwrap();
-    let token = "a token for the browser test";
     runtime().block_on(async {
         let ex = Executor::<Parcel, Warehouse>::builder(Warehouse::default())
             .durable(SqliteStore::open(&path).unwrap())
             .unwrap();
-        let s = seed(&ex).await;
-        ex.steps().on_fire.store(false, Ordering::SeqCst);
-        let url = format!("127.0.0.1:{}", free_port());
-        let mut console = Command::new(env!("CARGO_BIN_EXE_fsm"))
-            .arg("--store")
-            .arg(format!("sqlite:{}", path.display()))
-            .args(["console", "--actions", "--listen", &url])
-            .env("FSM_CONSOLE_TOKEN", token)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(console.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert!(line.starts_with("console on http://"), "{line}");
-        let ids = serde_json::json!({
-            "errored": s.errored.to_string(),
-            "waiting": s.waiting.to_string(),
-        });
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console_e2e.cjs");
-        let browser = tokio::process::Command::new("node")
-            .arg(script)
-            .env("NODE_PATH", &modules)
-            .env("FSM_CONSOLE_URL", format!("http://{url}"))
-            .env("FSM_CONSOLE_TOKEN", token)
-            .env("FSM_CHROMIUM", &chromium)
-            .env("FSM_SHOTS", &shots)
-            .env("FSM_IDS", ids.to_string())
-            .output()
-            .await
-            .unwrap();
-        let _ = console.kill();
-        let _ = console.wait();
-        let said = String::from_utf8_lossy(&browser.stdout);
-        assert!(
-            browser.status.success() && said.contains("browser: ok"),
-            "{said}\n{}",
-            String::from_utf8_lossy(&browser.stderr)
-        );
-        // What the person did is in the store, recorded as theirs.
-        let store = ex.store();
-        let redriven = store.get(s.errored).await.unwrap().unwrap();
-        assert_eq!(
-            (redriven.status, redriven.state_name.as_str()),
-            (ExecutionStatus::Succeeded, "Delivered")
-        );
-        assert!(
-            redriven.state.contains("\"by\":\"browser\""),
-            "{}",
-            redriven.state
-        );
-        let history = ex.history(s.errored).await.unwrap().to_string();
-        assert!(
-            history.contains("execution redriven   Ordered"),
-            "{history}"
-        );
-        assert!(history.contains("by console:tester"), "{history}");
-        assert_eq!(
-            store.get(s.waiting).await.unwrap().unwrap().status,
-            ExecutionStatus::Cancelled
-        );
-        for shot in [
-            "executions",
-            "execution",
-            "confirm",
-            "execution-after",
-            "machines",
-        ] {
-            let png = shots.join(format!("{shot}.png"));
-            assert!(
-                std::fs::metadata(&png)
-                    .map(|m| m.len() > 10_000)
-                    .unwrap_or(false),
-                "{}",
-                png.display()
+        in_the_browser(&tools, &format!("sqlite:{}", path.display()), &[ex], "").await;
+    });
+}
+
+#[test]
+fn the_console_in_a_real_browser_on_postgresql_with_two_workers() {
+    let Some(tools) = browser_tools() else {
+        let line = "SKIPPED the_console_in_a_real_browser_on_postgresql_with_two_workers: \
+                    Chromium, node or puppeteer-core (in FSM_NODE_MODULES) not found; .ci/run \
+                    installs them";
+        assert!(std::env::var_os("FSM_REQUIRE_TOOLS").is_none(), "{line}");
+        println!("{line}");
+        return;
+    };
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        let line = "SKIPPED the_console_in_a_real_browser_on_postgresql_with_two_workers: \
+                    DATABASE_URL is not set (.ci/run starts a server)";
+        assert!(std::env::var_os("FSM_REQUIRE_POSTGRES").is_none(), "{line}");
+        println!("{line}");
+        return;
+    };
+    runtime().block_on(async {
+        let url = postgres::fresh_database(&url, "console_browser").await;
+        let warehouse = Warehouse::default();
+        let mut workers = Vec::new();
+        for _ in 0..2 {
+            workers.push(
+                Executor::<Parcel, Warehouse>::builder(warehouse.clone())
+                    .durable(PgStore::connect(&url).await.unwrap())
+                    .unwrap(),
             );
         }
-        ex.steps().stuck.add_permits(1);
-        ex.shutdown().await;
+        in_the_browser(&tools, &url, &workers, "postgres").await;
     });
+}
+
+/// A person at the console (`fsm console --actions` on `store`, driven in Chromium by
+/// `console_e2e.cjs`) while `workers` work on the store: filter, look, log in, redrive,
+/// answer a wait, cancel; then the store is checked. Screenshots go to
+/// `target/console-shots/<shots>`.
+async fn in_the_browser<S: Store + Clone>(
+    (chromium, modules): &(String, std::path::PathBuf),
+    store: &str,
+    workers: &[DurableExecutor<Parcel, Warehouse, S>],
+    shots: &str,
+) {
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/console-shots")
+        .join(shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let token = "a token for the browser test";
+    let ex = &workers[0];
+    let s = seed(ex).await;
+    ex.steps().on_fire.store(false, Ordering::SeqCst);
+    let url = format!("127.0.0.1:{}", free_port());
+    let mut console = Command::new(env!("CARGO_BIN_EXE_fsm"))
+        .arg("--store")
+        .arg(store)
+        .args(["console", "--actions", "--listen", &url])
+        .env("FSM_CONSOLE_TOKEN", token)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(console.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("console on http://"), "{line}");
+    let ids = serde_json::json!({
+        "errored": s.errored.to_string(),
+        "waiting": s.waiting.to_string(),
+    });
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console_e2e.cjs");
+    let browser = tokio::process::Command::new("node")
+        .arg(script)
+        .env("NODE_PATH", modules)
+        .env("FSM_CONSOLE_URL", format!("http://{url}"))
+        .env("FSM_CONSOLE_TOKEN", token)
+        .env("FSM_CHROMIUM", chromium)
+        .env("FSM_SHOTS", &shots)
+        .env("FSM_IDS", ids.to_string())
+        .output()
+        .await
+        .unwrap();
+    let _ = console.kill();
+    let _ = console.wait();
+    let said = String::from_utf8_lossy(&browser.stdout);
+    assert!(
+        browser.status.success() && said.contains("browser: ok"),
+        "{said}\n{}",
+        String::from_utf8_lossy(&browser.stderr)
+    );
+    // What the person did is in the store, recorded as theirs.
+    let store = ex.store();
+    let redriven = store.get(s.errored).await.unwrap().unwrap();
+    assert_eq!(
+        (redriven.status, redriven.state_name.as_str()),
+        (ExecutionStatus::Succeeded, "Delivered")
+    );
+    assert!(
+        redriven.state.contains("\"by\":\"browser\""),
+        "{}",
+        redriven.state
+    );
+    let history = ex.history(s.errored).await.unwrap().to_string();
+    assert!(
+        history.contains("execution redriven   Ordered"),
+        "{history}"
+    );
+    assert!(history.contains("by console:tester"), "{history}");
+    assert_eq!(
+        store.get(s.waiting).await.unwrap().unwrap().status,
+        ExecutionStatus::Cancelled
+    );
+    for shot in [
+        "executions",
+        "execution",
+        "confirm",
+        "execution-after",
+        "machines",
+    ] {
+        let png = shots.join(format!("{shot}.png"));
+        assert!(
+            std::fs::metadata(&png)
+                .map(|m| m.len() > 10_000)
+                .unwrap_or(false),
+            "{}",
+            png.display()
+        );
+    }
+    ex.steps().stuck.add_permits(1);
+    for worker in workers {
+        worker.shutdown().await;
+    }
 }

@@ -4,7 +4,14 @@
 (function () {
   var status = document.getElementById("live-status");
   if (!window.EventSource) return;
-  var source = new EventSource("/live");
+  // The server watches the executions this page shows (by id, however old), no others.
+  var ids = [];
+  document.querySelectorAll("#executions tr[data-id]").forEach(function (row) {
+    ids.push(row.getAttribute("data-id"));
+  });
+  var here = document.body.getAttribute("data-execution");
+  if (here) ids.push(here);
+  var source = new EventSource("/live?ids=" + encodeURIComponent(ids.join(",")));
   // Closed before the page goes: a form posted while the stream is open was aborted by
   // Chromium (seen in the browser test).
   document.addEventListener("submit", function () { source.close(); });
@@ -20,7 +27,6 @@
     var backlog = document.querySelector("[data-backlog]");
     if (backlog) backlog.textContent = live.backlog;
     var table = document.querySelector("#executions tbody");
-    var here = document.body.getAttribute("data-execution");
     live.changed.forEach(function (e) {
       if (here && here === e.id) {
         // This execution moved on: its status and state change in place.

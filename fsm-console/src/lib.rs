@@ -93,6 +93,7 @@ struct App<S> {
     ops: Operator<S>,
     options: ConsoleOptions,
     live: watch::Receiver<Live>,
+    watched: Arc<Watched>,
     sessions: actions::Sessions,
     /// The monitor's alerts: firing now, and the last raised or cleared.
     alerts: std::sync::Mutex<(Vec<fsm_core::Alert>, Vec<fsm_core::Alert>)>,
@@ -103,10 +104,59 @@ struct App<S> {
 struct Live {
     /// Counts by status, the backlog, the oldest waits.
     stats: Stats,
-    /// The executions updated since the query before, newest first (at most 500).
+    /// The executions some open page shows that were updated since the query before.
     changed: Vec<ExecutionSummary>,
-    /// When it ran.
+    /// When it ran (0: not yet).
     at: Millis,
+}
+
+/// The executions the open pages show, each page's under its own key: the live query reads
+/// them all at once, by id, however old they are.
+#[derive(Default)]
+struct Watched {
+    next: std::sync::atomic::AtomicU64,
+    pages: std::sync::Mutex<std::collections::HashMap<u64, Vec<ExecutionId>>>,
+}
+
+/// The most executions one page may ask to watch, and all pages together.
+const WATCH_PER_PAGE: usize = 200;
+const WATCH_IN_ALL: usize = 10_000;
+
+impl Watched {
+    fn pages(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Vec<ExecutionId>>> {
+        self.pages.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Watches `ids` until the guard is dropped (the page's stream ends).
+    fn watch(self: &Arc<Self>, ids: Vec<ExecutionId>) -> WatchGuard {
+        let key = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.pages().insert(key, ids);
+        WatchGuard {
+            watched: self.clone(),
+            key,
+        }
+    }
+
+    /// Every watched execution once, at most [`WATCH_IN_ALL`].
+    fn all(&self) -> Vec<ExecutionId> {
+        let mut all: Vec<ExecutionId> = self.pages().values().flatten().copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        all.truncate(WATCH_IN_ALL);
+        all
+    }
+}
+
+/// A page's watch: ends when dropped.
+struct WatchGuard {
+    watched: Arc<Watched>,
+    key: u64,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.watched.pages().remove(&self.key);
+    }
 }
 
 /// The console's routes on `store`: `/` (executions), `/executions/{id}`, `/machines`,
@@ -114,13 +164,15 @@ struct Live {
 /// tokio runtime; it ends when the router is dropped.
 pub fn router<S: Store + Clone>(store: S, options: ConsoleOptions) -> Router {
     let (tx, rx) = watch::channel(Live::default());
-    tokio::spawn(live(store.clone(), options.refresh, tx));
+    let watched = Arc::new(Watched::default());
+    tokio::spawn(live(store.clone(), options.refresh, watched.clone(), tx));
     let rules = options.rules.clone();
     let every = options.monitor_every;
     let app = Arc::new(App {
         ops: Operator::new(store.clone(), "console"),
         options,
         live: rx,
+        watched,
         sessions: actions::Sessions::default(),
         alerts: std::sync::Mutex::new((Vec::new(), Vec::new())),
     });
@@ -187,22 +239,33 @@ async fn watch_alerts<S: Store>(
     }
 }
 
-/// The shared live query: every `refresh`, the counts and the executions updated since the
-/// last look, told to every open page at once.
-async fn live<S: Store>(store: S, refresh: Duration, tx: watch::Sender<Live>) {
+/// The shared live query: every `refresh`, the counts, and those of the executions the open
+/// pages show that were updated since the last look (read by id, however many pages are open
+/// and however old the executions), told to every open page at once.
+async fn live<S: Store>(
+    store: S,
+    refresh: Duration,
+    watched: Arc<Watched>,
+    tx: watch::Sender<Live>,
+) {
     let mut since = time::now();
     loop {
         let now = time::now();
+        let ids = watched.all();
         let stats = store.stats(None, now, 5).await;
-        let changed = store
-            .list(ListQuery::new().newest_first().limit(500))
-            .await
-            .map(|page| {
-                page.executions
-                    .into_iter()
-                    .filter(|e| e.updated_at >= since)
-                    .collect::<Vec<_>>()
-            });
+        let changed = if ids.is_empty() {
+            Ok(Vec::new())
+        } else {
+            store
+                .list(ListQuery::new().ids(ids).limit(0))
+                .await
+                .map(|page| {
+                    page.executions
+                        .into_iter()
+                        .filter(|e| e.updated_at >= since)
+                        .collect::<Vec<_>>()
+                })
+        };
         if let (Ok(stats), Ok(changed)) = (stats, changed) {
             since = now.saturating_sub(refresh.as_millis() as Millis);
             if tx
@@ -223,13 +286,45 @@ async fn live<S: Store>(store: S, refresh: Duration, tx: watch::Sender<Live>) {
     }
 }
 
-/// The live snapshot as the pages read it: counts by status, and each changed execution's
-/// row as the list shows it.
+/// What a page watches: `?ids=` the executions it shows, comma-separated.
+#[derive(Debug, Default, Deserialize)]
+struct LiveParams {
+    ids: Option<String>,
+}
+
+/// The live snapshot as a page reads it: counts by status, and the row of each execution it
+/// shows that changed, as the list shows it.
 async fn live_events<S: Store + Clone>(
     State(app): State<Arc<App<S>>>,
-) -> Sse<impl tokio_stream::Stream<Item = Result<Event, std::convert::Infallible>>> {
+    Query(params): Query<LiveParams>,
+) -> Response {
     use tokio_stream::StreamExt as _;
-    let stream = tokio_stream::wrappers::WatchStream::new(app.live.clone()).map(|live| {
+    let mut ids = Vec::new();
+    for text in params.ids.as_deref().unwrap_or("").split(',') {
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        match text.parse::<ExecutionId>() {
+            Ok(id) if ids.len() < WATCH_PER_PAGE => ids.push(id),
+            Ok(_) => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    &format!("a page watches at most {WATCH_PER_PAGE} executions"),
+                )
+            }
+            Err(_) => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    &format!("{text:?} is not an execution id"),
+                )
+            }
+        }
+    }
+    let mine: std::collections::HashSet<ExecutionId> = ids.iter().copied().collect();
+    let guard = app.watched.watch(ids);
+    let stream = tokio_stream::wrappers::WatchStream::new(app.live.clone()).map(move |live| {
+        let _watching = &guard;
         let counts: serde_json::Map<String, serde_json::Value> = ExecutionStatus::ALL
             .iter()
             .map(|s| (s.as_str().to_owned(), live.stats.with_status(*s).into()))
@@ -237,6 +332,7 @@ async fn live_events<S: Store + Clone>(
         let rows: Vec<serde_json::Value> = live
             .changed
             .iter()
+            .filter(|e| mine.contains(&e.id))
             .map(|e| {
                 serde_json::json!({
                     "id": e.id.to_string(),
@@ -250,9 +346,26 @@ async fn live_events<S: Store + Clone>(
             .collect();
         let data = serde_json::json!({ "counts": counts, "backlog": live.stats.backlog,
             "changed": rows, "at": live.at });
-        Ok(Event::default().event("live").data(data.to_string()))
+        Ok::<_, std::convert::Infallible>(Event::default().event("live").data(data.to_string()))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// The counts, the backlog and the oldest waits: the live query's if it ran within two of
+/// its intervals (a page costs one query, the list, however large the store), else asked.
+async fn stats<S: Store + Clone>(app: &App<S>) -> Result<Stats, fsm_core::store::StoreError> {
+    let now = time::now();
+    let fresh = {
+        let live = app.live.borrow();
+        let within = 2 * app.options.refresh.as_millis() as Millis;
+        (live.at > 0 && now.saturating_sub(live.at) <= within).then(|| live.stats.clone())
+    };
+    match fresh {
+        Some(stats) => Ok(stats),
+        None => app.ops.store().stats(None, now, 5).await,
+    }
 }
 
 async fn style() -> Response {
@@ -318,22 +431,64 @@ struct ListParams {
     status: Option<String>,
     state: Option<String>,
     name: Option<String>,
+    /// Text the state's JSON holds.
+    data: Option<String>,
+    /// Started at or after (UTC, as [`time::parse`] reads it).
+    from: Option<String>,
+    /// Started before.
+    to: Option<String>,
     after: Option<String>,
     newest: Option<String>,
 }
 
 impl ListParams {
+    /// The filters given (not blank), by name, as the form and the links carry them.
+    fn filters(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("machine", &self.machine),
+            ("status", &self.status),
+            ("state", &self.state),
+            ("name", &self.name),
+            ("data", &self.data),
+            ("from", &self.from),
+            ("to", &self.to),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, value.as_deref().filter(|v| !v.trim().is_empty())?)))
+    }
+
+    /// The link to the page after `cursor`, with the same filters.
+    fn link_after(&self, cursor: Cursor) -> String {
+        let mut link = format!("/?after={cursor}");
+        for (key, value) in self.filters() {
+            link.push_str(&format!("&{key}={}", encode(value)));
+        }
+        link
+    }
+
     fn query(&self, limit: usize) -> Result<ListQuery, String> {
         let mut q = ListQuery::new().limit(limit);
         let given = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
         q.machine = given(&self.machine);
         q.state = given(&self.state);
         q.name_prefix = given(&self.name);
+        q.data_contains = given(&self.data);
         if let Some(status) = given(&self.status) {
             q.status = Some(
                 ExecutionStatus::parse(&status).ok_or_else(|| format!("no status {status:?}"))?,
             );
         }
+        let when = |v: &Option<String>| {
+            given(v)
+                .map(|t| {
+                    time::parse(&t).ok_or_else(|| {
+                        format!("{t:?} is not a time: write 2026-12-02 or 2026-12-02 16:09 (UTC)")
+                    })
+                })
+                .transpose()
+        };
+        q.started_after = when(&self.from)?;
+        q.started_before = when(&self.to)?;
         if let Some(after) = given(&self.after) {
             q.after = Some(
                 after

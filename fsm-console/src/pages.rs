@@ -53,13 +53,12 @@ pub(crate) async fn executions<S: Store + Clone>(
         Err(e) => return problem(StatusCode::BAD_REQUEST, &e),
     };
     let store = app.ops.store();
-    let (page_of, stats) =
-        match tokio::join!(store.list(query.clone()), store.stats(None, time::now(), 5)) {
-            (Ok(p), Ok(s)) => (p, s),
-            (Err(e), _) | (_, Err(e)) => {
-                return problem(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
-            }
-        };
+    let (page_of, stats) = match tokio::join!(store.list(query.clone()), crate::stats(&app)) {
+        (Ok(p), Ok(s)) => (p, s),
+        (Err(e), _) | (_, Err(e)) => {
+            return problem(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
+    };
     let now = time::now();
     let machines: Vec<String> = {
         let mut m: Vec<String> = stats.counts.iter().map(|c| c.machine.clone()).collect();
@@ -67,20 +66,7 @@ pub(crate) async fn executions<S: Store + Clone>(
         m
     };
     let selected = |v: &Option<String>, option: &str| v.as_deref() == Some(option);
-    let next = page_of.next.map(|c| {
-        let mut link = format!("/?after={c}");
-        for (key, value) in [
-            ("machine", &params.machine),
-            ("status", &params.status),
-            ("state", &params.state),
-            ("name", &params.name),
-        ] {
-            if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
-                link.push_str(&format!("&{key}={}", encode(v)));
-            }
-        }
-        link
-    });
+    let next = page_of.next.map(|c| params.link_after(c));
     let body = html! {
         h1 { "Executions" }
         section.summary {
@@ -131,6 +117,9 @@ pub(crate) async fn executions<S: Store + Clone>(
             }
             label { "State " input name="state" value=(params.state.as_deref().unwrap_or("")) size="14"; }
             label { "Name begins " input name="name" value=(params.name.as_deref().unwrap_or("")) size="14"; }
+            label { "Data holds " input name="data" value=(params.data.as_deref().unwrap_or("")) size="16" placeholder="text in the state's JSON"; }
+            label { "Started from " input name="from" value=(params.from.as_deref().unwrap_or("")) size="16" placeholder="2026-12-02 16:00"; }
+            label { "to " input name="to" value=(params.to.as_deref().unwrap_or("")) size="16" placeholder="UTC"; }
             button type="submit" { "Filter" }
             a href="/" { "clear" }
         }

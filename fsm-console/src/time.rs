@@ -59,3 +59,61 @@ pub fn age(ms: Millis) -> String {
         _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
     }
 }
+
+/// A time a person typed, in UTC: `2026-12-02`, `2026-12-02 16:09`, `2026-12-02T16:09:39`
+/// (as a `datetime-local` field sends it). `None` if it is none of these.
+pub fn parse(text: &str) -> Option<Millis> {
+    let text = text.trim();
+    let (date, clock) = match text.split_once(['T', ' ']) {
+        Some((d, c)) => (d, Some(c)),
+        None => (text, None),
+    };
+    let mut date = date.splitn(3, '-');
+    let y: i64 = date.next()?.parse().ok()?;
+    let m: u32 = date.next()?.parse().ok()?;
+    let d: u32 = date.next()?.parse().ok()?;
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let mut secs = 0u64;
+    if let Some(clock) = clock {
+        let parts: Vec<&str> = clock.split(':').collect();
+        if !(2..=3).contains(&parts.len()) {
+            return None;
+        }
+        let limits = [24, 60, 60];
+        for (part, limit) in parts.iter().zip(limits) {
+            let v: u64 = part.parse().ok().filter(|v| *v < limit)?;
+            secs = secs * 60 + v;
+        }
+        if parts.len() == 2 {
+            secs *= 60;
+        }
+    }
+    let days = u64::try_from(days_from_civil(y, m, d)).ok()?;
+    Some((days * 86_400 + secs) * 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_times_read_back_as_shown() {
+        let t = 1_764_691_779_000; // 2025-12-02 16:09:39
+        assert_eq!(show(t), "2025-12-02 16:09:39");
+        assert_eq!(parse("2025-12-02 16:09:39"), Some(t));
+        assert_eq!(parse("2025-12-02T16:09"), Some(t - 39_000));
+        assert_eq!(parse("2025-12-02"), Some(t - 58_179_000));
+        for bad in [
+            "",
+            "yesterday",
+            "2025-13-01",
+            "2025-12-02 24:00",
+            "2025-12-02 1",
+            "12-02",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+}

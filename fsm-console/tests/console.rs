@@ -121,6 +121,34 @@ async fn the_pages_show_executions_their_paths_and_histories_escaped_and_live() 
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(bad.contains("no status &quot;&lt;b&gt;odd&quot;"), "{bad}");
 
+    // A search in the state's data, a time range, and paging that keeps the filters.
+    let (_, found) = get(&app, "/?data=alert").await;
+    assert!(found.contains(&format!("data-id=\"{posted}\"")), "{found}");
+    assert!(
+        !found.contains(&format!("data-id=\"{rejected}\"")),
+        "{found}"
+    );
+    assert!(found.contains("name=\"data\" value=\"alert\""), "{found}");
+    let (_, long_ago) = get(&app, "/?from=2001-01-01&to=2001-01-02%2012:00").await;
+    assert!(long_ago.contains("No executions match."), "{long_ago}");
+    let (status, bad) = get(&app, "/?from=yesterday").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(bad.contains("&quot;yesterday&quot; is not a time"), "{bad}");
+    let paged = router(store.clone(), ConsoleOptions::default().page_size(1));
+    let (_, first) = get(&paged, "/?data=%22text%22&from=2001-01-01").await;
+    let next = first
+        .split("<p class=\"pager\"><a href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no next page: {first}"))
+        .replace("&amp;", "&");
+    assert!(next.contains("&data=%22text%22&from=2001-01-01"), "{next}");
+    let (_, second) = get(&paged, &next).await;
+    let shown =
+        |page: &str| [posted, rejected].map(|id| page.contains(&format!("data-id=\"{id}\"")));
+    let (first, second) = (shown(&first), shown(&second));
+    assert!(first != second && first[0] != first[1] && second[0] != second[1]);
+
     // An execution: its path on the diagram, its data escaped, its history.
     let (status, page) = get(&app, &format!("/executions/{posted}")).await;
     assert_eq!(status, StatusCode::OK);
@@ -151,27 +179,60 @@ async fn the_pages_show_executions_their_paths_and_histories_escaped_and_live() 
     assert!(machines.contains("data-machine=\"Note\""), "{machines}");
     assert!(machines.contains("class=\"fsm-diagram\""));
 
-    // Live: one stream per page, fed by the shared query.
-    let response = app
-        .clone()
-        .oneshot(Request::get("/live").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        response.headers()["content-type"].to_str().unwrap(),
-        "text/event-stream"
-    );
-    let mut body = response.into_body();
-    let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
-    assert!(text.starts_with("event: live\ndata: "), "{text}");
-    let json: serde_json::Value =
-        serde_json::from_str(text.lines().nth(1).unwrap().strip_prefix("data: ").unwrap()).unwrap();
+    // Live: one stream per page, fed by the shared query, with the rows of the executions
+    // that page shows.
+    let stream = |ids: String| {
+        let app = app.clone();
+        async move {
+            let response = app
+                .oneshot(
+                    Request::get(format!("/live?ids={ids}"))
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                response.headers()["content-type"].to_str().unwrap(),
+                "text/event-stream"
+            );
+            response.into_body()
+        }
+    };
+    let mut watching = stream(posted.to_string()).await;
+    let mut elsewhere = stream(rejected.to_string()).await;
+    let json = next_live(&mut watching).await;
     assert_eq!(json["counts"]["waiting"], 1);
+    // The waiting note is read (answered by hand through another process's handle): the
+    // page that shows it is told, with its new row; the other page is not.
+    fsm_core::Operator::new(SqliteStore::open_client(&path).unwrap(), "test")
+        .complete(posted, &serde_json::json!({ "Read": { "text": "read" } }))
+        .await
+        .unwrap();
+    let changed = loop {
+        let json = next_live(&mut watching).await;
+        if let Some(row) = json["changed"].as_array().and_then(|c| c.first()).cloned() {
+            break row;
+        }
+    };
+    assert_eq!(changed["id"], posted.to_string());
+    assert_eq!(changed["status"], "succeeded");
+    assert!(changed["row"]
+        .as_str()
+        .unwrap()
+        .contains("status succeeded"));
+    for _ in 0..3 {
+        let json = next_live(&mut elsewhere).await;
+        let ids: Vec<&str> = json["changed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["id"].as_str())
+            .collect();
+        assert!(ids.iter().all(|id| *id == rejected.to_string()), "{json}");
+    }
+    let (status, _) = get(&app, "/live?ids=nope").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     drop(store);
     worker.shutdown().await;
 }
@@ -190,6 +251,18 @@ async fn it_listens_beyond_loopback_only_when_asked() {
     .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
     assert!(err.to_string().contains("not a loopback address"));
+}
+
+/// The next live update on a page's stream, as JSON.
+async fn next_live(body: &mut Body) -> serde_json::Value {
+    let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("a live update within 5 s")
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+    assert!(text.starts_with("event: live\ndata: "), "{text}");
+    serde_json::from_str(text.lines().nth(1).unwrap().strip_prefix("data: ").unwrap()).unwrap()
 }
 
 /// `text` as a form field's value.

@@ -491,6 +491,10 @@ pub struct ListQuery {
     pub started_after: Option<Millis>,
     /// Only those started before this time.
     pub started_before: Option<Millis>,
+    /// Only those whose state's data, as stored (JSON), holds this text.
+    pub data_contains: Option<String>,
+    /// Only these executions.
+    pub ids: Option<Vec<ExecutionId>>,
     /// Newest first (else oldest first), by start time.
     pub newest_first: bool,
     /// Only those after this cursor (in the query's order): the next page.
@@ -509,6 +513,8 @@ impl Default for ListQuery {
             name_prefix: None,
             started_after: None,
             started_before: None,
+            data_contains: None,
+            ids: None,
             newest_first: false,
             after: None,
             limit: 100,
@@ -561,6 +567,23 @@ impl ListQuery {
     /// Only those started before `t`.
     pub fn started_before(mut self, t: Millis) -> Self {
         self.started_before = Some(t);
+        self
+    }
+
+    /// Only those whose state's data holds `text` in its JSON as stored: a customer's email
+    /// finds the orders that carry it (`"status":"paid"` finds a field's value, spelt as
+    /// serde wrote it). The text is matched as it is, case and all; no pattern.
+    ///
+    /// No index serves it: the store reads executions in the query's order until it has a
+    /// page, so narrow it by machine, status or time on a large store.
+    pub fn data_contains(mut self, text: impl Into<String>) -> Self {
+        self.data_contains = Some(text.into()).filter(|t: &String| !t.is_empty());
+        self
+    }
+
+    /// Only the executions among `ids` (any number; those not stored are left out).
+    pub fn ids(mut self, ids: impl IntoIterator<Item = ExecutionId>) -> Self {
+        self.ids = Some(ids.into_iter().collect());
         self
     }
 

@@ -954,10 +954,14 @@ fn fail(w: Write, e: StoreError) {
     }
 }
 
-/// A name that begins with `p`, in PostgreSQL.
-fn pg_starts_with(p: &str) -> String {
-    format!("starts_with(name, {p})")
-}
+/// A list query in PostgreSQL. Ids among a JSON array: `jsonb_array_elements_text` (one
+/// parameter however many).
+const PG_LIST: rows::Dialect = rows::Dialect {
+    param: |n| format!("${n}"),
+    starts_with: |p| format!("starts_with(name, {p})"),
+    contains: |p| format!("strpos(state, {p}) > 0"),
+    among: |p| format!("id IN (SELECT jsonb_array_elements_text({p}::text::jsonb))"),
+};
 
 /// A list query's parameters, as tokio-postgres binds them.
 fn pg_args(args: &[rows::ListArg]) -> Vec<Param<'_>> {
@@ -1633,7 +1637,7 @@ impl Store for PgStore {
         // Times on the server's clock, as stored; cursors carry stored times as they are.
         query.started_after = query.started_after.map(|t| clock.to_server(t));
         query.started_before = query.started_before.map(|t| clock.to_server(t));
-        let (filter, args) = rows::list_sql(&query, |n| format!("${n}"), pg_starts_with);
+        let (filter, args) = rows::list_sql(&query, &PG_LIST);
         let sql = format!(
             "SELECT {} FROM fsm_executions WHERE {filter}",
             rows::SUMMARY_COLUMNS
@@ -1655,7 +1659,7 @@ impl Store for PgStore {
         query.after = None;
         query.started_after = query.started_after.map(|t| clock.to_server(t));
         query.started_before = query.started_before.map(|t| clock.to_server(t));
-        let (filter, args) = rows::list_where(&query, |n| format!("${n}"), pg_starts_with);
+        let (filter, args) = rows::list_where(&query, &PG_LIST);
         let sql = format!("SELECT count(*) FROM fsm_executions WHERE {filter}");
         let found = self.rows(&sql, &pg_args(&args)).await?;
         match found.first() {

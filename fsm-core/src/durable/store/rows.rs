@@ -155,15 +155,20 @@ pub(crate) fn page(mut executions: Vec<ExecutionSummary>, limit: usize) -> super
     super::Page { executions, next }
 }
 
+/// How a store's SQL says what a list query asks: its parameters (`?n` for SQLite, `$n` for
+/// PostgreSQL), a name beginning with a parameter, the state's JSON text holding one, and an id
+/// among a JSON array of ids.
+pub(crate) struct Dialect {
+    pub(crate) param: fn(usize) -> String,
+    pub(crate) starts_with: fn(&str) -> String,
+    pub(crate) contains: fn(&str) -> String,
+    pub(crate) among: fn(&str) -> String,
+}
+
 /// The `WHERE` clause of a list query (after `WHERE`), with its parameters as text or
-/// integers, `?`-numbered by `param(n)` (`?n` for SQLite, `$n` for PostgreSQL); and the
-/// `ORDER BY ... LIMIT` that follows.
-pub(crate) fn list_sql(
-    q: &super::ListQuery,
-    param: impl Fn(usize) -> String,
-    starts_with: impl Fn(&str) -> String,
-) -> (String, Vec<ListArg>) {
-    let (filter, args) = list_where(q, param, starts_with);
+/// integers, numbered as `dialect` says; and the `ORDER BY ... LIMIT` that follows.
+pub(crate) fn list_sql(q: &super::ListQuery, dialect: &Dialect) -> (String, Vec<ListArg>) {
+    let (filter, args) = list_where(q, dialect);
     let dir = if q.newest_first { "DESC" } else { "ASC" };
     let mut sql = format!("{filter} ORDER BY created_at {dir}, id {dir}");
     if q.limit > 0 {
@@ -174,17 +179,19 @@ pub(crate) fn list_sql(
 
 /// The `WHERE` clause alone of a list query (its filters and cursor), as [`list_sql`] numbers
 /// its parameters.
-pub(crate) fn list_where(
-    q: &super::ListQuery,
-    param: impl Fn(usize) -> String,
-    starts_with: impl Fn(&str) -> String,
-) -> (String, Vec<ListArg>) {
+pub(crate) fn list_where(q: &super::ListQuery, dialect: &Dialect) -> (String, Vec<ListArg>) {
+    let param = dialect.param;
     let mut clauses = vec!["1 = 1".to_owned()];
     let mut args = Vec::new();
     let mut push = |clause: &dyn Fn(&str) -> String, arg: ListArg| {
         args.push(arg);
         clauses.push(clause(&param(args.len())));
     };
+    if let Some(ids) = &q.ids {
+        let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        let json = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+        push(&|p| (dialect.among)(p), ListArg::Text(json));
+    }
     if let Some(m) = &q.machine {
         push(&|p| format!("machine = {p}"), ListArg::Text(m.clone()));
     }
@@ -201,13 +208,16 @@ pub(crate) fn list_where(
         push(&|p| format!("name = {p}"), ListArg::Text(n.clone()));
     }
     if let Some(n) = &q.name_prefix {
-        push(&|p| starts_with(p), ListArg::Text(n.clone()));
+        push(&|p| (dialect.starts_with)(p), ListArg::Text(n.clone()));
     }
     if let Some(t) = q.started_after {
         push(&|p| format!("created_at >= {p}"), ListArg::Int(clamp(t)));
     }
     if let Some(t) = q.started_before {
         push(&|p| format!("created_at < {p}"), ListArg::Int(clamp(t)));
+    }
+    if let Some(text) = &q.data_contains {
+        push(&|p| (dialect.contains)(p), ListArg::Text(text.clone()));
     }
     let cmp = if q.newest_first { "<" } else { ">" };
     if let Some(c) = q.after {

@@ -832,7 +832,7 @@ impl Writer {
 
     fn list(&self, q: &ListQuery) -> Result<Page, StoreError> {
         let err = |e| error(&self.path, e);
-        let (filter, args) = rows::list_sql(q, |n| format!("?{n}"), sqlite_starts_with);
+        let (filter, args) = rows::list_sql(q, &SQLITE_LIST);
         let sql = format!(
             "SELECT {} FROM executions WHERE {filter}",
             rows::SUMMARY_COLUMNS
@@ -917,7 +917,7 @@ impl Writer {
     fn count(&self, q: &ListQuery) -> Result<u64, StoreError> {
         let mut q = q.clone();
         q.after = None;
-        let (filter, args) = rows::list_where(&q, |n| format!("?{n}"), sqlite_starts_with);
+        let (filter, args) = rows::list_where(&q, &SQLITE_LIST);
         let args = sqlite_args(&args);
         self.conn
             .prepare_cached(&format!("SELECT count(*) FROM executions WHERE {filter}"))
@@ -1039,10 +1039,14 @@ impl Writer {
     }
 }
 
-/// A name that begins with `p`, in SQLite: `>=` finds the first in the index, `substr` checks.
-fn sqlite_starts_with(p: &str) -> String {
-    format!("(name >= {p} AND substr(name, 1, length({p})) = {p})")
-}
+/// A list query in SQLite. A name that begins with `p`: `>=` finds the first in the index,
+/// `substr` checks. Ids among a JSON array: `json_each` (one parameter however many).
+const SQLITE_LIST: rows::Dialect = rows::Dialect {
+    param: |n| format!("?{n}"),
+    starts_with: |p| format!("(name >= {p} AND substr(name, 1, length({p})) = {p})"),
+    contains: |p| format!("instr(state, {p}) > 0"),
+    among: |p| format!("id IN (SELECT value FROM json_each({p}))"),
+};
 
 /// A list query's parameters, as rusqlite binds them.
 fn sqlite_args(args: &[rows::ListArg]) -> Vec<&dyn rusqlite::ToSql> {
