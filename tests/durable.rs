@@ -707,7 +707,7 @@ async fn a_token_secret_is_stored_only_as_its_hash(db: Db) {
              DROP INDEX executions_name; DROP INDEX executions_started; \
              ALTER TABLE executions DROP COLUMN name; \
              ALTER TABLE executions DROP COLUMN claims; DROP TABLE definitions; \
-             DROP INDEX executions_ended; \
+             DROP INDEX executions_ended; DROP INDEX executions_created; \
              ALTER TABLE executions DROP COLUMN entered_at"
         ))
         .await;
@@ -1436,7 +1436,7 @@ async fn files_that_are_not_ours_newer_or_in_use_are_refused_and_left_as_they_we
             err,
             StoreError::NewerSchema {
                 found: 99,
-                supported: 4,
+                supported: 5,
                 ..
             }
         ),
@@ -2408,6 +2408,32 @@ async fn lists_filter_order_and_page_with_a_cursor(db: Db) {
             .await
             .unwrap(),
         6
+    );
+    // Counted by state, and by status alone (from the status index).
+    let now = ex.get(ids[24]).await.unwrap().updated_at + 1;
+    let counts = |s: fsm_core::store::Stats| {
+        s.counts
+            .into_iter()
+            .map(|c| (c.machine, c.state, c.status.as_str(), c.count))
+            .collect::<Vec<_>>()
+    };
+    let stats = ex.store().stats(None, now, 2).await.unwrap();
+    assert_eq!(stats.oldest_waits.len(), 2);
+    assert_eq!(
+        counts(stats),
+        [
+            ("Order".into(), "Declined".into(), "failed", 1),
+            ("Order".into(), "Paid".into(), "waiting", 24)
+        ]
+    );
+    let overview = ex.store().overview(Some("Order"), now, 2).await.unwrap();
+    assert_eq!(overview.oldest_waits.len(), 2);
+    assert_eq!(
+        counts(overview),
+        [
+            ("Order".into(), String::new(), "failed", 1),
+            ("Order".into(), String::new(), "waiting", 24)
+        ]
     );
     // Another machine's executions are not this machine's.
     let other = ex

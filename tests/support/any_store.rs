@@ -44,6 +44,14 @@ impl Store for AnyStore {
     ) -> Result<fsm_core::store::Stats, StoreError> {
         delegate!(self, s => s.stats(machine, now, oldest))
     }
+    async fn overview(
+        &self,
+        machine: Option<&str>,
+        now: Millis,
+        oldest: usize,
+    ) -> Result<fsm_core::store::Stats, StoreError> {
+        delegate!(self, s => s.overview(machine, now, oldest))
+    }
     async fn overdue(
         &self,
         machine: Option<&str>,

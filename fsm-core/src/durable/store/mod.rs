@@ -877,6 +877,38 @@ pub trait Store: Send + Sync + 'static {
     /// A page of the executions `query` selects, in its order (by start time, then id).
     fn list(&self, query: ListQuery) -> impl Future<Output = Result<Page, StoreError>> + Send;
 
+    /// [`Store::stats`] with its counts by machine and status alone (each
+    /// [`StateCount::state`] empty): the stores answer it from their status index, where
+    /// counting by state reads every execution (on 1,000,000 executions, SQLite counts by
+    /// status in 70 ms, by state in 1 s). What a page's header, read every few seconds, needs.
+    /// The default sums [`Store::stats`]'s counts.
+    fn overview(
+        &self,
+        machine: Option<&str>,
+        now: Millis,
+        oldest: usize,
+    ) -> impl Future<Output = Result<Stats, StoreError>> + Send {
+        let stats = self.stats(machine, now, oldest);
+        async move {
+            let mut stats = stats.await?;
+            let mut counts: Vec<StateCount> = Vec::new();
+            for c in stats.counts {
+                match counts
+                    .iter_mut()
+                    .find(|o| o.machine == c.machine && o.status == c.status)
+                {
+                    Some(o) => o.count += c.count,
+                    None => counts.push(StateCount {
+                        state: String::new(),
+                        ..c
+                    }),
+                }
+            }
+            stats.counts = counts;
+            Ok(stats)
+        }
+    }
+
     /// Where the executions (of `machine`, or every machine's) stand at `now` (the caller's
     /// clock; a store whose time is a server's counts by that): counts by state and status,
     /// the backlog, the `oldest` longest waits, leases that ran out. The default reads

@@ -22,7 +22,7 @@ use super::{
 use crate::ExecutionId;
 
 /// The schema this library writes and reads (in `fsm_meta`).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 const BATCH: usize = 2048;
 const CHANNEL: &str = "fsm_work";
 /// Told when executions ended.
@@ -55,6 +55,7 @@ CREATE INDEX fsm_executions_ended ON fsm_executions (updated_at)
     WHERE status NOT IN ('running', 'waiting');
 CREATE UNIQUE INDEX fsm_executions_name ON fsm_executions (machine, name) WHERE name IS NOT NULL;
 CREATE INDEX fsm_executions_started ON fsm_executions (machine, created_at, id);
+CREATE INDEX fsm_executions_created ON fsm_executions (created_at, id);
 CREATE INDEX fsm_executions_due ON fsm_executions (machine, due_at)
     WHERE status IN ('running', 'waiting');
 CREATE INDEX fsm_executions_status ON fsm_executions (status, machine, created_at);
@@ -615,6 +616,77 @@ impl PgStore {
     }
 
     /// The rows `sql` answers on the reading connection, connecting again once if it broke.
+    /// Counts (by `counts`: [`rows::STATE_COUNTS`] or [`rows::STATUS_COUNTS`]), the backlog,
+    /// the oldest waits, leases that ran out.
+    async fn counted(
+        &self,
+        machine: Option<&str>,
+        _now: Millis,
+        oldest: usize,
+        counts: &str,
+    ) -> Result<Stats, StoreError> {
+        let clock = &self.inner.clock;
+        let mut stats = Stats::default();
+        let counts = self
+            .rows(
+                &rows::fill(counts, "fsm_executions", &[("{m}", "$1::text")]),
+                &[&machine],
+            )
+            .await?;
+        for r in &counts {
+            stats.counts.push(pg_state_count(r)?);
+        }
+        // By the server's clock, as claims are made.
+        let backlog = self
+            .rows(
+                &format!(
+                    "SELECT count(*), min(due_at), \
+                       count(*) FILTER (WHERE lease_owner IS NOT NULL) FROM fsm_executions \
+                     WHERE ($1::text IS NULL OR machine = $1) \
+                     AND status IN ('running', 'waiting') AND due_at <= {NOW_MS} \
+                     AND (lease_owner IS NULL OR lease_expires <= {NOW_MS})"
+                ),
+                &[&machine],
+            )
+            .await?;
+        if let Some(r) = backlog.first() {
+            stats.backlog = r.try_get::<_, i64>(0).map_err(db)?.max(0) as u64;
+            stats.backlog_since = r
+                .try_get::<_, Option<i64>>(1)
+                .map_err(db)?
+                .map(|t| clock.to_local(t.max(0) as Millis));
+        }
+        let expired = self
+            .rows(
+                &format!(
+                    "SELECT count(*) FROM fsm_executions WHERE lease_owner IS NOT NULL \
+                     AND lease_expires <= {NOW_MS} AND ($1::text IS NULL OR machine = $1) \
+                     AND status IN ('running', 'waiting')"
+                ),
+                &[&machine],
+            )
+            .await?;
+        if let Some(r) = expired.first() {
+            stats.expired_leases = r.try_get::<_, i64>(0).map_err(db)?.max(0) as u64;
+        }
+        let waits = self
+            .rows(
+                &rows::fill(
+                    rows::OLDEST_WAITS,
+                    "fsm_executions",
+                    &[("{m}", "$1::text"), ("{n}", "$2")],
+                ),
+                &[&machine, &(oldest as i64)],
+            )
+            .await?;
+        for r in &waits {
+            let mut e = rows::summary(r)?;
+            clock.localize_summary(&mut e);
+            stats.oldest_waits.push(e);
+        }
+        Ok(stats)
+    }
+
     async fn rows(
         &self,
         sql: &str,
@@ -779,6 +851,13 @@ async fn migrate(tx: &tokio_postgres::Transaction<'_>, from: i64) -> Result<(), 
         )
         .await
         .map_err(db)?;
+    }
+    if from < 5 {
+        // 5: the list of every machine's executions, newest first, has an index (the
+        // console's first page). Starts write it; checkpoints do not.
+        tx.batch_execute("CREATE INDEX fsm_executions_created ON fsm_executions (created_at, id)")
+            .await
+            .map_err(db)?;
     }
     tx.execute(
         "UPDATE fsm_meta SET value = $1 WHERE key = 'schema_version'",
@@ -1671,69 +1750,20 @@ impl Store for PgStore {
     async fn stats(
         &self,
         machine: Option<&str>,
-        _now: Millis,
+        now: Millis,
         oldest: usize,
     ) -> Result<Stats, StoreError> {
-        let clock = &self.inner.clock;
-        let mut stats = Stats::default();
-        let counts = self
-            .rows(
-                &rows::fill(rows::STATE_COUNTS, "fsm_executions", &[("{m}", "$1::text")]),
-                &[&machine],
-            )
-            .await?;
-        for r in &counts {
-            stats.counts.push(pg_state_count(r)?);
-        }
-        // By the server's clock, as claims are made.
-        let backlog = self
-            .rows(
-                &format!(
-                    "SELECT count(*), min(due_at), \
-                       count(*) FILTER (WHERE lease_owner IS NOT NULL) FROM fsm_executions \
-                     WHERE ($1::text IS NULL OR machine = $1) \
-                     AND status IN ('running', 'waiting') AND due_at <= {NOW_MS} \
-                     AND (lease_owner IS NULL OR lease_expires <= {NOW_MS})"
-                ),
-                &[&machine],
-            )
-            .await?;
-        if let Some(r) = backlog.first() {
-            stats.backlog = r.try_get::<_, i64>(0).map_err(db)?.max(0) as u64;
-            stats.backlog_since = r
-                .try_get::<_, Option<i64>>(1)
-                .map_err(db)?
-                .map(|t| clock.to_local(t.max(0) as Millis));
-        }
-        let expired = self
-            .rows(
-                &format!(
-                    "SELECT count(*) FROM fsm_executions WHERE lease_owner IS NOT NULL \
-                     AND lease_expires <= {NOW_MS} AND ($1::text IS NULL OR machine = $1) \
-                     AND status IN ('running', 'waiting')"
-                ),
-                &[&machine],
-            )
-            .await?;
-        if let Some(r) = expired.first() {
-            stats.expired_leases = r.try_get::<_, i64>(0).map_err(db)?.max(0) as u64;
-        }
-        let waits = self
-            .rows(
-                &rows::fill(
-                    rows::OLDEST_WAITS,
-                    "fsm_executions",
-                    &[("{m}", "$1::text"), ("{n}", "$2")],
-                ),
-                &[&machine, &(oldest as i64)],
-            )
-            .await?;
-        for r in &waits {
-            let mut e = rows::summary(r)?;
-            clock.localize_summary(&mut e);
-            stats.oldest_waits.push(e);
-        }
-        Ok(stats)
+        self.counted(machine, now, oldest, rows::STATE_COUNTS).await
+    }
+
+    async fn overview(
+        &self,
+        machine: Option<&str>,
+        now: Millis,
+        oldest: usize,
+    ) -> Result<Stats, StoreError> {
+        self.counted(machine, now, oldest, rows::STATUS_COUNTS)
+            .await
     }
 
     async fn overdue(

@@ -359,6 +359,12 @@ pub(crate) const STATE_COUNTS: &str = "SELECT machine, state_name, status, count
     WHERE {m} IS NULL OR machine = {m} GROUP BY machine, state_name, status \
     ORDER BY machine, state_name, status";
 
+/// The counts of executions by machine and status (state empty), for `{m}` (or every
+/// machine): from the status index alone.
+pub(crate) const STATUS_COUNTS: &str = "SELECT machine, '' AS state_name, status, count(*) \
+    FROM {table} WHERE {m} IS NULL OR machine = {m} GROUP BY status, machine \
+    ORDER BY machine, status";
+
 /// The `{n}` executions of `{m}` (or every machine) waiting for a token the longest.
 pub(crate) const OLDEST_WAITS: &str = "SELECT {columns} FROM {table} WHERE status = 'waiting' \
     AND waiting_for = 'token' AND ({m} IS NULL OR machine = {m}) ORDER BY updated_at, id \

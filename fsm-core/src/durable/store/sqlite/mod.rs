@@ -27,7 +27,7 @@ enum Hold {
 /// Marks a SQLite file as this library's (`PRAGMA application_id`, "FSM1").
 const APPLICATION_ID: i64 = 0x4653_4D31;
 /// The schema this library writes and reads (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 /// The most requests committed in one transaction.
 const BATCH: usize = 4096;
 
@@ -61,6 +61,7 @@ CREATE INDEX executions_due ON executions (machine, due_at)
 CREATE INDEX executions_status ON executions (status, machine, created_at);
 CREATE UNIQUE INDEX executions_name ON executions (machine, name) WHERE name IS NOT NULL;
 CREATE INDEX executions_started ON executions (machine, created_at, id);
+CREATE INDEX executions_created ON executions (created_at, id);
 CREATE TABLE events (
     execution TEXT NOT NULL,
     seq       INTEGER NOT NULL,
@@ -187,7 +188,8 @@ enum Request {
     Amend(Checkpoint, Reply<u64>),
     Register(StoredDefinition, Reply<bool>),
     Definitions(Option<String>, Reply<Vec<StoredDefinition>>),
-    Stats(Option<String>, Millis, usize, Reply<Stats>),
+    /// Machine, now, oldest, counted by state (else by status alone).
+    Stats(Option<String>, Millis, usize, bool, Reply<Stats>),
     Overdue(Option<String>, Overdue, usize, Reply<Found>),
     EndedSince(Option<String>, Millis, Reply<Vec<StateCount>>),
     Claim {
@@ -494,6 +496,12 @@ fn migrate(tx: &Connection, from: i64) -> Result<(), rusqlite::Error> {
                WHERE status NOT IN ('running', 'waiting');",
         )?;
     }
+    if from < 5 {
+        // 5: the list of every machine's executions, newest first, has an index (the
+        // console's first page; without it a million executions are sorted). Starts write
+        // it; checkpoints do not (a start time never changes).
+        tx.execute_batch("CREATE INDEX executions_created ON executions (created_at, id)")?;
+    }
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
 }
 
@@ -742,8 +750,8 @@ impl Writer {
             Request::Definitions(machine, reply) => {
                 let _ = reply.send(self.definitions(machine.as_deref()));
             }
-            Request::Stats(machine, now, oldest, reply) => {
-                let _ = reply.send(self.stats(machine.as_deref(), now, oldest));
+            Request::Stats(machine, now, oldest, by_state, reply) => {
+                let _ = reply.send(self.stats(machine.as_deref(), now, oldest, by_state));
             }
             Request::Overdue(machine, which, examples, reply) => {
                 let _ = reply.send(self.overdue(machine.as_deref(), which, examples));
@@ -854,13 +862,18 @@ impl Writer {
         machine: Option<&str>,
         now: Millis,
         oldest: usize,
+        by_state: bool,
     ) -> Result<Stats, StoreError> {
         let err = |e| error(&self.path, e);
         let mut stats = Stats::default();
         let mut counts = self
             .conn
             .prepare_cached(&rows::fill(
-                rows::STATE_COUNTS,
+                if by_state {
+                    rows::STATE_COUNTS
+                } else {
+                    rows::STATUS_COUNTS
+                },
                 "executions",
                 &[("{m}", "?1")],
             ))
@@ -1416,7 +1429,18 @@ impl Store for SqliteStore {
         oldest: usize,
     ) -> Result<Stats, StoreError> {
         let machine = machine.map(str::to_owned);
-        self.ask(|tx| Request::Stats(machine, now, oldest, tx))
+        self.ask(|tx| Request::Stats(machine, now, oldest, true, tx))
+            .await
+    }
+
+    async fn overview(
+        &self,
+        machine: Option<&str>,
+        now: Millis,
+        oldest: usize,
+    ) -> Result<Stats, StoreError> {
+        let machine = machine.map(str::to_owned);
+        self.ask(|tx| Request::Stats(machine, now, oldest, false, tx))
             .await
     }
 
