@@ -623,6 +623,7 @@ async fn in_the_browser<S: Store + Clone>(
         "execution",
         "confirm",
         "execution-after",
+        "waiting",
         "machines",
     ] {
         let png = shots.join(format!("{shot}.png"));

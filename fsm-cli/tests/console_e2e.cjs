@@ -83,6 +83,8 @@ async function text(page, selector) {
 
     // Cancel a waiting one.
     await page.goto(url + `/executions/${ids.waiting}`, { waitUntil: "load" });
+    check((await text(page, "[data-token-status]")) === "open", "its open token shown");
+    await page.screenshot({ path: path.join(shots, "waiting.png") });
     await submit(page, "#cancel");
     await submit(page, "#confirm");
     check((await text(page, "[data-status]")) === "cancelled", "cancelled");

@@ -248,6 +248,18 @@ pub(crate) async fn execution<S: Store + Clone>(
         Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
     let history = app.ops.history(&row).await;
+    // The wait's token as the store knows it: its address and status, and the hash of its
+    // secret (the secret itself is only with whoever the step handed it to).
+    let token = if row.waiting_for == Some(fsm_core::WaitingFor::Token) {
+        app.ops
+            .store()
+            .wait_token(row.id, row.step, row.attempt)
+            .await
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
     let diagram = match (app.ops.definition_of(&row).await, &history) {
         (Ok(def), Ok(history)) => Some(Diagram::new(def).with_path(history).svg()),
         (Ok(def), Err(_)) => Some(Diagram::new(def).svg()),
@@ -276,6 +288,14 @@ pub(crate) async fn execution<S: Store + Clone>(
             dt { "Updated" } dd { (time::show(row.updated_at)) }
             @if let Some(due) = row.due_at { dt { "Due" } dd { (time::show(due)) } }
             @if let Some(owner) = &row.lease_owner { dt { "Held by" } dd { "worker " (owner) } }
+            @if let Some(t) = &token {
+                dt { "Task token" }
+                dd.token {
+                    code { "ft1." (t.execution) "." (t.step) "." (t.attempt) ".…" }
+                    " " span class={ "token " (t.status.as_str()) } data-token-status { (t.status.as_str()) }
+                    " · secret's SHA-256 " code title=(t.secret_hash) { (t.secret_hash.get(..12).unwrap_or("")) "…" }
+                }
+            }
         }
         @if let Some(error) = &row.error { p.error { b { "Error: " } (error) } }
         @if app.options.token.is_some() {

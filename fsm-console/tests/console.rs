@@ -167,6 +167,12 @@ async fn the_pages_show_executions_their_paths_and_histories_escaped_and_live() 
         "{page}"
     );
     assert!(page.contains("<td>wait started</td>"), "{page}");
+    // Its wait's token, as the store knows it: open, its secret's hash, never the secret.
+    assert!(
+        page.contains(&format!("<code>ft1.{posted}.1.1.…</code>"))
+            && page.contains("data-token-status>open</span>"),
+        "{page}"
+    );
     assert!(page.contains("<svg class=\"timeline\""), "{page}");
     let (status, _) = get(&app, "/executions/nope").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
