@@ -413,7 +413,8 @@ fn prepare(conn: &mut Connection, path: &Path, options: &SqliteOptions) -> Resul
         Durability::PowerLoss => "FULL",
     };
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF;"
+        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF; \
+         PRAGMA temp_store = MEMORY;"
     ))
     .map_err(err)?;
     if let Some(bytes) = options.max_size {
@@ -701,7 +702,10 @@ impl Writer {
     ) -> Result<T, StoreError> {
         let path = self.path.clone();
         let err = |e| error(&path, e);
-        self.conn.execute_batch("SAVEPOINT w").map_err(err)?;
+        self.conn
+            .prepare_cached("SAVEPOINT w")
+            .and_then(|mut s| s.execute([]))
+            .map_err(err)?;
         let r = f(&self.conn, &self.path);
         if let Err(e) = &r {
             if self.conn.is_autocommit() {
@@ -710,12 +714,13 @@ impl Writer {
                 return r;
             }
         }
-        let end = if r.is_ok() {
-            "RELEASE w"
-        } else {
-            "ROLLBACK TO w; RELEASE w"
-        };
-        self.conn.execute_batch(end).map_err(err)?;
+        if r.is_err() {
+            self.conn.execute_batch("ROLLBACK TO w").map_err(err)?;
+        }
+        self.conn
+            .prepare_cached("RELEASE w")
+            .and_then(|mut s| s.execute([]))
+            .map_err(err)?;
         r
     }
 
