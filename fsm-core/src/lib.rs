@@ -149,6 +149,35 @@ pub mod __private {
     /// The data of one state of machine `M`: the link between a generated state struct and
     /// its enum variant. (Generic over `M` rather than with associated items: at hundreds of
     /// states, every item per state is paid for on each build.)
+    /// A state without policies in a generated definition (`kind`: 0 a step, 1 a success, 2
+    /// a failure): a few tokens per state rather than a struct literal, which every build
+    /// of a large machine parses again.
+    #[inline]
+    pub const fn state(name: &'static str, kind: u8) -> StateInfo {
+        StateInfo {
+            name,
+            kind: match kind {
+                0 => StateKind::Step,
+                1 => StateKind::Success,
+                _ => StateKind::Failure,
+            },
+            retry: None,
+            timeout: None,
+            wait: None,
+        }
+    }
+
+    /// An event's edge in a generated definition.
+    #[inline]
+    pub const fn edge(from: usize, event: &'static str, to: usize) -> Transition {
+        Transition {
+            from,
+            event,
+            to,
+            catch: false,
+        }
+    }
+
     pub trait StateData<M>: Sized {
         /// Moves the data into its variant.
         fn into_machine(self) -> M;

@@ -21,11 +21,17 @@ pub(crate) struct Graph<'a> {
 
 impl<'a> Graph<'a> {
     /// The event transitions leaving `from`, each with its index in the definition.
+    ///
+    /// Edges are listed state by state, in the order of the states: the ones of `from` are
+    /// found by binary search (the derive calls this for every state, and at hundreds of
+    /// states a scan of every edge each time shows in the build).
     pub(crate) fn edges_from(&self, from: usize) -> impl Iterator<Item = (usize, &Edge<'a>)> {
-        self.edges
+        let start = self.edges.partition_point(|e| e.from < from);
+        self.edges[start..]
             .iter()
+            .take_while(move |e| e.from == from)
             .enumerate()
-            .filter(move |(_, e)| e.from == from)
+            .map(move |(i, e)| (start + i, e))
     }
 }
 

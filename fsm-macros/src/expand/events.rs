@@ -134,10 +134,10 @@ fn event_trait(src: &mut Src, event: &Ident, edges: &[&Edge]) {
     ));
 }
 
-/// `__target::Ship`: what the closure given to `ship` may build. For an event with one target
-/// per state, `Ship<T>` holds for `T` alone (`T` is `__event::Ship::Target`); for a branching
-/// event, `Ship<S>` is implemented by each target of `ship` from `S`, and by the choice enum
-/// of `S` and `ship`.
+/// `__target::Charge`: what the closure given to the branching event `charge` may build:
+/// `Charge<S>` is implemented by each target of `charge` from `S`, and by the choice enum of
+/// `S` and `charge`. An event with one target per state has no such trait: its
+/// `__event` trait's `Target` is the one state the closure may build.
 fn target_trait(src: &mut Src, event: &Ident, edges: &[&Edge]) {
     let tr = names::event_trait(event);
     let event = names::unraw(event);
@@ -146,17 +146,8 @@ fn target_trait(src: &mut Src, event: &Ident, edges: &[&Edge]) {
         legal_in(src.m, edges)
     ));
     if single_target(edges) {
-        let message = lit(&format!(
-            "`{event}` leads to `{{Target}}`, but this closure builds `{{Self}}`"
-        ));
-        let label = lit(&format!(
-            "the closure must build the `{{Target}}` that `{event}` leads to"
-        ));
-        src.write(format_args!(
-            "#[diagnostic::on_unimplemented(message = {message}, label = {label}, note = {note})]\
-             pub trait {tr}<Target> {{}}\
-             impl<T> {tr}<T> for T {{}}"
-        ));
+        // The event's own trait names the target (`S: __event::Ship<Target = T>`): a closure
+        // that builds another state is a type mismatch on its body, which rustc reports there.
         return;
     }
     let message = lit(&format!("`{event}` cannot lead from `{{S}}` to `{{Self}}`"));
@@ -186,11 +177,17 @@ fn event_method(src: &mut Src, event: &Ident, edges: &[&Edge]) {
         names::unraw(event),
         legal_in(src.m, edges)
     ));
-    let assoc = if single { "Target" } else { "State" };
+    // One target per state: the event's trait says which; several: the target's trait says
+    // which states it is a target of.
+    let bounds = if single {
+        format!("S: __event::{tr}<Target = T>")
+    } else {
+        format!("S: __event::{tr}, T: __target::{tr}<<S as __event::{tr}>::State>")
+    };
     src.write(format_args!(
         "#[doc = {doc}]\
-         pub fn {event}<T, F: ::core::ops::FnOnce(S) -> T>(self, f: F) -> Machine<T>\
-         where S: __event::{tr}, T: __target::{tr}<<S as __event::{tr}>::{assoc}> {{\
+         pub fn {event}<T, F: __FnOnce(S) -> T>(self, f: F) -> Machine<T>\
+         where {bounds} {{\
            Machine {{ state: f(self.state) }}\
          }}"
     ));
@@ -500,7 +497,7 @@ fn next_enum(src: &mut Src, g: &Graph, from: usize) {
     ));
     for t in &targets {
         src.write(format_args!(
-            "{next}::{t}(m) => <__Enum as ::core::convert::From<Machine<{t}>>>::from(m),"
+            "{next}::{t}(m) => __StateData::into_machine(m.state),"
         ));
     }
     src.push("} } }");

@@ -72,6 +72,9 @@ pub(super) struct Src<'m> {
     pub(super) vis: String,
     /// Visibility of the items of the machine's module, e.g. `pub(super)`.
     pub(super) outer_vis: String,
+    /// The states' names as written, read from the compiler once (each read of an
+    /// identifier's text is a call across the proc-macro bridge).
+    names: Vec<String>,
 }
 
 impl Src<'_> {
@@ -90,7 +93,7 @@ impl Src<'_> {
 
     /// The name of state `i`, as written.
     pub(super) fn state(&self, i: usize) -> String {
-        self.m.states[i].ident.to_string()
+        self.names[i].clone()
     }
 }
 
@@ -107,6 +110,7 @@ fn expand(m: &Machine, g: &Graph, lex: &dyn Fn(&str) -> Option<TokenStream>) -> 
         krate: m.krate.to_string(),
         vis: m.typed_vis.to_string(),
         outer_vis: m.inner_vis.to_string(),
+        names: m.states.iter().map(|s| s.ident.to_string()).collect(),
     };
     let structs_tokens = states::structs(m);
     states::write(&mut src, g);

@@ -13,17 +13,24 @@ use crate::names::unraw;
 
 pub(super) fn write(src: &mut Src, g: &Graph) {
     let k = src.krate.clone();
-    src.push("use ::core::result::Result as __Result;");
+    // Short names for what every state's items name: a path of one token instead of five,
+    // which a large machine's every build lexes and resolves again.
+    src.write(format_args!(
+        "use ::core::result::Result as __Result;\
+         use {k}::__private::StateData as __StateData;\
+         use {k}::WrongState as __Wrong;\
+         use ::core::ops::FnOnce as __FnOnce;"
+    ));
     // Hidden impls, one per state, carry no `#[automatically_derived]`: nothing lints them, and
     // at hundreds of states every attribute is paid for on each build.
     for i in 0..src.m.states.len() {
         let s = src.state(i);
         let pat = pattern(src.m.states[i].fields);
         src.write(format_args!(
-            "impl {k}::__private::StateData<__Enum> for {s} {{\
+            "impl __StateData<__Enum> for {s} {{\
                fn into_machine(self) -> __Enum {{ let {s}{pat} = self; __Enum::{s}{pat} }}\
-               fn from_machine(m: __Enum) -> __Result<Self, {k}::WrongState<__Enum>> {{\
-                 match m {{ __Enum::{s}{pat} => __Result::Ok({s}{pat}), m => __Result::Err({k}::WrongState::new({name}, m)) }}\
+               fn from_machine(m: __Enum) -> __Result<Self, __Wrong<__Enum>> {{\
+                 match m {{ __Enum::{s}{pat} => __Result::Ok({s}{pat}), m => __Result::Err(__Wrong::new({name}, m)) }}\
                }}\
              }}",
             name = lit(&unraw(src.m.states[i].ident)),
@@ -166,7 +173,7 @@ fn any_state(src: &mut Src) {
     for i in 0..src.m.states.len() {
         let s = src.state(i);
         src.write(format_args!(
-            "AnyState::{s}(m) => <__Enum as ::core::convert::From<Machine<{s}>>>::from(m),"
+            "AnyState::{s}(m) => __StateData::into_machine(m.state),"
         ));
     }
     src.push("} } }");
