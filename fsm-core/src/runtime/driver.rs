@@ -341,6 +341,7 @@ impl Deadline {
         }
     }
 
+    #[inline]
     fn set_verdict(&self, verdict: Verdict) {
         self.verdict.store(verdict as u8, Ordering::Relaxed);
     }
@@ -356,6 +357,7 @@ impl Deadline {
     }
 
     /// The verdict on the attempt that just stopped, cleared for the next.
+    #[inline]
     pub(crate) fn take_verdict(&self) -> Verdict {
         let verdict = self.verdict();
         self.set_verdict(Verdict::None);
@@ -363,6 +365,7 @@ impl Deadline {
     }
 
     /// Clears the time limit of the attempt under way.
+    #[inline]
     pub(crate) fn disarm(&self) {
         if self.origin.is_some() {
             self.at.store(Self::NONE, Ordering::Relaxed);
