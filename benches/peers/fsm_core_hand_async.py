@@ -26,14 +26,14 @@ def driver(s):
         arms.append(f"                AnyState::S{i}(m) => match steps.s{i}(m, cx).await {{ Ok(next) => next.into(), Err(_) => return u64::MAX }},")
     arms.append(f"                AnyState::S{s.last}(m) => return m.0,")
     arms += [f"                AnyState::F{b}(m) => return !m.0 ^ {b}," for b in s.branches]
-    return ("""    use fsm_core::{ExecutionId, IdempotencyKey};
+    return ("""    use fsm_core::ExecutionId;
     block_on(async move {
         let steps = &Bump;
-        let execution = ExecutionId(1);
+        let execution = ExecutionId::from_u128(1);
         let mut state = Chain::S0(seed);
         let mut step = 0;
         loop {
-            let cx = Context { execution, attempt: 1, idempotency_key: IdempotencyKey { execution, step } };
+            let cx = Context { execution, attempt: 1, step };
             step += 1;
             let next: Chain = match AnyState::from(state) {
 """ + "\n".join(arms) + """
