@@ -96,6 +96,15 @@ pub struct Driver<'b, M> {
     pub(crate) deadline: &'b Deadline,
 }
 
+/// An in-memory execution's tokens are forgotten when it ends: when its driver goes.
+impl<M> Drop for Driver<'_, M> {
+    fn drop(&mut self) {
+        if let Some(waits) = self.waits {
+            waits.forget(self.id);
+        }
+    }
+}
+
 /// What the driver needs only for durable executions and waiting states: out of line, so
 /// that an execution that uses neither carries one pointer for it (the driver is part of
 /// every execution's future).

@@ -490,88 +490,87 @@ where
         }
     }
 
-    async fn drive(&self, id: ExecutionId, mut state: M) -> Outcome<M> {
-        // An execution's tokens are forgotten when it ends (only a machine that waits has
-        // any).
-        let _tokens = M::WAITS.then(|| ForgetTokens(&self.waits, id));
-        let def = M::DEFINITION;
-        let inner = &*self.inner;
-        let deadline = Deadline::new(inner.has_timeouts);
-        let rec = Recorder::new(id, inner.recording(), def);
-        let mut driver = Driver {
-            kept: None,
-            id,
-            step: 0,
-            attempt: 1,
-            watched: rec.is_active() || inner.has_timeouts || cfg!(feature = "tracing"),
-            copying: false,
-            checks: 0,
-            index: 0,
-            policies: &inner.policies,
-            cold: None,
-            waits: M::WAITS.then_some(&*self.waits),
-            rec,
-            deadline: &deadline,
-        };
-        let at = driver.rec.stamp();
-        driver.rec.event(at, || EventKind::ExecutionStarted {
-            state: state.state_name(),
-        });
-        let mut jitter = JitterSource::for_execution(inner.jitter_seed, id);
-        loop {
-            // The generated loop runs step after step until a terminal state or a failure.
-            let stop = Guard::new(state.run::<Cloned>(&inner.steps, &mut driver), &deadline).await;
-            deadline.disarm();
-            let verdict = deadline.take_verdict();
-            let (failed, error, timed_out) = match inner.stopped(stop, verdict, &mut driver) {
-                Stopped::Ended(end) => return driver.finish(end),
-                Stopped::Failed(failed, error, timed_out) => (failed, error, timed_out),
-                Stopped::GaveUp(failed, error) => return driver.give_up(failed, error),
-                // The in-memory loop does not pause.
-                Stopped::Paused(next) => {
-                    state = next;
-                    continue;
-                }
-                // Boxed: a wait's future would otherwise make every execution's larger.
-                Stopped::Waiting(waiting) if M::WAITS => {
-                    match Box::pin(self.wait(&mut driver, waiting)).await {
-                        Ok(next) => {
-                            state = next;
-                            continue;
-                        }
-                        Err(failure) => failure,
-                    }
-                }
-                // Only the loop of a machine that waits stops to wait.
-                Stopped::Waiting(waiting) => {
-                    let error = StepError::fatal("wait", "a machine without waits stopped to wait");
-                    (waiting, error, None)
-                }
+    /// An execution, as the future `run` returns. (An `async` block rather than an `async fn`:
+    /// rustc keeps an `async fn`'s arguments in its future twice, and every execution's
+    /// future is moved when it starts.)
+    fn drive(&self, id: ExecutionId, mut state: M) -> impl Future<Output = Outcome<M>> + Send + '_ {
+        async move {
+            // An execution's tokens are forgotten when its driver is dropped (only a machine
+            // that waits has any).
+            let def = M::DEFINITION;
+            let inner = &*self.inner;
+            let deadline = Deadline::new(inner.has_timeouts);
+            let mut driver = Driver {
+                kept: None,
+                id,
+                step: 0,
+                attempt: 1,
+                watched: inner.has_timeouts || cfg!(feature = "tracing"),
+                copying: false,
+                checks: 0,
+                index: 0,
+                policies: &inner.policies,
+                cold: None,
+                waits: M::WAITS.then_some(&*self.waits),
+                // Built in place: a local moved into the driver would keep a slot of its own
+                // in the future.
+                rec: Recorder::new(id, inner.recording(), def),
+                deadline: &deadline,
             };
-            if let Some(secret) = driver.take_handed_out() {
-                // The step failed after handing out its token: the token is of no more use.
-                self.waits.close(secret, crate::TokenError::Stale);
-            }
-            match inner.after_failure(&mut driver, failed, error, timed_out, &mut jitter) {
-                AfterFailure::Retry(failed, delay) => {
-                    // Boxed, like the guard's: it would otherwise make every execution's
-                    // future larger, and futures are moved.
-                    Box::pin(tokio::time::sleep(delay)).await;
-                    state = failed;
+            driver.watched |= driver.rec.is_active();
+            let at = driver.rec.stamp();
+            driver.rec.event(at, || EventKind::ExecutionStarted {
+                state: state.state_name(),
+            });
+            let mut jitter = JitterSource::for_execution(inner.jitter_seed, id);
+            loop {
+                // The generated loop runs step after step until a terminal state or a failure.
+                let stop =
+                    Guard::new(state.run::<Cloned>(&inner.steps, &mut driver), &deadline).await;
+                deadline.disarm();
+                let verdict = deadline.take_verdict();
+                let (failed, error, timed_out) = match inner.stopped(stop, verdict, &mut driver) {
+                    Stopped::Ended(end) => return driver.finish(end),
+                    Stopped::Failed(failed, error, timed_out) => (failed, error, timed_out),
+                    Stopped::GaveUp(failed, error) => return driver.give_up(failed, error),
+                    // The in-memory loop does not pause.
+                    Stopped::Paused(next) => {
+                        state = next;
+                        continue;
+                    }
+                    // Boxed: a wait's future would otherwise make every execution's larger.
+                    Stopped::Waiting(waiting) if M::WAITS => {
+                        match Box::pin(self.wait(&mut driver, waiting)).await {
+                            Ok(next) => {
+                                state = next;
+                                continue;
+                            }
+                            Err(failure) => failure,
+                        }
+                    }
+                    // Only the loop of a machine that waits stops to wait.
+                    Stopped::Waiting(waiting) => {
+                        let error =
+                            StepError::fatal("wait", "a machine without waits stopped to wait");
+                        (waiting, error, None)
+                    }
+                };
+                if let Some(secret) = driver.take_handed_out() {
+                    // The step failed after handing out its token: the token is of no more use.
+                    self.waits.close(secret, crate::TokenError::Stale);
                 }
-                AfterFailure::Routed(next) => state = next,
-                AfterFailure::Errored(failed, error) => return driver.give_up(failed, error),
+                match inner.after_failure(&mut driver, failed, error, timed_out, &mut jitter) {
+                    AfterFailure::Retry(failed, delay) => {
+                        // Boxed, like the guard's: it would otherwise make every execution's
+                        // future larger, and futures are moved.
+                        Box::pin(tokio::time::sleep(delay)).await;
+                        state = failed;
+                    }
+                    AfterFailure::Routed(next) => state = next,
+                    AfterFailure::Errored(failed, error) => return driver.give_up(failed, error),
+                }
             }
         }
-    }
-}
-
-/// Forgets an execution's tokens when dropped.
-struct ForgetTokens<'a, M>(&'a Waits<M>, ExecutionId);
-
-impl<M> Drop for ForgetTokens<'_, M> {
-    fn drop(&mut self) {
-        self.0.forget(self.1);
     }
 }
 
