@@ -493,6 +493,7 @@ where
     /// An execution, as the future `run` returns. (An `async` block rather than an `async fn`:
     /// rustc keeps an `async fn`'s arguments in its future twice, and every execution's
     /// future is moved when it starts.)
+    #[allow(clippy::manual_async_fn)]
     fn drive(&self, id: ExecutionId, mut state: M) -> impl Future<Output = Outcome<M>> + Send + '_ {
         async move {
             // An execution's tokens are forgotten when its driver is dropped (only a machine
