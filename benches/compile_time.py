@@ -11,6 +11,12 @@ rustc's time spent in macro expansion.
 
     python3 benches/compile_time.py            # N=200, 9 rounds
     python3 benches/compile_time.py --n 50 --rounds 5
+    python3 benches/compile_time.py --instructions   # also rustc's instructions (callgrind)
+
+`--instructions` runs the `rustc` command of each touch rebuild under
+`valgrind --tool=callgrind` and reports the instructions rustc executes, and those of the
+derive's own run: the same count for the same code on every run, whatever else the machine
+is doing (wall times on a shared machine move by 10% and more between runs).
 
 Prints medians and the median of the per-round ratios. Work happens in
 target/compile-bench (dependencies are built once, untimed).
@@ -119,10 +125,38 @@ def passes(name):
     return found.get("macro_expand_crate", 0.0), found.get("total", 0.0)
 
 
+def rustc_instructions(name):
+    """Instructions of rustc's touch-only incremental rebuild of `name` (callgrind), and of
+    the proc macros it ran."""
+    touch(name)
+    r = cargo(["build", "-v", "-p", name])
+    line = [l for l in r.stderr.splitlines() if "Running `" in l and f"--crate-name {name}" in l][-1]
+    command = line.split("Running `", 1)[1].rsplit("`", 1)[0]
+    touch(name)
+    out = os.path.join(WORK, f"callgrind.{name}.out")
+    subprocess.run(f"valgrind --tool=callgrind --callgrind-out-file={out} {command}", shell=True,
+                   cwd=WORK, capture_output=True, check=True)
+    total = macros = 0
+    with open(out) as f:
+        for l in f:
+            if l.startswith("summary:") or l.startswith("totals:"):
+                total = int(l.split()[1])
+                break
+    annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", out], capture_output=True,
+                               text=True).stdout
+    for l in annotated.splitlines():
+        if "fsm_macros::derive_fsm " in l:
+            macros = int(l.split()[0].replace(",", ""))
+            break
+    return total, macros
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--instructions", action="store_true",
+                    help="also count rustc's instructions with callgrind")
     a = ap.parse_args()
     os.makedirs(WORK, exist_ok=True)
     core = os.path.join(ROOT, "fsm-core")
@@ -155,6 +189,15 @@ def main():
         ratio = "1" if name == "hand" else f"{statistics.median(ratios):.2f}x"
         e, t = shares[name]
         print(f"| {name} | {statistics.median(times[name]):.3f} s | {ratio} | {e:.3f} s / {t:.3f} s ({100 * e / t:.0f}%) |")
+    if a.instructions:
+        counted = {name: rustc_instructions(name) for name in ("hand", "derived")}
+        print()
+        print("| code | rustc's instructions, touch rebuild (callgrind) | of which the derive's run |")
+        print("|---|---|---|")
+        for name in ("hand", "derived"):
+            total, macros = counted[name]
+            print(f"| {name} | {total / 1e6:,.0f} M | {macros / 1e6:,.0f} M |")
+        print(f"ratio: {counted['derived'][0] / counted['hand'][0]:.2f}x")
 
 
 if __name__ == "__main__":
