@@ -146,9 +146,6 @@ pub mod __private {
     pub use core::future::Future;
     pub use core::time::Duration;
 
-    /// The data of one state of machine `M`: the link between a generated state struct and
-    /// its enum variant. (Generic over `M` rather than with associated items: at hundreds of
-    /// states, every item per state is paid for on each build.)
     /// A state without policies in a generated definition (`kind`: 0 a step, 1 a success, 2
     /// a failure): a few tokens per state rather than a struct literal, which every build
     /// of a large machine parses again.
@@ -178,6 +175,9 @@ pub mod __private {
         }
     }
 
+    /// The data of one state of machine `M`: the link between a generated state struct and
+    /// its enum variant. (Generic over `M` rather than with associated items: at hundreds of
+    /// states, every item per state is paid for on each build.)
     pub trait StateData<M>: Sized {
         /// Moves the data into its variant.
         fn into_machine(self) -> M;

@@ -30,6 +30,16 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
             Some(_) => "Success",
         };
         let name = lit(&names::unraw(s.ident));
+        if s.retry.is_none() && s.timeout_ms.is_none() && s.wait.is_none() {
+            // Most states: a call of a few tokens (see `__private::state`).
+            let code = match kind {
+                "Step" => 0,
+                "Success" => 1,
+                _ => 2,
+            };
+            src.write(format_args!("{k}::__private::state({name}, {code}),"));
+            continue;
+        }
         let some = SOME;
         let duration = |ms: u64| format!("{some}({k}::__private::Duration::from_millis({ms}))");
         let retry = match &s.retry {
@@ -52,16 +62,6 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
             let timeout = w.timeout_ms.map_or(NONE.to_owned(), duration);
             format!("{some}({k}::WaitPolicy {{ timeout: {timeout} }})")
         });
-        if s.retry.is_none() && s.timeout_ms.is_none() && s.wait.is_none() {
-            // Most states: a call of a few tokens (see `__private::state`).
-            let code = match kind {
-                "Step" => 0,
-                "Success" => 1,
-                _ => 2,
-            };
-            src.write(format_args!("{k}::__private::state({name}, {code}),"));
-            continue;
-        }
         src.write(format_args!(
             "{k}::StateInfo {{ name: {name}, kind: {k}::StateKind::{kind}, retry: {retry}, timeout: {timeout}, wait: {wait} }},"
         ));
