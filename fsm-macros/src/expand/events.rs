@@ -35,8 +35,9 @@ fn single_target(edges: &[&Edge]) -> bool {
 /// that say where each event is legal (tokens, for their spans).
 ///
 /// The traits live in modules of their own, so that their names cannot meet: `__event::Ship`
-/// says which states have `ship`, `__target::Ship` which states `ship` leads to, and
-/// `__next::Paid` which states the step of `Paid` may return.
+/// says which states have `ship` (and, for an event with one target per state, where it
+/// leads), `__target::Charge` which states the branching event `charge` leads to from each,
+/// and `__next::Paid` which states the step of `Paid` may return.
 pub(super) fn write(src: &mut Src, g: &Graph) -> TokenStream {
     let events = events(g);
     src.push("/// Where each event is legal: implemented only here, for the declared transitions.\nmod __event {");
@@ -139,17 +140,17 @@ fn event_trait(src: &mut Src, event: &Ident, edges: &[&Edge]) {
 /// `S` and `charge`. An event with one target per state has no such trait: its
 /// `__event` trait's `Target` is the one state the closure may build.
 fn target_trait(src: &mut Src, event: &Ident, edges: &[&Edge]) {
+    if single_target(edges) {
+        // The event's own trait names the target (`S: __event::Ship<Target = T>`): a closure
+        // that builds another state is a type mismatch on its body, which rustc reports there.
+        return;
+    }
     let tr = names::event_trait(event);
     let event = names::unraw(event);
     let note = lit(&format!(
         "`{event}` is legal only in {}",
         legal_in(src.m, edges)
     ));
-    if single_target(edges) {
-        // The event's own trait names the target (`S: __event::Ship<Target = T>`): a closure
-        // that builds another state is a type mismatch on its body, which rustc reports there.
-        return;
-    }
     let message = lit(&format!("`{event}` cannot lead from `{{S}}` to `{{Self}}`"));
     let label = lit(&format!(
         "`{{Self}}` is not a target of `{event}` from `{{S}}`"
