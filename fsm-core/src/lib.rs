@@ -146,18 +146,29 @@ pub mod __private {
     pub use core::future::Future;
     pub use core::time::Duration;
 
-    /// A state without policies in a generated definition (`kind`: 0 a step, 1 a success, 2
-    /// a failure): a few tokens per state rather than a struct literal, which every build
-    /// of a large machine parses again.
+    /// A state with a step and no policies, in a generated definition: a call of a few
+    /// tokens rather than a struct literal, which every build of a large machine parses again.
     #[inline]
-    pub const fn state(name: &'static str, kind: u8) -> StateInfo {
+    pub const fn step(name: &'static str) -> StateInfo {
+        plain(name, StateKind::Step)
+    }
+
+    /// A terminal success state, in a generated definition.
+    #[inline]
+    pub const fn success(name: &'static str) -> StateInfo {
+        plain(name, StateKind::Success)
+    }
+
+    /// A terminal failure state, in a generated definition.
+    #[inline]
+    pub const fn failure(name: &'static str) -> StateInfo {
+        plain(name, StateKind::Failure)
+    }
+
+    const fn plain(name: &'static str, kind: StateKind) -> StateInfo {
         StateInfo {
             name,
-            kind: match kind {
-                0 => StateKind::Step,
-                1 => StateKind::Success,
-                _ => StateKind::Failure,
-            },
+            kind,
             retry: None,
             timeout: None,
             wait: None,

@@ -496,8 +496,6 @@ where
     #[allow(clippy::manual_async_fn)]
     fn drive(&self, id: ExecutionId, mut state: M) -> impl Future<Output = Outcome<M>> + Send + '_ {
         async move {
-            // An execution's tokens are forgotten when its driver is dropped (only a machine
-            // that waits has any).
             let def = M::DEFINITION;
             let inner = &*self.inner;
             let deadline = Deadline::new(inner.has_timeouts);
@@ -512,6 +510,7 @@ where
                 index: 0,
                 policies: &inner.policies,
                 cold: None,
+                // Only a machine that waits has tokens; the driver forgets them when it goes.
                 waits: M::WAITS.then_some(&*self.waits),
                 // Built in place: a local moved into the driver would keep a slot of its own
                 // in the future.

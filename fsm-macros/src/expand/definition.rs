@@ -24,20 +24,17 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
         "const DEFINITION: &'static {k}::Definition = &{k}::Definition {{ name: {name}, states: &["
     ));
     for s in &src.m.states {
-        let kind = match &s.terminal {
-            None => "Step",
-            Some(t) if t.failure => "Failure",
-            Some(_) => "Success",
+        // The kind as `StateKind` names it, and the `__private` constructor of a state of
+        // that kind without policies.
+        let (kind, plain) = match &s.terminal {
+            None => ("Step", "step"),
+            Some(t) if t.failure => ("Failure", "failure"),
+            Some(_) => ("Success", "success"),
         };
         let name = lit(&names::unraw(s.ident));
         if s.retry.is_none() && s.timeout_ms.is_none() && s.wait.is_none() {
-            // Most states: a call of a few tokens (see `__private::state`).
-            let code = match kind {
-                "Step" => 0,
-                "Success" => 1,
-                _ => 2,
-            };
-            src.write(format_args!("{k}::__private::state({name}, {code}),"));
+            // Most states: a call of a few tokens.
+            src.write(format_args!("{k}::__private::{plain}({name}),"));
             continue;
         }
         let some = SOME;

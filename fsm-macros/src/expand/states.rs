@@ -12,15 +12,6 @@ use crate::check::{is_module_name, Graph};
 use crate::names::unraw;
 
 pub(super) fn write(src: &mut Src, g: &Graph) {
-    let k = src.krate.clone();
-    // Short names for what every state's items name: a path of one token instead of five,
-    // which a large machine's every build lexes and resolves again.
-    src.write(format_args!(
-        "use ::core::result::Result as __Result;\
-         use {k}::__private::StateData as __StateData;\
-         use {k}::WrongState as __Wrong;\
-         use ::core::ops::FnOnce as __FnOnce;"
-    ));
     // Hidden impls, one per state, carry no `#[automatically_derived]`: nothing lints them, and
     // at hundreds of states every attribute is paid for on each build.
     for i in 0..src.m.states.len() {
@@ -98,7 +89,7 @@ pub(super) fn structs(m: &Machine) -> TokenStream {
 /// `Machine<S>`: the machine, known to be in state `S`. Its field is private to the module,
 /// so it is obtained only through `new`, an event, or `TryFrom` the enum.
 fn typed_state(src: &mut Src, g: &Graph) {
-    let (k, vis) = (src.krate.clone(), src.vis.clone());
+    let vis = src.vis.clone();
     let e = src.m.ident.to_string();
     let init = src.state(g.initial);
     let doc = lit(&format!(
@@ -127,12 +118,12 @@ fn typed_state(src: &mut Src, g: &Graph) {
            }}\
          }}\
          #[automatically_derived]\
-         impl<S: {k}::__private::StateData<__Enum>> ::core::convert::From<Machine<S>> for __Enum {{\
+         impl<S: __StateData<__Enum>> ::core::convert::From<Machine<S>> for __Enum {{\
            #[inline] fn from(m: Machine<S>) -> Self {{ m.state.into_machine() }}\
          }}\
          #[automatically_derived]\
-         impl<S: {k}::__private::StateData<__Enum>> ::core::convert::TryFrom<__Enum> for Machine<S> {{\
-           type Error = {k}::WrongState<__Enum>;\
+         impl<S: __StateData<__Enum>> ::core::convert::TryFrom<__Enum> for Machine<S> {{\
+           type Error = __Wrong<__Enum>;\
            #[inline] fn try_from(m: __Enum) -> __Result<Self, Self::Error> {{\
              match S::from_machine(m) {{\
                __Result::Ok(state) => __Result::Ok(Machine {{ state }}),\

@@ -290,7 +290,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
                type Typed = Machine<{s}>;\
                type Next = {ret};\
                const NAME: &'static ::core::primitive::str = {name};\
-               fn typed(__m: __Enum) -> __Result<Machine<{s}>, {k}::WrongState<__Enum>> {{\
+               fn typed(__m: __Enum) -> __Result<Machine<{s}>, __Wrong<__Enum>> {{\
                  <Machine<{s}> as ::core::convert::TryFrom<__Enum>>::try_from(__m)\
                }}\
                fn leave(__next: {ret}) -> (__Enum, ::core::primitive::usize) {{\
