@@ -85,6 +85,8 @@ pub use durable::store::{
 pub use runtime::driver::Dispatch;
 #[cfg(feature = "runtime")]
 pub use runtime::executor::{Executor, ExecutorBuilder, Outcome, Status, UnknownState};
+#[cfg(feature = "runtime")]
+pub use runtime::fan_out::{Ended, Failed, Items};
 pub use runtime::history::{EventKind, History, HistoryEvent};
 #[cfg(feature = "runtime")]
 pub use runtime::recorder::Observer;
@@ -93,7 +95,9 @@ pub use runtime::step::{Context, ExecutionId, IdempotencyKey, ParseIdError, Step
 pub use runtime::token::{AsTaskToken, TaskToken, TokenError};
 #[cfg(feature = "runtime")]
 pub use runtime::waits::Waiting;
-pub use typestate::definition::{Definition, StateInfo, StateKind, Transition, WaitPolicy};
+pub use typestate::definition::{
+    Branch, Definition, FanOut, FanOutKind, StateInfo, StateKind, Transition, WaitPolicy,
+};
 pub use typestate::error::WrongState;
 pub use typestate::policy::{Jitter, RetryPolicy};
 
@@ -138,6 +142,8 @@ pub mod __private {
     #[cfg(feature = "runtime")]
     pub use crate::runtime::driver::{Attempt, Driver, Keep};
     #[cfg(feature = "runtime")]
+    pub use crate::runtime::fan_out::{all_ended, map, parallel, Branches, FanFailure};
+    #[cfg(feature = "runtime")]
     pub use crate::Dispatch;
     pub use crate::{
         Context, Definition, Fsm, Jitter, RetryPolicy, StateInfo, StateKind, StepError, Transition,
@@ -172,6 +178,7 @@ pub mod __private {
             retry: None,
             timeout: None,
             wait: None,
+            fan_out: None,
         }
     }
 

@@ -43,6 +43,8 @@ pub(crate) struct State<'a> {
     pub(crate) timeout_ms: Option<(Ident, u64)>,
     pub(crate) wait: Option<crate::attr::Wait>,
     pub(crate) catch: Vec<Catch>,
+    /// `parallel(...)` or `map(...)`.
+    pub(crate) fan_out: Option<crate::attr::FanOut>,
     /// Some of this state's `#[fsm]` keys could not be read: rules that depend on them are
     /// skipped, so that one typo is reported once.
     pub(crate) tainted: bool,
@@ -117,6 +119,7 @@ impl<'a> Machine<'a> {
                     timeout_ms: a.timeout_ms,
                     wait: a.wait,
                     catch: a.catch,
+                    fan_out: a.fan_out,
                     tainted,
                 }
             })

@@ -51,6 +51,30 @@ pub(crate) struct StateAttrs {
     pub(crate) wait: Option<Wait>,
     /// Each `catch(kind | kind => Target)`, in order.
     pub(crate) catch: Vec<Catch>,
+    /// `parallel(name = Machine, ...)` or `map(Machine, ...)`.
+    pub(crate) fan_out: Option<FanOut>,
+}
+
+/// `parallel(customer = Notify, support = Notify, compensate)` or `map(Parcel,
+/// max_concurrency = 100, tolerated_failures = 2, tolerated_percent = 5, compensate)`: the
+/// state's step starts branches, each a machine of its own, and its join leaves the state.
+pub(crate) struct FanOut {
+    /// The key, for spans.
+    pub(crate) key: Ident,
+    /// A Map's options; `None` for a Parallel state.
+    pub(crate) map: Option<MapOptions>,
+    /// Each branch's name and machine; a Map's one branch is named `item`.
+    pub(crate) branches: Vec<(Ident, Path)>,
+    /// Whether branches that had succeeded are compensated when the state fails.
+    pub(crate) compensate: bool,
+}
+
+/// The options of `map(...)`, as Amazon States Language's Map state has them.
+#[derive(Default)]
+pub(crate) struct MapOptions {
+    pub(crate) max_concurrency: u64,
+    pub(crate) tolerated_failures: Option<u64>,
+    pub(crate) tolerated_percent: Option<u64>,
 }
 
 /// `wait` or `wait(timeout_ms = N)`.
@@ -117,7 +141,11 @@ pub(crate) fn machine_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> MachineAttrs 
                 cx.error(&meta.key, format!("expected `{key} = ...`"))
             }
             ("derive", _) => cx.error(&meta.key, "expected `derive(Trait, ...)`"),
-            ("initial" | "terminal" | "on" | "retry" | "timeout_ms" | "catch" | "wait", _) => cx.error(
+            (
+                "initial" | "terminal" | "on" | "retry" | "timeout_ms" | "catch" | "wait"
+                | "parallel" | "map",
+                _,
+            ) => cx.error(
                 &meta.key,
                 format!("`{key}` belongs on a variant, not on the enum"),
             ),
@@ -236,6 +264,26 @@ pub(crate) fn state_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> StateAttrs {
                     Err(e) => cx.push(e),
                 }
             }
+            // parallel(name = Machine, ...) | map(Machine, max_concurrency = N, ...)
+            ("parallel" | "map", Value::List(tokens, parens)) => {
+                let key = meta.key.clone();
+                match parse_list(tokens, parens, |input| parse_fan_out(input, key)) {
+                    Ok(fan) if out.fan_out.is_some() => cx.error(
+                        &fan.key,
+                        "a state fans out once: one `parallel(...)` or `map(...)`",
+                    ),
+                    Ok(fan) => out.fan_out = Some(fan),
+                    Err(e) => cx.push(e),
+                }
+            }
+            ("parallel", _) => cx.error(
+                &meta.key,
+                "expected `parallel(name = Machine, ...)`: each branch's name and the machine it runs",
+            ),
+            ("map", _) => cx.error(
+                &meta.key,
+                "expected `map(Machine, max_concurrency = N)`: the machine each item runs",
+            ),
             ("timeout_ms", _) => cx.error(&meta.key, "expected `timeout_ms = N` (milliseconds)"),
             ("catch", _) => cx.error(&meta.key, "expected `catch(error_kind => Target)`"),
             ("initial", _) => cx.error(&meta.key, "`initial` takes no value"),
@@ -253,11 +301,13 @@ pub(crate) fn state_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> StateAttrs {
                     "timeout_ms",
                     "catch",
                     "wait",
+                    "parallel",
+                    "map",
                 ];
                 let hint = crate::names::closest(&key, keys)
                     .map(|k| format!("; did you mean `{k}`?"))
                     .unwrap_or_else(|| {
-                        "; expected `initial`, `terminal`, `on(...)`, `retry(...)`, `timeout_ms = N`, `catch(...)` or `wait`"
+                        "; expected `initial`, `terminal`, `on(...)`, `retry(...)`, `timeout_ms = N`, `catch(...)`, `wait`, `parallel(...)` or `map(...)`"
                             .to_owned()
                     });
                 cx.error(&meta.key, format!("unknown key `{key}`{hint}"))
@@ -619,3 +669,145 @@ fn parse_catch(input: ParseStream, key: Ident) -> syn::Result<Catch> {
     }
     Ok(Catch { key, kinds, target })
 }
+
+/// ASL's `MaxConcurrency`: how many items run at once (0: no limit).
+const MAX_CONCURRENCY: Bounds = Bounds {
+    field: "max_concurrency",
+    min: 0,
+    max: 1_000_000,
+    meaning: "items run at once, 0 for no limit",
+};
+/// ASL's `ToleratedFailureCount`.
+const TOLERATED_FAILURES: Bounds = Bounds {
+    field: "tolerated_failures",
+    min: 0,
+    max: u32::MAX as u64,
+    meaning: "items that may fail without failing the state",
+};
+/// ASL's `ToleratedFailurePercentage`.
+const TOLERATED_PERCENT: Bounds = Bounds {
+    field: "tolerated_percent",
+    min: 0,
+    max: 100,
+    meaning: "the percentage of items that may fail without failing the state",
+};
+
+/// The inside of `parallel(...)` (`name = Machine, ..., compensate`) or `map(...)`
+/// (`Machine, max_concurrency = N, tolerated_failures = N, tolerated_percent = N,
+/// compensate`).
+fn parse_fan_out(input: ParseStream, key: Ident) -> syn::Result<FanOut> {
+    let is_map = key == "map";
+    let mut fan = FanOut {
+        key,
+        map: is_map.then(MapOptions::default),
+        branches: Vec::new(),
+        compensate: false,
+    };
+    if is_map {
+        if input.is_empty() {
+            return Err(input.error(
+                "expected the machine each item runs, as in `map(Parcel, max_concurrency = 10)`",
+            ));
+        }
+        let machine: Path = input.parse()?;
+        fan.branches
+            .push((Ident::new("item", fan.key.span()), machine));
+        if !input.is_empty() {
+            input.parse::<Token![,]>()?;
+        }
+    } else if input.is_empty() {
+        return Err(input.error(
+            "expected the branches, each a name and the machine it runs, as in `parallel(customer = Notify, support = Notify)`",
+        ));
+    }
+    let mut seen: Vec<String> = Vec::new();
+    while !input.is_empty() {
+        let name = Ident::parse_any(input)?;
+        let text = name.to_string();
+        if text == "compensate" && !input.peek(Token![=]) {
+            if fan.compensate {
+                return Err(syn::Error::new(name.span(), "duplicate `compensate`"));
+            }
+            fan.compensate = true;
+        } else if let Some(map) = fan.map.as_mut() {
+            if seen.contains(&text) {
+                return Err(syn::Error::new(
+                    name.span(),
+                    format!("duplicate `{text}` in `map(...)`"),
+                ));
+            }
+            seen.push(text.clone());
+            input.parse::<Token![=]>()?;
+            match text.as_str() {
+                "max_concurrency" => map.max_concurrency = MAX_CONCURRENCY.parse(input)?,
+                "tolerated_failures" => {
+                    map.tolerated_failures = Some(TOLERATED_FAILURES.parse(input)?)
+                }
+                "tolerated_percent" => {
+                    map.tolerated_percent = Some(TOLERATED_PERCENT.parse(input)?)
+                }
+                _ => {
+                    let fields = [
+                        "max_concurrency",
+                        "tolerated_failures",
+                        "tolerated_percent",
+                        "compensate",
+                    ];
+                    let hint = crate::names::closest(&text, fields)
+                        .map(|f| format!("; did you mean `{f}`?"))
+                        .unwrap_or_else(|| {
+                            format!(
+                                "; expected one of {}",
+                                fields.map(|f| format!("`{f}`")).join(", ")
+                            )
+                        });
+                    return Err(syn::Error::new(
+                        name.span(),
+                        format!("unknown field `{text}` in `map(...)`{hint}"),
+                    ));
+                }
+            }
+        } else {
+            if !input.peek(Token![=]) {
+                return Err(syn::Error::new(
+                    name.span(),
+                    format!("expected `{text} = Machine`: a branch's name and the machine it runs"),
+                ));
+            }
+            input.parse::<Token![=]>()?;
+            if fan
+                .branches
+                .iter()
+                .any(|(n, _)| crate::names::same(n, &name))
+            {
+                return Err(syn::Error::new(
+                    name.span(),
+                    format!("two branches are called `{text}`; give each its own name"),
+                ));
+            }
+            let machine: Path = input.parse()?;
+            fan.branches.push((name, machine));
+        }
+        if !input.is_empty() {
+            input.parse::<Token![,]>()?;
+        }
+    }
+    if fan.map.is_none() && fan.branches.is_empty() {
+        return Err(syn::Error::new(
+            fan.key.span(),
+            "a parallel state needs at least one branch, as in `parallel(customer = Notify)`",
+        ));
+    }
+    if fan.map.is_none() && fan.branches.len() > MAX_BRANCHES {
+        return Err(syn::Error::new(
+            fan.branches[MAX_BRANCHES].0.span(),
+            format!(
+                "a parallel state has at most {MAX_BRANCHES} branches; run more as a `map(...)` over items, or group branches into a machine of their own"
+            ),
+        ));
+    }
+    Ok(fan)
+}
+
+/// The most branches a Parallel state has (fsm-core joins tuples up to this size).
+pub(crate) const MAX_BRANCHES: usize = 8;

@@ -98,6 +98,7 @@ pub(crate) fn check<'a>(cx: &mut Ctxt, m: &'a Machine<'a>) -> Option<Graph<'a>> 
     event_traits_are_distinct(cx, m);
     step_methods_are_distinct(cx, m);
     step_policies_are_on_steps(cx, m);
+    fan_out_is_not_a_wait(cx, m);
     let (edges, all_targets_exist) = targets_exist(cx, m);
     let (catches, all_catch_targets_exist) = catch_targets_exist(cx, m);
     catch_kinds_are_unique_per_state(cx, m);
@@ -262,7 +263,8 @@ fn step_policies_are_on_steps(cx: &mut Ctxt, m: &Machine) {
             .iter()
             .map(|r| &r.key)
             .chain(s.timeout_ms.iter().map(|t| &t.0))
-            .chain(s.wait.iter().map(|w| &w.key));
+            .chain(s.wait.iter().map(|w| &w.key))
+            .chain(s.fan_out.iter().map(|f| &f.key));
         for key in keys.chain(s.catch.iter().map(|c| &c.key)) {
             cx.error(
                 key,
@@ -272,6 +274,35 @@ fn step_policies_are_on_steps(cx: &mut Ctxt, m: &Machine) {
                 ),
             );
         }
+    }
+}
+
+/// A state that waits hands out a token and stops; it cannot also fan out.
+fn fan_out_is_not_a_wait(cx: &mut Ctxt, m: &Machine) {
+    for s in &m.states {
+        if let (Some(fan), Some(_)) = (&s.fan_out, &s.wait) {
+            cx.error(
+                &fan.key,
+                format!(
+                    "state `{}` waits for a token, so it cannot also fan out; wait in a state before or after this one",
+                    names::unraw(s.ident)
+                ),
+            );
+        }
+    }
+}
+
+/// The method of the generated `Steps` trait that joins a fanning-out state's branches:
+/// `join_payment_declined`.
+pub(crate) fn join_method(state: &Ident) -> String {
+    format!("join_{}", step_method(state))
+}
+
+/// The method that compensates branch `branch` of `state` (a Map's items: `None`).
+pub(crate) fn compensate_method(state: &Ident, branch: Option<&Ident>) -> String {
+    match branch {
+        Some(b) => format!("compensate_{}_{}", step_method(state), names::unraw(b)),
+        None => format!("compensate_{}", step_method(state)),
     }
 }
 
@@ -517,6 +548,17 @@ fn step_methods_are_distinct(cx: &mut Ctxt, m: &Machine) {
     for s in m.states.iter().filter(|s| !s.is_terminal()) {
         let what = format!("state `{}`", names::unraw(s.ident));
         claim(cx, step_method(s.ident), s.ident, what);
+        if let Some(fan) = &s.fan_out {
+            let what = format!("the join of `{}`", names::unraw(s.ident));
+            claim(cx, join_method(s.ident), &fan.key, what);
+            if fan.compensate {
+                for (branch, _) in &fan.branches {
+                    let named = fan.map.is_none().then_some(branch);
+                    let what = format!("the compensation of `{}`", names::unraw(s.ident));
+                    claim(cx, compensate_method(s.ident, named), branch, what);
+                }
+            }
+        }
     }
     for s in &m.states {
         let mut targets: Vec<&Ident> = Vec::new();

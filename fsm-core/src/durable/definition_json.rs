@@ -6,7 +6,10 @@ use core::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::{Definition, Jitter, RetryPolicy, StateInfo, StateKind, Transition, WaitPolicy};
+use crate::{
+    Branch, Definition, FanOut, FanOutKind, Jitter, RetryPolicy, StateInfo, StateKind, Transition,
+    WaitPolicy,
+};
 
 fn kind_name(kind: StateKind) -> &'static str {
     match kind {
@@ -21,9 +24,14 @@ fn ms(d: Duration) -> f64 {
 }
 
 impl Definition {
-    /// The definition as JSON: its name, states (name, kind, retry, timeout, wait), initial
-    /// state and transitions. [`Definition::from_json`] reads it back.
+    /// The definition as JSON: its name, states (name, kind, retry, timeout, wait, fan-out
+    /// with the branches' definitions), initial state and transitions.
+    /// [`Definition::from_json`] reads it back.
     pub fn to_json(&self) -> String {
+        self.json_value().to_string()
+    }
+
+    fn json_value(&self) -> Value {
         let states: Vec<Value> = self
             .states
             .iter()
@@ -40,6 +48,7 @@ impl Definition {
                     })),
                     "timeout_ms": s.timeout.map(ms),
                     "wait": s.wait.map(|w| json!({ "timeout_ms": w.timeout.map(ms) })),
+                    "fan_out": s.fan_out.map(fan_out_value),
                 })
             })
             .collect();
@@ -54,7 +63,6 @@ impl Definition {
             "states": states,
             "transitions": transitions,
         })
-        .to_string()
     }
 
     /// Reads a definition written by [`Definition::to_json`], checking that every index is
@@ -63,6 +71,14 @@ impl Definition {
     /// keeps each one it read), not one per request.
     pub fn from_json(text: &str) -> Result<&'static Definition, String> {
         let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        Definition::from_value(&v, 0)
+    }
+
+    /// Reads the definition `v`, a branch `depth` fan-outs down.
+    fn from_value(v: &Value, depth: usize) -> Result<&'static Definition, String> {
+        if depth > 16 {
+            return Err("fan-outs nested more than 16 deep".into());
+        }
         let text = |v: &Value, key: &str| -> Result<&'static str, String> {
             v.get(key)
                 .and_then(Value::as_str)
@@ -87,7 +103,7 @@ impl Definition {
                     .ok_or_else(|| format!("{v} is not a duration in milliseconds")),
             }
         };
-        let name = text(&v, "name")?;
+        let name = text(v, "name")?;
         let mut states = Vec::new();
         for s in v
             .get("states")
@@ -124,12 +140,17 @@ impl Definition {
                     timeout: duration(w.get("timeout_ms"))?,
                 }),
             };
+            let fan_out = match s.get("fan_out") {
+                None | Some(Value::Null) => None,
+                Some(f) => Some(fan_out_from(f, depth)?),
+            };
             states.push(StateInfo {
                 name: text(s, "name")?,
                 kind,
                 retry,
                 timeout: duration(s.get("timeout_ms"))?,
                 wait,
+                fan_out,
             });
         }
         if states.is_empty() {
@@ -149,7 +170,7 @@ impl Definition {
                 catch: t.get("catch").and_then(Value::as_bool).unwrap_or(false),
             });
         }
-        let initial = index(&v, "initial", n)?;
+        let initial = index(v, "initial", n)?;
         Ok(Box::leak(Box::new(Definition {
             name,
             states: Box::leak(states.into_boxed_slice()),
@@ -157,6 +178,86 @@ impl Definition {
             transitions: Box::leak(transitions.into_boxed_slice()),
         })))
     }
+}
+
+fn fan_out_value(f: &FanOut) -> Value {
+    let branches: Vec<Value> = f
+        .branches
+        .iter()
+        .map(|b| json!({ "name": b.name, "definition": b.definition.json_value() }))
+        .collect();
+    let mut v = json!({ "branches": branches, "compensate": f.compensate });
+    match f.kind {
+        FanOutKind::Parallel => v["kind"] = json!("parallel"),
+        FanOutKind::Map {
+            max_concurrency,
+            tolerated_failures,
+            tolerated_percent,
+        } => {
+            v["kind"] = json!("map");
+            v["max_concurrency"] = json!(max_concurrency);
+            v["tolerated_failures"] = json!(tolerated_failures);
+            v["tolerated_percent"] = json!(tolerated_percent);
+        }
+    }
+    v
+}
+
+fn fan_out_from(f: &Value, depth: usize) -> Result<&'static FanOut, String> {
+    let number = |key: &str| -> Result<Option<u64>, String> {
+        match f.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(n) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| format!("`{key}` is not a whole number")),
+        }
+    };
+    let kind = match f.get("kind").and_then(Value::as_str) {
+        Some("parallel") => FanOutKind::Parallel,
+        Some("map") => FanOutKind::Map {
+            max_concurrency: number("max_concurrency")?
+                .map_or(Ok(0), u32::try_from)
+                .map_err(|_| "`max_concurrency` is too large")?,
+            tolerated_failures: number("tolerated_failures")?
+                .map(u32::try_from)
+                .transpose()
+                .map_err(|_| "`tolerated_failures` is too large")?,
+            tolerated_percent: number("tolerated_percent")?
+                .map(|p| u8::try_from(p).ok().filter(|p| *p <= 100))
+                .map(|p| p.ok_or("`tolerated_percent` is over 100"))
+                .transpose()?,
+        },
+        other => return Err(format!("a fan-out's kind is {other:?}")),
+    };
+    let mut branches = Vec::new();
+    for b in f
+        .get("branches")
+        .and_then(Value::as_array)
+        .ok_or("a fan-out has no `branches`")?
+    {
+        let name = b
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or("a branch has no `name`")?;
+        let definition = b.get("definition").ok_or("a branch has no `definition`")?;
+        branches.push(Branch {
+            name: Box::leak(name.to_owned().into_boxed_str()),
+            definition: Definition::from_value(definition, depth + 1)?,
+        });
+    }
+    if branches.is_empty() {
+        return Err("a fan-out has no branches".into());
+    }
+    Ok(Box::leak(Box::new(FanOut {
+        kind,
+        branches: Box::leak(branches.into_boxed_slice()),
+        compensate: f
+            .get("compensate")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    })))
 }
 
 #[cfg(test)]
@@ -179,6 +280,7 @@ mod tests {
                 }),
                 timeout: Some(Duration::from_secs(1)),
                 wait: None,
+                fan_out: None,
             },
             StateInfo {
                 name: "Shipped",
@@ -188,6 +290,7 @@ mod tests {
                 wait: Some(WaitPolicy {
                     timeout: Some(Duration::from_secs(60)),
                 }),
+                fan_out: None,
             },
             StateInfo {
                 name: "Lost",
@@ -195,6 +298,7 @@ mod tests {
                 retry: None,
                 timeout: None,
                 wait: None,
+                fan_out: None,
             },
         ];
         static TRANSITIONS: [Transition; 2] = [

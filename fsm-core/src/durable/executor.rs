@@ -26,7 +26,9 @@ use crate::durable::store::{
     StoreError, TokenRecord, TokenStatus, WaitingFor,
 };
 use crate::runtime::driver::{Cloned, Deadline, Driver, Guard};
-use crate::runtime::executor::{AfterFailure, Core, ExecutorBuilder, Stopped};
+use crate::runtime::executor::{
+    after_failure, stopped, AfterFailure, Core, ExecutorBuilder, Stopped,
+};
 use crate::runtime::random::JitterSource;
 use crate::runtime::recorder::Recorder;
 use crate::{
@@ -911,7 +913,7 @@ where
         let stop = Guard::new(state.run::<Cloned>(&core.steps, driver), deadline).await;
         deadline.disarm();
         let verdict = deadline.take_verdict();
-        Ok(match core.stopped(stop, verdict, driver) {
+        Ok(match stopped(stop, verdict, driver) {
             Stopped::Ended(end) => {
                 self.end(row, driver, None, end).await?;
                 Next::Stop(Ok(()))
@@ -976,34 +978,36 @@ where
         let answered = |saved: &Result<(), DurableError>| {
             closes_tokens && matches!(saved, Err(DurableError::Store(StoreError::Conflict { .. })))
         };
-        let (state, save, wait) = match core.after_failure(driver, failed, error, timed_out, jitter)
-        {
-            AfterFailure::Retry(failed, delay) => {
-                let due = self
-                    .client
-                    .clock
-                    .now()
-                    .saturating_add(delay.as_millis() as Millis);
-                if delay < self.options.hold_retries_under && !self.closing.load(Ordering::SeqCst) {
-                    (failed, Save::running(due, true), Some(delay))
-                } else {
-                    (failed, Save::waiting(WaitingFor::Retry, Some(due)), None)
+        let (state, save, wait) =
+            match after_failure(&core.steps, driver, failed, error, timed_out, jitter) {
+                AfterFailure::Retry(failed, delay) => {
+                    let due = self
+                        .client
+                        .clock
+                        .now()
+                        .saturating_add(delay.as_millis() as Millis);
+                    if delay < self.options.hold_retries_under
+                        && !self.closing.load(Ordering::SeqCst)
+                    {
+                        (failed, Save::running(due, true), Some(delay))
+                    } else {
+                        (failed, Save::waiting(WaitingFor::Retry, Some(due)), None)
+                    }
                 }
-            }
-            AfterFailure::Routed(next) => {
-                (next, Save::running(self.client.clock.now(), true), None)
-            }
-            AfterFailure::Errored(failed, error) => {
-                let ended = self
-                    .end_closing(row, driver, Some(error), failed, &mut closing)
-                    .await;
-                return if answered(&ended) {
-                    Ok(Next::Stop(Err(Again)))
-                } else {
-                    ended.map(|()| Next::Stop(Ok(())))
-                };
-            }
-        };
+                AfterFailure::Routed(next) => {
+                    (next, Save::running(self.client.clock.now(), true), None)
+                }
+                AfterFailure::Errored(failed, error) => {
+                    let ended = self
+                        .end_closing(row, driver, Some(error), failed, &mut closing)
+                        .await;
+                    return if answered(&ended) {
+                        Ok(Next::Stop(Err(Again)))
+                    } else {
+                        ended.map(|()| Next::Stop(Ok(())))
+                    };
+                }
+            };
         let hold = save.hold;
         let saved = self
             .save(

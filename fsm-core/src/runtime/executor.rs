@@ -101,16 +101,6 @@ impl<H> Core<H> {
             limit: self.history_limit,
         }
     }
-
-    /// The error of an attempt of `failed`'s step that `what` its time limit, and the limit.
-    /// (Only a limit the step's policy armed can be run past.)
-    fn timed_out<M: crate::Fsm>(&self, failed: &M, what: &str) -> (StepError, Duration) {
-        let limit = self.policies[failed.state_index()]
-            .timeout
-            .unwrap_or_default();
-        let message = format_args!("attempt {what} {limit:?}");
-        (StepError::retryable(StepError::TIMEOUT, message), limit)
-    }
 }
 
 impl<M, H> Clone for Executor<M, H> {
@@ -120,6 +110,55 @@ impl<M, H> Clone for Executor<M, H> {
             waits: Arc::clone(&self.waits),
             machine: PhantomData,
         }
+    }
+}
+
+/// The error of an attempt of `failed`'s step that `what` its time limit, and the limit.
+/// (Only a limit the step's policy armed can be run past.)
+fn timed_out<M: crate::Fsm>(policies: &[Policy], failed: &M, what: &str) -> (StepError, Duration) {
+    let limit = policies[failed.state_index()].timeout.unwrap_or_default();
+    let message = format_args!("attempt {what} {limit:?}");
+    (StepError::retryable(StepError::TIMEOUT, message), limit)
+}
+
+/// What drives executions of machine `M` with handlers `H`: the handlers, the policies of
+/// the machine's states and what is recorded. An executor is one; the branches of a
+/// fanning-out state run with a host of their own (their machine's declared policies, the
+/// parent's handlers and recording).
+pub(crate) trait Host<M, H>: Sync {
+    fn steps(&self) -> &H;
+    fn policies(&self) -> &[Policy];
+    fn has_timeouts(&self) -> bool;
+    fn recording(&self) -> Recording<'_>;
+    fn jitter_seed(&self) -> u64;
+    /// Where tokens are kept (a machine that waits only).
+    fn waits(&self) -> Option<&Waits<M>>;
+}
+
+impl<M: Send, H: Send + Sync> Host<M, H> for Executor<M, H> {
+    #[inline]
+    fn steps(&self) -> &H {
+        &self.inner.steps
+    }
+    #[inline]
+    fn policies(&self) -> &[Policy] {
+        &self.inner.policies
+    }
+    #[inline]
+    fn has_timeouts(&self) -> bool {
+        self.inner.has_timeouts
+    }
+    #[inline]
+    fn recording(&self) -> Recording<'_> {
+        self.inner.recording()
+    }
+    #[inline]
+    fn jitter_seed(&self) -> u64 {
+        self.inner.jitter_seed
+    }
+    #[inline]
+    fn waits(&self) -> Option<&Waits<M>> {
+        Some(&self.waits)
     }
 }
 
@@ -314,18 +353,7 @@ where
 
     /// A builder, to override policies, switch history off or add an observer.
     pub fn builder(steps: H) -> ExecutorBuilder<M, H> {
-        let def = M::DEFINITION;
-        let policies = def
-            .states
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Policy {
-                retry: s.retry.unwrap_or(RetryPolicy::NONE),
-                timeout: s.timeout,
-                wait_timeout: s.wait.and_then(|w| w.timeout),
-                has_catch: def.transitions.iter().any(|t| t.catch && t.from == i),
-            })
-            .collect();
+        let policies = crate::runtime::policies::declared(M::DEFINITION);
         ExecutorBuilder {
             steps,
             policies,
@@ -350,7 +378,7 @@ where
     /// polled.
     pub fn run(&self, start: impl Into<M>) -> impl Future<Output = Outcome<M>> + Send + '_ {
         let id = self.inner.ids.next();
-        let run = self.drive(id, start.into());
+        let run = drive(self, id, start.into());
         #[cfg(feature = "tracing")]
         let run = tracing::Instrument::instrument(
             run,
@@ -441,134 +469,150 @@ where
         let start = start.into();
         tokio::spawn(async move { this.run(start).await })
     }
+}
 
-    /// Waits, in memory, for the answer to the token that the step of `waiting` handed out.
-    /// `Ok` is the state the answer leads to; `Err` the failure it counts as (failed by the
-    /// outside world, or timed out).
-    async fn wait(
-        &self,
-        driver: &mut Driver<'_, M>,
-        waiting: M,
-    ) -> Result<M, (M, StepError, Option<Duration>)> {
-        let info = &M::DEFINITION.states[waiting.state_index()];
-        let Some(secret) = driver.take_handed_out() else {
-            unreachable!("a waiting step returned without handing out its token")
-        };
-        let timeout = self.inner.policies[waiting.state_index()].wait_timeout;
-        let name = info.name;
-        driver.wait_started(name, timeout);
-        let answer = match self.waits.wait(secret) {
-            Ok(answer) => Some(answer),
-            Err(rx) => match timeout {
-                None => rx.await.ok(),
-                Some(limit) => match tokio::time::timeout(limit, rx).await {
-                    Ok(answer) => answer.ok(),
-                    Err(_) if self.waits.close(secret, crate::TokenError::TimedOut) => None,
-                    // Answered as the timeout fired: the answer stands.
-                    Err(_) => self.waits.wait(secret).ok(),
-                },
+/// Waits, in memory, for the answer to the token that the step of `waiting` handed out.
+/// `Ok` is the state the answer leads to; `Err` the failure it counts as (failed by the
+/// outside world, or timed out).
+async fn wait<M: crate::Fsm>(
+    policies: &[Policy],
+    waits: &Waits<M>,
+    driver: &mut Driver<'_, M>,
+    waiting: M,
+) -> Result<M, (M, StepError, Option<Duration>)> {
+    let info = &M::DEFINITION.states[waiting.state_index()];
+    let Some(secret) = driver.take_handed_out() else {
+        unreachable!("a waiting step returned without handing out its token")
+    };
+    let timeout = policies[waiting.state_index()].wait_timeout;
+    let name = info.name;
+    driver.wait_started(name, timeout);
+    let answer = match waits.wait(secret) {
+        Ok(answer) => Some(answer),
+        Err(rx) => match timeout {
+            None => rx.await.ok(),
+            Some(limit) => match tokio::time::timeout(limit, rx).await {
+                Ok(answer) => answer.ok(),
+                Err(_) if waits.close(secret, crate::TokenError::TimedOut) => None,
+                // Answered as the timeout fired: the answer stands.
+                Err(_) => waits.wait(secret).ok(),
             },
-        };
-        match answer {
-            Some(Answer::Completed(next, transition)) => {
-                driver.wait_completed(name, transition, (None, false));
-                Ok(next)
-            }
-            Some(Answer::Failed(error)) => {
-                driver.wait_failed(name, (None, false));
-                Err((waiting, error, None))
-            }
-            None => {
-                let limit = timeout.unwrap_or_default();
-                let message = format_args!("no answer to the task token within {limit:?}");
-                Err((
-                    waiting,
-                    StepError::retryable(StepError::TIMEOUT, message),
-                    Some(limit),
-                ))
-            }
+        },
+    };
+    match answer {
+        Some(Answer::Completed(next, transition)) => {
+            driver.wait_completed(name, transition, (None, false));
+            Ok(next)
+        }
+        Some(Answer::Failed(error)) => {
+            driver.wait_failed(name, (None, false));
+            Err((waiting, error, None))
+        }
+        None => {
+            let limit = timeout.unwrap_or_default();
+            let message = format_args!("no answer to the task token within {limit:?}");
+            Err((
+                waiting,
+                StepError::retryable(StepError::TIMEOUT, message),
+                Some(limit),
+            ))
         }
     }
+}
 
-    /// An execution, as the future `run` returns. (An `async` block rather than an `async fn`:
-    /// rustc keeps an `async fn`'s arguments in its future twice, and every execution's
-    /// future is moved when it starts.)
-    #[allow(clippy::manual_async_fn)]
-    fn drive(&self, id: ExecutionId, mut state: M) -> impl Future<Output = Outcome<M>> + Send + '_ {
-        async move {
-            let def = M::DEFINITION;
-            let inner = &*self.inner;
-            let deadline = Deadline::new(inner.has_timeouts);
-            let mut driver = Driver {
-                kept: None,
-                id,
-                step: 0,
-                attempt: 1,
-                watched: inner.has_timeouts || cfg!(feature = "tracing"),
-                copying: false,
-                checks: 0,
-                index: 0,
-                policies: &inner.policies,
-                cold: None,
-                // Only a machine that waits has tokens; the driver forgets them when it goes.
-                waits: M::WAITS.then_some(&*self.waits),
-                // Built in place: a local moved into the driver would keep a slot of its own
-                // in the future.
-                rec: Recorder::new(id, inner.recording(), def),
-                deadline: &deadline,
-            };
-            driver.watched |= driver.rec.is_active();
-            let at = driver.rec.stamp();
-            driver.rec.event(at, || EventKind::ExecutionStarted {
-                state: state.state_name(),
-            });
-            let mut jitter = JitterSource::for_execution(inner.jitter_seed, id);
-            loop {
-                // The generated loop runs step after step until a terminal state or a failure.
-                let stop =
-                    Guard::new(state.run::<Cloned>(&inner.steps, &mut driver), &deadline).await;
-                deadline.disarm();
-                let verdict = deadline.take_verdict();
-                let (failed, error, timed_out) = match inner.stopped(stop, verdict, &mut driver) {
-                    Stopped::Ended(end) => return driver.finish(end),
-                    Stopped::Failed(failed, error, timed_out) => (failed, error, timed_out),
-                    Stopped::GaveUp(failed, error) => return driver.give_up(failed, error),
-                    // The in-memory loop does not pause.
-                    Stopped::Paused(next) => {
-                        state = next;
-                        continue;
-                    }
-                    // Boxed: a wait's future would otherwise make every execution's larger.
-                    Stopped::Waiting(waiting) if M::WAITS => {
-                        match Box::pin(self.wait(&mut driver, waiting)).await {
-                            Ok(next) => {
-                                state = next;
-                                continue;
-                            }
-                            Err(failure) => failure,
+/// An execution, as the future `run` returns. (An `async` block rather than an `async fn`:
+/// rustc keeps an `async fn`'s arguments in its future twice, and every execution's
+/// future is moved when it starts.)
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn drive<'a, M, H, X>(
+    host: &'a X,
+    id: ExecutionId,
+    mut state: M,
+) -> impl Future<Output = Outcome<M>> + Send + 'a
+where
+    M: Dispatch<H> + Clone,
+    H: Sync + 'a,
+    X: Host<M, H>,
+{
+    async move {
+        let def = M::DEFINITION;
+        let deadline = Deadline::new(host.has_timeouts());
+        let mut driver = Driver {
+            kept: None,
+            id,
+            step: 0,
+            attempt: 1,
+            watched: host.has_timeouts() || cfg!(feature = "tracing"),
+            copying: false,
+            checks: 0,
+            index: 0,
+            policies: host.policies(),
+            cold: None,
+            // Only a machine that waits has tokens; the driver forgets them when it goes.
+            waits: if M::WAITS { host.waits() } else { None },
+            // Built in place: a local moved into the driver would keep a slot of its own
+            // in the future.
+            rec: Recorder::new(id, host.recording(), def),
+            deadline: &deadline,
+        };
+        driver.watched |= driver.rec.is_active();
+        let at = driver.rec.stamp();
+        driver.rec.event(at, || EventKind::ExecutionStarted {
+            state: state.state_name(),
+        });
+        let mut jitter = JitterSource::for_execution(host.jitter_seed(), id);
+        loop {
+            // The generated loop runs step after step until a terminal state or a failure.
+            let stop = Guard::new(state.run::<Cloned>(host.steps(), &mut driver), &deadline).await;
+            deadline.disarm();
+            let verdict = deadline.take_verdict();
+            let (failed, error, timed_out) = match stopped(stop, verdict, &mut driver) {
+                Stopped::Ended(end) => return driver.finish(end),
+                Stopped::Failed(failed, error, timed_out) => (failed, error, timed_out),
+                Stopped::GaveUp(failed, error) => return driver.give_up(failed, error),
+                // The in-memory loop does not pause.
+                Stopped::Paused(next) => {
+                    state = next;
+                    continue;
+                }
+                // Boxed: a wait's future would otherwise make every execution's larger.
+                Stopped::Waiting(waiting) if M::WAITS && driver.waits.is_some() => {
+                    let waits = driver.waits.unwrap_or_else(|| unreachable!());
+                    let policies = host.policies();
+                    match Box::pin(wait(policies, waits, &mut driver, waiting)).await {
+                        Ok(next) => {
+                            state = next;
+                            continue;
                         }
+                        Err(failure) => failure,
                     }
-                    // Only the loop of a machine that waits stops to wait.
-                    Stopped::Waiting(waiting) => {
-                        let error =
-                            StepError::fatal("wait", "a machine without waits stopped to wait");
-                        (waiting, error, None)
-                    }
-                };
-                if let Some(secret) = driver.take_handed_out() {
-                    // The step failed after handing out its token: the token is of no more use.
-                    self.waits.close(secret, crate::TokenError::Stale);
                 }
-                match inner.after_failure(&mut driver, failed, error, timed_out, &mut jitter) {
-                    AfterFailure::Retry(failed, delay) => {
-                        // Boxed, like the guard's: it would otherwise make every execution's
-                        // future larger, and futures are moved.
-                        Box::pin(tokio::time::sleep(delay)).await;
-                        state = failed;
-                    }
-                    AfterFailure::Routed(next) => state = next,
-                    AfterFailure::Errored(failed, error) => return driver.give_up(failed, error),
+                // Only the loop of a machine that waits stops to wait.
+                Stopped::Waiting(waiting) => {
+                    let error = StepError::fatal("wait", "a machine without waits stopped to wait");
+                    (waiting, error, None)
                 }
+            };
+            if let (Some(secret), Some(waits)) = (driver.take_handed_out(), driver.waits) {
+                // The step failed after handing out its token: the token is of no more use.
+                waits.close(secret, crate::TokenError::Stale);
+            }
+            match after_failure(
+                host.steps(),
+                &mut driver,
+                failed,
+                error,
+                timed_out,
+                &mut jitter,
+            ) {
+                AfterFailure::Retry(failed, delay) => {
+                    // Boxed, like the guard's: it would otherwise make every execution's
+                    // future larger, and futures are moved.
+                    Box::pin(tokio::time::sleep(delay)).await;
+                    state = failed;
+                }
+                AfterFailure::Routed(next) => state = next,
+                AfterFailure::Errored(failed, error) => return driver.give_up(failed, error),
             }
         }
     }
@@ -601,143 +645,136 @@ pub(crate) enum AfterFailure<M> {
     Errored(M, StepError),
 }
 
-impl<H> Core<H> {
-    /// What the loop's stop means. A panic in an observer goes on unwinding, as it would
-    /// without the executor.
-    #[inline]
-    pub(crate) fn stopped<M: crate::Fsm>(
-        &self,
-        stop: Stop<Result<M, StepError>>,
-        verdict: Verdict,
-        driver: &mut Driver<'_, M>,
-    ) -> Stopped<M> {
-        // The loop kept the state before each step began: a failure comes with it.
-        match (stop, driver.kept.take()) {
-            (Stop::Done(Ok(end)), _) => Stopped::Ended(end),
-            (Stop::Done(Err(_)), Some(next))
-                if verdict == Verdict::Halted && driver.take_paused() =>
-            {
-                Stopped::Paused(next)
-            }
-            (Stop::Done(Err(_)), Some(waiting)) if verdict == Verdict::Waiting => {
-                Stopped::Waiting(waiting)
-            }
-            // The step had not begun: the history is full, or the state could not be
-            // copied. Neither is the step's failure to retry or route.
-            (Stop::Done(Err(error)), Some(failed)) if verdict == Verdict::Halted => {
-                let error = if driver.step == u32::MAX {
-                    let message = "the execution has used every step number of its keys";
-                    StepError::fatal(StepError::STEP_LIMIT, message)
-                } else {
-                    error
-                };
-                Stopped::GaveUp(failed, error)
-            }
-            (Stop::Panicked(payload), Some(failed)) if driver.copying => {
-                let message = format!(
-                    "the machine's `Clone` panicked while copying `{}` before its step: {}",
-                    failed.state_name(),
-                    panic_text(&*payload)
-                );
-                Stopped::GaveUp(failed, StepError::fatal(StepError::PANIC, message))
-            }
-            (Stop::Done(Err(_)), Some(failed)) if verdict == Verdict::Late => {
-                let (error, limit) = self.timed_out(&failed, "returned after its limit of");
-                Stopped::Failed(failed, error, Some(limit))
-            }
-            (Stop::Done(Err(error)), Some(failed)) => Stopped::Failed(failed, error, None),
-            (Stop::Panicked(payload), Some(failed)) if !driver.rec.in_observer() => {
-                let message = format!("step panicked: {}", panic_text(&*payload));
-                Stopped::Failed(failed, StepError::fatal(StepError::PANIC, message), None)
-            }
-            (Stop::Panicked(payload), _) => std::panic::resume_unwind(payload),
-            (Stop::TimedOut, Some(failed)) => {
-                let (error, limit) = self.timed_out(&failed, "ran past");
-                Stopped::Failed(failed, error, Some(limit))
-            }
-            (Stop::Done(Err(_)) | Stop::TimedOut, None) => {
-                unreachable!("the generated loop stopped outside a step")
-            }
+/// What the loop's stop means. A panic in an observer goes on unwinding, as it would
+/// without the executor.
+#[inline]
+pub(crate) fn stopped<M: crate::Fsm>(
+    stop: Stop<Result<M, StepError>>,
+    verdict: Verdict,
+    driver: &mut Driver<'_, M>,
+) -> Stopped<M> {
+    // The loop kept the state before each step began: a failure comes with it.
+    match (stop, driver.kept.take()) {
+        (Stop::Done(Ok(end)), _) => Stopped::Ended(end),
+        (Stop::Done(Err(_)), Some(next)) if verdict == Verdict::Halted && driver.take_paused() => {
+            Stopped::Paused(next)
+        }
+        (Stop::Done(Err(_)), Some(waiting)) if verdict == Verdict::Waiting => {
+            Stopped::Waiting(waiting)
+        }
+        // The step had not begun: the history is full, or the state could not be
+        // copied. Neither is the step's failure to retry or route.
+        (Stop::Done(Err(error)), Some(failed)) if verdict == Verdict::Halted => {
+            let error = if driver.step == u32::MAX {
+                let message = "the execution has used every step number of its keys";
+                StepError::fatal(StepError::STEP_LIMIT, message)
+            } else {
+                error
+            };
+            Stopped::GaveUp(failed, error)
+        }
+        (Stop::Panicked(payload), Some(failed)) if driver.copying => {
+            let message = format!(
+                "the machine's `Clone` panicked while copying `{}` before its step: {}",
+                failed.state_name(),
+                panic_text(&*payload)
+            );
+            Stopped::GaveUp(failed, StepError::fatal(StepError::PANIC, message))
+        }
+        (Stop::Done(Err(_)), Some(failed)) if verdict == Verdict::Late => {
+            let (error, limit) = timed_out(driver.policies, &failed, "returned after its limit of");
+            Stopped::Failed(failed, error, Some(limit))
+        }
+        (Stop::Done(Err(error)), Some(failed)) => Stopped::Failed(failed, error, None),
+        (Stop::Panicked(payload), Some(failed)) if !driver.rec.in_observer() => {
+            let message = format!("step panicked: {}", panic_text(&*payload));
+            Stopped::Failed(failed, StepError::fatal(StepError::PANIC, message), None)
+        }
+        (Stop::Panicked(payload), _) => std::panic::resume_unwind(payload),
+        (Stop::TimedOut, Some(failed)) => {
+            let (error, limit) = timed_out(driver.policies, &failed, "ran past");
+            Stopped::Failed(failed, error, Some(limit))
+        }
+        (Stop::Done(Err(_)) | Stop::TimedOut, None) => {
+            unreachable!("the generated loop stopped outside a step")
         }
     }
+}
 
-    /// Records a failed attempt of `failed`'s step and decides what follows: a retry, an
-    /// error route, or the end. (Out of line: the path without failures stays small.)
-    #[inline(never)]
-    pub(crate) fn after_failure<M: Dispatch<H> + Clone>(
-        &self,
-        driver: &mut Driver<'_, M>,
-        failed: M,
-        error: StepError,
-        timed_out: Option<Duration>,
-        jitter: &mut JitterSource,
-    ) -> AfterFailure<M> {
-        let def = M::DEFINITION;
-        let (index, attempt) = (failed.state_index(), driver.attempt);
-        let name = def.states[index].name;
-        let policy = &self.policies[index];
-        let rec = &mut driver.rec;
-        let ended = rec.stamp();
-        let duration = rec.attempt_duration(ended);
-        // `timed_out` is the guard's own verdict: a step may return an error of kind
-        // `timeout` itself, which is a failure like any other.
-        match timed_out {
-            Some(timeout) => rec.event(ended, || EventKind::StepTimedOut {
-                state: name,
-                attempt,
-                timeout,
-            }),
-            None => rec.event(ended, || EventKind::StepFailed {
-                state: name,
-                attempt,
-                duration,
-                error: error.clone(),
-            }),
+/// Records a failed attempt of `failed`'s step and decides what follows: a retry, an
+/// error route, or the end. (Out of line: the path without failures stays small.)
+#[inline(never)]
+pub(crate) fn after_failure<M: Dispatch<H> + Clone, H>(
+    steps: &H,
+    driver: &mut Driver<'_, M>,
+    failed: M,
+    error: StepError,
+    timed_out: Option<Duration>,
+    jitter: &mut JitterSource,
+) -> AfterFailure<M> {
+    let def = M::DEFINITION;
+    let (index, attempt) = (failed.state_index(), driver.attempt);
+    let name = def.states[index].name;
+    let policy = &driver.policies[index];
+    let rec = &mut driver.rec;
+    let ended = rec.stamp();
+    let duration = rec.attempt_duration(ended);
+    // `timed_out` is the guard's own verdict: a step may return an error of kind
+    // `timeout` itself, which is a failure like any other.
+    match timed_out {
+        Some(timeout) => rec.event(ended, || EventKind::StepTimedOut {
+            state: name,
+            attempt,
+            timeout,
+        }),
+        None => rec.event(ended, || EventKind::StepFailed {
+            state: name,
+            attempt,
+            duration,
+            error: error.clone(),
+        }),
+    }
+    if error.is_retryable() && attempt <= policy.retry.max_attempts {
+        if rec.is_full() {
+            return AfterFailure::Errored(failed, history_full());
         }
-        if error.is_retryable() && attempt <= policy.retry.max_attempts {
-            if rec.is_full() {
-                return AfterFailure::Errored(failed, history_full());
-            }
-            let delay = policy.retry.delay(attempt, jitter.next_unit());
-            driver.attempt += 1;
-            rec.event(ended, || EventKind::RetryScheduled {
-                state: name,
-                attempt: attempt + 1,
-                delay,
-            });
-            return AfterFailure::Retry(failed, delay);
-        }
-        let routed = if policy.has_catch {
-            // The route's handler is the user's code too, and so is the machine's `Clone`
-            // (a copy of the state goes to the route, the state stays for the outcome): a
-            // panic in either fails this execution, not the executor.
-            let panicked = |payload: Box<dyn std::any::Any + Send>, what: &str| {
-                let message = format!("{what} panicked: {}", panic_text(&*payload));
-                StepError::fatal(StepError::PANIC, message)
-            };
-            match catch_unwind(AssertUnwindSafe(|| failed.clone())) {
-                Ok(input) => {
-                    match catch_unwind(AssertUnwindSafe(|| input.recover(&self.steps, &error))) {
-                        Ok(Ok(next)) => Ok(next),
-                        Ok(Err(_)) => Err(error),
-                        Err(payload) => Err(panicked(payload, "error route")),
-                    }
-                }
-                Err(payload) => Err(panicked(payload, "the machine's `Clone`")),
-            }
-        } else {
-            Err(error)
+        let delay = policy.retry.delay(attempt, jitter.next_unit());
+        driver.attempt += 1;
+        rec.event(ended, || EventKind::RetryScheduled {
+            state: name,
+            attempt: attempt + 1,
+            delay,
+        });
+        return AfterFailure::Retry(failed, delay);
+    }
+    let routed = if policy.has_catch {
+        // The route's handler is the user's code too, and so is the machine's `Clone`
+        // (a copy of the state goes to the route, the state stays for the outcome): a
+        // panic in either fails this execution, not the executor.
+        let panicked = |payload: Box<dyn std::any::Any + Send>, what: &str| {
+            let message = format!("{what} panicked: {}", panic_text(&*payload));
+            StepError::fatal(StepError::PANIC, message)
         };
-        match routed {
-            Ok((next, t)) => {
-                let at = rec.stamp();
-                rec.transition(at, t);
-                driver.step = driver.step.saturating_add(1);
-                driver.attempt = 1;
-                AfterFailure::Routed(next)
-            }
-            Err(error) => AfterFailure::Errored(failed, error),
+        match catch_unwind(AssertUnwindSafe(|| failed.clone())) {
+            Ok(input) => match catch_unwind(AssertUnwindSafe(|| input.recover(steps, &error))) {
+                Ok(Ok(next)) => Ok(next),
+                Ok(Err(_)) => Err(error),
+                Err(payload) => Err(panicked(payload, "error route")),
+            },
+            Err(payload) => Err(panicked(payload, "the machine's `Clone`")),
         }
+    } else {
+        Err(error)
+    };
+    match routed {
+        Ok((next, t)) => {
+            let at = rec.stamp();
+            rec.transition(at, t);
+            driver.step = driver.step.saturating_add(1);
+            driver.attempt = 1;
+            AfterFailure::Routed(next)
+        }
+        Err(error) => AfterFailure::Errored(failed, error),
     }
 }
 

@@ -148,6 +148,79 @@ pub enum EventKind {
         /// Who cancelled it.
         by: Option<String>,
     },
+    /// A fanning-out state's step started its branches (Step Functions'
+    /// `ParallelStateStarted`, `MapStateStarted`): `branches` executions of their own.
+    FanOutStarted {
+        /// The fanning-out state.
+        state: &'static str,
+        /// How many branches, or items.
+        branches: u32,
+    },
+    /// A branch of a Parallel state began (`ParallelBranchStarted`), as an execution of its
+    /// own. (A Map's items are not recorded one by one unless they fail.)
+    BranchStarted {
+        /// The fanning-out state.
+        state: &'static str,
+        /// The branch's name (`"item"` for a Map's items).
+        branch: &'static str,
+        /// The branch's position among the branches, or the item's among the items, from 0.
+        position: u32,
+        /// The branch's execution.
+        execution: crate::ExecutionId,
+    },
+    /// A branch, or an item, ended (`MapIterationFailed`...): in a terminal state of its
+    /// machine, or errored with `error`.
+    BranchEnded {
+        /// The fanning-out state.
+        state: &'static str,
+        /// The branch's name (`"item"` for a Map's items).
+        branch: &'static str,
+        /// The branch's or item's position, from 0.
+        position: u32,
+        /// The branch's execution.
+        execution: crate::ExecutionId,
+        /// The state of the branch's machine it ended in.
+        end: &'static str,
+        /// Whether it succeeded.
+        succeeded: bool,
+        /// The error it ended with, if a step failed for good.
+        error: Option<StepError>,
+    },
+    /// A branch still running was cancelled: another failed and failed the state.
+    BranchCancelled {
+        /// The fanning-out state.
+        state: &'static str,
+        /// The branch's name.
+        branch: &'static str,
+        /// The branch's or item's position, from 0.
+        position: u32,
+        /// The branch's execution.
+        execution: crate::ExecutionId,
+    },
+    /// A branch that had succeeded was compensated, because the state failed; `error` when
+    /// its compensation failed.
+    BranchCompensated {
+        /// The fanning-out state.
+        state: &'static str,
+        /// The branch's name.
+        branch: &'static str,
+        /// The branch's or item's position, from 0.
+        position: u32,
+        /// The branch's execution.
+        execution: crate::ExecutionId,
+        /// Why the compensation failed, if it did.
+        error: Option<StepError>,
+    },
+    /// Every branch ended and the join ran (Step Functions' `ParallelStateSucceeded`,
+    /// `MapStateSucceeded`).
+    FanOutJoined {
+        /// The fanning-out state.
+        state: &'static str,
+        /// How many branches or items succeeded.
+        succeeded: u32,
+        /// How many failed (only a Map that tolerates failures joins with some).
+        failed: u32,
+    },
     /// The execution ended in a terminal state of kind success.
     ExecutionSucceeded {
         /// The terminal state.
@@ -233,6 +306,15 @@ impl EventKind {
             EventKind::ExecutionCancelled { .. } => "execution cancelled",
             EventKind::ExecutionSucceeded { .. } => "execution succeeded",
             EventKind::ExecutionFailed { .. } => "execution failed",
+            EventKind::FanOutStarted { .. } => "fan-out started",
+            EventKind::BranchStarted { .. } => "branch started",
+            EventKind::BranchEnded {
+                succeeded: true, ..
+            } => "branch succeeded",
+            EventKind::BranchEnded { .. } => "branch failed",
+            EventKind::BranchCancelled { .. } => "branch cancelled",
+            EventKind::BranchCompensated { .. } => "branch compensated",
+            EventKind::FanOutJoined { .. } => "fan-out joined",
         }
     }
 
@@ -252,7 +334,13 @@ impl EventKind {
             | EventKind::WaitFailed { state, .. }
             | EventKind::ExecutionRedriven { state, .. }
             | EventKind::ExecutionCancelled { state, .. }
-            | EventKind::ExecutionFailed { state, .. } => state,
+            | EventKind::ExecutionFailed { state, .. }
+            | EventKind::FanOutStarted { state, .. }
+            | EventKind::BranchStarted { state, .. }
+            | EventKind::BranchEnded { state, .. }
+            | EventKind::BranchCancelled { state, .. }
+            | EventKind::BranchCompensated { state, .. }
+            | EventKind::FanOutJoined { state, .. } => state,
             EventKind::Transition { from, .. } => from,
         }
     }
@@ -337,6 +425,49 @@ impl EventKind {
                 write!(f, "after {attempts} attempt(s): {error}")
             }
             EventKind::ExecutionFailed { error: None, .. } => write!(f, "ended in a failure state"),
+            EventKind::FanOutStarted { branches, .. } => write!(f, "{branches} branch(es)"),
+            EventKind::BranchStarted {
+                branch,
+                position,
+                execution,
+                ..
+            }
+            | EventKind::BranchCancelled {
+                branch,
+                position,
+                execution,
+                ..
+            } => write!(f, "{branch} #{position}, execution {execution}"),
+            EventKind::BranchEnded {
+                branch,
+                position,
+                execution,
+                end,
+                error,
+                ..
+            } => {
+                write!(f, "{branch} #{position}, execution {execution}, in {end}")?;
+                match error {
+                    Some(error) => write!(f, ": {error}"),
+                    None => Ok(()),
+                }
+            }
+            EventKind::BranchCompensated {
+                branch,
+                position,
+                execution,
+                error,
+                ..
+            } => {
+                write!(f, "{branch} #{position}, execution {execution}")?;
+                match error {
+                    Some(error) => write!(f, ": compensation failed: {error}"),
+                    None => Ok(()),
+                }
+            }
+            EventKind::FanOutJoined {
+                succeeded, failed, ..
+            } => write!(f, "{succeeded} succeeded, {failed} failed"),
         }
     }
 }

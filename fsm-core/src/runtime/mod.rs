@@ -19,6 +19,8 @@ pub(crate) mod driver;
 #[cfg(feature = "runtime")]
 pub(crate) mod executor;
 #[cfg(feature = "runtime")]
+pub(crate) mod fan_out;
+#[cfg(feature = "runtime")]
 pub(crate) mod policies;
 #[cfg(feature = "runtime")]
 pub(crate) mod random;

@@ -14,3 +14,17 @@ pub(crate) struct Policy {
     pub(crate) wait_timeout: Option<Duration>,
     pub(crate) has_catch: bool,
 }
+
+/// The policies a machine's definition declares for each of its states.
+pub(crate) fn declared(def: &crate::Definition) -> Vec<Policy> {
+    def.states
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Policy {
+            retry: s.retry.unwrap_or(RetryPolicy::NONE),
+            timeout: s.timeout,
+            wait_timeout: s.wait.and_then(|w| w.timeout),
+            has_catch: def.transitions.iter().any(|t| t.catch && t.from == i),
+        })
+        .collect()
+}

@@ -123,6 +123,22 @@ impl<'a> Recorder<'a> {
         }
     }
 
+    /// What this recorder records: what the branches of a fan-out record too.
+    pub(crate) fn recording(&self) -> Recording<'a> {
+        match &self.active {
+            Some(a) => Recording {
+                history: a.history.is_some(),
+                observer: a.observer,
+                limit: a.limit,
+            },
+            None => Recording {
+                history: false,
+                observer: None,
+                limit: usize::MAX,
+            },
+        }
+    }
+
     /// Whether anything is recorded or observed.
     #[inline]
     pub(crate) fn is_active(&self) -> bool {

@@ -32,6 +32,22 @@ impl ExecutionId {
     pub const fn as_u128(self) -> u128 {
         (self.high as u128) << 64 | self.low as u128
     }
+
+    /// The id of branch `position` of the fan-out at step `step` of this execution: the
+    /// same every time it is asked (a durable parent resumed after a crash finds its
+    /// branches again), with this id's time, and 74 bits that hash the three together.
+    pub fn branch(self, step: u32, position: u32) -> ExecutionId {
+        let mix = |mut z: u64| {
+            // SplitMix64's finaliser.
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let a = mix(self.low ^ mix(self.high ^ (u64::from(step) << 32 | u64::from(position))));
+        let b = mix(a ^ self.high);
+        let high = self.high & !0xfff | (b & 0xfff);
+        ExecutionId::from_u128(id_from(high, a))
+    }
 }
 
 impl fmt::Debug for ExecutionId {
@@ -256,6 +272,9 @@ impl StepError {
     /// Kind of the error an execution ends with when it has used every step number of its
     /// idempotency keys (`u32::MAX` steps); not retried, not routed.
     pub const STEP_LIMIT: &'static str = "step_limit";
+    /// The kind of the error of a fanning-out state whose branch (or too many of whose
+    /// items) failed: not retried; route it with `catch(branch_failed => State)`.
+    pub const BRANCH_FAILED: &'static str = "branch_failed";
 
     /// An error that may go away: the step is retried if its policy allows.
     pub fn retryable(kind: impl Into<Cow<'static, str>>, message: impl fmt::Display) -> Self {

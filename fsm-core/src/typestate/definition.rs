@@ -37,6 +37,84 @@ pub struct StateInfo {
     /// Whether the state waits for the outside world (`#[fsm(wait)]`): its step hands out a
     /// task token, and the execution goes on when the token is completed or failed.
     pub wait: Option<WaitPolicy>,
+    /// Whether the state fans out (`#[fsm(parallel(...))]` or `#[fsm(map(...))]`): its step
+    /// starts branches, each an execution of a machine of its own, and its join leaves the
+    /// state once every branch has ended.
+    pub fan_out: Option<&'static FanOut>,
+}
+
+/// How a state fans out: the machines its branches run, and how they are joined.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FanOut {
+    /// A fixed set of branches, or one branch per item.
+    pub kind: FanOutKind,
+    /// The branches as declared: for a Parallel state each branch's name and machine, in
+    /// order; for a Map state one entry, the machine each item runs (named `"item"`).
+    pub branches: &'static [Branch],
+    /// Whether a branch that had succeeded is compensated when the state fails
+    /// (`compensate`): its compensation step runs before the state's error routes apply.
+    pub compensate: bool,
+}
+
+/// The two ways a state fans out, as Amazon States Language's `Parallel` and `Map`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FanOutKind {
+    /// Every branch runs, at once; one that fails fails the state.
+    Parallel,
+    /// One branch per item the state's step returns.
+    Map {
+        /// How many items run at once; `0` means no limit (ASL's `MaxConcurrency`).
+        max_concurrency: u32,
+        /// How many items may fail without failing the state (ASL's
+        /// `ToleratedFailureCount`), if set.
+        tolerated_failures: Option<u32>,
+        /// What percentage of the items may fail without failing the state (ASL's
+        /// `ToleratedFailurePercentage`), if set. With both set, the state fails when
+        /// either is exceeded; with neither, at the first failure.
+        tolerated_percent: Option<u8>,
+    },
+}
+
+impl FanOutKind {
+    /// Whether `failed` failures out of `total` items are more than a Map tolerates
+    /// (any failure, for a Parallel state).
+    pub fn too_many_failures(&self, failed: usize, total: usize) -> bool {
+        match *self {
+            FanOutKind::Parallel => failed > 0,
+            FanOutKind::Map {
+                tolerated_failures,
+                tolerated_percent,
+                ..
+            } => {
+                if tolerated_failures.is_none() && tolerated_percent.is_none() {
+                    return failed > 0;
+                }
+                let over_count = tolerated_failures.is_some_and(|n| failed > n as usize);
+                let over_percent =
+                    tolerated_percent.is_some_and(|p| failed * 100 > usize::from(p) * total);
+                over_count || over_percent
+            }
+        }
+    }
+
+    /// Whether the join sees failed items (a Map that tolerates some).
+    pub fn tolerates(&self) -> bool {
+        matches!(
+            self,
+            FanOutKind::Map { tolerated_failures, tolerated_percent, .. }
+                if tolerated_failures.is_some() || tolerated_percent.is_some()
+        )
+    }
+}
+
+/// One branch of a [`FanOut`]: its name and the machine it runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Branch {
+    /// The branch's name as declared (`parallel(customer = Notify, ...)`), `"item"` for a
+    /// Map's items.
+    pub name: &'static str,
+    /// The machine the branch runs.
+    pub definition: &'static Definition,
 }
 
 /// How a waiting state waits (`#[fsm(wait(timeout_ms = ...))]`).
@@ -126,6 +204,15 @@ impl Definition {
             h.text(s.name);
             h.byte(s.kind as u8);
             h.byte(u8::from(s.wait.is_some()));
+            if let Some(fan) = s.fan_out {
+                // The branches' machines, by name and fingerprint: a branch whose graph
+                // changed changes what a stored execution's fan-out means.
+                h.byte(matches!(fan.kind, FanOutKind::Map { .. }) as u8 + 1);
+                for b in fan.branches {
+                    h.text(b.name);
+                    h.text(&b.definition.fingerprint());
+                }
+            }
         }
         h.word(self.initial as u64);
         for t in self.transitions {

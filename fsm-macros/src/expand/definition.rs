@@ -32,7 +32,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
             Some(_) => ("Success", "success"),
         };
         let name = lit(&names::unraw(s.ident));
-        if s.retry.is_none() && s.timeout_ms.is_none() && s.wait.is_none() {
+        if s.retry.is_none() && s.timeout_ms.is_none() && s.wait.is_none() && s.fan_out.is_none() {
             // Most states: a call of a few tokens.
             src.write(format_args!("{k}::__private::{plain}({name}),"));
             continue;
@@ -59,8 +59,49 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
             let timeout = w.timeout_ms.map_or(NONE.to_owned(), duration);
             format!("{some}({k}::WaitPolicy {{ timeout: {timeout} }})")
         });
+        let fan_out = match &s.fan_out {
+            None => NONE.to_owned(),
+            Some(f) => {
+                let i = src
+                    .m
+                    .states
+                    .iter()
+                    .position(|t| std::ptr::eq(t, s))
+                    .unwrap_or(0);
+                let fan_kind = match &f.map {
+                    None => format!("{k}::FanOutKind::Parallel"),
+                    Some(map) => {
+                        let opt =
+                            |v: Option<u64>| v.map_or(NONE.to_owned(), |n| format!("{some}({n})"));
+                        format!(
+                            "{k}::FanOutKind::Map {{ max_concurrency: {}, tolerated_failures: {}, tolerated_percent: {} }}",
+                            map.max_concurrency,
+                            opt(map.tolerated_failures),
+                            opt(map.tolerated_percent)
+                        )
+                    }
+                };
+                let branches: Vec<String> = f
+                    .branches
+                    .iter()
+                    .enumerate()
+                    .map(|(j, (name, _))| {
+                        format!(
+                            "{k}::Branch {{ name: {}, definition: <{} as {k}::Fsm>::DEFINITION }}",
+                            lit(&names::unraw(name)),
+                            src.branch_type(i, j)
+                        )
+                    })
+                    .collect();
+                format!(
+                    "{some}(&{k}::FanOut {{ kind: {fan_kind}, branches: &[{}], compensate: {} }})",
+                    branches.join(", "),
+                    f.compensate
+                )
+            }
+        };
         src.write(format_args!(
-            "{k}::StateInfo {{ name: {name}, kind: {k}::StateKind::{kind}, retry: {retry}, timeout: {timeout}, wait: {wait} }},"
+            "{k}::StateInfo {{ name: {name}, kind: {k}::StateKind::{kind}, retry: {retry}, timeout: {timeout}, wait: {wait}, fan_out: {fan_out} }},"
         ));
     }
     src.write(format_args!("], initial: {}, transitions: &[", g.initial));
@@ -84,4 +125,46 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
         src.write(format_args!("__Enum::{s} {{ .. }} => {i},"));
     }
     src.push("} } }");
+}
+
+/// For each branch of a fanning-out state, spanned on the machine the user named: that it is
+/// a machine, and one that does not wait for task tokens (a branch runs inside its parent's
+/// step, where no one could answer them).
+pub(super) fn fan_out_checks(src: &Src) -> proc_macro2::TokenStream {
+    let k = &src.m.krate;
+    let mut out = proc_macro2::TokenStream::new();
+    for (i, s) in src.m.states.iter().enumerate() {
+        let Some(f) = &s.fan_out else { continue };
+        for (j, (name, path)) in f.branches.iter().enumerate() {
+            let message = format!(
+                "branch `{}` of state `{}` runs a machine with a waiting state (`#[fsm(wait)]`): a branch cannot wait for a task token; wait in the parent machine instead",
+                names::unraw(name),
+                names::unraw(s.ident)
+            );
+            let ty: proc_macro2::TokenStream = src.branch_type(i, j).parse().unwrap_or_default();
+            let span = syn::spanned::Spanned::span(path);
+            let ty = respan(ty, span);
+            out.extend(quote::quote_spanned! {span=>
+                const _: () = ::core::assert!(!<#ty as #k::Fsm>::WAITS, #message);
+            });
+        }
+    }
+    out
+}
+
+/// `tokens` with every token spanned at `span` (generated text carries no span of its own).
+fn respan(tokens: proc_macro2::TokenStream, span: proc_macro2::Span) -> proc_macro2::TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tt| {
+            if let proc_macro2::TokenTree::Group(g) = &tt {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                tt = proc_macro2::TokenTree::Group(group);
+            } else {
+                tt.set_span(span);
+            }
+            tt
+        })
+        .collect()
 }

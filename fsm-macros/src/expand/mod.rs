@@ -95,6 +95,19 @@ impl Src<'_> {
     pub(super) fn state(&self, i: usize) -> String {
         self.names[i].clone()
     }
+
+    /// The machine of branch `j` of state `i`, as `typestate` reaches it.
+    pub(super) fn branch_type(&self, i: usize, j: usize) -> String {
+        let s = &self.m.states[i];
+        let Some((_, path)) = s.fan_out.as_ref().and_then(|f| f.branches.get(j)) else {
+            return "()".to_owned();
+        };
+        if states::branch_needs_alias(self.m, path) {
+            format!("super::super::{}", states::branch_alias(self.m, s, j))
+        } else {
+            quote!(#path).to_string()
+        }
+    }
 }
 
 /// A string as a Rust string literal.
@@ -116,6 +129,7 @@ fn expand(m: &Machine, g: &Graph, lex: &dyn Fn(&str) -> Option<TokenStream>) -> 
     states::write(&mut src, g);
     let spanned = events::write(&mut src, g);
     definition::write(&mut src, g);
+    let fan_checks = definition::fan_out_checks(&src);
     #[cfg(feature = "steps")]
     steps::write(&mut src, g);
     let (Some(body), Some(outer)) = (lex(&src.out), lex(&src.outer)) else {
@@ -127,7 +141,7 @@ fn expand(m: &Machine, g: &Graph, lex: &dyn Fn(&str) -> Option<TokenStream>) -> 
     let errors = events::error_module(m);
     let structs = quote! { #structs_tokens #outer #errors };
     let exports = exports(m);
-    module(m, structs, exports, quote! { #spanned #body })
+    module(m, structs, exports, quote! { #spanned #fan_checks #body })
 }
 
 /// The items of `typestate` that the machine's module re-exports.

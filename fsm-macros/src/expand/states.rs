@@ -186,6 +186,18 @@ pub(super) fn field_aliases(m: &Machine) -> TokenStream {
     let enum_ident = m.ident;
     let mut out = TokenStream::new();
     for s in &m.states {
+        for (j, (_, path)) in s.fan_out.iter().flat_map(|f| f.branches.iter()).enumerate() {
+            if branch_needs_alias(m, path) {
+                let alias = branch_alias(m, s, j);
+                out.extend(quote! {
+                    #[doc(hidden)]
+                    #[allow(non_camel_case_types)]
+                    type #alias = #path;
+                });
+            }
+        }
+    }
+    for s in &m.states {
         for (i, f) in s.fields.iter().enumerate() {
             if needs_alias(m, f.ty.to_token_stream()) {
                 let alias = alias_ident(m, s, i);
@@ -199,6 +211,19 @@ pub(super) fn field_aliases(m: &Machine) -> TokenStream {
         }
     }
     out
+}
+
+/// Whether the machine of a state's branch is reached through an alias declared next to the
+/// enum: a path that means something else inside the generated module (`self::`, `super::`,
+/// a name of one of the module's items).
+pub(super) fn branch_needs_alias(m: &Machine, path: &syn::Path) -> bool {
+    let first = path.segments.first().map(|s| s.ident.to_string());
+    matches!(first.as_deref(), Some("self" | "super" | "Self"))
+        || needs_alias(m, path.to_token_stream())
+}
+
+pub(super) fn branch_alias(m: &Machine, s: &State, j: usize) -> Ident {
+    format_ident!("__{}_{}_branch_{}", unraw(m.ident), unraw(s.ident), j)
 }
 
 fn alias_ident(m: &Machine, s: &State, i: usize) -> Ident {

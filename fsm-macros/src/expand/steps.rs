@@ -48,6 +48,10 @@ fn step_arms(src: &mut Src, g: &Graph, states: &[usize], state: &str) {
             NextType::Enum(_) => "__next.__index()".to_owned(),
             NextType::One { transition, .. } => transition.to_string(),
         };
+        if src.m.states[i].fan_out.is_some() {
+            fan_out_arm(src, i, &state_pat(&s, &pat), state, &name, &index);
+            continue;
+        }
         if src.m.states[i].wait.is_some() {
             // A waiting state's step hands out a token and returns nothing: the loop stops,
             // and the execution goes on when the token is answered.
@@ -85,6 +89,219 @@ fn step_arms(src: &mut Src, g: &Graph, states: &[usize], state: &str) {
     }
 }
 
+fn state_pat(s: &str, pat: &str) -> String {
+    format!("{s}{pat}")
+}
+
+/// The loop's arm for a fanning-out state: its step (an attempt, retried as any step) returns
+/// the branches' starting states; the branches run together to their ends
+/// (`__private::parallel`/`map`), the branches that had succeeded are compensated when the
+/// fan-out fails (if declared), and the join builds the next state from their results.
+fn fan_out_arm(src: &mut Src, i: usize, pat: &str, state: &str, name: &str, index: &str) {
+    let k = src.krate.clone();
+    let s = src.state(i);
+    let Some(fan) = src.m.states[i].fan_out.as_ref() else {
+        return;
+    };
+    let ident = src.m.states[i].ident;
+    let join = fn_name(&check::join_method(ident));
+    let (run, results, compensate) = match &fan.map {
+        None => {
+            let n = fan.branches.len();
+            let parts: Vec<String> = (0..n).map(|j| format!("__c{j}")).collect();
+            let mut compensate = String::new();
+            if fan.compensate {
+                compensate.push_str(&format!("let ({},) = __failure.ended;", parts.join(", ")));
+                for (j, (branch, _)) in fan.branches.iter().enumerate() {
+                    let method = fn_name(&check::compensate_method(ident, Some(branch)));
+                    compensate.push_str(&format!(
+                        "if let ::core::option::Option::Some(__e) = __c{j} {{\
+                           let (__id, __at) = (__e.id(), __e.position());\
+                           let __r = __steps.{method}(__e, __cx).await;\
+                           __driver.compensated({i}, __id, __at, __r);\
+                         }}"
+                    ));
+                }
+            }
+            let results: Vec<String> = (0..n).map(|j| format!("__ends.{j}")).collect();
+            (
+                format!("{k}::__private::parallel(__driver, __steps, {i}, __starts)"),
+                results.join(", "),
+                compensate,
+            )
+        }
+        Some(map) => {
+            let compensate = if fan.compensate {
+                let method = fn_name(&check::compensate_method(ident, None));
+                format!(
+                    "for __e in __failure.ended {{\
+                       let (__id, __at) = (__e.id(), __e.position());\
+                       let __r = __steps.{method}(__e, __cx).await;\
+                       __driver.compensated({i}, __id, __at, __r);\
+                     }}"
+                )
+            } else {
+                String::new()
+            };
+            let tolerates = map.tolerated_failures.is_some() || map.tolerated_percent.is_some();
+            let results = if tolerates {
+                "__ends".to_owned()
+            } else {
+                format!("{k}::__private::all_ended(__ends)")
+            };
+            (
+                format!("{k}::__private::map(__driver, __steps, {i}, __starts)"),
+                results,
+                compensate,
+            )
+        }
+    };
+    src.write(format_args!(
+        "__Enum::{s} {{ .. }} => {{\
+           {state} = __driver.keep::<__K>({state});\
+           let __Enum::{pat} = {state} else {{ continue }};\
+           let __cx = __driver.begin({i});\
+           let __m = Machine {{ state: {pat} }};\
+           let __starts = match __driver.attempt(__steps.{name}(&__m, __cx)).await {{\
+             __Result::Ok(__starts) => __starts,\
+             __Result::Err(__error) => return __Result::Err(__error),\
+           }};\
+           let __ends = match {run}.await {{\
+             __Result::Ok(__ends) => __ends,\
+             __Result::Err(__failure) => {{ {compensate} return __Result::Err(__failure.error) }}\
+           }};\
+           let __next = __steps.{join}(__m, {results});\
+           __driver.done({index});\
+           <__Enum as ::core::convert::From<_>>::from(__next)\
+         }}"
+    ));
+}
+
+/// The bounds the step loop needs of the machines a state fans out to: each runs with the
+/// same handlers.
+fn fan_out_bounds(src: &Src) -> String {
+    let k = &src.krate;
+    let mut out = String::new();
+    for (i, s) in src.m.states.iter().enumerate() {
+        for j in 0..s.fan_out.as_ref().map_or(0, |f| f.branches.len()) {
+            let ty = src.branch_type(i, j);
+            out.push_str(&format!("{ty}: {k}::Dispatch<__H> + ::core::clone::Clone,"));
+        }
+    }
+    out
+}
+
+/// The `Steps` methods of a fanning-out state: its step returns the branches' starting
+/// states, its join receives each branch's end and returns one of the state's next states,
+/// and with `compensate` one method per branch undoes what a branch that had succeeded did.
+fn fan_out_methods(src: &mut Src, i: usize, ret: &str, targets: &str) {
+    let k = src.krate.clone();
+    let s = src.state(i);
+    let Some(fan) = src.m.states[i].fan_out.as_ref() else {
+        return;
+    };
+    let ident = src.m.states[i].ident;
+    let name = step_method(src, i);
+    let join = fn_name(&check::join_method(ident));
+    let types: Vec<String> = (0..fan.branches.len())
+        .map(|j| src.branch_type(i, j))
+        .collect();
+    let branch_names: Vec<String> = fan
+        .branches
+        .iter()
+        .map(|(b, _)| crate::names::unraw(b))
+        .collect();
+    match &fan.map {
+        None => {
+            let list: Vec<String> = branch_names
+                .iter()
+                .zip(&types)
+                .map(|(b, t)| format!("`{b}` ({t})"))
+                .collect();
+            let doc = lit(&format!(
+                "The step of `{s}`, which runs branches in parallel: returns the starting state \
+                 of each branch, in order: {}. Each then runs as an execution of its own, with \
+                 these handlers; `{join}` receives their ends. Called again on a retry.",
+                list.join(", ")
+            ));
+            src.write(format_args!(
+                "#[doc = {doc}] fn {name}(&self, state: &Machine<{s}>, cx: {k}::Context) \
+                 -> impl {k}::__private::Future<Output = __Result<({},), {k}::StepError>> + ::core::marker::Send;",
+                types.join(", ")
+            ));
+            let params: Vec<String> = branch_names
+                .iter()
+                .zip(&types)
+                .map(|(b, t)| format!("{}: {k}::Ended<{t}>", fn_name(b)))
+                .collect();
+            let doc = lit(&format!(
+                "The join of `{s}`: once every branch has succeeded, builds the next state, \
+                 {targets}, from `{s}` and each branch's end."
+            ));
+            src.write(format_args!(
+                "#[doc = {doc}] fn {join}(&self, state: Machine<{s}>, {}) -> {ret};",
+                params.join(", ")
+            ));
+            if fan.compensate {
+                for ((branch, _), t) in fan.branches.iter().zip(&types) {
+                    let method = fn_name(&check::compensate_method(ident, Some(branch)));
+                    let doc = lit(&format!(
+                        "Undoes what branch `{}` of `{s}` did, when it had succeeded and another \
+                         failed the state (`compensate`).",
+                        crate::names::unraw(branch)
+                    ));
+                    src.write(format_args!(
+                        "#[doc = {doc}] fn {method}(&self, ended: {k}::Ended<{t}>, cx: {k}::Context) \
+                         -> impl {k}::__private::Future<Output = __Result<(), {k}::StepError>> + ::core::marker::Send;"
+                    ));
+                }
+            }
+        }
+        Some(map) => {
+            let t = &types[0];
+            let doc = lit(&format!(
+                "The step of `{s}`, which maps items: returns one starting state of `{t}` per \
+                 item. Each item then runs as an execution of its own, with these handlers; \
+                 `{join}` receives their ends, in order. Called again on a retry."
+            ));
+            src.write(format_args!(
+                "#[doc = {doc}] fn {name}(&self, state: &Machine<{s}>, cx: {k}::Context) \
+                 -> impl {k}::__private::Future<Output = __Result<::std::vec::Vec<{t}>, {k}::StepError>> + ::core::marker::Send;"
+            ));
+            let tolerates = map.tolerated_failures.is_some() || map.tolerated_percent.is_some();
+            let (items, what) = if tolerates {
+                (
+                    format!("{k}::Items<{t}>"),
+                    "each item's end, in order (`Err` for an item that failed, which the state tolerated)",
+                )
+            } else {
+                (
+                    format!("::std::vec::Vec<{k}::Ended<{t}>>"),
+                    "each item's end, in order",
+                )
+            };
+            let doc = lit(&format!(
+                "The join of `{s}`: once every item has ended, builds the next state, {targets}, \
+                 from `{s}` and {what}."
+            ));
+            src.write(format_args!(
+                "#[doc = {doc}] fn {join}(&self, state: Machine<{s}>, items: {items}) -> {ret};"
+            ));
+            if fan.compensate {
+                let method = fn_name(&check::compensate_method(ident, None));
+                let doc = lit(&format!(
+                    "Undoes what an item of `{s}` did, when it had succeeded and the state failed \
+                     (`compensate`)."
+                ));
+                src.write(format_args!(
+                    "#[doc = {doc}] fn {method}(&self, ended: {k}::Ended<{t}>, cx: {k}::Context) \
+                     -> impl {k}::__private::Future<Output = __Result<(), {k}::StepError>> + ::core::marker::Send;"
+                ));
+            }
+        }
+    }
+}
+
 pub(super) fn write(src: &mut Src, g: &Graph) {
     let k = src.krate.clone();
     let e = src.m.ident.to_string();
@@ -116,6 +333,10 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
             .edges_from(i)
             .map(|(_, e)| format!("`{}` (`{}`)", src.state(e.to), e.event))
             .collect();
+        if src.m.states[i].fan_out.is_some() {
+            fan_out_methods(src, i, &ret, &targets.join(" or "));
+            continue;
+        }
         if src.m.states[i].wait.is_some() {
             let doc = lit(&format!(
                 "The step of waiting state `{s}`: starts the work and hands `token` to whoever \
@@ -182,6 +403,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
         vec![&steps[..]]
     };
     let driver = format!("{k}::__private::Driver<'__b, __Enum>");
+    let bounds = fan_out_bounds(src);
     if chunks.len() > 1 {
         for (c, chunk) in chunks.iter().enumerate() {
             // Each part runs its states' steps until the state leaves the part: the top-level
@@ -189,7 +411,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
             src.write(format_args!(
                 "#[allow(unreachable_code)] async fn __step_{c}<'__b, __H: Steps, __K: {k}::__private::Keep<__Enum>>(\
                    mut __state: __Enum, __steps: &__H, __driver: &mut {driver}) \
-                 -> __Result<__Enum, {k}::StepError> {{ loop {{ __state = match __state {{"
+                 -> __Result<__Enum, {k}::StepError> where {bounds} {{ loop {{ __state = match __state {{"
             ));
             step_arms(src, g, chunk, "__state");
             src.push("_ => return __Result::Ok(__state), }; } }");
@@ -197,7 +419,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
     }
     src.write(format_args!(
         "#[automatically_derived] impl<__H: Steps> {k}::Dispatch<__H> for __Enum \
-         where for<'__a> __Enum: ::core::marker::Send {{\
+         where for<'__a> __Enum: ::core::marker::Send, {bounds} {{\
            #[allow(unreachable_code)] fn run<'__a, '__b: '__a, __K: {k}::__private::Keep<Self>>(mut self, __steps: &'__a __H, __driver: &'__a mut {driver}) \
              -> impl {k}::__private::Future<Output = __Result<Self, {k}::StepError>> + ::core::marker::Send + '__a {{\
              async move {{ loop {{ self = match self {{"

@@ -127,6 +127,44 @@ pub(crate) fn encode(event: &HistoryEvent, seq: u32) -> StoredEvent {
         EventKind::WaitStarted {
             attempt, timeout, ..
         } => json!({ "attempt": attempt, "timeout_ms": timeout.map(ms) }),
+        EventKind::FanOutStarted { branches, .. } => json!({ "branches": branches }),
+        EventKind::BranchStarted {
+            branch,
+            position,
+            execution,
+            ..
+        }
+        | EventKind::BranchCancelled {
+            branch,
+            position,
+            execution,
+            ..
+        } => json!({ "branch": branch, "position": position, "execution": execution.to_string() }),
+        EventKind::BranchEnded {
+            branch,
+            position,
+            execution,
+            end,
+            succeeded,
+            error,
+            ..
+        } => json!({
+            "branch": branch, "position": position, "execution": execution.to_string(),
+            "end": end, "succeeded": succeeded, "error": error.as_ref().map(error_json),
+        }),
+        EventKind::BranchCompensated {
+            branch,
+            position,
+            execution,
+            error,
+            ..
+        } => json!({
+            "branch": branch, "position": position, "execution": execution.to_string(),
+            "error": error.as_ref().map(error_json),
+        }),
+        EventKind::FanOutJoined {
+            succeeded, failed, ..
+        } => json!({ "succeeded": succeeded, "failed": failed }),
     };
     StoredEvent {
         seq,
@@ -166,6 +204,34 @@ pub(crate) fn decode(def: &'static Definition, row: &StoredEvent) -> Result<Hist
             .get("error")
             .and_then(error_from)
             .ok_or_else(|| bad("no error"))
+    };
+    let number = |key: &str| {
+        num(key)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| bad(&format!("no {key}")))
+    };
+    let execution = || {
+        detail
+            .get("execution")
+            .and_then(Value::as_str)
+            .and_then(|id| id.parse::<crate::ExecutionId>().ok())
+            .ok_or_else(|| bad("no branch execution"))
+    };
+    // The branch's name and machine, as the state's fan-out declares them.
+    let branch = || {
+        let fan = def.states[def.state_index(state).unwrap_or(0)]
+            .fan_out
+            .ok_or_else(|| bad(&format!("`{state}` does not fan out")))?;
+        let name = detail.get("branch").and_then(Value::as_str).unwrap_or("");
+        fan.branches
+            .iter()
+            .find(|b| b.name == name)
+            .or(match fan.kind {
+                crate::FanOutKind::Map { .. } => fan.branches.first(),
+                crate::FanOutKind::Parallel => None,
+            })
+            .map(|b| (b.name, b.definition))
+            .ok_or_else(|| bad(&format!("`{state}` has no branch `{name}`")))
     };
     let kind = match row.kind.as_str() {
         "execution started" => EventKind::ExecutionStarted { state },
@@ -251,6 +317,57 @@ pub(crate) fn decode(def: &'static Definition, row: &StoredEvent) -> Result<Hist
                 None | Some(Value::Null) => None,
                 Some(_) => Some(millis("timeout_ms")?),
             },
+        },
+        "fan-out started" => EventKind::FanOutStarted {
+            state,
+            branches: number("branches")?,
+        },
+        "branch started" => EventKind::BranchStarted {
+            state,
+            branch: branch()?.0,
+            position: number("position")?,
+            execution: execution()?,
+        },
+        "branch cancelled" => EventKind::BranchCancelled {
+            state,
+            branch: branch()?.0,
+            position: number("position")?,
+            execution: execution()?,
+        },
+        "branch succeeded" | "branch failed" => {
+            let (branch, machine) = branch()?;
+            let end = detail
+                .get("end")
+                .and_then(Value::as_str)
+                .and_then(|end| machine.state_index(end).map(|i| machine.states[i].name))
+                .ok_or_else(|| bad(&format!("no end state of `{}`", machine.name)))?;
+            EventKind::BranchEnded {
+                state,
+                branch,
+                position: number("position")?,
+                execution: execution()?,
+                end,
+                succeeded: row.kind == "branch succeeded",
+                error: match detail.get("error") {
+                    None | Some(Value::Null) => None,
+                    Some(_) => Some(error()?),
+                },
+            }
+        }
+        "branch compensated" => EventKind::BranchCompensated {
+            state,
+            branch: branch()?.0,
+            position: number("position")?,
+            execution: execution()?,
+            error: match detail.get("error") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(error()?),
+            },
+        },
+        "fan-out joined" => EventKind::FanOutJoined {
+            state,
+            succeeded: number("succeeded")?,
+            failed: number("failed")?,
         },
         other => return Err(bad(&format!("unknown event kind `{other}`"))),
     };

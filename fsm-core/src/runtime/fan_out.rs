@@ -1,0 +1,512 @@
+//! Fan-out and join: the branches of a Parallel state and the items of a Map state, each an
+//! execution of a machine of its own, run together inside their parent's step and joined
+//! by the parent's join (see `#[fsm(parallel(...))]` and `#[fsm(map(...))]`).
+//!
+//! A branch runs as the executor runs any execution (`executor::drive`: retries, timeouts,
+//! error routes, panic isolation, history), with the parent's handlers and recording and its
+//! own machine's declared policies. What the join receives proves that the branch ended:
+//! [`Ended`] is made here only, from a branch that reached a success state.
+
+use core::future::Future;
+use core::pin::Pin;
+use core::task::Poll;
+
+use crate::runtime::driver::Driver;
+use crate::runtime::executor::{drive, Host, Outcome, Status};
+use crate::runtime::policies::{declared, Policy};
+use crate::runtime::recorder::Recording;
+use crate::runtime::waits::Waits;
+use crate::{Dispatch, EventKind, ExecutionId, FanOut, FanOutKind, Fsm, History, StepError};
+
+/// A branch (or a Map's item) that ended in a success state of its machine: what a join
+/// receives. Only an ended branch gives one, so a join cannot run before every branch it
+/// names has ended.
+#[derive(Debug, Clone)]
+pub struct Ended<B> {
+    id: ExecutionId,
+    position: u32,
+    state: B,
+    history: History,
+}
+
+impl<B> Ended<B> {
+    /// The branch's execution.
+    pub fn id(&self) -> ExecutionId {
+        self.id
+    }
+
+    /// The branch's position among the state's branches, or the item's among its items,
+    /// from 0.
+    pub fn position(&self) -> u32 {
+        self.position
+    }
+
+    /// The success state the branch ended in.
+    pub fn state(&self) -> &B {
+        &self.state
+    }
+
+    /// The success state the branch ended in, by value.
+    pub fn into_state(self) -> B {
+        self.state
+    }
+
+    /// The branch's own history (empty when histories are not recorded).
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+}
+
+impl<B> core::ops::Deref for Ended<B> {
+    type Target = B;
+
+    fn deref(&self) -> &B {
+        &self.state
+    }
+}
+
+/// An item of a Map that failed, which the state tolerated (`tolerated_failures`,
+/// `tolerated_percent`): what its join receives in the item's place.
+#[derive(Debug, Clone)]
+pub struct Failed<B> {
+    /// The item's execution.
+    pub id: ExecutionId,
+    /// The item's position among the items, from 0.
+    pub position: u32,
+    /// The state it ended in: a failure state of its machine, or the state whose step
+    /// failed for good.
+    pub state: B,
+    /// The error, when a step failed for good (`None`: it ended in a failure state).
+    pub error: Option<StepError>,
+    /// The item's own history.
+    pub history: History,
+}
+
+/// How a fan-out failed: the error the state fails with, and the branches that had
+/// succeeded (to compensate). Generated code's, not public API.
+#[doc(hidden)]
+pub struct FanFailure<P> {
+    pub error: StepError,
+    pub ended: P,
+}
+
+/// A branch's run: boxed, so that a machine's future does not contain its branches' (a
+/// branch may itself fan out), and a Map's runs are a list.
+type Run<'a, B> = Pin<Box<dyn Future<Output = Outcome<B>> + Send + 'a>>;
+
+/// What runs a branch: the parent's handlers and recording, the branch machine's declared
+/// policies. Branches do not wait for tokens (the derive refuses a branch machine that
+/// does).
+struct BranchHost<'a, H> {
+    steps: &'a H,
+    policies: Box<[Policy]>,
+    has_timeouts: bool,
+    recording: Recording<'a>,
+}
+
+impl<M, H: Sync> Host<M, H> for BranchHost<'_, H> {
+    fn steps(&self) -> &H {
+        self.steps
+    }
+    fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+    fn has_timeouts(&self) -> bool {
+        self.has_timeouts
+    }
+    fn recording(&self) -> Recording<'_> {
+        self.recording
+    }
+    fn jitter_seed(&self) -> u64 {
+        // Branch ids are hashes of their parent's: jitter differs between branches anyway.
+        0
+    }
+    fn waits(&self) -> Option<&Waits<M>> {
+        None
+    }
+}
+
+/// The fan-out under way in state `index` of the parent: what each branch's events and id
+/// need.
+struct Fan {
+    state: &'static str,
+    fan: &'static FanOut,
+    parent: ExecutionId,
+    step: u32,
+}
+
+/// The fan-out of a state the derive declared as one; a plain state here is a bug in the
+/// generated code, answered with a fan-out of no branches' names.
+fn fan_out_of(def: &'static crate::Definition, index: usize) -> (&'static str, &'static FanOut) {
+    static NONE: FanOut = FanOut {
+        kind: FanOutKind::Parallel,
+        branches: &[],
+        compensate: false,
+    };
+    let state = &def.states[index];
+    (state.name, state.fan_out.unwrap_or(&NONE))
+}
+
+impl Fan {
+    fn begin<M: Fsm>(driver: &mut Driver<'_, M>, index: usize, count: usize) -> Fan {
+        let (state, fan) = fan_out_of(M::DEFINITION, index);
+        let at = driver.rec.stamp();
+        let branches = u32::try_from(count).unwrap_or(u32::MAX);
+        driver
+            .rec
+            .event(at, || EventKind::FanOutStarted { state, branches });
+        Fan {
+            state,
+            fan,
+            parent: driver.id,
+            step: driver.step,
+        }
+    }
+
+    fn name(&self, position: u32) -> &'static str {
+        match self.fan.kind {
+            FanOutKind::Parallel => self
+                .fan
+                .branches
+                .get(position as usize)
+                .map_or("branch", |b| b.name),
+            FanOutKind::Map { .. } => "item",
+        }
+    }
+
+    /// Starts branch `position` from `start`; a Parallel state's branches are recorded.
+    fn start<'a, 'd: 'a, M: Fsm, B: Dispatch<H> + Clone, H: Sync + 'a>(
+        &self,
+        driver: &mut Driver<'d, M>,
+        steps: &'a H,
+        position: u32,
+        start: B,
+    ) -> Run<'a, B> {
+        let id = self.parent.branch(self.step, position);
+        if matches!(self.fan.kind, FanOutKind::Parallel) {
+            let (state, branch) = (self.state, self.name(position));
+            let at = driver.rec.stamp();
+            driver.rec.event(at, || EventKind::BranchStarted {
+                state,
+                branch,
+                position,
+                execution: id,
+            });
+        }
+        let recording = driver.rec.recording();
+        Box::pin(async move {
+            let policies = declared(B::DEFINITION).into_boxed_slice();
+            let host = BranchHost {
+                steps,
+                has_timeouts: policies.iter().any(|p| p.timeout.is_some()),
+                policies,
+                recording,
+            };
+            drive(&host, id, start).await
+        })
+    }
+
+    /// Records how branch `position` ended (every Parallel branch; a Map's failed items).
+    fn ended<M: Fsm, B: Fsm>(
+        &self,
+        driver: &mut Driver<'_, M>,
+        position: u32,
+        outcome: Outcome<B>,
+    ) -> Result<Ended<B>, Failed<B>> {
+        let (id, end) = (outcome.id, outcome.state.state_name());
+        let ended = match outcome.status {
+            Status::Succeeded => Ok(Ended {
+                id,
+                position,
+                state: outcome.state,
+                history: outcome.history,
+            }),
+            Status::Failed => Err(Failed {
+                id,
+                position,
+                state: outcome.state,
+                error: None,
+                history: outcome.history,
+            }),
+            Status::Errored { error, .. } => Err(Failed {
+                id,
+                position,
+                state: outcome.state,
+                error: Some(error),
+                history: outcome.history,
+            }),
+        };
+        if matches!(self.fan.kind, FanOutKind::Parallel) || ended.is_err() {
+            let (state, branch) = (self.state, self.name(position));
+            let error = ended.as_ref().err().and_then(|f| f.error.clone());
+            let succeeded = ended.is_ok();
+            let at = driver.rec.stamp();
+            driver.rec.event(at, || EventKind::BranchEnded {
+                state,
+                branch,
+                position,
+                execution: id,
+                end,
+                succeeded,
+                error,
+            });
+        }
+        ended
+    }
+
+    fn cancelled<M: Fsm>(&self, driver: &mut Driver<'_, M>, position: u32) {
+        let (state, branch) = (self.state, self.name(position));
+        let execution = self.parent.branch(self.step, position);
+        let at = driver.rec.stamp();
+        driver.rec.event(at, || EventKind::BranchCancelled {
+            state,
+            branch,
+            position,
+            execution,
+        });
+    }
+
+    fn joined<M: Fsm>(&self, driver: &mut Driver<'_, M>, succeeded: usize, failed: usize) {
+        let state = self.state;
+        let (succeeded, failed) = (succeeded as u32, failed as u32);
+        let at = driver.rec.stamp();
+        driver.rec.event(at, || EventKind::FanOutJoined {
+            state,
+            succeeded,
+            failed,
+        });
+    }
+
+    /// The error of the state when `failure` failed it.
+    fn error<B>(&self, failure: &Failed<B>, failed: usize, total: usize) -> StepError {
+        let branch = self.name(failure.position);
+        let why = match &failure.error {
+            Some(error) => format!("errored: {error}"),
+            None => "ended in a failure state".to_owned(),
+        };
+        let message = match self.fan.kind {
+            FanOutKind::Parallel => format!(
+                "branch `{branch}` (execution {}) {why}",
+                failure.id
+            ),
+            FanOutKind::Map { .. } => format!(
+                "{failed} of {total} items failed, more than tolerated; item {} (execution {}) {why}",
+                failure.position, failure.id
+            ),
+        };
+        StepError::fatal(StepError::BRANCH_FAILED, message)
+    }
+}
+
+impl<M: Fsm> Driver<'_, M> {
+    /// Records the compensation of branch `position` of the fan-out in state `index` (its
+    /// execution `execution`), which `result` says how it went.
+    pub fn compensated(
+        &mut self,
+        index: usize,
+        execution: ExecutionId,
+        position: u32,
+        result: Result<(), StepError>,
+    ) {
+        let (state, fan) = fan_out_of(M::DEFINITION, index);
+        let branch = match fan.kind {
+            FanOutKind::Parallel => fan
+                .branches
+                .get(position as usize)
+                .map_or("branch", |b| b.name),
+            FanOutKind::Map { .. } => "item",
+        };
+        let error = result.err();
+        let at = self.rec.stamp();
+        self.rec.event(at, || EventKind::BranchCompensated {
+            state,
+            branch,
+            position,
+            execution,
+            error,
+        });
+    }
+}
+
+/// The branches of a Parallel state, as its step returns them: a tuple of the branch
+/// machines' starting states, one per branch in declaration order. Implemented for tuples
+/// of up to 8 machines.
+#[doc(hidden)]
+pub trait Branches<H>: Sized + Send {
+    /// What the join receives: each branch's [`Ended`].
+    type Ended;
+    /// The branches that had succeeded when one failed.
+    type Partial;
+
+    /// Runs every branch to its end, together; the first that fails cancels the others.
+    fn join<'a, 'd: 'a, M: Fsm + Send>(
+        self,
+        driver: &'a mut Driver<'d, M>,
+        steps: &'a H,
+        index: usize,
+    ) -> impl Future<Output = Result<Self::Ended, FanFailure<Self::Partial>>> + Send + 'a;
+}
+
+macro_rules! branches {
+    ($count:literal: $($B:ident $b:tt),+) => {
+        impl<H: Sync, $($B: Dispatch<H> + Clone),+> Branches<H> for ($($B,)+) {
+            type Ended = ($(Ended<$B>,)+);
+            type Partial = ($(Option<Ended<$B>>,)+);
+
+            #[allow(non_snake_case)]
+            fn join<'a, 'd: 'a, M: Fsm + Send>(
+                self,
+                driver: &'a mut Driver<'d, M>,
+                steps: &'a H,
+                index: usize,
+            ) -> impl Future<Output = Result<Self::Ended, FanFailure<Self::Partial>>> + Send + 'a {
+                async move {
+                    let fan = Fan::begin(driver, index, $count);
+                    let mut runs = ($(Some(fan.start::<M, $B, H>(driver, steps, $b, self.$b)),)+);
+                    let mut ends: Self::Partial = ($(None::<Ended<$B>>,)+);
+                    let failed = core::future::poll_fn(|cx| {
+                        let mut pending = false;
+                        $(
+                            if let Some(run) = runs.$b.as_mut() {
+                                match run.as_mut().poll(cx) {
+                                    Poll::Ready(outcome) => {
+                                        runs.$b = None;
+                                        match fan.ended(driver, $b, outcome) {
+                                            Ok(ended) => ends.$b = Some(ended),
+                                            Err(failure) => {
+                                                return Poll::Ready(Some(fan.error(&failure, 1, $count)));
+                                            }
+                                        }
+                                    }
+                                    Poll::Pending => pending = true,
+                                }
+                            }
+                        )+
+                        if pending { Poll::Pending } else { Poll::Ready(None) }
+                    })
+                    .await;
+                    if let Some(error) = failed {
+                        $(
+                            if runs.$b.take().is_some() {
+                                fan.cancelled(driver, $b);
+                            }
+                        )+
+                        return Err(FanFailure { error, ended: ends });
+                    }
+                    let ($(Some($B),)+) = ends else {
+                        unreachable!("every branch ended")
+                    };
+                    fan.joined(driver, $count, 0);
+                    Ok(($($B,)+))
+                }
+            }
+        }
+    };
+}
+
+branches!(1: A 0);
+branches!(2: A 0, B 1);
+branches!(3: A 0, B 1, C 2);
+branches!(4: A 0, B 1, C 2, D 3);
+branches!(5: A 0, B 1, C 2, D 3, E 4);
+branches!(6: A 0, B 1, C 2, D 3, E 4, F 5);
+branches!(7: A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+branches!(8: A 0, B 1, C 2, D 3, E 4, F 5, G 6, I 7);
+
+/// Runs the branches of the Parallel state `index`. Generated code's.
+#[doc(hidden)]
+pub fn parallel<'a, 'd: 'a, M: Fsm + Send, H: Sync, T: Branches<H>>(
+    driver: &'a mut Driver<'d, M>,
+    steps: &'a H,
+    index: usize,
+    starts: T,
+) -> impl Future<Output = Result<T::Ended, FanFailure<T::Partial>>> + Send + use<'a, 'd, M, H, T> {
+    starts.join(driver, steps, index)
+}
+
+/// What a Map's join receives for each item, in order.
+pub type Items<B> = Vec<Result<Ended<B>, Failed<B>>>;
+
+/// Runs one execution of `B` per item of the Map state `index`, at most its
+/// `max_concurrency` at once, until all have ended or more have failed than it tolerates
+/// (the others are then cancelled). Generated code's.
+#[doc(hidden)]
+#[allow(clippy::manual_async_fn)]
+pub fn map<'a, 'd: 'a, M: Fsm + Send, B: Dispatch<H> + Clone, H: Sync>(
+    driver: &'a mut Driver<'d, M>,
+    steps: &'a H,
+    index: usize,
+    items: Vec<B>,
+) -> impl Future<Output = Result<Items<B>, FanFailure<Vec<Ended<B>>>>> + Send + use<'a, 'd, M, B, H>
+{
+    async move {
+        let total = items.len();
+        let fan = Fan::begin(driver, index, total);
+        let limit = match fan.fan.kind {
+            FanOutKind::Map {
+                max_concurrency, ..
+            } if max_concurrency > 0 => max_concurrency as usize,
+            _ => usize::MAX,
+        };
+        let mut waiting = items.into_iter().enumerate();
+        let mut running: Vec<(u32, Run<'a, B>)> = Vec::with_capacity(limit.min(total));
+        let mut results: Vec<Option<Result<Ended<B>, Failed<B>>>> =
+            (0..total).map(|_| None).collect();
+        let mut failed = 0;
+        let failure = core::future::poll_fn(|cx| loop {
+            while running.len() < limit {
+                let Some((position, item)) = waiting.next() else {
+                    break;
+                };
+                let position = position as u32;
+                running.push((position, fan.start(driver, steps, position, item)));
+            }
+            if running.is_empty() {
+                return Poll::Ready(None);
+            }
+            let mut progressed = false;
+            let mut i = 0;
+            while i < running.len() {
+                let Poll::Ready(outcome) = running[i].1.as_mut().poll(cx) else {
+                    i += 1;
+                    continue;
+                };
+                let (position, _) = running.swap_remove(i);
+                progressed = true;
+                let ended = fan.ended(driver, position, outcome);
+                if let Err(failure) = &ended {
+                    failed += 1;
+                    if fan.fan.kind.too_many_failures(failed, total) {
+                        let error = fan.error(failure, failed, total);
+                        results[position as usize] = Some(ended);
+                        return Poll::Ready(Some(error));
+                    }
+                }
+                results[position as usize] = Some(ended);
+            }
+            if !progressed {
+                return Poll::Pending;
+            }
+        })
+        .await;
+        if let Some(error) = failure {
+            for (position, _) in running.drain(..) {
+                fan.cancelled(driver, position);
+            }
+            let ended = results
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .collect();
+            return Err(FanFailure { error, ended });
+        }
+        fan.joined(driver, total - failed, failed);
+        Ok(results.into_iter().flatten().collect())
+    }
+}
+
+/// A Map's items for a join that tolerates no failure: every item succeeded.
+#[doc(hidden)]
+pub fn all_ended<B>(items: Items<B>) -> Vec<Ended<B>> {
+    items.into_iter().filter_map(Result::ok).collect()
+}

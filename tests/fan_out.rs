@@ -1,0 +1,355 @@
+//! Parallel and Map states in memory: the branches run together as executions of their own,
+//! the join receives their typed ends, a failing branch fails the state (and is routed or
+//! compensated), a Map keeps to its concurrency limit and tolerance.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use fsm_core::{Context, EventKind, Executor, Fsm, Status, StepError};
+
+/// One notification: sent, or refused by the mail service.
+#[derive(Fsm, Debug, Clone, PartialEq)]
+pub enum Notify {
+    #[fsm(initial, on(send => Sent | Bounced), retry(max_attempts = 1, interval_ms = 1))]
+    Pending { to: String, text: String },
+    #[fsm(terminal)]
+    Sent { to: String, id: u32 },
+    #[fsm(terminal(failure))]
+    Bounced { to: String },
+}
+
+/// An order whose payment was declined: release, then tell customer and support at once.
+#[derive(Fsm, Debug, Clone, PartialEq)]
+pub enum Declined {
+    #[fsm(
+        initial,
+        parallel(customer = Notify, support = Notify, compensate),
+        on(release => Released),
+        catch(branch_failed => Unreached)
+    )]
+    Declined { order: u32 },
+    #[fsm(terminal)]
+    Released { order: u32, receipts: Vec<u32> },
+    #[fsm(terminal(failure))]
+    Unreached { order: u32 },
+}
+
+/// A shipment of several parcels, each labelled by a machine of its own.
+#[derive(Fsm, Debug, Clone, PartialEq)]
+pub enum Parcel {
+    #[fsm(initial, on(label => Labelled | Lost))]
+    Packed { n: u32 },
+    #[fsm(terminal)]
+    Labelled { n: u32 },
+    #[fsm(terminal(failure))]
+    Lost { n: u32 },
+}
+
+#[derive(Fsm, Debug, Clone, PartialEq)]
+pub enum Shipment {
+    #[fsm(initial, map(Parcel, max_concurrency = 3), on(ship => Shipped))]
+    Packing { parcels: u32 },
+    #[fsm(terminal)]
+    Shipped { labels: Vec<u32> },
+}
+
+#[derive(Fsm, Debug, Clone, PartialEq)]
+pub enum Tolerant {
+    #[fsm(initial, map(Parcel, tolerated_failures = 2), on(ship => Done))]
+    Packing { parcels: u32 },
+    #[fsm(terminal)]
+    Done { labelled: usize, lost: Vec<u32> },
+}
+
+#[derive(Default)]
+struct Services {
+    bounce: Vec<String>,
+    lose: Vec<u32>,
+    sent: Mutex<Vec<String>>,
+    undone: Mutex<Vec<u32>>,
+    running: AtomicUsize,
+    most: AtomicUsize,
+    delay: Duration,
+}
+
+impl notify::Steps for Services {
+    async fn pending(
+        &self,
+        n: notify::Machine<notify::Pending>,
+        _: Context,
+    ) -> Result<notify::PendingNext, StepError> {
+        tokio::time::sleep(self.delay).await;
+        if self.bounce.contains(&n.to) {
+            return Ok(n.send(|p| notify::Bounced { to: p.to }).into());
+        }
+        let mut sent = self.sent.lock().unwrap();
+        sent.push(format!("{}: {}", n.to, n.text));
+        let id = sent.len() as u32;
+        Ok(n.send(|p| notify::Sent { to: p.to, id }).into())
+    }
+}
+
+impl declined::Steps for Services {
+    async fn declined(
+        &self,
+        d: &declined::Machine<declined::Declined>,
+        _: Context,
+    ) -> Result<(Notify, Notify), StepError> {
+        let text = format!("order {} declined", d.order);
+        let to = |who: &str| {
+            notify::Machine::new(notify::Pending {
+                to: who.into(),
+                text: text.clone(),
+            })
+            .into()
+        };
+        Ok((to("customer"), to("support")))
+    }
+
+    fn join_declined(
+        &self,
+        d: declined::Machine<declined::Declined>,
+        customer: fsm_core::Ended<Notify>,
+        support: fsm_core::Ended<Notify>,
+    ) -> declined::Machine<declined::Released> {
+        let id = |e: &fsm_core::Ended<Notify>| match e.state() {
+            Notify::Sent { id, .. } => *id,
+            _ => 0,
+        };
+        let receipts = vec![id(&customer), id(&support)];
+        d.release(|d| declined::Released {
+            order: d.order,
+            receipts,
+        })
+    }
+
+    async fn compensate_declined_customer(
+        &self,
+        ended: fsm_core::Ended<Notify>,
+        _: Context,
+    ) -> Result<(), StepError> {
+        self.undone.lock().unwrap().push(ended.position());
+        Ok(())
+    }
+
+    async fn compensate_declined_support(
+        &self,
+        ended: fsm_core::Ended<Notify>,
+        _: Context,
+    ) -> Result<(), StepError> {
+        self.undone.lock().unwrap().push(ended.position());
+        Ok(())
+    }
+
+    fn catch_declined_to_unreached(
+        &self,
+        failed: declined::Declined,
+        _: &StepError,
+    ) -> declined::Unreached {
+        declined::Unreached {
+            order: failed.order,
+        }
+    }
+}
+
+impl parcel::Steps for Services {
+    async fn packed(
+        &self,
+        p: parcel::Machine<parcel::Packed>,
+        _: Context,
+    ) -> Result<parcel::PackedNext, StepError> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        Ok(if self.lose.contains(&p.n) {
+            p.label(|p| parcel::Lost { n: p.n }).into()
+        } else {
+            p.label(|p| parcel::Labelled { n: p.n }).into()
+        })
+    }
+}
+
+impl shipment::Steps for Services {
+    async fn packing(
+        &self,
+        s: &shipment::Machine<shipment::Packing>,
+        _: Context,
+    ) -> Result<Vec<Parcel>, StepError> {
+        Ok((0..s.parcels)
+            .map(|n| parcel::Machine::new(parcel::Packed { n }).into())
+            .collect())
+    }
+
+    fn join_packing(
+        &self,
+        s: shipment::Machine<shipment::Packing>,
+        items: Vec<fsm_core::Ended<Parcel>>,
+    ) -> shipment::Machine<shipment::Shipped> {
+        let labels = items
+            .iter()
+            .map(|e| match e.state() {
+                Parcel::Labelled { n } => *n,
+                _ => u32::MAX,
+            })
+            .collect();
+        s.ship(|_| shipment::Shipped { labels })
+    }
+}
+
+impl tolerant::Steps for Services {
+    async fn packing(
+        &self,
+        s: &tolerant::Machine<tolerant::Packing>,
+        _: Context,
+    ) -> Result<Vec<Parcel>, StepError> {
+        Ok((0..s.parcels)
+            .map(|n| parcel::Machine::new(parcel::Packed { n }).into())
+            .collect())
+    }
+
+    fn join_packing(
+        &self,
+        s: tolerant::Machine<tolerant::Packing>,
+        items: fsm_core::Items<Parcel>,
+    ) -> tolerant::Machine<tolerant::Done> {
+        let labelled = items.iter().filter(|i| i.is_ok()).count();
+        let lost = items
+            .iter()
+            .filter_map(|i| i.as_ref().err())
+            .map(|f| f.position)
+            .collect();
+        s.ship(|_| tolerant::Done { labelled, lost })
+    }
+}
+
+fn names(history: &fsm_core::History) -> Vec<&'static str> {
+    history.events().iter().map(|e| e.kind.name()).collect()
+}
+
+#[tokio::test]
+async fn a_parallel_state_joins_every_branch_end() {
+    let executor = Executor::<Declined, _>::new(Services::default());
+    let start = declined::Machine::new(declined::Declined { order: 7 });
+    let outcome = executor.run(start).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{}", outcome.history);
+    let Declined::Released { order: 7, receipts } = &outcome.state else {
+        panic!("{:?}", outcome.state)
+    };
+    let mut sorted = receipts.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![1, 2]);
+    let sent = executor.steps().sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2);
+    assert!(sent.contains(&"customer: order 7 declined".to_owned()));
+    assert!(sent.contains(&"support: order 7 declined".to_owned()));
+    let events = names(&outcome.history);
+    for name in [
+        "fan-out started",
+        "branch started",
+        "branch succeeded",
+        "fan-out joined",
+    ] {
+        assert!(events.contains(&name), "{name} in {}", outcome.history);
+    }
+    // Each branch is an execution of its own, with an id of its own.
+    let ids: Vec<_> = outcome
+        .history
+        .events()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::BranchStarted { execution, .. } => Some(*execution),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1]);
+    assert!(ids.iter().all(|id| *id != outcome.id));
+}
+
+#[tokio::test]
+async fn a_failed_branch_cancels_compensates_and_routes_the_state() {
+    let services = Services {
+        bounce: vec!["support".into()],
+        delay: Duration::from_millis(5),
+        ..Default::default()
+    };
+    let executor = Executor::<Declined, _>::new(services);
+    let outcome = executor
+        .run(declined::Machine::new(declined::Declined { order: 8 }))
+        .await;
+    // The route of `branch_failed` took it to `Unreached`.
+    assert_eq!(outcome.state, Declined::Unreached { order: 8 });
+    assert_eq!(outcome.status, Status::Failed, "{}", outcome.history);
+    let events = names(&outcome.history);
+    assert!(events.contains(&"branch failed"), "{}", outcome.history);
+    // The customer's branch had succeeded (it is first, and both take as long), or was
+    // cancelled; a succeeded one was compensated.
+    let compensated = events
+        .iter()
+        .filter(|e| **e == "branch compensated")
+        .count();
+    let cancelled = events.iter().filter(|e| **e == "branch cancelled").count();
+    assert_eq!(compensated + cancelled, 1, "{}", outcome.history);
+    assert_eq!(
+        executor.steps().undone.lock().unwrap().len(),
+        compensated,
+        "{}",
+        outcome.history
+    );
+}
+
+#[tokio::test]
+async fn a_map_runs_every_item_within_its_concurrency_and_keeps_their_order() {
+    let services = Services {
+        delay: Duration::from_millis(2),
+        ..Default::default()
+    };
+    let executor = Executor::<Shipment, _>::new(services);
+    let outcome = executor
+        .run(shipment::Machine::new(shipment::Packing { parcels: 10 }))
+        .await;
+    assert_eq!(outcome.status, Status::Succeeded, "{}", outcome.history);
+    assert_eq!(
+        outcome.state,
+        Shipment::Shipped {
+            labels: (0..10).collect()
+        }
+    );
+    assert_eq!(executor.steps().most.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_map_fails_past_its_tolerance_and_joins_within_it() {
+    let within = Executor::<Tolerant, _>::new(Services {
+        lose: vec![2, 5],
+        ..Default::default()
+    });
+    let outcome = within
+        .run(tolerant::Machine::new(tolerant::Packing { parcels: 8 }))
+        .await;
+    assert_eq!(
+        outcome.state,
+        Tolerant::Done {
+            labelled: 6,
+            lost: vec![2, 5]
+        },
+        "{}",
+        outcome.history
+    );
+    let past = Executor::<Tolerant, _>::new(Services {
+        lose: vec![1, 2, 5],
+        ..Default::default()
+    });
+    let outcome = past
+        .run(tolerant::Machine::new(tolerant::Packing { parcels: 8 }))
+        .await;
+    match &outcome.status {
+        Status::Errored { error, .. } => {
+            assert_eq!(error.kind(), StepError::BRANCH_FAILED);
+            assert!(error.message().contains("3 of 8 items failed"), "{error}");
+        }
+        other => panic!("{other:?}: {}", outcome.history),
+    }
+}
