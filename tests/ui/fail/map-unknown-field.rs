@@ -1,0 +1,19 @@
+use fsm_core::Fsm;
+
+#[derive(Fsm, Debug, Clone)]
+enum Parcel {
+    #[fsm(initial, on(label => Labelled))]
+    Packed,
+    #[fsm(terminal)]
+    Labelled,
+}
+
+#[derive(Fsm, Debug, Clone)]
+enum Shipment {
+    #[fsm(initial, map(Parcel, max_concurency = 10), on(ship => Shipped))]
+    Packing,
+    #[fsm(terminal)]
+    Shipped,
+}
+
+fn main() {}
