@@ -2,7 +2,8 @@
 //! delivery, run durably on a SQLite file against simulated services.
 //!
 //! - order 1: the payment gateway fails twice, then succeeds (retries with backoff);
-//! - order 2: the card is declined: the reservation is released, customer and support told;
+//! - order 2: the card is declined: the reservation is released, customer and support told
+//!   at once (a parallel state: two notifications, each an execution of its own);
 //! - order 3: a gift: wrapped before it ships;
 //! - order 4: out of stock;
 //! - order 5: needs a signature: it waits for the carrier to confirm delivery through a task
@@ -77,8 +78,13 @@ pub enum Checkout {
     /// Gift-wrapped, ready to ship.
     #[fsm(on(ship => Shipped))]
     Wrapped { order: OrderId },
-    /// The payment failed; release the reservation and tell the customer and support.
-    #[fsm(on(release => Cancelled), retry(max_attempts = 5, interval_ms = 50))]
+    /// The payment failed; release the reservation and tell the customer and support, both
+    /// at once: two notifications that do not wait for each other.
+    #[fsm(
+        parallel(customer = Notification, support = Notification),
+        on(release => Cancelled),
+        retry(max_attempts = 5, interval_ms = 50)
+    )]
     PaymentDeclined {
         order: OrderId,
         reservation: u64,
@@ -100,6 +106,19 @@ pub enum Checkout {
     /// Cancelled after a failed payment.
     #[fsm(terminal(failure))]
     Cancelled { order: OrderId, reason: String },
+}
+
+/// One message to a customer or to support, sent by the mail service (retried while it is
+/// busy): a branch of a declined order's `PaymentDeclined`.
+#[derive(Fsm, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[fsm(derive(Debug, Clone, PartialEq))]
+pub enum Notification {
+    /// Written, not yet sent.
+    #[fsm(initial, on(send => Sent), retry(max_attempts = 3, interval_ms = 50))]
+    Queued { to: String, text: String },
+    /// Handed to the mail service.
+    #[fsm(terminal)]
+    Sent { to: String },
 }
 
 use checkout::*;
@@ -330,24 +349,42 @@ impl Steps for Services {
 
     async fn payment_declined(
         &self,
-        order: Machine<PaymentDeclined>,
+        order: &Machine<PaymentDeclined>,
         _: Context,
-    ) -> Result<Machine<Cancelled>, StepError> {
+    ) -> Result<(Notification, Notification), StepError> {
+        // Releasing twice is harmless (a retry, or a restart after a crash): the reservation
+        // is gone the second time.
         self.release(order.reservation).await;
-        self.notify(
-            "customer",
-            format!("order {} cancelled: {}", order.order, order.reason),
-        )
-        .await;
-        self.notify(
-            "support",
-            format!("order {}: payment failed ({})", order.order, order.reason),
-        )
-        .await;
-        Ok(order.release(|d| Cancelled {
+        let message = |to: &str, text: String| {
+            notification::Machine::new(notification::Queued {
+                to: to.to_owned(),
+                text,
+            })
+            .into()
+        };
+        Ok((
+            message(
+                "customer",
+                format!("order {} cancelled: {}", order.order, order.reason),
+            ),
+            message(
+                "support",
+                format!("order {}: payment failed ({})", order.order, order.reason),
+            ),
+        ))
+    }
+
+    fn join_payment_declined(
+        &self,
+        order: Machine<PaymentDeclined>,
+        _customer: fsm_core::Ended<Notification>,
+        _support: fsm_core::Ended<Notification>,
+    ) -> Machine<Cancelled> {
+        // Both were sent: the order is cancelled, and everyone knows.
+        order.release(|d| Cancelled {
             order: d.order,
             reason: d.reason,
-        }))
+        })
     }
 
     fn catch_reserved_to_payment_declined(
@@ -360,6 +397,17 @@ impl Steps for Services {
             reservation: failed.reservation,
             reason: format!("payment could not be taken: {}", error.message()),
         }
+    }
+}
+
+impl notification::Steps for Services {
+    async fn queued(
+        &self,
+        message: notification::Machine<notification::Queued>,
+        _: Context,
+    ) -> Result<notification::Machine<notification::Sent>, StepError> {
+        self.notify(&message.to, message.text.clone()).await;
+        Ok(message.send(|m| notification::Sent { to: m.to }))
     }
 }
 

@@ -173,6 +173,7 @@ impl Keys {
 
 mod keys {
     use super::example::checkout::*;
+    use super::example::{notification, Notification};
     use super::Keys;
     use fsm_core::{Context, StepError, TaskToken};
 
@@ -216,11 +217,19 @@ mod keys {
         }
         async fn payment_declined(
             &self,
-            o: Machine<PaymentDeclined>,
+            o: &Machine<PaymentDeclined>,
             cx: Context,
-        ) -> Result<Machine<Cancelled>, StepError> {
+        ) -> Result<(Notification, Notification), StepError> {
             self.key("PaymentDeclined", &cx);
             self.services.payment_declined(o, cx).await
+        }
+        fn join_payment_declined(
+            &self,
+            o: Machine<PaymentDeclined>,
+            customer: fsm_core::Ended<Notification>,
+            support: fsm_core::Ended<Notification>,
+        ) -> Machine<Cancelled> {
+            self.services.join_payment_declined(o, customer, support)
         }
         fn catch_reserved_to_payment_declined(
             &self,
@@ -229,6 +238,17 @@ mod keys {
         ) -> PaymentDeclined {
             self.services
                 .catch_reserved_to_payment_declined(failed, error)
+        }
+    }
+
+    /// The notifications of a declined order: branches, run with the same handlers.
+    impl notification::Steps for Keys {
+        async fn queued(
+            &self,
+            m: notification::Machine<notification::Queued>,
+            cx: Context,
+        ) -> Result<notification::Machine<notification::Sent>, StepError> {
+            self.services.queued(m, cx).await
         }
     }
 }

@@ -160,6 +160,9 @@ impl<'a> Diagram<'a> {
         if let Some(t) = s.timeout {
             notes.push(format!("timeout {}", duration(t)));
         }
+        if let Some(fan) = s.fan_out {
+            notes.push(fan_out_note(fan));
+        }
         if let Some(w) = s.wait {
             notes.push(match w.timeout {
                 Some(t) => format!("waits for a task token, at most {}", duration(t)),
@@ -227,6 +230,47 @@ impl<'a> Diagram<'a> {
                     styles.push((link, "stroke:#c0392b,stroke-width:4px,color:#c0392b"))
                 }
             }
+        }
+        // The branches after every edge of the machine: their links come after its links,
+        // whose numbers `linkStyle` uses.
+        for (i, j, branch) in self.branches() {
+            let cluster = format!("{}__{j}", id(i));
+            let node = |k: usize| {
+                format!(
+                    "{cluster}__{}",
+                    mermaid_id(branch.definition.states[k].name)
+                )
+            };
+            let _ = writeln!(
+                out,
+                "    subgraph {cluster}[\"{}\"]",
+                mermaid_text(&branch_title(def.states[i].fan_out, branch))
+            );
+            let _ = writeln!(out, "        direction LR");
+            for (k, b) in branch.definition.states.iter().enumerate() {
+                let (open, close) = match b.kind {
+                    StateKind::Step => ("(\"", "\")"),
+                    StateKind::Success | StateKind::Failure => ("([\"", "\"])"),
+                };
+                let _ = writeln!(
+                    out,
+                    "        {}{open}{}{close}",
+                    node(k),
+                    mermaid_text(b.name)
+                );
+            }
+            for t in branch.definition.transitions {
+                let arrow = if t.catch { "-.->" } else { "-->" };
+                let _ = writeln!(
+                    out,
+                    "        {} {arrow}|\"{}\"| {}",
+                    node(t.from),
+                    mermaid_text(&kind_label(t)),
+                    node(t.to)
+                );
+            }
+            let _ = writeln!(out, "    end");
+            let _ = writeln!(out, "    {} -.-o {cluster}", id(i));
         }
         for (link, style) in styles {
             let _ = writeln!(out, "    linkStyle {link} {style}");
@@ -367,9 +411,98 @@ impl<'a> Diagram<'a> {
                 attrs.join(", ")
             );
         }
+        for (i, j, branch) in self.branches() {
+            let parent = def.states[i].name;
+            let node = |k: usize| format!("{parent}__{j}__{}", branch.definition.states[k].name);
+            let title = dot_text(&branch_title(def.states[i].fan_out, branch));
+            let _ = writeln!(out, "    subgraph cluster_{parent}__{j} {{");
+            let _ = writeln!(
+                out,
+                "        label=\"{title}\"; style=\"dashed,rounded\"; color=\"#7f8c8d\"; fontname=\"Helvetica\";"
+            );
+            for (k, b) in branch.definition.states.iter().enumerate() {
+                let extra = match b.kind {
+                    StateKind::Step => "",
+                    StateKind::Success => ", peripheries=2",
+                    StateKind::Failure => ", peripheries=2, color=\"#c0392b\"",
+                };
+                let _ = writeln!(out, "        {} [label=\"{}\"{extra}];", node(k), b.name);
+            }
+            for t in branch.definition.transitions {
+                let style = if t.catch {
+                    ", style=dashed, color=\"#c0392b\""
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    out,
+                    "        {} -> {} [label=\"{}\"{style}];",
+                    node(t.from),
+                    node(t.to),
+                    dot_text(&kind_label(t))
+                );
+            }
+            let _ = writeln!(out, "    }}");
+            let _ = writeln!(
+                out,
+                "    {parent} -> {} [style=dotted, arrowhead=odot, label=\"{}\"];",
+                node(branch.definition.initial),
+                dot_text(branch.name)
+            );
+        }
         out.push_str("}\n");
         out
     }
+
+    /// Each branch of each fanning-out state: the state, the branch's position, the branch.
+    fn branches(&self) -> impl Iterator<Item = (usize, usize, &'static crate::Branch)> + '_ {
+        self.def.states.iter().enumerate().flat_map(|(i, s)| {
+            s.fan_out
+                .into_iter()
+                .flat_map(|f| f.branches.iter().enumerate())
+                .map(move |(j, b)| (i, j, b))
+        })
+    }
+}
+
+/// The title of a branch's cluster: `customer: Notify`, or for a Map `each item: Parcel`.
+fn branch_title(fan: Option<&crate::FanOut>, branch: &crate::Branch) -> String {
+    match fan.map(|f| f.kind) {
+        Some(crate::FanOutKind::Map { .. }) => format!("each item: {}", branch.definition.name),
+        _ => format!("{}: {}", branch.name, branch.definition.name),
+    }
+}
+
+/// What a fanning-out state does, under its name.
+fn fan_out_note(fan: &crate::FanOut) -> String {
+    let mut note = match fan.kind {
+        crate::FanOutKind::Parallel => {
+            let names: Vec<&str> = fan.branches.iter().map(|b| b.name).collect();
+            format!("runs {} in parallel", names.join(", "))
+        }
+        crate::FanOutKind::Map {
+            max_concurrency,
+            tolerated_failures,
+            tolerated_percent,
+        } => {
+            let machine = fan.branches.first().map_or("?", |b| b.definition.name);
+            let mut note = format!("maps items through {machine}");
+            if max_concurrency > 0 {
+                let _ = write!(note, ", {max_concurrency} at once");
+            }
+            if let Some(n) = tolerated_failures {
+                let _ = write!(note, ", tolerates {n} failed");
+            }
+            if let Some(p) = tolerated_percent {
+                let _ = write!(note, ", tolerates {p}% failed");
+            }
+            note
+        }
+    };
+    if fan.compensate {
+        note.push_str(", compensated");
+    }
+    note
 }
 
 /// An edge as drawn.
