@@ -68,6 +68,8 @@ struct Services {
     lose: Vec<u32>,
     sent: Mutex<Vec<String>>,
     undone: Mutex<Vec<u32>>,
+    /// Events in the histories the join received.
+    branch_events: AtomicUsize,
     running: AtomicUsize,
     most: AtomicUsize,
     delay: Duration,
@@ -118,6 +120,8 @@ impl declined::Steps for Services {
             _ => 0,
         };
         let receipts = vec![id(&customer), id(&support)];
+        let events = customer.history().len() + support.history().len();
+        self.branch_events.fetch_add(events, Ordering::SeqCst);
         d.release(|d| declined::Released {
             order: d.order,
             receipts,
@@ -265,6 +269,8 @@ async fn a_parallel_state_joins_every_branch_end() {
         .collect();
     assert_eq!(ids.len(), 2);
     assert_ne!(ids[0], ids[1]);
+    // Each branch kept a history of its own (started, step, transition, succeeded).
+    assert!(executor.steps().branch_events.load(Ordering::SeqCst) >= 2 * 4);
     assert!(ids.iter().all(|id| *id != outcome.id));
 }
 
@@ -352,4 +358,40 @@ async fn a_map_fails_past_its_tolerance_and_joins_within_it() {
         }
         other => panic!("{other:?}: {}", outcome.history),
     }
+}
+
+#[tokio::test]
+async fn the_observer_sees_the_parent_only_and_branches_keep_their_own_history() {
+    let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let executor = Executor::<Declined, _>::builder(Services::default())
+        .observer(move |id, e| log.lock().unwrap().push((id, e.kind.name())))
+        .build();
+    let outcome = executor
+        .run(declined::Machine::new(declined::Declined { order: 9 }))
+        .await;
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().all(|(id, _)| *id == outcome.id), "{seen:?}");
+    let started = seen
+        .iter()
+        .filter(|(_, n)| *n == "execution started")
+        .count();
+    assert_eq!(started, 1, "{seen:?}");
+    assert!(seen.iter().any(|(_, n)| *n == "branch succeeded"));
+    // The parent's history names both branch executions' ends.
+    let branches = outcome
+        .history
+        .events()
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::BranchEnded {
+                    succeeded: true,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(branches, 2);
 }

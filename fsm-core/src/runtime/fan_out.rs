@@ -147,6 +147,18 @@ fn fan_out_of(def: &'static crate::Definition, index: usize) -> (&'static str, &
     (state.name, state.fan_out.unwrap_or(&NONE))
 }
 
+/// The name of branch `position` of `fan`: a Parallel branch's as declared, `item` for a
+/// Map's items.
+fn branch_name(fan: &FanOut, position: u32) -> &'static str {
+    match fan.kind {
+        FanOutKind::Parallel => fan
+            .branches
+            .get(position as usize)
+            .map_or("branch", |b| b.name),
+        FanOutKind::Map { .. } => "item",
+    }
+}
+
 impl Fan {
     fn begin<M: Fsm>(driver: &mut Driver<'_, M>, index: usize, count: usize) -> Fan {
         let (state, fan) = fan_out_of(M::DEFINITION, index);
@@ -164,14 +176,7 @@ impl Fan {
     }
 
     fn name(&self, position: u32) -> &'static str {
-        match self.fan.kind {
-            FanOutKind::Parallel => self
-                .fan
-                .branches
-                .get(position as usize)
-                .map_or("branch", |b| b.name),
-            FanOutKind::Map { .. } => "item",
-        }
+        branch_name(self.fan, position)
     }
 
     /// Starts branch `position` from `start`; a Parallel state's branches are recorded.
@@ -193,7 +198,14 @@ impl Fan {
                 execution: id,
             });
         }
-        let recording = driver.rec.recording();
+        // The branch keeps a history of its own when the parent does; the executor's
+        // observer (and its metrics) sees the parent's events only, the branch's start and
+        // end among them, so that a branch is never counted as an execution of the parent's
+        // machine.
+        let recording = Recording {
+            observer: None,
+            ..driver.rec.recording()
+        };
         Box::pin(async move {
             let policies = declared(B::DEFINITION).into_boxed_slice();
             let host = BranchHost {
@@ -309,13 +321,7 @@ impl<M: Fsm> Driver<'_, M> {
         result: Result<(), StepError>,
     ) {
         let (state, fan) = fan_out_of(M::DEFINITION, index);
-        let branch = match fan.kind {
-            FanOutKind::Parallel => fan
-                .branches
-                .get(position as usize)
-                .map_or("branch", |b| b.name),
-            FanOutKind::Map { .. } => "item",
-        };
+        let branch = branch_name(fan, position);
         let error = result.err();
         let at = self.rec.stamp();
         self.rec.event(at, || EventKind::BranchCompensated {

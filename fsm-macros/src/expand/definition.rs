@@ -23,7 +23,7 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
     src.write(format_args!(
         "const DEFINITION: &'static {k}::Definition = &{k}::Definition {{ name: {name}, states: &["
     ));
-    for s in &src.m.states {
+    for (i, s) in src.m.states.iter().enumerate() {
         // The kind as `StateKind` names it, and the `__private` constructor of a state of
         // that kind without policies.
         let (kind, plain) = match &s.terminal {
