@@ -395,3 +395,103 @@ async fn the_observer_sees_the_parent_only_and_branches_keep_their_own_history()
         .count();
     assert_eq!(branches, 2);
 }
+
+/// A durable parent on a SQLite file: its fan-out runs inside its step, checkpointed before
+/// and after, and its stored history reads back with every branch event.
+#[derive(Fsm, Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Relay {
+    #[fsm(initial, parallel(first = Hop, second = Hop), on(join => Relayed))]
+    Sent { n: u32 },
+    #[fsm(terminal)]
+    Relayed { total: u32 },
+}
+
+#[derive(Fsm, Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Hop {
+    #[fsm(initial, on(hop => Hopped))]
+    Going(u32),
+    #[fsm(terminal)]
+    Hopped(u32),
+}
+
+struct Hops;
+
+impl hop::Steps for Hops {
+    async fn going(
+        &self,
+        h: hop::Machine<hop::Going>,
+        _: Context,
+    ) -> Result<hop::Machine<hop::Hopped>, StepError> {
+        Ok(h.hop(|hop::Going(n)| hop::Hopped(n + 1)))
+    }
+}
+
+impl relay::Steps for Hops {
+    async fn sent(
+        &self,
+        s: &relay::Machine<relay::Sent>,
+        _: Context,
+    ) -> Result<(Hop, Hop), StepError> {
+        let hop = |n| hop::Machine::new(hop::Going(n)).into();
+        Ok((hop(s.n), hop(s.n * 10)))
+    }
+
+    fn join_sent(
+        &self,
+        s: relay::Machine<relay::Sent>,
+        first: fsm_core::Ended<Hop>,
+        second: fsm_core::Ended<Hop>,
+    ) -> relay::Machine<relay::Relayed> {
+        let n = |e: &fsm_core::Ended<Hop>| match e.state() {
+            Hop::Hopped(n) | Hop::Going(n) => *n,
+        };
+        let total = n(&first) + n(&second);
+        s.join(|_| relay::Relayed { total })
+    }
+}
+
+#[tokio::test]
+async fn a_durable_parent_stores_its_fan_out_history() {
+    let dir = std::env::temp_dir().join(format!("fsm-fan-out-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = fsm_core::SqliteStore::open(dir.join("relay.db")).unwrap();
+    let ex = Executor::<Relay, _>::builder(Hops).durable(store).unwrap();
+    let id = ex
+        .start(relay::Machine::new(relay::Sent { n: 2 }))
+        .await
+        .unwrap();
+    let row = ex.finished(id).await.unwrap();
+    assert_eq!(row.status, fsm_core::ExecutionStatus::Succeeded);
+    assert_eq!(
+        ex.state(id).await.unwrap(),
+        Relay::Relayed { total: 3 + 21 }
+    );
+    // Read back from the file: the branch events decode against the definition.
+    let history = ex.history(id).await.unwrap();
+    let ends: Vec<_> = history
+        .events()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::BranchEnded {
+                branch,
+                end,
+                succeeded: true,
+                ..
+            } => Some((*branch, *end)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends.len(), 2, "{history}");
+    assert!(ends.contains(&("first", "Hopped")) && ends.contains(&("second", "Hopped")));
+    assert!(history.events().iter().any(|e| matches!(
+        e.kind,
+        EventKind::FanOutJoined {
+            succeeded: 2,
+            failed: 0,
+            ..
+        }
+    )));
+    ex.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

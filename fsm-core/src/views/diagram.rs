@@ -232,7 +232,8 @@ impl<'a> Diagram<'a> {
             }
         }
         // The branches after every edge of the machine: their links come after its links,
-        // whose numbers `linkStyle` uses.
+        // whose numbers `linkStyle` uses. Their terminal states are styled as the machine's.
+        let mut branch_ends: Vec<(StateKind, String)> = Vec::new();
         for (i, j, branch) in self.branches() {
             let cluster = format!("{}__{j}", id(i));
             let node = |k: usize| {
@@ -258,6 +259,9 @@ impl<'a> Diagram<'a> {
                     node(k),
                     mermaid_text(b.name)
                 );
+                if b.kind.is_terminal() {
+                    branch_ends.push((b.kind, node(k)));
+                }
             }
             for t in branch.definition.transitions {
                 let arrow = if t.catch { "-.->" } else { "-->" };
@@ -281,6 +285,12 @@ impl<'a> Diagram<'a> {
             (0..def.states.len())
                 .filter(|&i| def.states[i].kind == kind)
                 .map(id)
+                .chain(
+                    branch_ends
+                        .iter()
+                        .filter(|(k, _)| *k == kind)
+                        .map(|(_, node)| node.clone()),
+                )
                 .collect()
         };
         let _ = writeln!(out, "    classDef success stroke:#1e8449,stroke-width:3px");

@@ -62,12 +62,6 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
         let fan_out = match &s.fan_out {
             None => NONE.to_owned(),
             Some(f) => {
-                let i = src
-                    .m
-                    .states
-                    .iter()
-                    .position(|t| std::ptr::eq(t, s))
-                    .unwrap_or(0);
                 let fan_kind = match &f.map {
                     None => format!("{k}::FanOutKind::Parallel"),
                     Some(map) => {
