@@ -495,3 +495,160 @@ async fn a_durable_parent_stores_its_fan_out_history() {
     ex.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A branch that fans out itself, whose own step is retried by its machine's policy.
+#[derive(Fsm, Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Outer {
+    #[fsm(initial, map(Inner, compensate), on(done => Finished))]
+    Start { n: u32 },
+    #[fsm(terminal)]
+    Finished { total: u32 },
+}
+
+#[derive(Fsm, Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Inner {
+    #[fsm(initial, parallel(a = Flaky, b = Flaky), on(sum => Summed))]
+    Split { n: u32 },
+    #[fsm(terminal)]
+    Summed { n: u32 },
+}
+
+#[derive(Fsm, Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Flaky {
+    #[fsm(initial, on(go => Went | Broke), retry(max_attempts = 2, interval_ms = 1))]
+    Try { n: u32 },
+    #[fsm(terminal)]
+    Went { n: u32 },
+    #[fsm(terminal(failure))]
+    Broke { n: u32 },
+}
+
+#[derive(Default)]
+struct Nested {
+    attempts: AtomicUsize,
+    /// Items whose second branch breaks.
+    broken: Vec<u32>,
+    compensated: Mutex<Vec<u32>>,
+}
+
+impl flaky::Steps for Nested {
+    async fn r#try(
+        &self,
+        f: flaky::Machine<flaky::Try>,
+        cx: Context,
+    ) -> Result<flaky::TryNext, StepError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        // Every first attempt fails: the branch machine's own retry policy applies.
+        if cx.attempt == 1 {
+            return Err(StepError::retryable("busy", "try again"));
+        }
+        Ok(if self.broken.contains(&(f.n / 100)) && f.n % 2 == 1 {
+            f.go(|t| flaky::Broke { n: t.n }).into()
+        } else {
+            f.go(|t| flaky::Went { n: t.n }).into()
+        })
+    }
+}
+
+impl inner::Steps for Nested {
+    async fn split(
+        &self,
+        s: &inner::Machine<inner::Split>,
+        _: Context,
+    ) -> Result<(Flaky, Flaky), StepError> {
+        let f = |n| flaky::Machine::new(flaky::Try { n }).into();
+        Ok((f(s.n * 100), f(s.n * 100 + 1)))
+    }
+
+    fn join_split(
+        &self,
+        s: inner::Machine<inner::Split>,
+        a: fsm_core::Ended<Flaky>,
+        b: fsm_core::Ended<Flaky>,
+    ) -> inner::Machine<inner::Summed> {
+        let n = |e: &fsm_core::Ended<Flaky>| match e.state() {
+            Flaky::Went { n } | Flaky::Broke { n } | Flaky::Try { n } => *n,
+        };
+        let total = n(&a) + n(&b);
+        s.sum(|_| inner::Summed { n: total })
+    }
+}
+
+impl outer::Steps for Nested {
+    async fn start(
+        &self,
+        s: &outer::Machine<outer::Start>,
+        _: Context,
+    ) -> Result<Vec<Inner>, StepError> {
+        Ok((1..=s.n)
+            .map(|n| inner::Machine::new(inner::Split { n }).into())
+            .collect())
+    }
+
+    fn join_start(
+        &self,
+        s: outer::Machine<outer::Start>,
+        items: Vec<fsm_core::Ended<Inner>>,
+    ) -> outer::Machine<outer::Finished> {
+        let total = items
+            .iter()
+            .map(|e| match e.state() {
+                Inner::Summed { n } | Inner::Split { n } => *n,
+            })
+            .sum();
+        s.done(|_| outer::Finished { total })
+    }
+
+    async fn compensate_start(
+        &self,
+        ended: fsm_core::Ended<Inner>,
+        _: Context,
+    ) -> Result<(), StepError> {
+        self.compensated.lock().unwrap().push(ended.position());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn branches_fan_out_themselves_and_keep_their_machines_policies() {
+    let executor = Executor::<Outer, _>::new(Nested::default());
+    let outcome = executor
+        .run(outer::Machine::new(outer::Start { n: 3 }))
+        .await;
+    // Items 1..=3, each the sum of its two branches (n*100 and n*100 + 1).
+    let want: u32 = (1..=3).map(|n| 2 * n * 100 + 1).sum();
+    assert_eq!(
+        outcome.state,
+        Outer::Finished { total: want },
+        "{}",
+        outcome.history
+    );
+    // Six branches, each failing once then retried by `Flaky`'s own policy.
+    assert_eq!(executor.steps().attempts.load(Ordering::SeqCst), 12);
+}
+
+#[tokio::test]
+async fn a_map_that_fails_compensates_the_items_that_had_succeeded() {
+    let executor = Executor::<Outer, _>::new(Nested {
+        broken: vec![2],
+        ..Default::default()
+    });
+    let outcome = executor
+        .run(outer::Machine::new(outer::Start { n: 3 }))
+        .await;
+    match &outcome.status {
+        Status::Errored { error, .. } => assert_eq!(error.kind(), StepError::BRANCH_FAILED),
+        other => panic!("{other:?}: {}", outcome.history),
+    }
+    // The item of n = 2 (position 1) failed: its second branch broke. Items that had
+    // succeeded by then were compensated, each once, and never the failed one.
+    let compensated = executor.steps().compensated.lock().unwrap().clone();
+    assert!(!compensated.contains(&1), "{compensated:?}");
+    let recorded = outcome
+        .history
+        .events()
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::BranchCompensated { .. }))
+        .count();
+    assert_eq!(recorded, compensated.len(), "{}", outcome.history);
+}
