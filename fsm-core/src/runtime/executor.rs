@@ -353,7 +353,7 @@ where
 
     /// A builder, to override policies, switch history off or add an observer.
     pub fn builder(steps: H) -> ExecutorBuilder<M, H> {
-        let policies = crate::runtime::policies::declared(M::DEFINITION);
+        let policies = crate::runtime::policies::declared(M::DEFINITION).collect();
         ExecutorBuilder {
             steps,
             policies,

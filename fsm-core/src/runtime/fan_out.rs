@@ -10,6 +10,7 @@
 use core::future::Future;
 use core::pin::Pin;
 use core::task::Poll;
+use std::sync::Arc;
 
 use crate::runtime::driver::Driver;
 use crate::runtime::executor::{drive, Host, Outcome, Status};
@@ -99,9 +100,16 @@ type Run<'a, B> = Pin<Box<dyn Future<Output = Outcome<B>> + Send + 'a>>;
 /// does).
 struct BranchHost<'a, H> {
     steps: &'a H,
-    policies: Box<[Policy]>,
+    policies: Policies,
     has_timeouts: bool,
     recording: Recording<'a>,
+}
+
+/// A branch machine's policies: its own (a Parallel branch), or shared by every item of a
+/// Map (made once, not once per item).
+enum Policies {
+    Own(Box<[Policy]>),
+    Shared(Arc<[Policy]>),
 }
 
 impl<M, H: Sync> Host<M, H> for BranchHost<'_, H> {
@@ -109,7 +117,10 @@ impl<M, H: Sync> Host<M, H> for BranchHost<'_, H> {
         self.steps
     }
     fn policies(&self) -> &[Policy] {
-        &self.policies
+        match &self.policies {
+            Policies::Own(p) => p,
+            Policies::Shared(p) => p,
+        }
     }
     fn has_timeouts(&self) -> bool {
         self.has_timeouts
@@ -133,6 +144,9 @@ struct Fan {
     fan: &'static FanOut,
     parent: ExecutionId,
     step: u32,
+    /// A Map's item machine's policies, made once for all its items (a Parallel state's
+    /// branches, of different machines, make their own).
+    policies: Option<Arc<[Policy]>>,
 }
 
 /// The fan-out of a state the derive declared as one; a plain state here is a bug in the
@@ -172,6 +186,7 @@ impl Fan {
             fan,
             parent: driver.id,
             step: driver.step,
+            policies: None,
         }
     }
 
@@ -206,14 +221,21 @@ impl Fan {
             observer: None,
             ..driver.rec.recording()
         };
+        let policies = self.policies.clone();
         Box::pin(async move {
-            let policies = declared(B::DEFINITION).into_boxed_slice();
-            let host = BranchHost {
+            let policies = match policies {
+                Some(shared) => Policies::Shared(shared),
+                None => Policies::Own(declared(B::DEFINITION).collect()),
+            };
+            let mut host = BranchHost {
                 steps,
-                has_timeouts: policies.iter().any(|p| p.timeout.is_some()),
+                has_timeouts: false,
                 policies,
                 recording,
             };
+            host.has_timeouts = Host::<B, H>::policies(&host)
+                .iter()
+                .any(|p| p.timeout.is_some());
             drive(&host, id, start).await
         })
     }
@@ -447,7 +469,10 @@ pub fn map<'a, 'd: 'a, M: Fsm + Send, B: Dispatch<H> + Clone, H: Sync>(
 {
     async move {
         let total = items.len();
-        let fan = Fan::begin(driver, index, total);
+        let fan = Fan {
+            policies: Some(declared(B::DEFINITION).collect()),
+            ..Fan::begin(driver, index, total)
+        };
         let limit = match fan.fan.kind {
             FanOutKind::Map {
                 max_concurrency, ..

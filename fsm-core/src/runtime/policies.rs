@@ -16,15 +16,13 @@ pub(crate) struct Policy {
 }
 
 /// The policies a machine's definition declares for each of its states.
-pub(crate) fn declared(def: &crate::Definition) -> Vec<Policy> {
-    def.states
-        .iter()
-        .enumerate()
-        .map(|(i, s)| Policy {
-            retry: s.retry.unwrap_or(RetryPolicy::NONE),
-            timeout: s.timeout,
-            wait_timeout: s.wait.and_then(|w| w.timeout),
-            has_catch: def.transitions.iter().any(|t| t.catch && t.from == i),
-        })
-        .collect()
+pub(crate) fn declared(
+    def: &crate::Definition,
+) -> impl Iterator<Item = Policy> + ExactSizeIterator + '_ {
+    def.states.iter().enumerate().map(|(i, s)| Policy {
+        retry: s.retry.unwrap_or(RetryPolicy::NONE),
+        timeout: s.timeout,
+        wait_timeout: s.wait.and_then(|w| w.timeout),
+        has_catch: def.transitions.iter().any(|t| t.catch && t.from == i),
+    })
 }
