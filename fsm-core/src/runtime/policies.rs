@@ -16,9 +16,7 @@ pub(crate) struct Policy {
 }
 
 /// The policies a machine's definition declares for each of its states.
-pub(crate) fn declared(
-    def: &crate::Definition,
-) -> impl Iterator<Item = Policy> + ExactSizeIterator + '_ {
+pub(crate) fn declared(def: &crate::Definition) -> impl ExactSizeIterator<Item = Policy> + '_ {
     def.states.iter().enumerate().map(|(i, s)| Policy {
         retry: s.retry.unwrap_or(RetryPolicy::NONE),
         timeout: s.timeout,
