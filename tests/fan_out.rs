@@ -175,15 +175,20 @@ impl parcel::Steps for Services {
     }
 }
 
+/// Parcels `0..n`, packed: a Map's items.
+fn parcels(n: u32) -> Vec<Parcel> {
+    (0..n)
+        .map(|n| parcel::Machine::new(parcel::Packed { n }).into())
+        .collect()
+}
+
 impl shipment::Steps for Services {
     async fn packing(
         &self,
         s: &shipment::Machine<shipment::Packing>,
         _: Context,
     ) -> Result<Vec<Parcel>, StepError> {
-        Ok((0..s.parcels)
-            .map(|n| parcel::Machine::new(parcel::Packed { n }).into())
-            .collect())
+        Ok(parcels(s.parcels))
     }
 
     fn join_packing(
@@ -208,9 +213,7 @@ impl tolerant::Steps for Services {
         s: &tolerant::Machine<tolerant::Packing>,
         _: Context,
     ) -> Result<Vec<Parcel>, StepError> {
-        Ok((0..s.parcels)
-            .map(|n| parcel::Machine::new(parcel::Packed { n }).into())
-            .collect())
+        Ok(parcels(s.parcels))
     }
 
     fn join_packing(

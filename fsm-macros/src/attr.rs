@@ -77,6 +77,14 @@ pub(crate) struct MapOptions {
     pub(crate) tolerated_percent: Option<u64>,
 }
 
+impl MapOptions {
+    /// Whether some items may fail: the join then receives the failed ones too.
+    #[cfg_attr(not(feature = "steps"), allow(dead_code))]
+    pub(crate) fn tolerates(&self) -> bool {
+        self.tolerated_failures.is_some() || self.tolerated_percent.is_some()
+    }
+}
+
 /// `wait` or `wait(timeout_ms = N)`.
 pub(crate) struct Wait {
     /// The key, for spans.
@@ -618,14 +626,7 @@ fn parse_retry(input: ParseStream, key: Ident) -> syn::Result<Retry> {
                     "max_delay_ms",
                     "jitter",
                 ];
-                let hint = crate::names::closest(&name, fields)
-                    .map(|f| format!("; did you mean `{f}`?"))
-                    .unwrap_or_else(|| {
-                        format!(
-                            "; expected one of {}",
-                            fields.map(|f| format!("`{f}`")).join(", ")
-                        )
-                    });
+                let hint = field_hint(&name, &fields);
                 return Err(syn::Error::new(
                     field.span(),
                     format!("unknown retry field `{name}`{hint}"),
@@ -637,6 +638,18 @@ fn parse_retry(input: ParseStream, key: Ident) -> syn::Result<Retry> {
         }
     }
     Ok(retry)
+}
+
+/// What follows "unknown field `name`" in a key's list: the field meant, when `name` is a
+/// typo of one, else every field the key takes.
+fn field_hint(name: &str, fields: &[&str]) -> String {
+    match crate::names::closest(name, fields.iter().copied()) {
+        Some(f) => format!("; did you mean `{f}`?"),
+        None => {
+            let all: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+            format!("; expected one of {}", all.join(", "))
+        }
+    }
 }
 
 fn parse_catch(input: ParseStream, key: Ident) -> syn::Result<Catch> {
@@ -753,14 +766,7 @@ fn parse_fan_out(input: ParseStream, key: Ident) -> syn::Result<FanOut> {
                         "tolerated_percent",
                         "compensate",
                     ];
-                    let hint = crate::names::closest(&text, fields)
-                        .map(|f| format!("; did you mean `{f}`?"))
-                        .unwrap_or_else(|| {
-                            format!(
-                                "; expected one of {}",
-                                fields.map(|f| format!("`{f}`")).join(", ")
-                            )
-                        });
+                    let hint = field_hint(&text, &fields);
                     return Err(syn::Error::new(
                         name.span(),
                         format!("unknown field `{text}` in `map(...)`{hint}"),

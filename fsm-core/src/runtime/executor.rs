@@ -576,22 +576,25 @@ where
                     continue;
                 }
                 // Boxed: a wait's future would otherwise make every execution's larger.
-                Stopped::Waiting(waiting) if M::WAITS && driver.waits.is_some() => {
-                    let waits = driver.waits.unwrap_or_else(|| unreachable!());
-                    let policies = host.policies();
-                    match Box::pin(wait(policies, waits, &mut driver, waiting)).await {
-                        Ok(next) => {
-                            state = next;
-                            continue;
+                Stopped::Waiting(waiting) => match driver.waits {
+                    Some(waits) if M::WAITS => {
+                        let policies = host.policies();
+                        match Box::pin(wait(policies, waits, &mut driver, waiting)).await {
+                            Ok(next) => {
+                                state = next;
+                                continue;
+                            }
+                            Err(failure) => failure,
                         }
-                        Err(failure) => failure,
                     }
-                }
-                // Only the loop of a machine that waits stops to wait.
-                Stopped::Waiting(waiting) => {
-                    let error = StepError::fatal("wait", "a machine without waits stopped to wait");
-                    (waiting, error, None)
-                }
+                    // Only the loop of a machine that waits, on an executor that keeps its
+                    // tokens, stops to wait.
+                    _ => {
+                        let error =
+                            StepError::fatal("wait", "a machine without waits stopped to wait");
+                        (waiting, error, None)
+                    }
+                },
             };
             if let (Some(secret), Some(waits)) = (driver.take_handed_out(), driver.waits) {
                 // The step failed after handing out its token: the token is of no more use.

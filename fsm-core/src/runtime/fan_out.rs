@@ -112,15 +112,21 @@ enum Policies {
     Shared(Arc<[Policy]>),
 }
 
+impl Policies {
+    fn get(&self) -> &[Policy] {
+        match self {
+            Policies::Own(p) => p,
+            Policies::Shared(p) => p,
+        }
+    }
+}
+
 impl<M, H: Sync> Host<M, H> for BranchHost<'_, H> {
     fn steps(&self) -> &H {
         self.steps
     }
     fn policies(&self) -> &[Policy] {
-        match &self.policies {
-            Policies::Own(p) => p,
-            Policies::Shared(p) => p,
-        }
+        self.policies.get()
     }
     fn has_timeouts(&self) -> bool {
         self.has_timeouts
@@ -176,11 +182,10 @@ fn branch_name(fan: &FanOut, position: u32) -> &'static str {
 impl Fan {
     fn begin<M: Fsm>(driver: &mut Driver<'_, M>, index: usize, count: usize) -> Fan {
         let (state, fan) = fan_out_of(M::DEFINITION, index);
-        let at = driver.rec.stamp();
         let branches = u32::try_from(count).unwrap_or(u32::MAX);
         driver
             .rec
-            .event(at, || EventKind::FanOutStarted { state, branches });
+            .event_now(|| EventKind::FanOutStarted { state, branches });
         Fan {
             state,
             fan,
@@ -205,8 +210,7 @@ impl Fan {
         let id = self.parent.branch(self.step, position);
         if matches!(self.fan.kind, FanOutKind::Parallel) {
             let (state, branch) = (self.state, self.name(position));
-            let at = driver.rec.stamp();
-            driver.rec.event(at, || EventKind::BranchStarted {
+            driver.rec.event_now(|| EventKind::BranchStarted {
                 state,
                 branch,
                 position,
@@ -227,15 +231,12 @@ impl Fan {
                 Some(shared) => Policies::Shared(shared),
                 None => Policies::Own(declared(B::DEFINITION).collect()),
             };
-            let mut host = BranchHost {
+            let host = BranchHost {
                 steps,
-                has_timeouts: false,
+                has_timeouts: policies.get().iter().any(|p| p.timeout.is_some()),
                 policies,
                 recording,
             };
-            host.has_timeouts = Host::<B, H>::policies(&host)
-                .iter()
-                .any(|p| p.timeout.is_some());
             drive(&host, id, start).await
         })
     }
@@ -248,34 +249,30 @@ impl Fan {
         outcome: Outcome<B>,
     ) -> Result<Ended<B>, Failed<B>> {
         let (id, end) = (outcome.id, outcome.state.state_name());
+        let (state, history) = (outcome.state, outcome.history);
         let ended = match outcome.status {
             Status::Succeeded => Ok(Ended {
                 id,
                 position,
-                state: outcome.state,
-                history: outcome.history,
+                state,
+                history,
             }),
-            Status::Failed => Err(Failed {
+            status => Err(Failed {
                 id,
                 position,
-                state: outcome.state,
-                error: None,
-                history: outcome.history,
-            }),
-            Status::Errored { error, .. } => Err(Failed {
-                id,
-                position,
-                state: outcome.state,
-                error: Some(error),
-                history: outcome.history,
+                state,
+                error: match status {
+                    Status::Errored { error, .. } => Some(error),
+                    _ => None,
+                },
+                history,
             }),
         };
         if matches!(self.fan.kind, FanOutKind::Parallel) || ended.is_err() {
             let (state, branch) = (self.state, self.name(position));
             let error = ended.as_ref().err().and_then(|f| f.error.clone());
             let succeeded = ended.is_ok();
-            let at = driver.rec.stamp();
-            driver.rec.event(at, || EventKind::BranchEnded {
+            driver.rec.event_now(|| EventKind::BranchEnded {
                 state,
                 branch,
                 position,
@@ -291,8 +288,7 @@ impl Fan {
     fn cancelled<M: Fsm>(&self, driver: &mut Driver<'_, M>, position: u32) {
         let (state, branch) = (self.state, self.name(position));
         let execution = self.parent.branch(self.step, position);
-        let at = driver.rec.stamp();
-        driver.rec.event(at, || EventKind::BranchCancelled {
+        driver.rec.event_now(|| EventKind::BranchCancelled {
             state,
             branch,
             position,
@@ -303,8 +299,7 @@ impl Fan {
     fn joined<M: Fsm>(&self, driver: &mut Driver<'_, M>, succeeded: usize, failed: usize) {
         let state = self.state;
         let (succeeded, failed) = (succeeded as u32, failed as u32);
-        let at = driver.rec.stamp();
-        driver.rec.event(at, || EventKind::FanOutJoined {
+        driver.rec.event_now(|| EventKind::FanOutJoined {
             state,
             succeeded,
             failed,
@@ -345,8 +340,7 @@ impl<M: Fsm> Driver<'_, M> {
         let (state, fan) = fan_out_of(M::DEFINITION, index);
         let branch = branch_name(fan, position);
         let error = result.err();
-        let at = self.rec.stamp();
-        self.rec.event(at, || EventKind::BranchCompensated {
+        self.rec.event_now(|| EventKind::BranchCompensated {
             state,
             branch,
             position,

@@ -186,6 +186,12 @@ impl<'a> Recorder<'a> {
             .map_or(Duration::ZERO, |a| ended.saturating_sub(a.attempt_started))
     }
 
+    /// Records the event `kind` builds, stamped now.
+    pub(crate) fn event_now(&mut self, kind: impl FnOnce() -> EventKind) {
+        let at = self.stamp();
+        self.event(at, kind);
+    }
+
     #[inline]
     pub(crate) fn event(&mut self, at: Duration, kind: impl FnOnce() -> EventKind) {
         let Some(a) = &mut self.active else {

@@ -198,10 +198,7 @@ impl<'a> Diagram<'a> {
             for note in self.notes(i) {
                 let _ = write!(text, "<br/><small>{}</small>", mermaid_text(&note));
             }
-            let (open, close) = match s.kind {
-                StateKind::Step => ("(\"", "\")"),
-                StateKind::Success | StateKind::Failure => ("([\"", "\"])"),
-            };
+            let (open, close) = mermaid_shape(s.kind);
             let _ = writeln!(out, "    {}{open}{text}{close}", id(i));
         }
         let _ = writeln!(out, "    __start --> {}", id(def.initial));
@@ -234,7 +231,7 @@ impl<'a> Diagram<'a> {
         // The branches after every edge of the machine: their links come after its links,
         // whose numbers `linkStyle` uses. Their terminal states are styled as the machine's.
         let mut branch_ends: Vec<(StateKind, String)> = Vec::new();
-        for (i, j, branch) in self.branches() {
+        for (i, j, fan, branch) in self.branches() {
             let cluster = format!("{}__{j}", id(i));
             let node = |k: usize| {
                 format!(
@@ -245,14 +242,11 @@ impl<'a> Diagram<'a> {
             let _ = writeln!(
                 out,
                 "    subgraph {cluster}[\"{}\"]",
-                mermaid_text(&branch_title(def.states[i].fan_out, branch))
+                mermaid_text(&branch_title(fan, branch))
             );
             let _ = writeln!(out, "        direction LR");
             for (k, b) in branch.definition.states.iter().enumerate() {
-                let (open, close) = match b.kind {
-                    StateKind::Step => ("(\"", "\")"),
-                    StateKind::Success | StateKind::Failure => ("([\"", "\"])"),
-                };
+                let (open, close) = mermaid_shape(b.kind);
                 let _ = writeln!(
                     out,
                     "        {}{open}{}{close}",
@@ -421,10 +415,10 @@ impl<'a> Diagram<'a> {
                 attrs.join(", ")
             );
         }
-        for (i, j, branch) in self.branches() {
+        for (i, j, fan, branch) in self.branches() {
             let parent = def.states[i].name;
             let node = |k: usize| format!("{parent}__{j}__{}", branch.definition.states[k].name);
-            let title = dot_text(&branch_title(def.states[i].fan_out, branch));
+            let title = dot_text(&branch_title(fan, branch));
             let _ = writeln!(out, "    subgraph cluster_{parent}__{j} {{");
             let _ = writeln!(
                 out,
@@ -465,20 +459,25 @@ impl<'a> Diagram<'a> {
     }
 
     /// Each branch of each fanning-out state: the state, the branch's position, the branch.
-    fn branches(&self) -> impl Iterator<Item = (usize, usize, &'static crate::Branch)> + '_ {
+    fn branches(
+        &self,
+    ) -> impl Iterator<Item = (usize, usize, &'static crate::FanOut, &'static crate::Branch)> + '_
+    {
         self.def.states.iter().enumerate().flat_map(|(i, s)| {
-            s.fan_out
-                .into_iter()
-                .flat_map(|f| f.branches.iter().enumerate())
-                .map(move |(j, b)| (i, j, b))
+            s.fan_out.into_iter().flat_map(move |f| {
+                f.branches
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, b)| (i, j, f, b))
+            })
         })
     }
 }
 
 /// The title of a branch's cluster: `customer: Notify`, or for a Map `each item: Parcel`.
-fn branch_title(fan: Option<&crate::FanOut>, branch: &crate::Branch) -> String {
-    match fan.map(|f| f.kind) {
-        Some(crate::FanOutKind::Map { .. }) => format!("each item: {}", branch.definition.name),
+fn branch_title(fan: &crate::FanOut, branch: &crate::Branch) -> String {
+    match fan.kind {
+        crate::FanOutKind::Map { .. } => format!("each item: {}", branch.definition.name),
         _ => format!("{}: {}", branch.name, branch.definition.name),
     }
 }
@@ -557,6 +556,15 @@ fn float(f: f64) -> String {
         format!("{f:.1}")
     } else {
         format!("{f}")
+    }
+}
+
+/// The brackets of a Mermaid node of a state of `kind`: rounded for a step, a stadium for a
+/// terminal state.
+fn mermaid_shape(kind: StateKind) -> (&'static str, &'static str) {
+    match kind {
+        StateKind::Step => ("(\"", "\")"),
+        StateKind::Success | StateKind::Failure => ("([\"", "\"])"),
     }
 }
 

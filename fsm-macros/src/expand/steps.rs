@@ -49,7 +49,7 @@ fn step_arms(src: &mut Src, g: &Graph, states: &[usize], state: &str) {
             NextType::One { transition, .. } => transition.to_string(),
         };
         if src.m.states[i].fan_out.is_some() {
-            fan_out_arm(src, i, &state_pat(&s, &pat), state, &name, &index);
+            fan_out_arm(src, i, &format!("{s}{pat}"), state, &name, &index);
             continue;
         }
         if src.m.states[i].wait.is_some() {
@@ -89,8 +89,14 @@ fn step_arms(src: &mut Src, g: &Graph, states: &[usize], state: &str) {
     }
 }
 
-fn state_pat(s: &str, pat: &str) -> String {
-    format!("{s}{pat}")
+/// Compensates the branch `__e` of state `i` with the `Steps` method `method`, and records
+/// how it went.
+fn compensate_call(i: usize, method: &str) -> String {
+    format!(
+        "let (__id, __at) = (__e.id(), __e.position());\
+         let __r = __steps.{method}(__e, __cx).await;\
+         __driver.compensated({i}, __id, __at, __r);"
+    )
 }
 
 /// The loop's arm for a fanning-out state: its step (an attempt, retried as any step) returns
@@ -114,12 +120,9 @@ fn fan_out_arm(src: &mut Src, i: usize, pat: &str, state: &str, name: &str, inde
                 compensate.push_str(&format!("let ({},) = __failure.ended;", parts.join(", ")));
                 for (j, (branch, _)) in fan.branches.iter().enumerate() {
                     let method = fn_name(&check::compensate_method(ident, Some(branch)));
+                    let call = compensate_call(i, &method);
                     compensate.push_str(&format!(
-                        "if let ::core::option::Option::Some(__e) = __c{j} {{\
-                           let (__id, __at) = (__e.id(), __e.position());\
-                           let __r = __steps.{method}(__e, __cx).await;\
-                           __driver.compensated({i}, __id, __at, __r);\
-                         }}"
+                        "if let ::core::option::Option::Some(__e) = __c{j} {{ {call} }}"
                     ));
                 }
             }
@@ -133,18 +136,12 @@ fn fan_out_arm(src: &mut Src, i: usize, pat: &str, state: &str, name: &str, inde
         Some(map) => {
             let compensate = if fan.compensate {
                 let method = fn_name(&check::compensate_method(ident, None));
-                format!(
-                    "for __e in __failure.ended {{\
-                       let (__id, __at) = (__e.id(), __e.position());\
-                       let __r = __steps.{method}(__e, __cx).await;\
-                       __driver.compensated({i}, __id, __at, __r);\
-                     }}"
-                )
+                let call = compensate_call(i, &method);
+                format!("for __e in __failure.ended {{ {call} }}")
             } else {
                 String::new()
             };
-            let tolerates = map.tolerated_failures.is_some() || map.tolerated_percent.is_some();
-            let results = if tolerates {
+            let results = if map.tolerates() {
                 "__ends".to_owned()
             } else {
                 format!("{k}::__private::all_ended(__ends)")
@@ -268,8 +265,7 @@ fn fan_out_methods(src: &mut Src, i: usize, ret: &str, targets: &str) {
                 "#[doc = {doc}] fn {name}(&self, state: &Machine<{s}>, cx: {k}::Context) \
                  -> impl {k}::__private::Future<Output = __Result<::std::vec::Vec<{t}>, {k}::StepError>> + ::core::marker::Send;"
             ));
-            let tolerates = map.tolerated_failures.is_some() || map.tolerated_percent.is_some();
-            let (items, what) = if tolerates {
+            let (items, what) = if map.tolerates() {
                 (
                     format!("{k}::Items<{t}>"),
                     "each item's end, in order (`Err` for an item that failed, which the state tolerated)",

@@ -180,10 +180,11 @@ pub(crate) fn encode(event: &HistoryEvent, seq: u32) -> StoredEvent {
 pub(crate) fn decode(def: &'static Definition, row: &StoredEvent) -> Result<HistoryEvent, String> {
     let bad = |what: &str| format!("event {} ({}): {what}", row.seq, row.kind);
     let detail: Value = serde_json::from_str(&row.detail).map_err(|e| bad(&e.to_string()))?;
-    let state = def
+    let info = def
         .state_index(&row.state)
-        .map(|i| def.states[i].name)
+        .map(|i| &def.states[i])
         .ok_or_else(|| bad(&format!("no state `{}` in `{}`", row.state, def.name)))?;
+    let state = info.name;
     let num = |key: &str| detail.get(key).and_then(Value::as_u64);
     let attempt = || {
         num("attempt")
@@ -219,7 +220,7 @@ pub(crate) fn decode(def: &'static Definition, row: &StoredEvent) -> Result<Hist
     };
     // The branch's name and machine, as the state's fan-out declares them.
     let branch = || {
-        let fan = def.states[def.state_index(state).unwrap_or(0)]
+        let fan = info
             .fan_out
             .ok_or_else(|| bad(&format!("`{state}` does not fan out")))?;
         let name = detail.get("branch").and_then(Value::as_str).unwrap_or("");
