@@ -272,6 +272,7 @@ async fn populate<S: fsm_core::Store + Clone>(
             lease_expires: None,
             version: 1,
             claims: 0,
+            parent: None,
         };
         let store = store.clone();
         batch.spawn(async move {

@@ -1883,6 +1883,7 @@ async fn one_bad_write_among_many_committed_together_fails_alone(db: Db) {
         version: 1,
         name: None,
         claims: 1,
+        parent: None,
     };
     let creates = (0..20u128).map(|n| {
         store.create(NewExecution {
@@ -1996,6 +1997,7 @@ fn a_worker_whose_lease_was_taken_over_can_neither_renew_nor_checkpoint() {
             version: 1,
             name: None,
             claims: 0,
+            parent: None,
         };
         a.create(NewExecution {
             record: row.clone(),

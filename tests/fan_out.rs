@@ -9,7 +9,7 @@ use std::time::Duration;
 use fsm_core::{Context, EventKind, Executor, Fsm, Status, StepError};
 
 /// One notification: sent, or refused by the mail service.
-#[derive(Fsm, Debug, Clone, PartialEq)]
+#[derive(Fsm, Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Notify {
     #[fsm(initial, on(send => Sent | Bounced), retry(max_attempts = 1, interval_ms = 1))]
     Pending { to: String, text: String },
@@ -20,7 +20,7 @@ pub enum Notify {
 }
 
 /// An order whose payment was declined: release, then tell customer and support at once.
-#[derive(Fsm, Debug, Clone, PartialEq)]
+#[derive(Fsm, Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Declined {
     #[fsm(
         initial,
@@ -36,7 +36,7 @@ pub enum Declined {
 }
 
 /// A shipment of several parcels, each labelled by a machine of its own.
-#[derive(Fsm, Debug, Clone, PartialEq)]
+#[derive(Fsm, Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Parcel {
     #[fsm(initial, on(label => Labelled | Lost))]
     Packed { n: u32 },
@@ -46,7 +46,7 @@ pub enum Parcel {
     Lost { n: u32 },
 }
 
-#[derive(Fsm, Debug, Clone, PartialEq)]
+#[derive(Fsm, Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Shipment {
     #[fsm(initial, map(Parcel, max_concurrency = 3), on(ship => Shipped))]
     Packing { parcels: u32 },
@@ -54,7 +54,7 @@ pub enum Shipment {
     Shipped { labels: Vec<u32> },
 }
 
-#[derive(Fsm, Debug, Clone, PartialEq)]
+#[derive(Fsm, Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Tolerant {
     #[fsm(initial, map(Parcel, tolerated_failures = 2), on(ship => Done))]
     Packing { parcels: u32 },
@@ -399,8 +399,9 @@ async fn the_observer_sees_the_parent_only_and_branches_keep_their_own_history()
     assert_eq!(branches, 2);
 }
 
-/// A durable parent on a SQLite file: its fan-out runs inside its step, checkpointed before
-/// and after, and its stored history reads back with every branch event.
+/// A durable parent on a SQLite file: each branch is an execution of its own in the file,
+/// linked to its parent, with its own history; the parent's stored history reads back with
+/// every branch event.
 #[derive(Fsm, Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Relay {
     #[fsm(initial, parallel(first = Hop, second = Hop), on(join => Relayed))]
@@ -495,6 +496,65 @@ async fn a_durable_parent_stores_its_fan_out_history() {
             ..
         }
     )));
+    // The branches, as the store lists them: the parent's two, ended, with the ids its
+    // history names.
+    let store = ex.store();
+    let page = fsm_core::Store::list(store, fsm_core::store::ListQuery::new().parent(id))
+        .await
+        .unwrap();
+    let mut children: Vec<_> = page
+        .executions
+        .iter()
+        .map(|e| {
+            (
+                e.machine.as_str(),
+                e.state_name.as_str(),
+                e.status,
+                e.parent,
+            )
+        })
+        .collect();
+    children.dedup();
+    assert_eq!(
+        children,
+        [(
+            "Hop",
+            "Hopped",
+            fsm_core::ExecutionStatus::Succeeded,
+            Some(id)
+        )],
+        "{page:?}"
+    );
+    assert_eq!(page.executions.len(), 2);
+    for e in &page.executions {
+        assert!(history.events().iter().any(|h| matches!(
+            h.kind,
+            EventKind::BranchStarted { execution, .. } if execution == e.id
+        )));
+        let row = fsm_core::Store::get(store, e.id).await.unwrap().unwrap();
+        assert_eq!(row.due_at, None, "no worker claims a branch on its own");
+        let kinds: Vec<String> = fsm_core::Store::events(store, e.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "execution started",
+                "step started",
+                "step succeeded",
+                "transition",
+                "execution succeeded"
+            ]
+        );
+    }
+    // The parent is not among another machine's, nor a branch among the parent's machine's.
+    let relays = fsm_core::Store::list(store, fsm_core::store::ListQuery::new().machine("Relay"))
+        .await
+        .unwrap();
+    assert_eq!(relays.executions.len(), 1);
     ex.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

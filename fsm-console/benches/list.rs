@@ -103,6 +103,7 @@ async fn fill<S: Store + Clone>(store: &S) {
             lease_expires: None,
             version: 1,
             claims: 0,
+            parent: None,
         };
         let store = store.clone();
         batch.spawn(async move {

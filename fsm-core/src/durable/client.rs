@@ -207,6 +207,7 @@ where
             lease_owner,
             lease_expires,
             version: 1,
+            parent: None,
         };
         let created = self
             .store

@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::durable::branches::StoreChildren;
 use crate::durable::client::{next_end, Client, StartOptions, Started};
 use crate::durable::error::DurableError;
 use crate::durable::store::codec;
@@ -791,6 +792,8 @@ where
             None => self.client.decode(&row)?,
         };
         let core = &self.core;
+        // Where its fan-outs keep their branches.
+        let children = StoreChildren::new(&self.client.store, &self.client.clock);
         let deadline = Deadline::new(core.has_timeouts);
         let origin = self.client.clock.instant(row.created_at);
         let rec = Recorder::durable(id, core.recording(), def, origin, row.events as usize);
@@ -806,6 +809,7 @@ where
             policies: &core.policies,
             cold: Some(Box::new(crate::runtime::driver::Cold {
                 pause: true,
+                children: Some(&children),
                 ..Default::default()
             })),
             waits: None,
@@ -913,6 +917,14 @@ where
         let stop = Guard::new(state.run::<Cloned>(&core.steps, driver), deadline).await;
         deadline.disarm();
         let verdict = deadline.take_verdict();
+        // A fan-out whose branch the store could not write: the drive stops here, the step
+        // unrecorded, and the execution goes on from its last checkpoint (its branches from
+        // theirs) where it is claimed next.
+        if let Some(children) = driver.cold.as_ref().and_then(|c| c.children) {
+            if let Some(error) = children.interruption() {
+                return Err(error);
+            }
+        }
         Ok(match stopped(stop, verdict, driver) {
             Stopped::Ended(end) => {
                 self.end(row, driver, None, end).await?;

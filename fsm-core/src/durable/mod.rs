@@ -13,6 +13,7 @@
 //!
 //! Uses the typestate and runtime layers; `store` uses nothing of `client` or `executor`.
 
+pub(crate) mod branches;
 pub(crate) mod client;
 pub(crate) mod definition_json;
 pub(crate) mod error;

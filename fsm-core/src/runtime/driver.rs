@@ -89,7 +89,7 @@ pub struct Driver<'b, M> {
     pub(crate) attempt: u32,
     pub(crate) policies: &'b [Policy],
     /// What only durable executions and waiting states need (see [`Cold`]).
-    pub(crate) cold: Option<Box<Cold>>,
+    pub(crate) cold: Option<Box<Cold<'b>>>,
     /// Where an in-memory executor keeps the tokens its executions hand out.
     pub(crate) waits: Option<&'b Waits<M>>,
     pub(crate) rec: Recorder<'b>,
@@ -109,7 +109,7 @@ impl<M> Drop for Driver<'_, M> {
 /// that an execution that uses neither carries one pointer for it (the driver is part of
 /// every execution's future).
 #[derive(Default)]
-pub(crate) struct Cold {
+pub(crate) struct Cold<'b> {
     /// Whether the loop stops before each step but its first (a durable execution
     /// checkpoints between steps).
     pub(crate) pause: bool,
@@ -124,6 +124,12 @@ pub(crate) struct Cold {
     pub(crate) token: Option<TaskToken>,
     /// The secret of the token handed out by the step under way.
     pub(crate) handed_out: Option<u128>,
+    /// Where a durable execution's fan-outs keep their branches (as executions of their
+    /// own, in the parent's store).
+    #[cfg(feature = "durable")]
+    pub(crate) children: Option<&'b dyn crate::durable::branches::Children>,
+    #[cfg(not(feature = "durable"))]
+    pub(crate) children: core::marker::PhantomData<&'b ()>,
 }
 
 /// Why the attempt under way was stopped by the executor rather than by its step.
@@ -224,7 +230,7 @@ impl<'b, M: Fsm> Driver<'b, M> {
     }
 
     /// The driver's out-of-line part, made on first use.
-    pub(crate) fn cold(&mut self) -> &mut Cold {
+    pub(crate) fn cold(&mut self) -> &mut Cold<'b> {
         self.cold.get_or_insert_with(Box::default)
     }
 

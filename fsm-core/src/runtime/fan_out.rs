@@ -19,6 +19,30 @@ use crate::runtime::recorder::Recording;
 use crate::runtime::waits::Waits;
 use crate::{Dispatch, EventKind, ExecutionId, FanOut, FanOutKind, Fsm, History, StepError};
 
+/// What a branch's machine must be besides a machine: with fsm-core's `durable` feature,
+/// `Serialize` and `Deserialize` (a durable parent stores each branch as an execution of its
+/// own); without it, nothing more. Generated code's bound, not implemented by hand.
+#[cfg(feature = "durable")]
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` runs as a branch, so it must implement `Serialize` and `Deserialize`",
+    label = "a branch machine",
+    note = "with fsm-core's `durable` feature, a durable parent stores each branch as an execution of its own: derive `serde::Serialize` and `serde::Deserialize` on `{Self}`"
+)]
+pub trait BranchData: serde::Serialize + serde::de::DeserializeOwned {}
+
+#[cfg(feature = "durable")]
+impl<T: serde::Serialize + serde::de::DeserializeOwned> BranchData for T {}
+
+/// What a branch's machine must be besides a machine: with fsm-core's `durable` feature,
+/// `Serialize` and `Deserialize`; without it, nothing more.
+#[cfg(not(feature = "durable"))]
+#[doc(hidden)]
+pub trait BranchData {}
+
+#[cfg(not(feature = "durable"))]
+impl<T> BranchData for T {}
+
 /// A branch (or a Map's item) that ended in a success state of its machine: what a join
 /// receives. Only an ended branch gives one, so a join cannot run before every branch it
 /// names has ended.
@@ -92,8 +116,25 @@ pub struct FanFailure<P> {
 }
 
 /// A branch's run: boxed, so that a machine's future does not contain its branches' (a
-/// branch may itself fan out), and a Map's runs are a list.
-type Run<'a, B> = Pin<Box<dyn Future<Output = Outcome<B>> + Send + 'a>>;
+/// branch may itself fan out), and a Map's runs are a list. `None`: a durable parent's store
+/// failed the branch's write, and the parent stops (see [`interrupted`]).
+type Run<'a, B> = Pin<Box<dyn Future<Output = Option<Outcome<B>>> + Send + 'a>>;
+
+/// Why a fan-out stopped before its join.
+enum Stop {
+    /// A branch failed (or more items than a Map tolerates): the state fails with this.
+    Failed(StepError),
+    /// A durable parent's store failed a branch's write: the parent's drive stops without
+    /// a checkpoint (the durable executor reads why from its children), and nothing is
+    /// cancelled or compensated: the branches go on from their rows when the parent does.
+    Interrupted,
+}
+
+/// The error a fan-out interrupted by its store fails its step with: never recorded, the
+/// durable executor stops the parent instead.
+fn interrupted() -> StepError {
+    StepError::fatal("interrupted", "the store failed a branch's checkpoint")
+}
 
 /// What runs a branch: the parent's handlers and recording, the branch machine's declared
 /// policies. Branches do not wait for tokens (the derive refuses a branch machine that
@@ -145,7 +186,7 @@ impl<M, H: Sync> Host<M, H> for BranchHost<'_, H> {
 
 /// The fan-out under way in state `index` of the parent: what each branch's events and id
 /// need.
-struct Fan {
+struct Fan<'c> {
     state: &'static str,
     fan: &'static FanOut,
     parent: ExecutionId,
@@ -153,6 +194,20 @@ struct Fan {
     /// A Map's item machine's policies, made once for all its items (a Parallel state's
     /// branches, of different machines, make their own).
     policies: Option<Arc<[Policy]>>,
+    /// Where a durable parent keeps its branches.
+    #[cfg(feature = "durable")]
+    stored: Option<Stored<'c>>,
+    #[cfg(not(feature = "durable"))]
+    stored: core::marker::PhantomData<&'c ()>,
+}
+
+/// A durable parent's branches: its store, the branches it holds already (of an earlier run
+/// of this step), and a Map's item machine's fingerprint, made once.
+#[cfg(feature = "durable")]
+struct Stored<'c> {
+    children: &'c dyn crate::durable::branches::Children,
+    existing: std::collections::HashSet<ExecutionId>,
+    fingerprint: Option<Arc<str>>,
 }
 
 /// The fan-out of a state the derive declared as one; a plain state here is a bug in the
@@ -179,20 +234,54 @@ fn branch_name(fan: &FanOut, position: u32) -> &'static str {
     }
 }
 
-impl Fan {
-    fn begin<M: Fsm>(driver: &mut Driver<'_, M>, index: usize, count: usize) -> Fan {
+impl<'c> Fan<'c> {
+    /// Begins the fan-out of state `index`: `None` when a durable parent's store could not
+    /// say which branches it holds (the parent is interrupted).
+    async fn begin<M: Fsm>(
+        driver: &mut Driver<'c, M>,
+        index: usize,
+        count: usize,
+    ) -> Option<Fan<'c>> {
         let (state, fan) = fan_out_of(M::DEFINITION, index);
         let branches = u32::try_from(count).unwrap_or(u32::MAX);
         driver
             .rec
             .event_now(|| EventKind::FanOutStarted { state, branches });
-        Fan {
+        #[cfg(feature = "durable")]
+        let stored = match driver.cold.as_ref().and_then(|c| c.children) {
+            None => None,
+            Some(children) => match children.existing(driver.id).await {
+                Ok(existing) => Some(Stored {
+                    children,
+                    existing,
+                    fingerprint: None,
+                }),
+                Err(error) => {
+                    children.interrupt(error.into());
+                    return None;
+                }
+            },
+        };
+        #[cfg(not(feature = "durable"))]
+        let stored = core::marker::PhantomData;
+        Some(Fan {
             state,
             fan,
             parent: driver.id,
             step: driver.step,
             policies: None,
+            stored,
+        })
+    }
+
+    /// A Map's: its items share one copy of their machine's policies (and fingerprint).
+    fn for_items<B: Fsm>(mut self) -> Self {
+        self.policies = Some(declared(B::DEFINITION).collect());
+        #[cfg(feature = "durable")]
+        if let Some(stored) = self.stored.as_mut() {
+            stored.fingerprint = Some(B::DEFINITION.fingerprint().into());
         }
+        self
     }
 
     fn name(&self, position: u32) -> &'static str {
@@ -200,13 +289,16 @@ impl Fan {
     }
 
     /// Starts branch `position` from `start`; a Parallel state's branches are recorded.
-    fn start<'a, 'd: 'a, M: Fsm, B: Dispatch<H> + Clone, H: Sync + 'a>(
+    fn start<'a, M: Fsm, B: Dispatch<H> + Clone + BranchData, H: Sync + 'a>(
         &self,
-        driver: &mut Driver<'d, M>,
+        driver: &mut Driver<'_, M>,
         steps: &'a H,
         position: u32,
         start: B,
-    ) -> Run<'a, B> {
+    ) -> Run<'a, B>
+    where
+        'c: 'a,
+    {
         let id = self.parent.branch(self.step, position);
         if matches!(self.fan.kind, FanOutKind::Parallel) {
             let (state, branch) = (self.state, self.name(position));
@@ -226,19 +318,35 @@ impl Fan {
             ..driver.rec.recording()
         };
         let policies = self.policies.clone();
-        Box::pin(async move {
+        let host = move || {
             let policies = match policies {
                 Some(shared) => Policies::Shared(shared),
                 None => Policies::Own(declared(B::DEFINITION).collect()),
             };
-            let host = BranchHost {
+            BranchHost {
                 steps,
                 has_timeouts: policies.get().iter().any(|p| p.timeout.is_some()),
                 policies,
                 recording,
+            }
+        };
+        #[cfg(feature = "durable")]
+        if let Some(stored) = &self.stored {
+            let child = crate::durable::branches::Child {
+                id,
+                parent: self.parent,
+                stored: stored.existing.contains(&id),
+                fingerprint: match &stored.fingerprint {
+                    Some(f) => Arc::clone(f),
+                    None => B::DEFINITION.fingerprint().into(),
+                },
             };
-            drive(&host, id, start).await
-        })
+            let children = stored.children;
+            return Box::pin(async move {
+                crate::durable::branches::run(children, &host(), child, start).await
+            });
+        }
+        Box::pin(async move { Some(drive(&host(), id, start).await) })
     }
 
     /// Records how branch `position` ended (every Parallel branch; a Map's failed items).
@@ -285,7 +393,8 @@ impl Fan {
         ended
     }
 
-    fn cancelled<M: Fsm>(&self, driver: &mut Driver<'_, M>, position: u32) {
+    /// Records that branch `position` was cancelled (and marks a durable branch's row).
+    async fn cancelled<M: Fsm>(&self, driver: &mut Driver<'_, M>, position: u32) {
         let (state, branch) = (self.state, self.name(position));
         let execution = self.parent.branch(self.step, position);
         driver.rec.event_now(|| EventKind::BranchCancelled {
@@ -294,6 +403,10 @@ impl Fan {
             position,
             execution,
         });
+        #[cfg(feature = "durable")]
+        if let Some(stored) = &self.stored {
+            crate::durable::branches::cancel(stored.children, execution, self.parent).await;
+        }
     }
 
     fn joined<M: Fsm>(&self, driver: &mut Driver<'_, M>, succeeded: usize, failed: usize) {
@@ -371,7 +484,7 @@ pub trait Branches<H>: Sized + Send {
 
 macro_rules! branches {
     ($count:literal: $($B:ident $b:tt),+) => {
-        impl<H: Sync, $($B: Dispatch<H> + Clone),+> Branches<H> for ($($B,)+) {
+        impl<H: Sync, $($B: Dispatch<H> + Clone + BranchData),+> Branches<H> for ($($B,)+) {
             type Ended = ($(Ended<$B>,)+);
             type Partial = ($(Option<Ended<$B>>,)+);
 
@@ -383,20 +496,25 @@ macro_rules! branches {
                 index: usize,
             ) -> impl Future<Output = Result<Self::Ended, FanFailure<Self::Partial>>> + Send + 'a {
                 async move {
-                    let fan = Fan::begin(driver, index, $count);
+                    let none = || ($(None::<Ended<$B>>,)+);
+                    let Some(fan) = Fan::begin(driver, index, $count).await else {
+                        return Err(FanFailure { error: interrupted(), ended: none() });
+                    };
                     let mut runs = ($(Some(fan.start::<M, $B, H>(driver, steps, $b, self.$b)),)+);
-                    let mut ends: Self::Partial = ($(None::<Ended<$B>>,)+);
-                    let failed = core::future::poll_fn(|cx| {
+                    let mut ends: Self::Partial = none();
+                    let stop = core::future::poll_fn(|cx| {
                         let mut pending = false;
                         $(
                             if let Some(run) = runs.$b.as_mut() {
                                 match run.as_mut().poll(cx) {
-                                    Poll::Ready(outcome) => {
+                                    Poll::Ready(None) => return Poll::Ready(Some(Stop::Interrupted)),
+                                    Poll::Ready(Some(outcome)) => {
                                         runs.$b = None;
                                         match fan.ended(driver, $b, outcome) {
                                             Ok(ended) => ends.$b = Some(ended),
                                             Err(failure) => {
-                                                return Poll::Ready(Some(fan.error(&failure, 1, $count)));
+                                                let error = fan.error(&failure, 1, $count);
+                                                return Poll::Ready(Some(Stop::Failed(error)));
                                             }
                                         }
                                     }
@@ -407,13 +525,19 @@ macro_rules! branches {
                         if pending { Poll::Pending } else { Poll::Ready(None) }
                     })
                     .await;
-                    if let Some(error) = failed {
-                        $(
-                            if runs.$b.take().is_some() {
-                                fan.cancelled(driver, $b);
-                            }
-                        )+
-                        return Err(FanFailure { error, ended: ends });
+                    match stop {
+                        None => {}
+                        Some(Stop::Interrupted) => {
+                            return Err(FanFailure { error: interrupted(), ended: none() });
+                        }
+                        Some(Stop::Failed(error)) => {
+                            $(
+                                if runs.$b.take().is_some() {
+                                    fan.cancelled(driver, $b).await;
+                                }
+                            )+
+                            return Err(FanFailure { error, ended: ends });
+                        }
                     }
                     let ($(Some($B),)+) = ends else {
                         unreachable!("every branch ended")
@@ -454,7 +578,7 @@ pub type Items<B> = Vec<Result<Ended<B>, Failed<B>>>;
 /// (the others are then cancelled). Generated code's.
 #[doc(hidden)]
 #[allow(clippy::manual_async_fn)]
-pub fn map<'a, 'd: 'a, M: Fsm + Send, B: Dispatch<H> + Clone, H: Sync>(
+pub fn map<'a, 'd: 'a, M: Fsm + Send, B: Dispatch<H> + Clone + BranchData, H: Sync>(
     driver: &'a mut Driver<'d, M>,
     steps: &'a H,
     index: usize,
@@ -463,10 +587,14 @@ pub fn map<'a, 'd: 'a, M: Fsm + Send, B: Dispatch<H> + Clone, H: Sync>(
 {
     async move {
         let total = items.len();
-        let fan = Fan {
-            policies: Some(declared(B::DEFINITION).collect()),
-            ..Fan::begin(driver, index, total)
+        let Some(fan) = Fan::begin(driver, index, total).await else {
+            let ended = Vec::new();
+            return Err(FanFailure {
+                error: interrupted(),
+                ended,
+            });
         };
+        let fan = fan.for_items::<B>();
         let limit = match fan.fan.kind {
             FanOutKind::Map {
                 max_concurrency, ..
@@ -478,7 +606,7 @@ pub fn map<'a, 'd: 'a, M: Fsm + Send, B: Dispatch<H> + Clone, H: Sync>(
         let mut results: Vec<Option<Result<Ended<B>, Failed<B>>>> =
             (0..total).map(|_| None).collect();
         let mut failed = 0;
-        let failure = core::future::poll_fn(|cx| loop {
+        let stop = core::future::poll_fn(|cx| loop {
             while running.len() < limit {
                 let Some((position, item)) = waiting.next() else {
                     break;
@@ -492,9 +620,13 @@ pub fn map<'a, 'd: 'a, M: Fsm + Send, B: Dispatch<H> + Clone, H: Sync>(
             let mut progressed = false;
             let mut i = 0;
             while i < running.len() {
-                let Poll::Ready(outcome) = running[i].1.as_mut().poll(cx) else {
-                    i += 1;
-                    continue;
+                let outcome = match running[i].1.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        i += 1;
+                        continue;
+                    }
+                    Poll::Ready(None) => return Poll::Ready(Some(Stop::Interrupted)),
+                    Poll::Ready(Some(outcome)) => outcome,
                 };
                 let (position, _) = running.swap_remove(i);
                 progressed = true;
@@ -504,7 +636,7 @@ pub fn map<'a, 'd: 'a, M: Fsm + Send, B: Dispatch<H> + Clone, H: Sync>(
                     if fan.fan.kind.too_many_failures(failed, total) {
                         let error = fan.error(failure, failed, total);
                         results[position as usize] = Some(ended);
-                        return Poll::Ready(Some(error));
+                        return Poll::Ready(Some(Stop::Failed(error)));
                     }
                 }
                 results[position as usize] = Some(ended);
@@ -514,9 +646,16 @@ pub fn map<'a, 'd: 'a, M: Fsm + Send, B: Dispatch<H> + Clone, H: Sync>(
             }
         })
         .await;
-        if let Some(error) = failure {
-            for (position, _) in running.drain(..) {
-                fan.cancelled(driver, position);
+        if let Some(stop) = stop {
+            let Stop::Failed(error) = stop else {
+                let ended = Vec::new();
+                return Err(FanFailure {
+                    error: interrupted(),
+                    ended,
+                });
+            };
+            for (position, _) in core::mem::take(&mut running) {
+                fan.cancelled(driver, position).await;
             }
             let ended = results
                 .into_iter()

@@ -182,7 +182,9 @@ fn fan_out_bounds(src: &Src) -> String {
     for (i, s) in src.m.states.iter().enumerate() {
         for j in 0..s.fan_out.as_ref().map_or(0, |f| f.branches.len()) {
             let ty = src.branch_type(i, j);
-            out.push_str(&format!("{ty}: {k}::Dispatch<__H> + ::core::clone::Clone,"));
+            out.push_str(&format!(
+                "{ty}: {k}::Dispatch<__H> + ::core::clone::Clone + {k}::__private::BranchData,"
+            ));
         }
     }
     out

@@ -175,6 +175,9 @@ pub struct ExecutionRecord {
     /// at once): more than once, and a worker took it up again after another let go of it or
     /// stopped.
     pub claims: u32,
+    /// The execution this one is a branch of (a Parallel state's branch, a Map's item), run
+    /// by its parent's worker inside the parent's step: no worker claims it on its own.
+    pub parent: Option<ExecutionId>,
 }
 
 /// One execution as a list shows it: what it is and where it stands, without its data.
@@ -206,6 +209,8 @@ pub struct ExecutionSummary {
     pub created_at: Millis,
     /// When it last changed.
     pub updated_at: Millis,
+    /// The execution this one is a branch of, if it is one.
+    pub parent: Option<ExecutionId>,
 }
 
 /// Where a page of [`Store::list`] ends: pass it back ([`ListQuery::after`]) for the next
@@ -495,6 +500,8 @@ pub struct ListQuery {
     pub data_contains: Option<String>,
     /// Only these executions.
     pub ids: Option<Vec<ExecutionId>>,
+    /// Only the branches of this execution (its Parallel states' branches, its Maps' items).
+    pub parent: Option<ExecutionId>,
     /// Newest first (else oldest first), by start time.
     pub newest_first: bool,
     /// Only those after this cursor (in the query's order): the next page.
@@ -515,6 +522,7 @@ impl Default for ListQuery {
             started_before: None,
             data_contains: None,
             ids: None,
+            parent: None,
             newest_first: false,
             after: None,
             limit: 100,
@@ -584,6 +592,12 @@ impl ListQuery {
     /// Only the executions among `ids` (any number; those not stored are left out).
     pub fn ids(mut self, ids: impl IntoIterator<Item = ExecutionId>) -> Self {
         self.ids = Some(ids.into_iter().collect());
+        self
+    }
+
+    /// Only the branches of `parent` (its Parallel states' branches, its Maps' items).
+    pub fn parent(mut self, parent: ExecutionId) -> Self {
+        self.parent = Some(parent);
         self
     }
 

@@ -22,7 +22,7 @@ use super::{
 use crate::ExecutionId;
 
 /// The schema this library writes and reads (in `fsm_meta`).
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 const BATCH: usize = 2048;
 const CHANNEL: &str = "fsm_work";
 /// Told when executions ended.
@@ -49,8 +49,10 @@ CREATE TABLE fsm_executions (
     version       BIGINT NOT NULL,
     name          TEXT,
     claims        BIGINT NOT NULL DEFAULT 0,
-    entered_at    BIGINT NOT NULL DEFAULT 0
+    entered_at    BIGINT NOT NULL DEFAULT 0,
+    parent        TEXT
 );
+CREATE INDEX fsm_executions_parent ON fsm_executions (parent) WHERE parent IS NOT NULL;
 CREATE INDEX fsm_executions_ended ON fsm_executions (updated_at)
     WHERE status NOT IN ('running', 'waiting');
 CREATE UNIQUE INDEX fsm_executions_name ON fsm_executions (machine, name) WHERE name IS NOT NULL;
@@ -859,6 +861,17 @@ async fn migrate(tx: &tokio_postgres::Transaction<'_>, from: i64) -> Result<(), 
             .await
             .map_err(db)?;
     }
+    if from < 6 {
+        // 6: the branches of a Parallel or Map state are executions of their own, linked to
+        // their parent.
+        tx.batch_execute(
+            "ALTER TABLE fsm_executions ADD COLUMN parent TEXT; \
+             CREATE INDEX fsm_executions_parent ON fsm_executions (parent) \
+               WHERE parent IS NOT NULL",
+        )
+        .await
+        .map_err(db)?;
+    }
     tx.execute(
         "UPDATE fsm_meta SET value = $1 WHERE key = 'schema_version'",
         &[&SCHEMA_VERSION.to_string()],
@@ -1239,13 +1252,17 @@ async fn create_all(
     let machine: Vec<&str> = news.iter().map(|n| n.record.machine.as_str()).collect();
     let name: Vec<Option<&str>> = news.iter().map(|n| n.record.name.as_deref()).collect();
     let claims: Vec<i64> = news.iter().map(|n| i64::from(n.record.claims)).collect();
+    let parent: Vec<Option<String>> = news
+        .iter()
+        .map(|n| n.record.parent.map(|p| p.to_string()))
+        .collect();
     // `WHERE true`: so that `ON CONFLICT` is not read as a join's `ON`.
     let sql = format!(
         "WITH rows AS (INSERT INTO fsm_executions ({COLUMNS}) \
          SELECT id, machine, fingerprint, state_name, state, status, waiting_for, step, attempt, \
            due_at, error, events, created_at, updated_at, lease_owner, lease_expires, 1, name, \
-           claims, entered_at \
-         FROM {} AS i({ROW_NAMES}, created_at, machine, name, claims) WHERE true \
+           claims, entered_at, parent \
+         FROM {} AS i({ROW_NAMES}, created_at, machine, name, claims, parent) WHERE true \
          ON CONFLICT (machine, name) WHERE name IS NOT NULL DO NOTHING RETURNING id), \
          logged AS (INSERT INTO fsm_events (execution, seq, at, kind, state, detail) \
            SELECT ev.* FROM {} AS ev(execution, seq, at, kind, state, detail) \
@@ -1255,12 +1272,12 @@ async fn create_all(
             1,
             ROW_TYPES
                 .iter()
-                .chain(&["bigint", "text", "text", "bigint"])
+                .chain(&["bigint", "text", "text", "bigint", "text"])
         ),
-        unnest(20, &EVENT_TYPES),
+        unnest(21, &EVENT_TYPES),
     );
     let mut params = rows.params().to_vec();
-    params.extend([&created as Param, &machine, &name, &claims]);
+    params.extend([&created as Param, &machine, &name, &claims, &parent]);
     params.extend(events.params());
     let written = c.query(&sql, &params).await.map_err(db)?;
     let written: std::collections::HashSet<String> = written.iter().map(|r| r.get(0)).collect();

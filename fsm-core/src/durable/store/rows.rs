@@ -9,11 +9,11 @@ use super::{
 /// The columns of an execution's row, in the order [`record`] reads them.
 pub(crate) const COLUMNS: &str = "id, machine, fingerprint, state_name, state, status, \
     waiting_for, step, attempt, due_at, error, events, created_at, updated_at, lease_owner, \
-    lease_expires, version, name, claims, entered_at";
+    lease_expires, version, name, claims, entered_at, parent";
 
 /// The columns of a summary, in the order [`summary`] reads them.
 pub(crate) const SUMMARY_COLUMNS: &str = "id, name, machine, state_name, status, waiting_for, \
-    step, attempt, due_at, error, created_at, updated_at, entered_at";
+    step, attempt, due_at, error, created_at, updated_at, entered_at, parent";
 use crate::ExecutionId;
 
 /// A stored row's columns as a store's driver reads them (`None` for NULL); an error is the
@@ -67,6 +67,16 @@ impl<R: Columns> Reader<'_, R> {
         u32::try_from(v).map_err(|_| self.corrupt(format!("column {i} is {v}")))
     }
 
+    fn id(&self, i: usize) -> Result<Option<ExecutionId>, StoreError> {
+        match self.text(i)? {
+            None => Ok(None),
+            Some(t) => t
+                .parse()
+                .map(Some)
+                .map_err(|_| self.corrupt(format!("column {i} is {t:?}, not an execution id"))),
+        }
+    }
+
     fn status(&self, i: usize) -> Result<ExecutionStatus, StoreError> {
         let status = self.required(i)?;
         ExecutionStatus::parse(&status).ok_or_else(|| self.corrupt(format!("status {status:?}")))
@@ -117,6 +127,7 @@ pub(crate) fn record(r: &impl Columns) -> Result<ExecutionRecord, StoreError> {
         name: c.text(17)?,
         claims: c.small(18)?,
         entered_at: c.millis(19)?.unwrap_or(0),
+        parent: c.id(20)?,
     })
 }
 
@@ -137,6 +148,7 @@ pub(crate) fn summary(r: &impl Columns) -> Result<ExecutionSummary, StoreError> 
         created_at: c.millis(10)?.unwrap_or(0),
         updated_at: c.millis(11)?.unwrap_or(0),
         entered_at: c.millis(12)?.unwrap_or(0),
+        parent: c.id(13)?,
     })
 }
 
@@ -191,6 +203,12 @@ pub(crate) fn list_where(q: &super::ListQuery, dialect: &Dialect) -> (String, Ve
         let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
         let json = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
         push(&|p| (dialect.among)(p), ListArg::Text(json));
+    }
+    if let Some(parent) = q.parent {
+        push(
+            &|p| format!("parent = {p}"),
+            ListArg::Text(parent.to_string()),
+        );
     }
     if let Some(m) = &q.machine {
         push(&|p| format!("machine = {p}"), ListArg::Text(m.clone()));

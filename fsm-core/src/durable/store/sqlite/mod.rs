@@ -27,7 +27,7 @@ enum Hold {
 /// Marks a SQLite file as this library's (`PRAGMA application_id`, "FSM1").
 const APPLICATION_ID: i64 = 0x4653_4D31;
 /// The schema this library writes and reads (`PRAGMA user_version`).
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+pub(crate) const SCHEMA_VERSION: i64 = 6;
 /// The most requests committed in one transaction.
 const BATCH: usize = 4096;
 
@@ -52,8 +52,10 @@ CREATE TABLE executions (
     version       INTEGER NOT NULL,
     name          TEXT,
     claims        INTEGER NOT NULL DEFAULT 0,
-    entered_at    INTEGER NOT NULL DEFAULT 0
+    entered_at    INTEGER NOT NULL DEFAULT 0,
+    parent        TEXT
 );
+CREATE INDEX executions_parent ON executions (parent) WHERE parent IS NOT NULL;
 CREATE INDEX executions_ended ON executions (updated_at)
     WHERE status NOT IN ('running', 'waiting');
 CREATE INDEX executions_due ON executions (machine, due_at)
@@ -502,6 +504,14 @@ fn migrate(tx: &Connection, from: i64) -> Result<(), rusqlite::Error> {
         // console's first page; without it a million executions are sorted). Starts write
         // it; checkpoints do not (a start time never changes).
         tx.execute_batch("CREATE INDEX executions_created ON executions (created_at, id)")?;
+    }
+    if from < 6 {
+        // 6: the branches of a Parallel or Map state are executions of their own, linked to
+        // their parent.
+        tx.execute_batch(
+            "ALTER TABLE executions ADD COLUMN parent TEXT; \
+             CREATE INDEX executions_parent ON executions (parent) WHERE parent IS NOT NULL;",
+        )?;
     }
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
 }
@@ -1113,7 +1123,7 @@ fn create(c: &Connection, path: &Path, new: &NewExecution) -> Result<Created, St
         .prepare_cached(&format!(
             "INSERT INTO executions ({COLUMNS}) VALUES \
          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, 1, ?17, ?18, \
-          ?19) \
+          ?19, ?20) \
          ON CONFLICT (machine, name) WHERE name IS NOT NULL DO NOTHING"
         ))
         .and_then(|mut s| {
@@ -1137,6 +1147,7 @@ fn create(c: &Connection, path: &Path, new: &NewExecution) -> Result<Created, St
                 r.name,
                 r.claims,
                 ms(r.entered_at),
+                r.parent.map(|p| p.to_string()),
             ])
         })
         .map_err(err)?;
