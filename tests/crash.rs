@@ -1,8 +1,13 @@
 //! The crash test: 200 checkouts on a SQLite file, run by a child process that the test
 //! SIGKILLs at random moments (seeded; the seed is printed) at least 20 times, starting a new
-//! child each time, until every execution has ended. Then it checks, from the store and from
-//! the payment service's ledger: every execution ended and none was lost; each order was
-//! charged exactly once; every stored history is a path of the definition; no execution ran
+//! child each time, until every execution has ended. Each checkout labels its 3 parcels in a
+//! Map state (a machine of two steps per parcel, 2 at once) and tells the customer and the
+//! warehouse in a Parallel state: 5 branches per order, each an execution of its own. Then it
+//! checks, from the store and from the services' ledger: every execution ended and none was
+//! lost; each order was charged exactly once, each parcel labelled and each notice sent with
+//! its branch's key, and the join received them all; every order's branches are stored,
+//! linked to it, ended, with the ids derived from it; every stored history (the branches'
+//! too) is a path of its definition; branches were resumed where they were; no execution ran
 //! steps in two processes at once.
 //!
 //! With `DATABASE_URL`, the same on PostgreSQL with 1,000 checkouts shared by 4 worker
@@ -38,14 +43,55 @@ const MIN_KILLS: u32 = 20;
 
 #[derive(Fsm, Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Checkout {
-    #[fsm(initial, on(reserve => Reserved))]
+    #[fsm(initial, on(reserve => Packing))]
     Placed { order: u32 },
+    #[fsm(map(Parcel, max_concurrency = 2), on(pack => Notifying))]
+    Packing { order: u32 },
+    #[fsm(parallel(customer = Notice, warehouse = Notice), on(notify => Reserved))]
+    Notifying { order: u32, labels: Vec<String> },
     #[fsm(on(charge => Paid), retry(max_attempts = 5, interval_ms = 1_200, backoff_rate = 1.0))]
-    Reserved { order: u32 },
+    Reserved { order: u32, sent: Sent },
     #[fsm(wait(timeout_ms = 60_000), on(deliver => Delivered))]
-    Paid { order: u32, payment: String },
+    Paid {
+        order: u32,
+        payment: String,
+        sent: Sent,
+    },
     #[fsm(terminal)]
-    Delivered { order: u32, payment: String },
+    Delivered {
+        order: u32,
+        payment: String,
+        sent: Sent,
+    },
+}
+
+/// What the branches did for an order, as the joins received it: each parcel's label, each
+/// notice's key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Sent {
+    labels: Vec<String>,
+    notices: Vec<String>,
+}
+
+/// A parcel of an order: weighed, then labelled (two steps, so that a kill between them
+/// leaves a branch half done).
+#[derive(Fsm, Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Parcel {
+    #[fsm(initial, on(weigh => Weighed))]
+    Boxed { order: u32, n: u32 },
+    #[fsm(on(label => Labelled))]
+    Weighed { order: u32, n: u32, grams: u32 },
+    #[fsm(terminal)]
+    Labelled { order: u32, n: u32, label: String },
+}
+
+/// A notice of an order, to the customer or the warehouse.
+#[derive(Fsm, Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Notice {
+    #[fsm(initial, on(send => Delivered))]
+    Queued { order: u32, to: String },
+    #[fsm(terminal)]
+    Delivered { order: u32, key: String },
 }
 
 fn now_ns() -> i64 {
@@ -66,7 +112,8 @@ fn ledger(dir: &Path) -> rusqlite::Connection {
          CREATE TABLE IF NOT EXISTS charge_calls (key TEXT NOT NULL, pid INTEGER NOT NULL);
          CREATE TABLE IF NOT EXISTS steps (execution TEXT NOT NULL, state TEXT NOT NULL, pid INTEGER NOT NULL,
              started INTEGER NOT NULL, ended INTEGER);
-         CREATE TABLE IF NOT EXISTS carrier (token TEXT PRIMARY KEY, ord INTEGER NOT NULL, done INTEGER NOT NULL DEFAULT 0);",
+         CREATE TABLE IF NOT EXISTS carrier (token TEXT PRIMARY KEY, ord INTEGER NOT NULL, done INTEGER NOT NULL DEFAULT 0);
+         CREATE TABLE IF NOT EXISTS sent (key TEXT PRIMARY KEY, ord INTEGER NOT NULL, what TEXT NOT NULL);",
     )
     .unwrap();
     conn
@@ -104,6 +151,67 @@ impl Shop {
         let ms = 5 + (order.wrapping_mul(2_654_435_761).wrapping_add(salt) >> 7) % 30;
         tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
     }
+
+    /// A branch's work for `order` (a label, a notice), done once per idempotency key.
+    async fn send(&self, cx: &Context, state: &str, order: u32, what: &str) -> String {
+        let row = self.step_started(cx, state);
+        self.work(order, cx.step).await;
+        let key = cx.idempotency_key().to_string();
+        self.ledger
+            .lock()
+            .unwrap()
+            .execute(
+                "INSERT OR IGNORE INTO sent (key, ord, what) VALUES (?1, ?2, ?3)",
+                rusqlite::params![key, order, what],
+            )
+            .unwrap();
+        self.step_ended(row);
+        key
+    }
+}
+
+impl parcel::Steps for Shop {
+    async fn boxed(
+        &self,
+        p: parcel::Machine<parcel::Boxed>,
+        cx: Context,
+    ) -> Result<parcel::Machine<parcel::Weighed>, StepError> {
+        let row = self.step_started(&cx, "Boxed");
+        self.work(p.order, p.n).await;
+        self.step_ended(row);
+        Ok(p.weigh(|b| parcel::Weighed {
+            order: b.order,
+            n: b.n,
+            grams: 100 * (b.n + 1),
+        }))
+    }
+
+    async fn weighed(
+        &self,
+        p: parcel::Machine<parcel::Weighed>,
+        cx: Context,
+    ) -> Result<parcel::Machine<parcel::Labelled>, StepError> {
+        let label = self.send(&cx, "Weighed", p.order, "label").await;
+        Ok(p.label(|w| parcel::Labelled {
+            order: w.order,
+            n: w.n,
+            label,
+        }))
+    }
+}
+
+impl notice::Steps for Shop {
+    async fn queued(
+        &self,
+        n: notice::Machine<notice::Queued>,
+        cx: Context,
+    ) -> Result<notice::Machine<notice::Delivered>, StepError> {
+        let key = self.send(&cx, "Queued", n.order, &n.to).await;
+        Ok(n.send(|q| notice::Delivered {
+            order: q.order,
+            key,
+        }))
+    }
 }
 
 impl checkout::Steps for Shop {
@@ -111,11 +219,70 @@ impl checkout::Steps for Shop {
         &self,
         o: checkout::Machine<checkout::Placed>,
         cx: Context,
-    ) -> Result<checkout::Machine<checkout::Reserved>, StepError> {
+    ) -> Result<checkout::Machine<checkout::Packing>, StepError> {
         let row = self.step_started(&cx, "Placed");
         self.work(o.order, 1).await;
         self.step_ended(row);
-        Ok(o.reserve(|p| checkout::Reserved { order: p.order }))
+        Ok(o.reserve(|p| checkout::Packing { order: p.order }))
+    }
+
+    async fn packing(
+        &self,
+        o: &checkout::Machine<checkout::Packing>,
+        _: Context,
+    ) -> Result<Vec<Parcel>, StepError> {
+        let parcel = |n| parcel::Machine::new(parcel::Boxed { order: o.order, n }).into();
+        Ok((0..3).map(parcel).collect())
+    }
+
+    fn join_packing(
+        &self,
+        o: checkout::Machine<checkout::Packing>,
+        parcels: Vec<fsm_core::Ended<Parcel>>,
+    ) -> checkout::Machine<checkout::Notifying> {
+        let labels = parcels
+            .into_iter()
+            .map(|p| match p.into_state() {
+                Parcel::Labelled { label, .. } => label,
+                other => panic!("a parcel ended in {other:?}"),
+            })
+            .collect();
+        o.pack(|p| checkout::Notifying {
+            order: p.order,
+            labels,
+        })
+    }
+
+    async fn notifying(
+        &self,
+        o: &checkout::Machine<checkout::Notifying>,
+        _: Context,
+    ) -> Result<(Notice, Notice), StepError> {
+        let to = |to: &str| {
+            let to = to.to_owned();
+            notice::Machine::new(notice::Queued { order: o.order, to }).into()
+        };
+        Ok((to("customer"), to("warehouse")))
+    }
+
+    fn join_notifying(
+        &self,
+        o: checkout::Machine<checkout::Notifying>,
+        customer: fsm_core::Ended<Notice>,
+        warehouse: fsm_core::Ended<Notice>,
+    ) -> checkout::Machine<checkout::Reserved> {
+        let key = |n: fsm_core::Ended<Notice>| match n.into_state() {
+            Notice::Delivered { key, .. } => key,
+            other => panic!("a notice ended in {other:?}"),
+        };
+        let notices = vec![key(customer), key(warehouse)];
+        o.notify(|n| checkout::Reserved {
+            order: n.order,
+            sent: Sent {
+                labels: n.labels,
+                notices,
+            },
+        })
     }
 
     async fn reserved(
@@ -150,6 +317,7 @@ impl checkout::Steps for Shop {
         Ok(o.charge(|r| checkout::Paid {
             order: r.order,
             payment: key,
+            sent: r.sent,
         }))
     }
 
@@ -237,6 +405,7 @@ async fn work<S: Store>(dir: &Path, store: S, in_flight: usize) {
                     o.deliver(|p| checkout::Delivered {
                         order: p.order,
                         payment: p.payment,
+                        sent: p.sent,
                     })
                 })
                 .await;
@@ -388,6 +557,37 @@ fn skipped(test: &str, why: &str) {
     let line = format!("SKIPPED {test}: {why}");
     assert!(std::env::var_os("FSM_REQUIRE_POSTGRES").is_none(), "{line}");
     println!("{line}");
+}
+
+/// Checks that `history` is a path of `def` from its initial state to `end`; returns how
+/// many times it was resumed.
+fn path_of(def: &fsm_core::Definition, history: &fsm_core::History, end: &str) -> usize {
+    let events = history.events();
+    assert!(
+        matches!(events[0].kind, EventKind::ExecutionStarted { state } if state == def.initial_state().name)
+    );
+    let mut at = def.initial_state().name;
+    let mut resumed = 0;
+    for e in events {
+        match e.kind {
+            EventKind::Transition {
+                from, to, index, ..
+            } => {
+                assert_eq!(from, at, "{history}");
+                let t = &def.transitions[index];
+                assert_eq!((def.states[t.from].name, def.states[t.to].name), (from, to));
+                at = to;
+            }
+            EventKind::ExecutionResumed { .. } => resumed += 1,
+            _ => assert_eq!(e.kind.state(), at, "{history}"),
+        }
+    }
+    assert_eq!(at, end);
+    assert!(matches!(
+        events.last().unwrap().kind,
+        EventKind::ExecutionSucceeded { .. }
+    ));
+    resumed
 }
 
 /// What happens to the workers while they work.
@@ -573,38 +773,80 @@ async fn scenario(
             row.state,
             keys[0]
         );
-        assert_eq!(keys[0], format!("{}-step-1", row.id));
+        assert_eq!(keys[0], format!("{}-step-3", row.id));
     }
 
     // Every stored history is a path of the definition, from the initial state to where the
     // execution is.
-    let def = Checkout::DEFINITION;
     let mut resumed = 0;
     for (row, history) in rows.iter().zip(&histories) {
-        let events = history.events();
-        assert!(
-            matches!(events[0].kind, EventKind::ExecutionStarted { state } if state == def.initial_state().name)
-        );
-        let mut at = def.initial_state().name;
-        for e in events {
-            match e.kind {
-                EventKind::Transition {
-                    from, to, index, ..
-                } => {
-                    assert_eq!(from, at, "{history}");
-                    let t = &def.transitions[index];
-                    assert_eq!((def.states[t.from].name, def.states[t.to].name), (from, to));
-                    at = to;
-                }
-                EventKind::ExecutionResumed { .. } => resumed += 1,
-                _ => assert_eq!(e.kind.state(), at, "{history}"),
-            }
+        resumed += path_of(Checkout::DEFINITION, history, &row.state_name);
+    }
+
+    // Every order's branches: stored, linked to it, with the ids derived from it (its step 1
+    // the Map's, its step 2 the Parallel state's), ended where their machines end; their
+    // work done once per key, and what the joins received is what they did.
+    let store = store_of(&dir, &backend).await;
+    let parcels = DurableClient::<Parcel, _>::new(store.clone());
+    let notices = DurableClient::<Notice, _>::new(store.clone());
+    let mut sent: HashMap<String, u32> = HashMap::new();
+    let mut stmt = ledger.prepare("SELECT key, ord FROM sent").unwrap();
+    for row in stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
+        .unwrap()
+    {
+        let (key, order) = row.unwrap();
+        sent.insert(key, order);
+    }
+    let mut branches_resumed = 0;
+    for row in &rows {
+        let order = ids[&row.id];
+        let listed = store
+            .list(fsm_core::ListQuery::new().parent(row.id).limit(0))
+            .await
+            .unwrap();
+        let children: HashSet<_> = listed.executions.iter().map(|e| e.id).collect();
+        let expected: HashSet<_> = (0..3)
+            .map(|p| row.id.branch(1, p))
+            .chain((0..2).map(|p| row.id.branch(2, p)))
+            .collect();
+        assert_eq!(children, expected, "order {order}'s branches");
+        let Checkout::Delivered { sent: joined, .. } = serde_json::from_str(&row.state).unwrap()
+        else {
+            panic!("order {order} is not delivered: {}", row.state);
+        };
+        for (p, label) in joined.labels.iter().enumerate() {
+            let id = row.id.branch(1, p as u32);
+            let child = parcels.get(id).await.unwrap();
+            assert_eq!(
+                (child.status, child.parent, child.state_name.as_str()),
+                (ExecutionStatus::Succeeded, Some(row.id), "Labelled")
+            );
+            assert_eq!(*label, format!("{id}-step-1"), "order {order}'s parcel {p}");
+            assert_eq!(sent.get(label), Some(&order));
+            let history = parcels.history(id).await.unwrap();
+            branches_resumed += path_of(Parcel::DEFINITION, &history, &child.state_name);
         }
-        assert_eq!(at, row.state_name);
-        assert!(matches!(
-            events.last().unwrap().kind,
-            EventKind::ExecutionSucceeded { .. }
-        ));
+        for (p, key) in joined.notices.iter().enumerate() {
+            let id = row.id.branch(2, p as u32);
+            let child = notices.get(id).await.unwrap();
+            assert_eq!(
+                (child.status, child.parent, child.state_name.as_str()),
+                (ExecutionStatus::Succeeded, Some(row.id), "Delivered")
+            );
+            assert_eq!(*key, format!("{id}-step-0"), "order {order}'s notice {p}");
+            assert_eq!(sent.get(key), Some(&order));
+            let history = notices.history(id).await.unwrap();
+            branches_resumed += path_of(Notice::DEFINITION, &history, &child.state_name);
+        }
+    }
+    // Nothing was sent that no join received.
+    assert_eq!(sent.len(), rows.len() * 5);
+    if matches!(disruption, Disruption::Kills) {
+        assert!(
+            branches_resumed > 0,
+            "{name}: no branch was resumed after {kills} kills"
+        );
     }
 
     // No execution ran steps in two processes at once: a step of a killed process lasts
@@ -646,7 +888,8 @@ async fn scenario(
     }
     println!(
         "{test} test on {name}: {orders} checkouts, {workers} worker(s), {what}, {steps} steps run \
-         ({calls} charge calls, {} charges), {resumed} resumptions, {:.1} s",
+         ({calls} charge calls, {} charges), {resumed} resumptions of orders and \
+         {branches_resumed} of their branches, {:.1} s",
         charged.values().map(Vec::len).sum::<usize>(),
         began.elapsed().as_secs_f64()
     );

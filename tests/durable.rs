@@ -691,7 +691,7 @@ async fn a_token_secret_is_stored_only_as_its_hash(db: Db) {
         let before = ex.history(id).await.unwrap();
         ex.shutdown().await;
         // Back to the first schema, which stored the secret itself, as an earlier version
-        // left it (no names, no claim counts, events' times in milliseconds): opening it as a
+        // left it (no names, no claim counts, no parents, events' times in milliseconds): opening it as a
         // worker upgrades it, the token handed out still answers, and the history keeps its
         // times (to the millisecond the old schema kept).
         let (downgrade, events) = match &db {
@@ -708,7 +708,8 @@ async fn a_token_secret_is_stored_only_as_its_hash(db: Db) {
              ALTER TABLE executions DROP COLUMN name; \
              ALTER TABLE executions DROP COLUMN claims; DROP TABLE definitions; \
              DROP INDEX executions_ended; DROP INDEX executions_created; \
-             ALTER TABLE executions DROP COLUMN entered_at"
+             ALTER TABLE executions DROP COLUMN entered_at; \
+             DROP INDEX executions_parent; ALTER TABLE executions DROP COLUMN parent"
         ))
         .await;
         db.sql(&format!("UPDATE {events} SET at = at / 1000")).await;
@@ -1436,7 +1437,7 @@ async fn files_that_are_not_ours_newer_or_in_use_are_refused_and_left_as_they_we
             err,
             StoreError::NewerSchema {
                 found: 99,
-                supported: 5,
+                supported: 6,
                 ..
             }
         ),

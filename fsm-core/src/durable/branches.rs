@@ -257,6 +257,8 @@ where
         kept: &mut kept,
     };
     loop {
+        // Each run of the loop takes one step, then pauses for its checkpoint.
+        driver.cold().began = false;
         let stop = Guard::new(state.run::<Cloned>(host.steps(), &mut driver), &deadline).await;
         deadline.disarm();
         let verdict = deadline.take_verdict();
