@@ -4,7 +4,8 @@
 //!   item a one-step machine whose step is ready at once, history off; items per second.
 //!   The allocation profile (`divan::AllocProfiler`) says what a run allocates.
 //! - `map_10k_durable_sqlite`: the same machine run by a durable executor on a SQLite file
-//!   (the parent checkpointed before and after its Map state, as any step).
+//!   (each item an execution of its own in the file: created as it starts, and its end
+//!   checkpointed; the parent checkpointed before and after its Map state).
 //! - `parallel_two_branches` against `two_sequential_steps`: a Parallel state of two
 //!   branches whose steps are ready at once, against a machine that takes the same two
 //!   steps one after the other; history off, polled with a no-op waker.

@@ -715,3 +715,118 @@ async fn a_map_that_fails_compensates_the_items_that_had_succeeded() {
         .count();
     assert_eq!(recorded, compensated.len(), "{}", outcome.history);
 }
+
+/// A batch whose items wait for the test's signal: cancelled by an operator while its Map
+/// runs.
+#[derive(Fsm, Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Batch {
+    #[fsm(initial, map(Item), on(done => Finished))]
+    Running { items: u32 },
+    #[fsm(terminal)]
+    Finished,
+}
+
+#[derive(Fsm, Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Item {
+    #[fsm(initial, on(work => Worked))]
+    Waiting(u32),
+    #[fsm(terminal)]
+    Worked(u32),
+}
+
+#[derive(Default)]
+struct Gate(tokio::sync::Notify);
+
+impl item::Steps for Gate {
+    async fn waiting(
+        &self,
+        i: item::Machine<item::Waiting>,
+        _: Context,
+    ) -> Result<item::Machine<item::Worked>, StepError> {
+        self.0.notified().await;
+        Ok(i.work(|item::Waiting(n)| item::Worked(n)))
+    }
+}
+
+impl batch::Steps for Gate {
+    async fn running(
+        &self,
+        b: &batch::Machine<batch::Running>,
+        _: Context,
+    ) -> Result<Vec<Item>, StepError> {
+        Ok((0..b.items)
+            .map(|n| item::Machine::new(item::Waiting(n)).into())
+            .collect())
+    }
+
+    fn join_running(
+        &self,
+        b: batch::Machine<batch::Running>,
+        _: Vec<fsm_core::Ended<Item>>,
+    ) -> batch::Machine<batch::Finished> {
+        b.done(|_| batch::Finished)
+    }
+}
+
+/// An operator cancels a durable parent in the middle of its Map: its branches are cancelled
+/// with it, the worker's later writes of them are refused (the items finish, and nothing
+/// changes), and a branch itself is not redriven or cancelled on its own.
+#[tokio::test]
+async fn cancelling_a_durable_parent_cancels_its_branches() {
+    use fsm_core::{ExecutionStatus, Operator, OpsError};
+    let dir = std::env::temp_dir().join(format!("fsm-fan-out-cancel-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("batch.db");
+    let store = fsm_core::SqliteStore::open(&path).unwrap();
+    let ex = Executor::<Batch, _>::builder(Gate::default())
+        .durable(store)
+        .unwrap();
+    let id = ex
+        .start(batch::Machine::new(batch::Running { items: 3 }))
+        .await
+        .unwrap();
+    let ops = Operator::new(
+        fsm_core::SqliteStore::open_client(&path).unwrap(),
+        "ops:test",
+    );
+    let query = fsm_core::store::ListQuery::new().parent(id);
+    let branches = loop {
+        let page = fsm_core::Store::list(ex.store(), query.clone())
+            .await
+            .unwrap();
+        if page.executions.len() == 3 {
+            break page.executions;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let branch = branches[0].id;
+    for refused in [ops.cancel(branch).await, ops.redrive(branch).await] {
+        assert_eq!(
+            refused,
+            Err(OpsError::Branch {
+                execution: branch,
+                parent: id
+            })
+        );
+    }
+    ops.cancel(id).await.unwrap();
+    ex.steps().0.notify_waiters();
+    let row = ex.finished(id).await.unwrap();
+    assert_eq!(row.status, ExecutionStatus::Cancelled);
+    ex.idle().await;
+    for b in &branches {
+        let row = fsm_core::Store::get(ex.store(), b.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.status, ExecutionStatus::Cancelled, "{row:?}");
+        assert_eq!(
+            row.state_name, "Waiting",
+            "the item's late result was refused"
+        );
+    }
+    assert!(ex.problems().is_empty(), "{:?}", ex.problems());
+    ex.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -12,8 +12,6 @@ use core::pin::Pin;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
-
 use crate::durable::client::Clock;
 use crate::durable::error::DurableError;
 use crate::durable::store::{
@@ -192,7 +190,7 @@ where
     let (mut row, mut state, mut kept) = match stored {
         Some(row) => {
             let history = stored_history::<B>(children, id).await?;
-            let state = match serde_json::from_str::<B>(&row.state) {
+            let state = match B::from_json(&row.state) {
                 Ok(state) => state,
                 Err(e) => {
                     let message = format!("its stored state does not read: {e}");
@@ -306,7 +304,7 @@ where
 }
 
 /// The row of a branch about to start in `start` at `now`, with its first event.
-fn new_row<B: Fsm + Serialize>(
+fn new_row<B: Fsm + BranchData>(
     child: &Child,
     start: &B,
     now: crate::store::Millis,
@@ -399,8 +397,8 @@ fn history_of(events: Vec<HistoryEvent>) -> History {
     history
 }
 
-fn state_json<B: Serialize>(state: &B, id: ExecutionId) -> Result<String, DurableError> {
-    serde_json::to_string(state).map_err(|e| DurableError::Serialize {
+fn state_json<B: BranchData>(state: &B, id: ExecutionId) -> Result<String, DurableError> {
+    state.to_json().map_err(|e| DurableError::Serialize {
         execution: Some(id),
         message: e.to_string(),
     })
@@ -417,7 +415,7 @@ impl<'w> Writer<'w> {
     /// Checkpoints the branch in `state` with `status`, and the events since the last one.
     /// (Not `async`: the state is serialized before the future is made, so that the future
     /// holds no reference to it and `B` need not be `Sync`.)
-    fn save<'s, B: Fsm + Serialize>(
+    fn save<'s, B: Fsm + BranchData>(
         &'s mut self,
         row: &'s mut ExecutionRecord,
         driver: &mut Driver<'_, B>,
@@ -436,7 +434,7 @@ impl<'w> Writer<'w> {
     }
 
     /// Writes the end of the branch, and gives its outcome with its whole history.
-    async fn end<B: Fsm + Serialize>(
+    async fn end<B: Fsm + BranchData>(
         &mut self,
         row: &mut ExecutionRecord,
         driver: &mut Driver<'_, B>,
@@ -460,7 +458,7 @@ impl<'w> Writer<'w> {
     }
 
     /// The row as the branch in `state` leaves it, with `events` more events.
-    fn next<B: Fsm + Serialize>(
+    fn next<B: Fsm + BranchData>(
         &self,
         row: &ExecutionRecord,
         (step, attempt): (u32, u32),

@@ -79,6 +79,15 @@ pub enum OpsError {
         /// The execution.
         execution: ExecutionId,
     },
+    /// A redrive or cancel of a branch (of a Parallel or Map state): its parent drives it,
+    /// and is what an operator redrives or cancels (a cancel of the parent cancels its
+    /// branches).
+    Branch {
+        /// The branch.
+        execution: ExecutionId,
+        /// The execution it is a branch of.
+        parent: ExecutionId,
+    },
     /// A task token that answers nothing (forged, used, timed out, of a cancelled
     /// execution...).
     Token(crate::TokenError),
@@ -118,6 +127,11 @@ impl fmt::Display for OpsError {
                 f,
                 "the store has no definition of `{machine}` with fingerprint {fingerprint}: \
                  start a worker of that version once to register it"
+            ),
+            OpsError::Branch { execution, parent } => write!(
+                f,
+                "execution {execution} is a branch of execution {parent}, which drives it: \
+                 redrive or cancel {parent}"
             ),
             OpsError::Contended { execution } => write!(
                 f,
@@ -459,6 +473,12 @@ impl<S: Store> Ops<'_, S> {
     pub(crate) async fn redrive(&self, id: ExecutionId) -> Result<(), OpsError> {
         let _written = self
             .change(id, |row, now| {
+                if let Some(parent) = row.parent {
+                    return Err(OpsError::Branch {
+                        execution: id,
+                        parent,
+                    });
+                }
                 match row.status {
                     ExecutionStatus::Errored | ExecutionStatus::Cancelled => {}
                     ExecutionStatus::Failed => {
@@ -493,7 +513,35 @@ impl<S: Store> Ops<'_, S> {
         Ok(())
     }
 
+    /// Cancels `id` and the branches it runs (and theirs): its worker's next checkpoint of
+    /// any of them is refused.
     pub(crate) async fn cancel(&self, id: ExecutionId) -> Result<(), OpsError> {
+        let row = self.get(id).await?;
+        if let Some(parent) = row.parent {
+            return Err(OpsError::Branch {
+                execution: id,
+                parent,
+            });
+        }
+        self.cancel_one(id).await?;
+        let mut parents = vec![id];
+        while let Some(parent) = parents.pop() {
+            let query = ListQuery::new().parent(parent).limit(0);
+            for branch in self.store.list(query).await?.executions {
+                parents.push(branch.id);
+                if !branch.status.is_final() {
+                    match self.cancel_one(branch.id).await {
+                        // It ended meanwhile.
+                        Ok(()) | Err(OpsError::NotApplicable { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn cancel_one(&self, id: ExecutionId) -> Result<(), OpsError> {
         for _ in 0..TRIES {
             let row = self.get(id).await?;
             if row.status.is_final() {

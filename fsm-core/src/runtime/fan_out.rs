@@ -21,18 +21,31 @@ use crate::{Dispatch, EventKind, ExecutionId, FanOut, FanOutKind, Fsm, History, 
 
 /// What a branch's machine must be besides a machine: with fsm-core's `durable` feature,
 /// `Serialize` and `Deserialize` (a durable parent stores each branch as an execution of its
-/// own); without it, nothing more. Generated code's bound, not implemented by hand.
+/// own); without it, nothing more. Generated code's bound, implemented for every type that
+/// qualifies, never by hand.
 #[cfg(feature = "durable")]
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` runs as a branch, so it must implement `Serialize` and `Deserialize`",
-    label = "a branch machine",
+    label = "this machine runs `{Self}` as a branch",
     note = "with fsm-core's `durable` feature, a durable parent stores each branch as an execution of its own: derive `serde::Serialize` and `serde::Deserialize` on `{Self}`"
 )]
-pub trait BranchData: serde::Serialize + serde::de::DeserializeOwned {}
+pub trait BranchData: Sized {
+    /// The branch's state as stored (serde JSON).
+    fn to_json(&self) -> Result<String, serde_json::Error>;
+    /// The branch's state read back.
+    fn from_json(json: &str) -> Result<Self, serde_json::Error>;
+}
 
 #[cfg(feature = "durable")]
-impl<T: serde::Serialize + serde::de::DeserializeOwned> BranchData for T {}
+impl<T: serde::Serialize + serde::de::DeserializeOwned> BranchData for T {
+    fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
+    }
+    fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+}
 
 /// What a branch's machine must be besides a machine: with fsm-core's `durable` feature,
 /// `Serialize` and `Deserialize`; without it, nothing more.

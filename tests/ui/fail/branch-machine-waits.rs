@@ -1,7 +1,7 @@
 // A branch runs inside its parent's step, where nobody could answer a task token.
 use fsm_core::Fsm;
 
-#[derive(Fsm, Debug, Clone)]
+#[derive(Fsm, Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Approval {
     #[fsm(initial, wait, on(approve => Approved))]
     Asked,

@@ -1,7 +1,7 @@
 // A join must take every branch's end: one that leaves a branch out does not compile.
 use fsm_core::{Context, Ended, Fsm, StepError};
 
-#[derive(Fsm, Debug, Clone)]
+#[derive(Fsm, Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Notify {
     #[fsm(initial, on(send => Sent))]
     Pending,
