@@ -142,7 +142,9 @@ pub mod __private {
     #[cfg(feature = "runtime")]
     pub use crate::runtime::driver::{Attempt, Driver, Keep};
     #[cfg(feature = "runtime")]
-    pub use crate::runtime::fan_out::{all_ended, map, parallel, BranchData, Branches, FanFailure};
+    pub use crate::runtime::fan_out::{
+        all_ended, branch_task, map, parallel, BranchData, BranchTask, Branches, FanFailure,
+    };
     #[cfg(feature = "runtime")]
     pub use crate::Dispatch;
     pub use crate::{

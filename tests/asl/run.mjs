@@ -41,20 +41,29 @@ const handlers = {};
 // Every Task's input as the adapter got it (a waiting Task's: its Payload), in order.
 const tasks = [];
 const retryIntervalOverrides = {};
-for (const [name, state] of Object.entries(definition.States)) {
-  if (state.Type !== 'Task') continue;
-  retryIntervalOverrides[name] = 0;
-  handlers[name] = async (input) => {
-    // A waiting Task's Parameters wrap what its function gets in `Payload`.
-    const request = input.Payload ?? input;
-    tasks.push(request);
-    const answer = await ask(request);
-    if ('output' in answer) return answer.output;
-    const error = new Error(answer.Cause);
-    error.name = answer.Error;
-    throw error;
-  };
-}
+// Every Task, the branches' of Parallel and Map states too (the interpreter finds a Task's
+// handler by the state's name, at any depth).
+const register = (states) => {
+  for (const [name, state] of Object.entries(states)) {
+    if (state.Type === 'Parallel') {
+      for (const branch of state.Branches) register(branch.States);
+    }
+    if (state.Type === 'Map') register((state.ItemProcessor ?? state.Iterator).States);
+    if (state.Type !== 'Task') continue;
+    retryIntervalOverrides[name] = 0;
+    handlers[name] = async (input) => {
+      // A waiting Task's Parameters wrap what its function gets in `Payload`.
+      const request = input.Payload ?? input;
+      tasks.push(request);
+      const answer = await ask(request);
+      if ('output' in answer) return answer.output;
+      const error = new Error(answer.Cause);
+      error.name = answer.Error;
+      throw error;
+    };
+  }
+};
+register(definition.States);
 
 const machine = new StateMachine(definition, { validationOptions: { checkPaths: false } });
 const input = JSON.parse(inputText);

@@ -42,6 +42,15 @@ pub trait Dispatch<H>: Fsm + Send {
     /// (`#[fsm(catch(kind => State))]`), building that state's data with the handler the
     /// declaration requires. Gives the value back when no route matches.
     fn recover(self, steps: &H, error: &StepError) -> Result<(Self, usize), Self>;
+
+    /// The step adapter of the machine named `machine` that this one runs as a branch, at
+    /// any depth (`None`: no such branch machine). Generated for machines that fan out: the
+    /// adapter of an exported machine runs its branches' Tasks through it.
+    #[doc(hidden)]
+    fn branch_task(machine: &str) -> Option<crate::runtime::fan_out::BranchTask<H>> {
+        let _ = machine;
+        None
+    }
 }
 
 /// Copies the state a step starts from. The executor's `M: Clone` reaches the generated loop
@@ -130,6 +139,10 @@ pub(crate) struct Cold<'b> {
     pub(crate) children: Option<&'b dyn crate::durable::branches::Children>,
     #[cfg(not(feature = "durable"))]
     pub(crate) children: core::marker::PhantomData<&'b ()>,
+    /// What the step adapter asks of a fan-out (an exported machine's Parallel or Map
+    /// state runs its branches as Step Functions states, not here).
+    #[cfg(feature = "asl")]
+    pub(crate) asl: Option<crate::views::asl::AslFanOut>,
 }
 
 /// Why the attempt under way was stopped by the executor rather than by its step.

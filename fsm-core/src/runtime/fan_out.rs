@@ -17,18 +17,20 @@ use crate::runtime::executor::{drive, Host, Outcome, Status};
 use crate::runtime::policies::{declared, Policy};
 use crate::runtime::recorder::Recording;
 use crate::runtime::waits::Waits;
+#[cfg(feature = "asl")]
+use crate::views::asl;
 use crate::{Dispatch, EventKind, ExecutionId, FanOut, FanOutKind, Fsm, History, StepError};
 
-/// What a branch's machine must be besides a machine: with fsm-core's `durable` feature,
-/// `Serialize` and `Deserialize` (a durable parent stores each branch as an execution of its
-/// own); without it, nothing more. Generated code's bound, implemented for every type that
-/// qualifies, never by hand.
-#[cfg(feature = "durable")]
+/// What a branch's machine must be besides a machine: with fsm-core's `durable` or `asl`
+/// feature, `Serialize` and `Deserialize` (a durable parent stores each branch as an
+/// execution of its own; an exported one hands it from Task to Task); without them, nothing
+/// more. Generated code's bound, implemented for every type that qualifies, never by hand.
+#[cfg(any(feature = "durable", feature = "asl"))]
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` runs as a branch, so it must implement `Serialize` and `Deserialize`",
     label = "this machine runs `{Self}` as a branch",
-    note = "with fsm-core's `durable` feature, a durable parent stores each branch as an execution of its own: derive `serde::Serialize` and `serde::Deserialize` on `{Self}`"
+    note = "with fsm-core's `durable` (or `asl`) feature, a durable parent stores each branch as an execution of its own: derive `serde::Serialize` and `serde::Deserialize` on `{Self}`"
 )]
 pub trait BranchData: Sized {
     /// The branch's state as stored (serde JSON).
@@ -37,7 +39,7 @@ pub trait BranchData: Sized {
     fn from_json(json: &str) -> Result<Self, serde_json::Error>;
 }
 
-#[cfg(feature = "durable")]
+#[cfg(any(feature = "durable", feature = "asl"))]
 impl<T: serde::Serialize + serde::de::DeserializeOwned> BranchData for T {
     fn to_json(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string(self)
@@ -47,14 +49,61 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> BranchData for T {
     }
 }
 
-/// What a branch's machine must be besides a machine: with fsm-core's `durable` feature,
-/// `Serialize` and `Deserialize`; without it, nothing more.
-#[cfg(not(feature = "durable"))]
+/// What a branch's machine must be besides a machine: with fsm-core's `durable` or `asl`
+/// feature, `Serialize` and `Deserialize`; without them, nothing more.
+#[cfg(not(any(feature = "durable", feature = "asl")))]
 #[doc(hidden)]
 pub trait BranchData {}
 
-#[cfg(not(feature = "durable"))]
+#[cfg(not(any(feature = "durable", feature = "asl")))]
 impl<T> BranchData for T {}
+
+/// The step adapter of a branch machine, found by name ([`Dispatch::branch_task`]): with the
+/// `asl` feature, a function that runs one Task of that machine.
+#[cfg(feature = "asl")]
+#[doc(hidden)]
+pub type BranchTask<H> = for<'a> fn(
+    &'a H,
+    &'a serde_json::Value,
+) -> Pin<
+    Box<dyn Future<Output = Result<serde_json::Value, crate::views::TaskFailure>> + Send + 'a>,
+>;
+
+/// The step adapter of a branch machine: nothing without the `asl` feature.
+#[cfg(not(feature = "asl"))]
+#[doc(hidden)]
+pub type BranchTask<H> = core::marker::PhantomData<fn(&H)>;
+
+/// The step adapter of branch machine `B`, for [`Dispatch::branch_task`]. Generated code's.
+#[doc(hidden)]
+pub fn branch_task<B, H>() -> BranchTask<H>
+where
+    B: Dispatch<H> + Clone + BranchData,
+    H: Send + Sync + 'static,
+{
+    #[cfg(feature = "asl")]
+    {
+        fn task<'a, B, H>(
+            steps: &'a H,
+            input: &'a serde_json::Value,
+        ) -> Pin<
+            Box<
+                dyn Future<Output = Result<serde_json::Value, crate::views::TaskFailure>>
+                    + Send
+                    + 'a,
+            >,
+        >
+        where
+            B: Dispatch<H> + Clone + BranchData,
+            H: Send + Sync + 'static,
+        {
+            Box::pin(crate::views::asl::run_task_inner::<B, H>(steps, input))
+        }
+        task::<B, H>
+    }
+    #[cfg(not(feature = "asl"))]
+    core::marker::PhantomData
+}
 
 /// A branch (or a Map's item) that ended in a success state of its machine: what a join
 /// receives. Only an ended branch gives one, so a join cannot run before every branch it
@@ -68,6 +117,17 @@ pub struct Ended<B> {
 }
 
 impl<B> Ended<B> {
+    /// A branch that ended in `state` (a success state: the caller checked).
+    #[cfg(feature = "asl")]
+    pub(crate) fn new(id: ExecutionId, position: u32, state: B) -> Self {
+        Ended {
+            id,
+            position,
+            state,
+            history: History::default(),
+        }
+    }
+
     /// The branch's execution.
     pub fn id(&self) -> ExecutionId {
         self.id
@@ -510,6 +570,24 @@ macro_rules! branches {
             ) -> impl Future<Output = Result<Self::Ended, FanFailure<Self::Partial>>> + Send + 'a {
                 async move {
                     let none = || ($(None::<Ended<$B>>,)+);
+                    // The step adapter's: the branches run as Step Functions states.
+                    #[cfg(feature = "asl")]
+                    if let Some(mode) = asl::fan_out_mode(driver) {
+                        let (id, step) = (driver.id, driver.step);
+                        return match mode {
+                            asl::AslFanOut::Join(ends) => (|| {
+                                Ok(($(asl::branch_end::<$B>(id, step, $b, ends.get($b))?,)+))
+                            })()
+                            .map_err(|error| FanFailure { error, ended: none() }),
+                            _ => {
+                                let starts = (|| {
+                                    Ok(vec![$(asl::branch_start(id, step, $b, &self.$b)?,)+])
+                                })();
+                                let error = asl::started(driver, starts);
+                                Err(FanFailure { error, ended: none() })
+                            }
+                        };
+                    }
                     let Some(fan) = Fan::begin(driver, index, $count).await else {
                         return Err(FanFailure { error: interrupted(), ended: none() });
                     };
@@ -599,6 +677,32 @@ pub fn map<'a, 'd: 'a, M: Fsm + Send, B: Dispatch<H> + Clone + BranchData, H: Sy
 ) -> impl Future<Output = Result<Items<B>, FanFailure<Vec<Ended<B>>>>> + Send + use<'a, 'd, M, B, H>
 {
     async move {
+        // The step adapter's: the items run as a Step Functions Map state.
+        #[cfg(feature = "asl")]
+        if let Some(mode) = asl::fan_out_mode(driver) {
+            let (id, step) = (driver.id, driver.step);
+            return match mode {
+                asl::AslFanOut::Join(ends) => ends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, end)| asl::branch_end::<B>(id, step, i as u32, Some(end)).map(Ok))
+                    .collect::<Result<Items<B>, StepError>>()
+                    .map_err(|error| FanFailure {
+                        error,
+                        ended: Vec::new(),
+                    }),
+                _ => {
+                    let starts = (items.iter().enumerate())
+                        .map(|(i, item)| asl::branch_start(id, step, i as u32, item))
+                        .collect();
+                    let error = asl::started(driver, starts);
+                    Err(FanFailure {
+                        error,
+                        ended: Vec::new(),
+                    })
+                }
+            };
+        }
         let total = items.len();
         let Some(fan) = Fan::begin(driver, index, total).await else {
             let ended = Vec::new();

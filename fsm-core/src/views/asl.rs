@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::runtime::driver::{Cloned, Cold, Deadline, Driver, Guard, Stop, Verdict};
+use crate::runtime::fan_out::BranchData;
 use crate::runtime::recorder::Recorder;
 use crate::{Definition, Dispatch, ExecutionId, StateKind, StepError};
 
@@ -80,17 +81,30 @@ impl<'a> Asl<'a> {
     /// The state machine, as JSON.
     pub fn to_value(&self) -> Value {
         let def = self.def;
+        json!({
+            "Comment": format!("{} (exported by fsm-core; definition {})", def.name, def.fingerprint()),
+            "StartAt": def.initial_state().name,
+            "States": self.states(def, None, ""),
+        })
+    }
+
+    /// The states of `def`'s machine: the exported machine's, or (`machine` its name) those
+    /// of a machine one of its states runs as a branch, whose Tasks name it. Step Functions
+    /// wants a state's name unique in the whole state machine, branches included: each is
+    /// `prefix` and the machine's own (the Tasks' `task` parameters are the machine's own).
+    fn states(&self, def: &Definition, machine: Option<&str>, prefix: &str) -> Map<String, Value> {
+        let full = |name: &str| format!("{prefix}{name}");
         let mut states = Map::new();
         for (i, s) in def.states.iter().enumerate() {
             let name = s.name;
             match s.kind {
                 StateKind::Success => {
-                    states.insert(name.into(), json!({ "Type": "Succeed" }));
+                    states.insert(full(name), json!({ "Type": "Succeed" }));
                     continue;
                 }
                 StateKind::Failure => {
                     states.insert(
-                        name.into(),
+                        full(name),
                         json!({
                             "Type": "Fail",
                             "Error": format!("fsm.{name}"),
@@ -114,7 +128,7 @@ impl<'a> Asl<'a> {
                     task.insert("Resource".into(), resource.clone().into());
                     // Only the envelope, and the Task's own name: the adapter runs the step
                     // of the state this Task is for, whatever else the input holds.
-                    task.insert("Parameters".into(), envelope_parameters(name));
+                    task.insert("Parameters".into(), envelope_parameters(name, machine));
                 }
                 Some(wait) => {
                     task.insert(
@@ -214,46 +228,64 @@ impl<'a> Asl<'a> {
                     list.push(json!({
                         "ErrorEquals": names,
                         "ResultPath": "$.error",
-                        "Next": route,
+                        "Next": full(&route),
                     }));
                     // The route's handler runs through the adapter too: it builds the
                     // target's data from the failed state's and the error.
+                    let mut parameters = envelope_parameters(&route_name(name, target), machine);
+                    parameters["error.$"] = "$.error".into();
                     states.insert(
-                        route,
+                        full(&route),
                         json!({
                             "Type": "Task",
                             "Resource": (self.resource)(name),
-                            "Parameters": {
-                                "task": route_name(name, target),
-                                "state.$": "$.state",
-                                "data.$": "$.data",
-                                "execution.$": "$.execution",
-                                "step.$": "$.step",
-                                "error.$": "$.error",
-                            },
-                            "Next": target,
+                            "Parameters": parameters,
+                            "Next": full(target),
                         }),
                     );
                 }
                 task.insert("Catch".into(), Value::Array(list));
             }
+            // A fanning-out state: its Task (the step) hands out the branches, a Parallel or
+            // Map state runs them, and the join's Task goes on to the next state.
+            let mut name = name.to_owned();
+            if let Some(fan) = s.fan_out {
+                let branches = format!("{name}.branches");
+                task.insert("Next".into(), full(&branches).into());
+                states.insert(full(&name), Value::Object(task));
+                let route = catches
+                    .iter()
+                    .find(|(_, kinds)| kinds.iter().any(|k| *k == StepError::BRANCH_FAILED))
+                    .or_else(|| catches.iter().find(|(_, kinds)| kinds.contains(&"*")))
+                    .map(|(to, _)| full(&route_name(&name, def.states[*to].name)));
+                self.fan_out(&mut states, &full(&name), fan, route);
+                let join = format!("{name}.join");
+                let mut parameters = envelope_parameters(&join, machine);
+                parameters["ends.$"] = "$.ends".into();
+                task = Map::new();
+                task.insert("Type".into(), "Task".into());
+                task.insert("Resource".into(), resource.into());
+                task.insert("Parameters".into(), parameters);
+                name = join;
+            }
+            let name = name.as_str();
             if targets.len() == 1 {
-                task.insert("Next".into(), targets[0].into());
+                task.insert("Next".into(), full(targets[0]).into());
             } else {
                 // The step's output names the state it chose: a Choice follows it.
                 let choose = format!("{name}.next");
                 let unexpected = format!("{name}.unexpected");
-                task.insert("Next".into(), choose.clone().into());
+                task.insert("Next".into(), full(&choose).into());
                 let choices: Vec<Value> = targets
                     .iter()
-                    .map(|t| json!({ "Variable": "$.state", "StringEquals": t, "Next": t }))
+                    .map(|t| json!({ "Variable": "$.state", "StringEquals": t, "Next": full(t) }))
                     .collect();
                 states.insert(
-                    choose,
-                    json!({ "Type": "Choice", "Choices": choices, "Default": unexpected }),
+                    full(&choose),
+                    json!({ "Type": "Choice", "Choices": choices, "Default": full(&unexpected) }),
                 );
                 states.insert(
-                    unexpected,
+                    full(&unexpected),
                     json!({
                         "Type": "Fail",
                         "Error": "fsm.UnexpectedNext",
@@ -264,13 +296,95 @@ impl<'a> Asl<'a> {
                     }),
                 );
             }
-            states.insert(name.into(), Value::Object(task));
+            states.insert(full(name), Value::Object(task));
         }
-        json!({
-            "Comment": format!("{} (exported by fsm-core; definition {})", def.name, def.fingerprint()),
-            "StartAt": def.initial_state().name,
-            "States": states,
-        })
+        states
+    }
+
+    /// The Parallel or Map state `<state>.branches` that runs `fan`'s branches from the
+    /// envelopes the state's Task handed out (`$.branches`), gathering their ends in
+    /// `$.ends` for the join; a failed branch goes to `route` (the state's route for
+    /// `branch_failed`) as an error of that kind, if the state routes it. `state` is the
+    /// state's full name; its branches' states are named `<state>.<branch>.<State>` (a
+    /// Map's, `<state>.item.<State>`).
+    fn fan_out(
+        &self,
+        states: &mut Map<String, Value>,
+        state: &str,
+        fan: &crate::FanOut,
+        route: Option<String>,
+    ) {
+        let join = format!("{state}.join");
+        let mut runner = match fan.kind {
+            crate::FanOutKind::Parallel => {
+                let branches: Vec<Value> = fan
+                    .branches
+                    .iter()
+                    .enumerate()
+                    .map(|(j, b)| {
+                        let def = b.definition;
+                        let prefix = format!("{state}.{}.", b.name);
+                        let mut inner = self.states(def, Some(def.name), &prefix);
+                        // Each branch picks its own envelope out of the state's.
+                        let start = format!("{prefix}{BRANCH_START}");
+                        inner.insert(
+                            start.clone(),
+                            json!({
+                                "Type": "Pass",
+                                "InputPath": format!("$.branches[{j}]"),
+                                "Next": format!("{prefix}{}", def.initial_state().name),
+                            }),
+                        );
+                        json!({ "StartAt": start, "States": inner })
+                    })
+                    .collect();
+                json!({ "Type": "Parallel", "Branches": branches })
+            }
+            crate::FanOutKind::Map {
+                max_concurrency, ..
+            } => {
+                let Some(item) = fan.branches.first() else {
+                    return;
+                };
+                let def = item.definition;
+                let prefix = format!("{state}.item.");
+                json!({
+                    "Type": "Map",
+                    "ItemsPath": "$.branches",
+                    "MaxConcurrency": max_concurrency,
+                    "ItemProcessor": {
+                        "ProcessorConfig": { "Mode": "INLINE" },
+                        "StartAt": format!("{prefix}{}", def.initial_state().name),
+                        "States": self.states(def, Some(def.name), &prefix),
+                    },
+                })
+            }
+        };
+        runner["ResultPath"] = "$.ends".into();
+        runner["Next"] = join.into();
+        if let Some(route) = route {
+            // Whatever a branch failed with, the state fails with `branch_failed`, as in the
+            // executor: a Pass names the error so before the route's Task.
+            let failed = format!("{state}.branch_failed");
+            runner["Catch"] = json!([{
+                "ErrorEquals": ["States.ALL"],
+                "ResultPath": "$.error",
+                "Next": failed,
+            }]);
+            states.insert(
+                failed,
+                json!({
+                    "Type": "Pass",
+                    "Parameters": {
+                        "Error": fatal_error_name(StepError::BRANCH_FAILED),
+                        "Cause.$": "$.error.Cause",
+                    },
+                    "ResultPath": "$.error",
+                    "Next": route,
+                }),
+            );
+        }
+        states.insert(format!("{state}.branches"), runner);
     }
 
     /// The state machine as pretty-printed JSON.
@@ -292,15 +406,23 @@ fn route_name(state: &str, target: &str) -> String {
     format!("{state}.catch.{target}")
 }
 
-/// The Parameters of a Task that runs a step: the envelope, and the Task's own name.
-fn envelope_parameters(task: &str) -> Value {
-    json!({
+/// The first state of a Parallel state's branch: a Pass that picks the branch's envelope.
+const BRANCH_START: &str = "branch.start";
+
+/// The Parameters of a Task that runs a step: the envelope, and the Task's own name (and
+/// the machine's, a branch's Task).
+fn envelope_parameters(task: &str, machine: Option<&str>) -> Value {
+    let mut parameters = json!({
         "task": task,
         "state.$": "$.state",
         "data.$": "$.data",
         "execution.$": "$.execution",
         "step.$": "$.step",
-    })
+    });
+    if let Some(machine) = machine {
+        parameters["machine"] = machine.into();
+    }
+    parameters
 }
 
 /// Whole seconds, rounded up, at least 1: ASL counts timeouts and intervals in seconds.
@@ -317,7 +439,7 @@ struct Envelope<'i, M> {
     step: u32,
 }
 
-impl<'i, M: crate::Fsm + DeserializeOwned> Envelope<'i, M> {
+impl<'i, M: crate::Fsm + BranchData> Envelope<'i, M> {
     /// The envelope in `input`, or why it is not one: every field is required, as the
     /// export passes them, so that no Task runs another state's step and no two executions
     /// share idempotency keys.
@@ -334,7 +456,7 @@ impl<'i, M: crate::Fsm + DeserializeOwned> Envelope<'i, M> {
         let data = input
             .get("data")
             .ok_or_else(|| TaskFailure::input("the input has no `data`"))?;
-        let state: M = serde_json::from_value(data.clone())
+        let state = M::from_json(&data.to_string())
             .map_err(|e| TaskFailure::input(format!("`data` is not a `{}`: {e}", def.name)))?;
         if state.state_name() != name {
             return Err(TaskFailure::input(format!(
@@ -362,20 +484,110 @@ impl<'i, M: crate::Fsm + DeserializeOwned> Envelope<'i, M> {
 }
 
 /// The envelope of `next` at `step` of `execution`: a Task's output.
-fn envelope_of<M: crate::Fsm + Serialize>(
+fn envelope_of<M: crate::Fsm + BranchData>(
     next: &M,
     execution: ExecutionId,
     step: u32,
 ) -> Result<Value, TaskFailure> {
-    Ok(json!({
-        "state": next.state_name(),
-        "data": serde_json::to_value(next).map_err(|e| TaskFailure {
+    let data = next
+        .to_json()
+        .and_then(|json| serde_json::from_str::<Value>(&json))
+        .map_err(|e| TaskFailure {
             error: "fsm.Serialize".into(),
             cause: e.to_string(),
-        })?,
+        })?;
+    Ok(json!({
+        "state": next.state_name(),
+        "data": data,
         "step": step,
         "execution": execution.to_string(),
     }))
+}
+
+/// What the step adapter asks of the fan-out of the state it runs: its Parallel and Map
+/// states' branches run as Step Functions states, between the state's Task (its step, which
+/// hands out the branches' starting envelopes) and its join's Task (which receives their
+/// ends).
+pub(crate) enum AslFanOut {
+    /// The state's Task: hand out the branches' starting envelopes.
+    Start,
+    /// What the fan-out handed out (or why it could not).
+    Started(Result<Vec<Value>, StepError>),
+    /// The join's Task: the branches' ends, in order, as the Parallel or Map state
+    /// gathered them.
+    Join(Vec<Value>),
+}
+
+/// What the adapter asked of the fan-out under way, taken.
+pub(crate) fn fan_out_mode<M>(driver: &mut Driver<'_, M>) -> Option<AslFanOut> {
+    driver.cold.as_mut()?.asl.take()
+}
+
+/// Keeps what the fan-out handed out for the adapter; the error that stops the state's
+/// step there.
+pub(crate) fn started<M: crate::Fsm>(
+    driver: &mut Driver<'_, M>,
+    starts: Result<Vec<Value>, StepError>,
+) -> StepError {
+    let error = match &starts {
+        Ok(_) => StepError::fatal(
+            "fan_out_started",
+            "the branches run as Step Functions states",
+        ),
+        Err(e) => e.clone(),
+    };
+    driver.cold().asl = Some(AslFanOut::Started(starts));
+    error
+}
+
+/// The starting envelope of branch `position` of the fan-out at `step` of `parent`: its
+/// machine, its state, and its own execution and steps (as the executor numbers them).
+pub(crate) fn branch_start<B: crate::Fsm + BranchData>(
+    parent: ExecutionId,
+    step: u32,
+    position: u32,
+    start: &B,
+) -> Result<Value, StepError> {
+    let data = start
+        .to_json()
+        .and_then(|json| serde_json::from_str::<Value>(&json))
+        .map_err(|e| StepError::fatal("serialize", e.to_string()))?;
+    Ok(json!({
+        "machine": B::DEFINITION.name,
+        "state": start.state_name(),
+        "data": data,
+        "execution": parent.branch(step, position).to_string(),
+        "step": 0,
+    }))
+}
+
+/// The end of branch `position` of the fan-out at `step` of `parent`, from the envelope its
+/// last state answered: of that branch's execution, in a success state of its machine.
+pub(crate) fn branch_end<B: crate::Fsm + BranchData>(
+    parent: ExecutionId,
+    step: u32,
+    position: u32,
+    end: Option<&Value>,
+) -> Result<crate::Ended<B>, StepError> {
+    let bad = |what: String| StepError::fatal("bad_input", format!("branch {position}: {what}"));
+    let end = end.ok_or_else(|| bad("no end in `ends`".into()))?;
+    let id = parent.branch(step, position);
+    if end.get("execution").and_then(Value::as_str) != Some(&id.to_string()) {
+        return Err(bad(format!("the end is not of execution {id}")));
+    }
+    let data = end
+        .get("data")
+        .ok_or_else(|| bad("the end has no `data`".into()))?;
+    let state = B::from_json(&data.to_string())
+        .map_err(|e| bad(format!("`data` is not a `{}`: {e}", B::DEFINITION.name)))?;
+    if B::DEFINITION.states[state.state_index()].kind != StateKind::Success {
+        let message = format!(
+            "branch {position} (execution {id}) ended in `{}`",
+            state.state_name()
+        );
+        return Err(StepError::fatal(StepError::BRANCH_FAILED, message));
+    }
+    Ok(crate::Ended::new(id, position, state))
 }
 
 /// The answer to a waiting state's Task (what `SendTaskSuccess` sends with the token): the
@@ -492,12 +704,24 @@ where
     run_task_inner::<M, H>(steps, input)
 }
 
-async fn run_task_inner<M, H>(steps: &H, input: &Value) -> Result<Value, TaskFailure>
+pub(crate) async fn run_task_inner<M, H>(steps: &H, input: &Value) -> Result<Value, TaskFailure>
 where
-    M: Dispatch<H> + Clone + Serialize + DeserializeOwned,
+    M: Dispatch<H> + Clone + BranchData,
     H: Send + Sync + 'static,
 {
     let def = M::DEFINITION;
+    // A Task of a branch's machine (a Parallel or Map state's): that machine's adapter.
+    if let Some(machine) = input.get("machine").and_then(Value::as_str) {
+        if machine != def.name {
+            let Some(task) = M::branch_task(machine) else {
+                return Err(TaskFailure::input(format!(
+                    "`{machine}` is not a machine that `{}` runs as a branch",
+                    def.name
+                )));
+            };
+            return task(steps, input).await;
+        }
+    }
     let envelope_in = Envelope::<M>::read(input)?;
     let Envelope {
         task,
@@ -510,7 +734,10 @@ where
     // The Task says which state it is for: an error route's Task (`<State>.catch.<Target>`)
     // runs that route's handler, any other Task its state's step, and only for that state.
     let route = task.split_once(".catch.");
-    let for_state = route.map_or(task, |(from, _)| from);
+    let fan_out = def.states[state.state_index()].fan_out.is_some();
+    // A fanning-out state's join (`<State>.join`): the branches' ends are in `ends`.
+    let join = task.strip_suffix(".join").filter(|_| fan_out);
+    let for_state = join.unwrap_or_else(|| route.map_or(task, |(from, _)| from));
     if for_state != name {
         return Err(TaskFailure::input(format!(
             "the Task `{task}` runs `{for_state}`, not `{name}`"
@@ -591,10 +818,35 @@ where
         rec: Recorder::inactive(),
         deadline: &deadline,
     };
+    if fan_out {
+        let mode = match join {
+            Some(_) => {
+                let ends = input.get("ends").and_then(Value::as_array).ok_or_else(|| {
+                    TaskFailure::input("the join's input has no `ends` (an array)")
+                })?;
+                AslFanOut::Join(ends.clone())
+            }
+            None => AslFanOut::Start,
+        };
+        driver.cold().asl = Some(mode);
+    }
     let stop = Guard::new(state.run::<Cloned>(steps, &mut driver), &deadline).await;
     let verdict = deadline.take_verdict();
     let next_step = driver.step;
+    let fanned = match driver.cold.as_mut().and_then(|c| c.asl.take()) {
+        Some(AslFanOut::Started(starts)) => Some(starts),
+        _ => None,
+    };
     match (stop, driver.kept.take()) {
+        // The state's step ran and handed out its branches: the state's envelope, with
+        // theirs for the Parallel or Map state that follows.
+        (Stop::Done(Err(_)), Some(fanning)) if fanned.as_ref().is_some_and(Result::is_ok) => {
+            let mut out = envelope(&fanning, next_step)?;
+            if let Some(Ok(branches)) = fanned {
+                out["branches"] = Value::Array(branches);
+            }
+            Ok(out)
+        }
         (Stop::Done(Ok(end)), _) => envelope(&end, next_step),
         (Stop::Done(Err(_)), Some(next)) if verdict == Verdict::Halted && driver.take_paused() => {
             envelope(&next, next_step)

@@ -6,7 +6,7 @@ mod diagram;
 pub use diagram::Diagram;
 
 #[cfg(feature = "asl")]
-mod asl;
+pub(crate) mod asl;
 
 #[cfg(feature = "asl")]
 pub use asl::{fatal_error_name, run_task, wait_answer, Asl, TaskFailure, FATAL};

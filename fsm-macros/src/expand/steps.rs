@@ -190,6 +190,40 @@ fn fan_out_bounds(src: &Src) -> String {
     out
 }
 
+/// `Dispatch::branch_task` of a machine that fans out: each machine it runs as a branch, by
+/// name, and theirs (empty for a machine without fan-out: the trait's default).
+fn branch_task(src: &Src) -> String {
+    let k = &src.krate;
+    let mut types: Vec<String> = Vec::new();
+    for (i, s) in src.m.states.iter().enumerate() {
+        for j in 0..s.fan_out.as_ref().map_or(0, |f| f.branches.len()) {
+            let ty = src.branch_type(i, j);
+            if !types.contains(&ty) {
+                types.push(ty);
+            }
+        }
+    }
+    if types.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "fn branch_task(__machine: &::core::primitive::str) \
+         -> ::core::option::Option<{k}::__private::BranchTask<__H>> {{"
+    );
+    for ty in &types {
+        out.push_str(&format!(
+            "if __machine == <{ty} as {k}::Fsm>::DEFINITION.name {{\
+               return ::core::option::Option::Some({k}::__private::branch_task::<{ty}, __H>());\
+             }}\
+             if let ::core::option::Option::Some(__task) = <{ty} as {k}::Dispatch<__H>>::branch_task(__machine) {{\
+               return ::core::option::Option::Some(__task);\
+             }}"
+        ));
+    }
+    out.push_str("::core::option::Option::None }");
+    out
+}
+
 /// The `Steps` methods of a fanning-out state: its step returns the branches' starting
 /// states, its join receives each branch's end and returns one of the state's next states,
 /// and with `compensate` one method per branch undoes what a branch that had succeeded did.
@@ -489,7 +523,10 @@ pub(super) fn write(src: &mut Src, g: &Graph) {
             name = catch_method(src, from, to),
         ));
     }
-    src.push("other => __Result::Err(other), } } }");
+    src.push("other => __Result::Err(other), } }");
+    let branch_task = branch_task(src);
+    src.push(&branch_task);
+    src.push("}");
     for &i in &steps {
         if src.m.states[i].wait.is_none() {
             continue;
