@@ -40,6 +40,7 @@ fn machines() -> Vec<(&'static str, &'static Definition)> {
     vec![
         ("checkout", example::Checkout::DEFINITION),
         ("import", Import::DEFINITION),
+        ("shipment", Shipment::DEFINITION),
     ]
 }
 
@@ -762,4 +763,271 @@ fn the_adapter_checks_its_envelope() {
         "{}",
         not_next.cause
     );
+}
+
+/// A shipment labels its parcels in a Map state, each parcel printing a sticker and a slip
+/// in a Parallel state of its own: fan-outs nested in the export. Parcel 13 is lost, which
+/// fails the Map, routed to `Held`.
+#[derive(Fsm, Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+enum Shipment {
+    #[fsm(
+        initial,
+        map(Parcel, max_concurrency = 2),
+        on(ship => Shipped),
+        catch(branch_failed => Held)
+    )]
+    Packing { parcels: Vec<u32> },
+    #[fsm(terminal)]
+    Shipped { labels: Vec<String> },
+    #[fsm(terminal(failure))]
+    Held,
+}
+
+#[derive(Fsm, Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+enum Parcel {
+    #[fsm(initial, on(weigh => Weighed | Lost))]
+    Boxed { n: u32 },
+    #[fsm(parallel(sticker = Print, slip = Print), on(label => Labelled))]
+    Weighed { n: u32 },
+    #[fsm(terminal)]
+    Labelled { label: String },
+    #[fsm(terminal(failure))]
+    Lost { n: u32 },
+}
+
+#[derive(Fsm, Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+enum Print {
+    #[fsm(initial, on(print => Printed))]
+    Queued { n: u32, what: String },
+    #[fsm(terminal)]
+    Printed { text: String },
+}
+
+/// The shipment's steps, recording each step's state and idempotency key.
+#[derive(Default)]
+struct Packer(std::sync::Mutex<Vec<(String, String)>>);
+
+impl Packer {
+    fn key(&self, state: &str, cx: &fsm_core::Context) {
+        let key = cx.idempotency_key().to_string();
+        self.0.lock().unwrap().push((state.to_owned(), key));
+    }
+}
+
+impl shipment::Steps for Packer {
+    async fn packing(
+        &self,
+        s: &shipment::Machine<shipment::Packing>,
+        cx: fsm_core::Context,
+    ) -> Result<Vec<Parcel>, fsm_core::StepError> {
+        self.key("Packing", &cx);
+        Ok(s.parcels
+            .iter()
+            .map(|&n| parcel::Machine::new(parcel::Boxed { n }).into())
+            .collect())
+    }
+
+    fn join_packing(
+        &self,
+        s: shipment::Machine<shipment::Packing>,
+        parcels: Vec<fsm_core::Ended<Parcel>>,
+    ) -> shipment::Machine<shipment::Shipped> {
+        let labels = parcels
+            .into_iter()
+            .map(|p| match p.into_state() {
+                Parcel::Labelled { label } => label,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        s.ship(|_| shipment::Shipped { labels })
+    }
+
+    fn catch_packing_to_held(
+        &self,
+        _: shipment::Packing,
+        _: &fsm_core::StepError,
+    ) -> shipment::Held {
+        shipment::Held
+    }
+}
+
+impl parcel::Steps for Packer {
+    async fn boxed(
+        &self,
+        p: parcel::Machine<parcel::Boxed>,
+        cx: fsm_core::Context,
+    ) -> Result<parcel::BoxedNext, fsm_core::StepError> {
+        self.key("Boxed", &cx);
+        Ok(if p.n == 13 {
+            p.weigh(|b| parcel::Lost { n: b.n }).into()
+        } else {
+            p.weigh(|b| parcel::Weighed { n: b.n }).into()
+        })
+    }
+
+    async fn weighed(
+        &self,
+        p: &parcel::Machine<parcel::Weighed>,
+        cx: fsm_core::Context,
+    ) -> Result<(Print, Print), fsm_core::StepError> {
+        self.key("Weighed", &cx);
+        let print = |what: &str| {
+            let what = what.to_owned();
+            print::Machine::new(print::Queued { n: p.n, what }).into()
+        };
+        Ok((print("sticker"), print("slip")))
+    }
+
+    fn join_weighed(
+        &self,
+        p: parcel::Machine<parcel::Weighed>,
+        sticker: fsm_core::Ended<Print>,
+        slip: fsm_core::Ended<Print>,
+    ) -> parcel::Machine<parcel::Labelled> {
+        let text = |e: fsm_core::Ended<Print>| match e.into_state() {
+            Print::Printed { text } => text,
+            other => panic!("{other:?}"),
+        };
+        let label = format!("{} + {}", text(sticker), text(slip));
+        p.label(|_| parcel::Labelled { label })
+    }
+}
+
+impl print::Steps for Packer {
+    async fn queued(
+        &self,
+        p: print::Machine<print::Queued>,
+        cx: fsm_core::Context,
+    ) -> Result<print::Machine<print::Printed>, fsm_core::StepError> {
+        self.key("Queued", &cx);
+        let key = cx.idempotency_key().to_string();
+        Ok(p.print(|q| print::Printed {
+            text: format!("{} {} ({key})", q.what, q.n),
+        }))
+    }
+}
+
+/// Set in the adapter child process of the test below.
+const SHIPMENT_ADAPTER: &str = "FSM_TEST_SHIPMENT_ADAPTER";
+
+#[test]
+fn shipment_adapter() {
+    // The step adapter of `Shipment` (its branches' machines too), when the interpreter runs
+    // this binary as one; else nothing.
+    if std::env::var_os(SHIPMENT_ADAPTER).is_none() {
+        return;
+    }
+    use std::io::{BufRead as _, Write as _};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let packer = Packer::default();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out);
+    for line in std::io::stdin().lock().lines() {
+        let input: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        let answer = match rt.block_on(fsm_core::views::run_task::<Shipment, _>(&packer, &input)) {
+            Ok(output) => serde_json::json!({ "output": output }),
+            Err(f) => serde_json::json!({ "Error": f.error, "Cause": f.cause }),
+        };
+        let _ = writeln!(out, "{answer}");
+        let _ = out.flush();
+    }
+}
+
+/// The exported shipment runs its Map of parcels, each parcel's Parallel state of prints, in
+/// the interpreter as the executor runs them: the same end (the labels the joins built from
+/// the branches' ends, with the branches' idempotency keys in them), every step with the key
+/// the executor gave it; a lost parcel fails the Map, and the state's route for
+/// `branch_failed` takes it to `Held`, as in the executor.
+#[test]
+fn the_exported_fan_outs_run_in_an_asl_interpreter_as_in_the_executor() {
+    let export = Asl::new(Shipment::DEFINITION).to_value();
+    let map = &export["States"]["Packing.branches"];
+    assert_eq!(map["Type"], "Map");
+    assert_eq!(map["MaxConcurrency"], 2);
+    let nested = &map["ItemProcessor"]["States"]["Packing.item.Weighed.branches"];
+    assert_eq!(nested["Type"], "Parallel");
+    assert_eq!(
+        nested["Branches"][1]["StartAt"],
+        "Packing.item.Weighed.slip.branch.start"
+    );
+    let Some(dir) =
+        interpreter("the_exported_fan_outs_run_in_an_asl_interpreter_as_in_the_executor")
+    else {
+        return;
+    };
+    let definition =
+        std::env::temp_dir().join(format!("fsm-asl-shipment-{}.json", std::process::id()));
+    std::fs::write(&definition, Asl::new(Shipment::DEFINITION).to_json_pretty()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let me = std::env::current_exe().unwrap();
+    // SAFETY: set before the child processes start, read only by them.
+    unsafe { std::env::set_var(SHIPMENT_ADAPTER, "1") };
+    for (parcels, ends_in) in [(vec![1, 2, 3], "Shipped"), (vec![1, 13, 3], "Held")] {
+        let start = Shipment::Packing {
+            parcels: parcels.clone(),
+        };
+        let executor = fsm_core::Executor::<Shipment, _>::new(Packer::default());
+        let outcome = rt.block_on(executor.run(start.clone()));
+        assert_eq!(outcome.state.state_name(), ends_in, "{}", outcome.history);
+        let input = serde_json::json!({
+            "state": "Packing",
+            "data": serde_json::to_value(&start).unwrap(),
+            "step": 0,
+            "execution": outcome.id.to_string(),
+        });
+        let report = interpret(
+            &dir,
+            &definition,
+            &me,
+            &["--exact", "shipment_adapter", "--nocapture", "--quiet"],
+            &input,
+        );
+        let path: Vec<&str> = report["entered"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .filter(|s| !s.contains('.'))
+            .collect();
+        assert_eq!(path, ["Packing", ends_in], "{parcels:?}: {report}");
+        if ends_in == "Held" {
+            assert_eq!(report["status"], "failed");
+            assert_eq!(report["error"], "fsm.Held");
+            continue;
+        }
+        assert_eq!(report["status"], "succeeded", "{report}");
+        assert_eq!(
+            report["output"]["data"],
+            serde_json::to_value(&outcome.state).unwrap()
+        );
+        // Every step, with its key: the same set in both (a join's Task runs its state's
+        // step again, with the same key).
+        let mut ours = executor.steps().0.lock().unwrap().clone();
+        ours.sort();
+        ours.dedup();
+        let mut theirs: Vec<(String, String)> = report["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let key = format!("{}-step-{}", t["execution"].as_str().unwrap(), t["step"]);
+                (t["state"].as_str().unwrap().to_owned(), key)
+            })
+            .collect();
+        theirs.sort();
+        theirs.dedup();
+        assert_eq!(
+            theirs, ours,
+            "{parcels:?}: keys, the interpreter's then ours"
+        );
+        // 1 shipment, 3 parcels of 2 steps, 6 prints.
+        assert_eq!(ours.len(), 1 + 3 * 2 + 6);
+    }
+    let _ = std::fs::remove_file(&definition);
 }
