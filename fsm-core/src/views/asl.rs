@@ -255,7 +255,7 @@ impl<'a> Asl<'a> {
                 states.insert(full(&name), Value::Object(task));
                 let route = catches
                     .iter()
-                    .find(|(_, kinds)| kinds.iter().any(|k| *k == StepError::BRANCH_FAILED))
+                    .find(|(_, kinds)| kinds.contains(&StepError::BRANCH_FAILED))
                     .or_else(|| catches.iter().find(|(_, kinds)| kinds.contains(&"*")))
                     .map(|(to, _)| full(&route_name(&name, def.states[*to].name)));
                 self.fan_out(&mut states, &full(&name), fan, route);
