@@ -140,9 +140,10 @@ pub(crate) struct Cold<'b> {
     #[cfg(not(feature = "durable"))]
     pub(crate) children: core::marker::PhantomData<&'b ()>,
     /// What the step adapter asks of a fan-out (an exported machine's Parallel or Map
-    /// state runs its branches as Step Functions states, not here).
+    /// state runs its branches as Step Functions states, not here). A reference: what it
+    /// holds would make the cold part's drop, inlined in every execution's, larger.
     #[cfg(feature = "asl")]
-    pub(crate) asl: Option<crate::views::asl::AslFanOut>,
+    pub(crate) asl: Option<&'b std::sync::Mutex<Option<crate::views::asl::AslFanOut>>>,
 }
 
 /// Why the attempt under way was stopped by the executor rather than by its step.

@@ -520,7 +520,8 @@ pub(crate) enum AslFanOut {
 
 /// What the adapter asked of the fan-out under way, taken.
 pub(crate) fn fan_out_mode<M>(driver: &mut Driver<'_, M>) -> Option<AslFanOut> {
-    driver.cold.as_mut()?.asl.take()
+    let slot = driver.cold.as_ref()?.asl?;
+    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
 /// Keeps what the fan-out handed out for the adapter; the error that stops the state's
@@ -536,7 +537,9 @@ pub(crate) fn started<M: crate::Fsm>(
         ),
         Err(e) => e.clone(),
     };
-    driver.cold().asl = Some(AslFanOut::Started(starts));
+    if let Some(slot) = driver.cold.as_ref().and_then(|c| c.asl) {
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(AslFanOut::Started(starts));
+    }
     error
 }
 
@@ -798,6 +801,8 @@ where
             cause: format!("`{name}` waits for a task token: its step is not run by the adapter"),
         });
     }
+    // What the step asks of the state's fan-out, and what it hands out.
+    let fan_out_slot = std::sync::Mutex::new(None);
     // One step: the driver pauses before the next, as a durable executor's does.
     let deadline = Deadline::new(false);
     let mut driver = Driver {
@@ -812,6 +817,7 @@ where
         policies: &[],
         cold: Some(Box::new(Cold {
             pause: true,
+            asl: Some(&fan_out_slot),
             ..Cold::default()
         })),
         waits: None,
@@ -828,12 +834,16 @@ where
             }
             None => AslFanOut::Start,
         };
-        driver.cold().asl = Some(mode);
+        *fan_out_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(mode);
     }
     let stop = Guard::new(state.run::<Cloned>(steps, &mut driver), &deadline).await;
     let verdict = deadline.take_verdict();
     let next_step = driver.step;
-    let fanned = match driver.cold.as_mut().and_then(|c| c.asl.take()) {
+    let fanned = match fan_out_slot
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
         Some(AslFanOut::Started(starts)) => Some(starts),
         _ => None,
     };
