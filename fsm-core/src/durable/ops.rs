@@ -473,12 +473,7 @@ impl<S: Store> Ops<'_, S> {
     pub(crate) async fn redrive(&self, id: ExecutionId) -> Result<(), OpsError> {
         let _written = self
             .change(id, |row, now| {
-                if let Some(parent) = row.parent {
-                    return Err(OpsError::Branch {
-                        execution: id,
-                        parent,
-                    });
-                }
+                not_a_branch(row)?;
                 match row.status {
                     ExecutionStatus::Errored | ExecutionStatus::Cancelled => {}
                     ExecutionStatus::Failed => {
@@ -516,13 +511,7 @@ impl<S: Store> Ops<'_, S> {
     /// Cancels `id` and the branches it runs (and theirs): its worker's next checkpoint of
     /// any of them is refused.
     pub(crate) async fn cancel(&self, id: ExecutionId) -> Result<(), OpsError> {
-        let row = self.get(id).await?;
-        if let Some(parent) = row.parent {
-            return Err(OpsError::Branch {
-                execution: id,
-                parent,
-            });
-        }
+        not_a_branch(&self.get(id).await?)?;
         self.cancel_one(id).await?;
         let mut parents = vec![id];
         while let Some(parent) = parents.pop() {
@@ -794,6 +783,17 @@ pub(crate) fn released(
         events,
         new_token: None,
         close_tokens,
+    }
+}
+
+/// Refuses an operator's action on a branch: its parent drives it.
+fn not_a_branch(row: &ExecutionRecord) -> Result<(), OpsError> {
+    match row.parent {
+        Some(parent) => Err(OpsError::Branch {
+            execution: row.id,
+            parent,
+        }),
+        None => Ok(()),
     }
 }
 

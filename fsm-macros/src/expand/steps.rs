@@ -174,26 +174,8 @@ fn fan_out_arm(src: &mut Src, i: usize, pat: &str, state: &str, name: &str, inde
     ));
 }
 
-/// The bounds the step loop needs of the machines a state fans out to: each runs with the
-/// same handlers.
-fn fan_out_bounds(src: &Src) -> String {
-    let k = &src.krate;
-    let mut out = String::new();
-    for (i, s) in src.m.states.iter().enumerate() {
-        for j in 0..s.fan_out.as_ref().map_or(0, |f| f.branches.len()) {
-            let ty = src.branch_type(i, j);
-            out.push_str(&format!(
-                "{ty}: {k}::Dispatch<__H> + ::core::clone::Clone + {k}::__private::BranchData,"
-            ));
-        }
-    }
-    out
-}
-
-/// `Dispatch::branch_task` of a machine that fans out: each machine it runs as a branch, by
-/// name, and theirs (empty for a machine without fan-out: the trait's default).
-fn branch_task(src: &Src) -> String {
-    let k = &src.krate;
+/// The machines the states fan out to, each once, as type paths.
+fn branch_types(src: &Src) -> Vec<String> {
     let mut types: Vec<String> = Vec::new();
     for (i, s) in src.m.states.iter().enumerate() {
         for j in 0..s.fan_out.as_ref().map_or(0, |f| f.branches.len()) {
@@ -203,6 +185,26 @@ fn branch_task(src: &Src) -> String {
             }
         }
     }
+    types
+}
+
+/// The bounds the step loop needs of the machines a state fans out to: each runs with the
+/// same handlers.
+fn fan_out_bounds(src: &Src) -> String {
+    let k = &src.krate;
+    branch_types(src)
+        .iter()
+        .map(|ty| {
+            format!("{ty}: {k}::Dispatch<__H> + ::core::clone::Clone + {k}::__private::BranchData,")
+        })
+        .collect()
+}
+
+/// `Dispatch::branch_task` of a machine that fans out: each machine it runs as a branch, by
+/// name, and theirs (empty for a machine without fan-out: the trait's default).
+fn branch_task(src: &Src) -> String {
+    let k = &src.krate;
+    let types = branch_types(src);
     if types.is_empty() {
         return String::new();
     }
