@@ -30,7 +30,7 @@ use crate::{Dispatch, EventKind, ExecutionId, FanOut, FanOutKind, Fsm, History, 
 #[diagnostic::on_unimplemented(
     message = "`{Self}` runs as a branch, so it must implement `Serialize` and `Deserialize`",
     label = "this machine runs `{Self}` as a branch",
-    note = "with fsm-core's `durable` (or `asl`) feature, a durable parent stores each branch as an execution of its own: derive `serde::Serialize` and `serde::Deserialize` on `{Self}`"
+    note = "with fsm-core's `durable` or `asl` feature, a branch's state is serialized (a durable parent stores each branch as an execution of its own; an exported machine hands it from Task to Task): derive `serde::Serialize` and `serde::Deserialize` on `{Self}`"
 )]
 pub trait BranchData: Sized {
     /// The branch's state as stored (serde JSON).
