@@ -49,6 +49,8 @@ pub(crate) trait Children: Sync {
     fn interrupt(&self, error: DurableError);
     /// Why the parent must stop, if a branch's write failed.
     fn interruption(&self) -> Option<DurableError>;
+    /// Whether a branch's write failed (the error stays for [`Children::interruption`]).
+    fn is_interrupted(&self) -> bool;
 }
 
 /// The [`Children`] of one drive of a durable execution.
@@ -107,6 +109,10 @@ impl<S: Store> Children for StoreChildren<'_, S> {
         let mut slot = self.interruption.lock().unwrap_or_else(|e| e.into_inner());
         slot.take()
     }
+    fn is_interrupted(&self) -> bool {
+        let slot = self.interruption.lock().unwrap_or_else(|e| e.into_inner());
+        slot.is_some()
+    }
 }
 
 /// A branch to run durably.
@@ -121,23 +127,34 @@ pub(crate) struct Child {
 }
 
 /// Runs `child` from its row (or from `start`, writing its row), checkpointing each of its
-/// transitions; `None` when the store failed (the parent is interrupted).
+/// transitions. When the store fails, the parent is interrupted, and the branch ends errored
+/// in `start` (which the fan-out reads as the interruption, not as the branch's failure).
 pub(crate) async fn run<B, H, X>(
     children: &dyn Children,
     host: &X,
     child: Child,
     start: B,
-) -> Option<Outcome<B>>
+) -> Outcome<B>
 where
     B: Dispatch<H> + Clone + BranchData,
     H: Sync,
     X: Host<B, H>,
 {
+    let (id, fallback) = (child.id, start.clone());
     match drive(children, host, child, start).await {
-        Ok(outcome) => Some(outcome),
+        Ok(outcome) => outcome,
         Err(error) => {
+            let message = format!("the store failed its checkpoint: {error}");
             children.interrupt(error);
-            None
+            Outcome {
+                id,
+                state: fallback,
+                status: Status::Errored {
+                    attempts: 0,
+                    error: StepError::fatal("interrupted", message),
+                },
+                history: History::default(),
+            }
         }
     }
 }

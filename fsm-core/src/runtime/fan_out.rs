@@ -189,9 +189,9 @@ pub struct FanFailure<P> {
 }
 
 /// A branch's run: boxed, so that a machine's future does not contain its branches' (a
-/// branch may itself fan out), and a Map's runs are a list. `None`: a durable parent's store
-/// failed the branch's write, and the parent stops (see [`interrupted`]).
-type Run<'a, B> = Pin<Box<dyn Future<Output = Option<Outcome<B>>> + Send + 'a>>;
+/// branch may itself fan out), and a Map's runs are a list. (A durable branch whose write
+/// the store failed ends errored, and its parent is interrupted: [`Fan::interrupted`].)
+type Run<'a, B> = Pin<Box<dyn Future<Output = Outcome<B>> + Send + 'a>>;
 
 /// Why a fan-out stopped before its join.
 enum Stop {
@@ -231,6 +231,23 @@ impl Policies {
         match self {
             Policies::Own(p) => p,
             Policies::Shared(p) => p,
+        }
+    }
+}
+
+impl<'a, H> BranchHost<'a, H> {
+    /// The host of a branch of machine `B`: `shared` policies (a Map's items'), or its own.
+    #[inline]
+    fn new<B: Fsm>(steps: &'a H, shared: Option<Arc<[Policy]>>, recording: Recording<'a>) -> Self {
+        let policies = match shared {
+            Some(shared) => Policies::Shared(shared),
+            None => Policies::Own(declared(B::DEFINITION).collect()),
+        };
+        BranchHost {
+            steps,
+            has_timeouts: policies.get().iter().any(|p| p.timeout.is_some()),
+            policies,
+            recording,
         }
     }
 }
@@ -361,6 +378,15 @@ impl<'c> Fan<'c> {
         branch_name(self.fan, position)
     }
 
+    /// Whether a durable parent's store failed a branch's write (the branch ended errored
+    /// for it, not for its step): the fan-out stops, the parent with it.
+    fn interrupted(&self) -> bool {
+        #[cfg(feature = "durable")]
+        return (self.stored.as_ref()).is_some_and(|s| s.children.is_interrupted());
+        #[cfg(not(feature = "durable"))]
+        false
+    }
+
     /// Starts branch `position` from `start`; a Parallel state's branches are recorded.
     fn start<'a, M: Fsm, B: Dispatch<H> + Clone + BranchData, H: Sync + 'a>(
         &self,
@@ -391,35 +417,44 @@ impl<'c> Fan<'c> {
             ..driver.rec.recording()
         };
         let policies = self.policies.clone();
-        let host = move || {
-            let policies = match policies {
-                Some(shared) => Policies::Shared(shared),
-                None => Policies::Own(declared(B::DEFINITION).collect()),
-            };
-            BranchHost {
-                steps,
-                has_timeouts: policies.get().iter().any(|p| p.timeout.is_some()),
-                policies,
-                recording,
-            }
-        };
         #[cfg(feature = "durable")]
         if let Some(stored) = &self.stored {
-            let child = crate::durable::branches::Child {
-                id,
-                parent: self.parent,
-                stored: stored.existing.contains(&id),
-                fingerprint: match &stored.fingerprint {
-                    Some(f) => Arc::clone(f),
-                    None => B::DEFINITION.fingerprint().into(),
-                },
-            };
-            let children = stored.children;
-            return Box::pin(async move {
-                crate::durable::branches::run(children, &host(), child, start).await
-            });
+            return self.start_stored(stored, steps, id, (policies, recording), start);
         }
-        Box::pin(async move { Some(drive(&host(), id, start).await) })
+        Box::pin(async move {
+            let host = BranchHost::new::<B>(steps, policies, recording);
+            drive(&host, id, start).await
+        })
+    }
+
+    /// [`Fan::start`] for a durable parent's branch: an execution of its own in the store.
+    #[cfg(feature = "durable")]
+    #[inline(never)]
+    fn start_stored<'a, B: Dispatch<H> + Clone + BranchData, H: Sync + 'a>(
+        &self,
+        stored: &Stored<'c>,
+        steps: &'a H,
+        id: ExecutionId,
+        (policies, recording): (Option<Arc<[Policy]>>, Recording<'a>),
+        start: B,
+    ) -> Run<'a, B>
+    where
+        'c: 'a,
+    {
+        let child = crate::durable::branches::Child {
+            id,
+            parent: self.parent,
+            stored: stored.existing.contains(&id),
+            fingerprint: match &stored.fingerprint {
+                Some(f) => Arc::clone(f),
+                None => B::DEFINITION.fingerprint().into(),
+            },
+        };
+        let children = stored.children;
+        Box::pin(async move {
+            let host = BranchHost::new::<B>(steps, policies, recording);
+            crate::durable::branches::run(children, &host, child, start).await
+        })
     }
 
     /// Records how branch `position` ended (every Parallel branch; a Map's failed items).
@@ -598,11 +633,13 @@ macro_rules! branches {
                         $(
                             if let Some(run) = runs.$b.as_mut() {
                                 match run.as_mut().poll(cx) {
-                                    Poll::Ready(None) => return Poll::Ready(Some(Stop::Interrupted)),
-                                    Poll::Ready(Some(outcome)) => {
+                                    Poll::Ready(outcome) => {
                                         runs.$b = None;
                                         match fan.ended(driver, $b, outcome) {
                                             Ok(ended) => ends.$b = Some(ended),
+                                            Err(_) if fan.interrupted() => {
+                                                return Poll::Ready(Some(Stop::Interrupted));
+                                            }
                                             Err(failure) => {
                                                 let error = fan.error(&failure, 1, $count);
                                                 return Poll::Ready(Some(Stop::Failed(error)));
@@ -742,13 +779,15 @@ pub fn map<'a, 'd: 'a, M: Fsm + Send, B: Dispatch<H> + Clone + BranchData, H: Sy
                         i += 1;
                         continue;
                     }
-                    Poll::Ready(None) => return Poll::Ready(Some(Stop::Interrupted)),
-                    Poll::Ready(Some(outcome)) => outcome,
+                    Poll::Ready(outcome) => outcome,
                 };
                 let (position, _) = running.swap_remove(i);
                 progressed = true;
                 let ended = fan.ended(driver, position, outcome);
                 if let Err(failure) = &ended {
+                    if fan.interrupted() {
+                        return Poll::Ready(Some(Stop::Interrupted));
+                    }
                     failed += 1;
                     if fan.fan.kind.too_many_failures(failed, total) {
                         let error = fan.error(failure, failed, total);
