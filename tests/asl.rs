@@ -555,9 +555,18 @@ const FETCH_ADAPTER: &str = "FSM_TEST_FETCH_ADAPTER";
 #[test]
 fn fetch_adapter() {
     // The step adapter of `Fetch`, when the interpreter runs this binary as one; else nothing.
-    if std::env::var_os(FETCH_ADAPTER).is_none() {
-        return;
+    if std::env::var_os(FETCH_ADAPTER).is_some() {
+        serve_adapter::<Fetch, _>(&Fetcher);
     }
+}
+
+/// The step adapter of `M` with `steps`, as a process: one Task input per line on stdin, one
+/// answer per line on stdout (`tests/asl/run.mjs` is the other side).
+fn serve_adapter<M, H>(steps: &H)
+where
+    M: fsm_core::Dispatch<H> + Clone + serde::Serialize + serde::de::DeserializeOwned,
+    H: Send + Sync + 'static,
+{
     use std::io::{BufRead as _, Write as _};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -568,7 +577,7 @@ fn fetch_adapter() {
     let _ = writeln!(out);
     for line in std::io::stdin().lock().lines() {
         let input: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-        let answer = match rt.block_on(fsm_core::views::run_task::<Fetch, _>(&Fetcher, &input)) {
+        let answer = match rt.block_on(fsm_core::views::run_task::<M, _>(steps, &input)) {
             Ok(output) => serde_json::json!({ "output": output }),
             Err(f) => serde_json::json!({ "Error": f.error, "Cause": f.cause }),
         };
@@ -914,25 +923,8 @@ const SHIPMENT_ADAPTER: &str = "FSM_TEST_SHIPMENT_ADAPTER";
 fn shipment_adapter() {
     // The step adapter of `Shipment` (its branches' machines too), when the interpreter runs
     // this binary as one; else nothing.
-    if std::env::var_os(SHIPMENT_ADAPTER).is_none() {
-        return;
-    }
-    use std::io::{BufRead as _, Write as _};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let packer = Packer::default();
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out);
-    for line in std::io::stdin().lock().lines() {
-        let input: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-        let answer = match rt.block_on(fsm_core::views::run_task::<Shipment, _>(&packer, &input)) {
-            Ok(output) => serde_json::json!({ "output": output }),
-            Err(f) => serde_json::json!({ "Error": f.error, "Cause": f.cause }),
-        };
-        let _ = writeln!(out, "{answer}");
-        let _ = out.flush();
+    if std::env::var_os(SHIPMENT_ADAPTER).is_some() {
+        serve_adapter::<Shipment, _>(&Packer::default());
     }
 }
 

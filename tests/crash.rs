@@ -559,6 +559,36 @@ fn skipped(test: &str, why: &str) {
     println!("{line}");
 }
 
+/// Checks branch `position` of the fan-out at `step` of `parent`: stored, linked to its
+/// parent, succeeded in `end`, its history a path of its machine; and that the key its join
+/// received is its step `key_step`'s, which did its work once, for `order`.
+/// Returns how many times it was resumed.
+async fn checked<M>(
+    client: &DurableClient<M, AnyStore>,
+    (parent, step, position): (fsm_core::ExecutionId, u32, u32),
+    (key, key_step): (&str, u32),
+    end: &str,
+    (sent, order): (&HashMap<String, u32>, u32),
+) -> usize
+where
+    M: Fsm + Serialize + serde::de::DeserializeOwned,
+{
+    let id = parent.branch(step, position);
+    let row = client.get(id).await.unwrap();
+    assert_eq!(
+        (row.status, row.parent, row.state_name.as_str()),
+        (ExecutionStatus::Succeeded, Some(parent), end)
+    );
+    assert_eq!(
+        key,
+        format!("{id}-step-{key_step}"),
+        "branch {position} of {parent}"
+    );
+    assert_eq!(sent.get(key), Some(&order));
+    let history = client.history(id).await.unwrap();
+    path_of(M::DEFINITION, &history, &row.state_name)
+}
+
 /// Checks that `history` is a path of `def` from its initial state to `end`; returns how
 /// many times it was resumed.
 fn path_of(def: &fsm_core::Definition, history: &fsm_core::History, end: &str) -> usize {
@@ -816,28 +846,14 @@ async fn scenario(
             panic!("order {order} is not delivered: {}", row.state);
         };
         for (p, label) in joined.labels.iter().enumerate() {
-            let id = row.id.branch(1, p as u32);
-            let child = parcels.get(id).await.unwrap();
-            assert_eq!(
-                (child.status, child.parent, child.state_name.as_str()),
-                (ExecutionStatus::Succeeded, Some(row.id), "Labelled")
-            );
-            assert_eq!(*label, format!("{id}-step-1"), "order {order}'s parcel {p}");
-            assert_eq!(sent.get(label), Some(&order));
-            let history = parcels.history(id).await.unwrap();
-            branches_resumed += path_of(Parcel::DEFINITION, &history, &child.state_name);
+            let branch = (row.id, 1, p as u32);
+            let sent = (&sent, order);
+            branches_resumed += checked(&parcels, branch, (label, 1), "Labelled", sent).await;
         }
         for (p, key) in joined.notices.iter().enumerate() {
-            let id = row.id.branch(2, p as u32);
-            let child = notices.get(id).await.unwrap();
-            assert_eq!(
-                (child.status, child.parent, child.state_name.as_str()),
-                (ExecutionStatus::Succeeded, Some(row.id), "Delivered")
-            );
-            assert_eq!(*key, format!("{id}-step-0"), "order {order}'s notice {p}");
-            assert_eq!(sent.get(key), Some(&order));
-            let history = notices.history(id).await.unwrap();
-            branches_resumed += path_of(Notice::DEFINITION, &history, &child.state_name);
+            let branch = (row.id, 2, p as u32);
+            let sent = (&sent, order);
+            branches_resumed += checked(&notices, branch, (key, 0), "Delivered", sent).await;
         }
     }
     // Nothing was sent that no join received.

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::durable::client::Clock;
 use crate::durable::error::DurableError;
+use crate::durable::executor::{advanced, ended_status, snapshot};
 use crate::durable::store::{
     codec, Checkpoint, Created, ExecutionRecord, ExecutionStatus, ListQuery, NewExecution, Store,
     StoreError,
@@ -218,7 +219,7 @@ where
                             attempts: row.attempt,
                             error: StepError::fatal(StepError::BAD_STATE, message),
                         },
-                        history: history_of(history),
+                        history: History::from_events(history),
                     });
                 }
             };
@@ -240,24 +241,8 @@ where
     let deadline = Deadline::new(host.has_timeouts());
     let origin = children.clock().instant(row.created_at);
     let rec = Recorder::durable(id, host.recording(), def, origin, row.events as usize);
-    let mut driver = Driver {
-        kept: None,
-        id,
-        step: row.step,
-        attempt: row.attempt,
-        watched: true,
-        copying: false,
-        checks: 0,
-        index: 0,
-        policies: host.policies(),
-        cold: Some(Box::new(Cold {
-            pause: true,
-            ..Default::default()
-        })),
-        waits: None,
-        rec,
-        deadline: &deadline,
-    };
+    let (at, policies) = ((row.step, row.attempt), host.policies());
+    let mut driver = Driver::stepwise(id, at, policies, Cold::default(), rec, &deadline);
     if resumed {
         let (name, changed) = (state.state_name(), row.fingerprint != *child.fingerprint);
         driver.rec.event_now(|| EventKind::ExecutionResumed {
@@ -326,7 +311,7 @@ fn new_row<B: Fsm + BranchData>(
     start: &B,
     now: crate::store::Millis,
 ) -> Result<(NewExecution, HistoryEvent), DurableError> {
-    let state = state_json(start, child.id)?;
+    let (state, _) = snapshot(start, child.id)?;
     let started = HistoryEvent {
         at: core::time::Duration::ZERO,
         kind: EventKind::ExecutionStarted {
@@ -389,7 +374,7 @@ fn ended<B>(row: ExecutionRecord, state: B, history: Vec<HistoryEvent>) -> Outco
         id: row.id,
         state,
         status,
-        history: history_of(history),
+        history: History::from_events(history),
     }
 }
 
@@ -404,21 +389,6 @@ async fn stored_history<B: Fsm>(
         .iter()
         .filter_map(|e| codec::decode(B::DEFINITION, e).ok())
         .collect())
-}
-
-fn history_of(events: Vec<HistoryEvent>) -> History {
-    let mut history = History::with_capacity(events.len());
-    for e in events {
-        history.push(e);
-    }
-    history
-}
-
-fn state_json<B: BranchData>(state: &B, id: ExecutionId) -> Result<String, DurableError> {
-    state.to_json().map_err(|e| DurableError::Serialize {
-        execution: Some(id),
-        message: e.to_string(),
-    })
 }
 
 /// Writes a branch's checkpoints, keeping the events it writes for the join.
@@ -457,20 +427,16 @@ impl<'w> Writer<'w> {
         driver: &mut Driver<'_, B>,
         mut outcome: Outcome<B>,
     ) -> Result<Outcome<B>, DurableError> {
-        let status = match &outcome.status {
-            Status::Succeeded => ExecutionStatus::Succeeded,
-            Status::Failed => ExecutionStatus::Failed,
-            Status::Errored { error, .. } => {
-                row.error = Some(codec::error_text(error));
-                ExecutionStatus::Errored
-            }
-        };
+        if let Status::Errored { error, .. } = &outcome.status {
+            row.error = Some(codec::error_text(error));
+        }
+        let status = ended_status(&outcome.status);
         let mut events = driver.rec.drain();
         events.extend(outcome.history.events().iter().cloned());
         let at = (driver.step, driver.attempt);
         let next = self.next(row, at, &outcome.state, status, events.len());
         self.write(row, next, events).await?;
-        outcome.history = history_of(std::mem::take(self.kept));
+        outcome.history = History::from_events(std::mem::take(self.kept));
         Ok(outcome)
     }
 
@@ -478,24 +444,20 @@ impl<'w> Writer<'w> {
     fn next<B: Fsm + BranchData>(
         &self,
         row: &ExecutionRecord,
-        (step, attempt): (u32, u32),
+        at: (u32, u32),
         state: &B,
         status: ExecutionStatus,
         events: usize,
     ) -> Result<ExecutionRecord, DurableError> {
-        let mut next = row.clone();
-        next.state_name = state.state_name().to_owned();
-        next.state = state_json(state, row.id)?;
-        next.status = status;
-        next.step = step;
-        next.attempt = attempt;
-        next.events = row.events + events as u32;
-        next.updated_at = self.children.clock().now();
-        if step != row.step {
-            next.entered_at = next.updated_at;
-        }
-        self.fingerprint.clone_into(&mut next.fingerprint);
-        Ok(next)
+        let now = (self.children.clock().now(), self.fingerprint);
+        Ok(advanced(
+            row,
+            snapshot(state, row.id)?,
+            status,
+            at,
+            events,
+            now,
+        ))
     }
 
     /// Writes `next` in `row`'s place with `events`, and keeps the events for the join.
@@ -506,12 +468,7 @@ impl<'w> Writer<'w> {
         events: Vec<HistoryEvent>,
     ) -> Result<(), DurableError> {
         let mut next = next?;
-        let first = row.events;
-        let stored = events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| codec::encode(e, first + i as u32))
-            .collect();
+        let stored = codec::encode_all(&events, row.events);
         let version = self
             .children
             .checkpoint(Checkpoint {

@@ -26,10 +26,11 @@ use crate::durable::store::{
     Checkpoint, ExecutionRecord, ExecutionStatus, ExecutionSummary, ListQuery, Millis, Page, Store,
     StoreError, TokenRecord, TokenStatus, WaitingFor,
 };
-use crate::runtime::driver::{Cloned, Deadline, Driver, Guard};
+use crate::runtime::driver::{Cloned, Cold, Deadline, Driver, Guard};
 use crate::runtime::executor::{
     after_failure, stopped, AfterFailure, Core, ExecutorBuilder, Stopped,
 };
+use crate::runtime::fan_out::BranchData;
 use crate::runtime::random::JitterSource;
 use crate::runtime::recorder::Recorder;
 use crate::{
@@ -459,15 +460,50 @@ enum Next<M> {
 }
 
 /// The state as JSON, and its name.
-fn snapshot<M: crate::Fsm + Serialize>(
+pub(crate) fn snapshot<M: crate::Fsm + BranchData>(
     state: &M,
     id: ExecutionId,
 ) -> Result<(String, &'static str), DurableError> {
-    let json = serde_json::to_string(state).map_err(|e| DurableError::Serialize {
+    let json = state.to_json().map_err(|e| DurableError::Serialize {
         execution: Some(id),
         message: e.to_string(),
     })?;
     Ok((json, state.state_name()))
+}
+
+/// `row` as a checkpoint at `now` leaves it: in the state `snapshot` is, with `status`, at
+/// `step` and `attempt`, `events` events more, run under the definition `fingerprint`
+/// (where it waits, and who holds it, are the caller's).
+pub(crate) fn advanced(
+    row: &ExecutionRecord,
+    (json, name): (String, &'static str),
+    status: ExecutionStatus,
+    (step, attempt): (u32, u32),
+    events: usize,
+    (now, fingerprint): (Millis, &str),
+) -> ExecutionRecord {
+    let mut next = row.clone();
+    next.state_name = name.to_owned();
+    next.state = json;
+    next.status = status;
+    next.step = step;
+    next.attempt = attempt;
+    next.events = row.events + events as u32;
+    next.updated_at = now;
+    if step != row.step {
+        next.entered_at = now;
+    }
+    fingerprint.clone_into(&mut next.fingerprint);
+    next
+}
+
+/// The stored status of an execution that ended with `status`.
+pub(crate) fn ended_status(status: &Status) -> ExecutionStatus {
+    match status {
+        Status::Succeeded => ExecutionStatus::Succeeded,
+        Status::Failed => ExecutionStatus::Failed,
+        Status::Errored { .. } => ExecutionStatus::Errored,
+    }
 }
 
 /// A drive that must start again from the stored row (a token was answered while it timed
@@ -606,28 +642,13 @@ where
         (json, name): (String, &'static str),
         w: Write,
     ) -> Result<(), DurableError> {
-        let first = row.events;
-        let events: Vec<_> = w
-            .events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| codec::encode(e, first + i as u32))
-            .collect();
+        let events = codec::encode_all(&w.events, row.events);
         let save = w.save;
-        let mut next = row.clone();
-        next.state_name = name.to_owned();
-        next.state = json;
-        next.status = save.status;
+        let now = (self.client.clock.now(), self.client.fingerprint.as_str());
+        let at = (w.step, w.attempt);
+        let mut next = advanced(row, (json, name), save.status, at, events.len(), now);
         next.waiting_for = save.waiting_for;
-        next.step = w.step;
-        next.attempt = w.attempt;
         next.due_at = save.due_at;
-        next.events = first + events.len() as u32;
-        next.updated_at = self.client.clock.now();
-        if w.step != row.step {
-            next.entered_at = next.updated_at;
-        }
-        next.fingerprint.clone_from(&self.client.fingerprint);
         if save.hold {
             // Each checkpoint extends the claim (the renewal task does between them).
             next.lease_expires = Some(self.lease_until(next.updated_at));
@@ -797,25 +818,12 @@ where
         let deadline = Deadline::new(core.has_timeouts);
         let origin = self.client.clock.instant(row.created_at);
         let rec = Recorder::durable(id, core.recording(), def, origin, row.events as usize);
-        let mut driver = Driver {
-            kept: None,
-            id,
-            step: row.step,
-            attempt: row.attempt,
-            watched: true,
-            copying: false,
-            checks: 0,
-            index: 0,
-            policies: &core.policies,
-            cold: Some(Box::new(crate::runtime::driver::Cold {
-                pause: true,
-                children: Some(&children),
-                ..Default::default()
-            })),
-            waits: None,
-            rec,
-            deadline: &deadline,
+        let cold = Cold {
+            children: Some(&children),
+            ..Cold::default()
         };
+        let at = (row.step, row.attempt);
+        let mut driver = Driver::stepwise(id, at, &core.policies, cold, rec, &deadline);
         let mut jitter = JitterSource::for_execution(core.jitter_seed, id);
         self.claimed(&row, &mut driver, &state, claimed);
         // Tokens to close with the next checkpoint (a wait that timed out).
@@ -914,16 +922,16 @@ where
         let core = &self.core;
         driver.cold().began = false;
         let deadline = driver.deadline;
+        let fans_out = M::DEFINITION.states[state.state_index()].fan_out.is_some();
         let stop = Guard::new(state.run::<Cloned>(&core.steps, driver), deadline).await;
         deadline.disarm();
         let verdict = deadline.take_verdict();
         // A fan-out whose branch the store could not write: the drive stops here, the step
         // unrecorded, and the execution goes on from its last checkpoint (its branches from
         // theirs) where it is claimed next.
-        if let Some(children) = driver.cold.as_ref().and_then(|c| c.children) {
-            if let Some(error) = children.interruption() {
-                return Err(error);
-            }
+        let children = driver.cold.as_ref().and_then(|c| c.children);
+        if let Some(error) = children.filter(|_| fans_out).and_then(|c| c.interruption()) {
+            return Err(error);
         }
         Ok(match stopped(stop, verdict, driver) {
             Stopped::Ended(end) => {
@@ -1080,11 +1088,7 @@ where
             }
             None => (driver.finish(state), None),
         };
-        let status = match outcome.status {
-            Status::Succeeded => ExecutionStatus::Succeeded,
-            Status::Failed => ExecutionStatus::Failed,
-            Status::Errored { .. } => ExecutionStatus::Errored,
-        };
+        let status = ended_status(&outcome.status);
         let mut events = driver.rec.drain();
         events.extend(outcome.history.events().iter().cloned());
         row.error = error;

@@ -160,6 +160,40 @@ pub(crate) enum Verdict {
     Halted = 2,
 }
 
+impl<'b, M> Driver<'b, M> {
+    /// A driver that pauses before each step but the first of a run, for whoever saves the
+    /// state between steps (a durable execution, a durable branch) or runs one step at a time
+    /// (the step adapter): at `step` and `attempt` of execution `id`, with what `cold` says.
+    #[cfg(any(feature = "durable", feature = "asl"))]
+    pub(crate) fn stepwise(
+        id: ExecutionId,
+        (step, attempt): (u32, u32),
+        policies: &'b [Policy],
+        cold: Cold<'b>,
+        rec: Recorder<'b>,
+        deadline: &'b Deadline,
+    ) -> Self {
+        Driver {
+            kept: None,
+            id,
+            step,
+            attempt,
+            watched: true,
+            copying: false,
+            checks: 0,
+            index: 0,
+            policies,
+            cold: Some(Box::new(Cold {
+                pause: true,
+                ..cold
+            })),
+            waits: None,
+            rec,
+            deadline,
+        }
+    }
+}
+
 impl<'b, M: Fsm> Driver<'b, M> {
     /// Keeps `state`, whose step starts now, and gives the step a copy of it. The state is
     /// kept before it is copied: if the machine's `Clone` panics, the execution still has it

@@ -281,6 +281,12 @@ impl History {
         std::mem::take(&mut self.events)
     }
 
+    /// A history of `events`.
+    #[cfg(feature = "durable")]
+    pub(crate) fn from_events(events: Vec<HistoryEvent>) -> Self {
+        History { events }
+    }
+
     #[cfg_attr(not(feature = "runtime"), allow(dead_code))]
     pub(crate) fn push(&mut self, event: HistoryEvent) {
         self.events.push(event);

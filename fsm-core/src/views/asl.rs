@@ -805,25 +805,12 @@ where
     let fan_out_slot = std::sync::Mutex::new(None);
     // One step: the driver pauses before the next, as a durable executor's does.
     let deadline = Deadline::new(false);
-    let mut driver = Driver {
-        kept: None,
-        id: execution,
-        step,
-        watched: true,
-        copying: false,
-        checks: 0,
-        index: 0,
-        attempt: 1,
-        policies: &[],
-        cold: Some(Box::new(Cold {
-            pause: true,
-            asl: Some(&fan_out_slot),
-            ..Cold::default()
-        })),
-        waits: None,
-        rec: Recorder::inactive(),
-        deadline: &deadline,
+    let cold = Cold {
+        asl: Some(&fan_out_slot),
+        ..Cold::default()
     };
+    let rec = Recorder::inactive();
+    let mut driver = Driver::stepwise(execution, (step, 1), &[], cold, rec, &deadline);
     if fan_out {
         let mode = match join {
             Some(_) => {

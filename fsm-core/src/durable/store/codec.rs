@@ -72,6 +72,13 @@ pub(crate) fn set_aside_event(
     row_event(row, "execution failed", detail, now)
 }
 
+/// The rows of `events`, numbered from `first`.
+pub(crate) fn encode_all(events: &[HistoryEvent], first: u32) -> Vec<StoredEvent> {
+    (events.iter().enumerate())
+        .map(|(i, e)| encode(e, first + i as u32))
+        .collect()
+}
+
 /// The row of `event`, the `seq`th of its execution.
 pub(crate) fn encode(event: &HistoryEvent, seq: u32) -> StoredEvent {
     let detail = match &event.kind {
