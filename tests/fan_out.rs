@@ -830,3 +830,54 @@ async fn cancelling_a_durable_parent_cancels_its_branches() {
     ex.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A durable parent whose branches fan out themselves: every level is stored, each branch
+/// linked to the branch that ran it.
+#[tokio::test]
+async fn a_durable_branch_that_fans_out_stores_its_own_branches() {
+    use fsm_core::store::ListQuery;
+    use fsm_core::{ExecutionStatus, Store as _};
+    let dir = std::env::temp_dir().join(format!("fsm-fan-out-nested-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = fsm_core::SqliteStore::open(dir.join("outer.db")).unwrap();
+    let ex = Executor::<Outer, _>::builder(Nested::default())
+        .durable(store)
+        .unwrap();
+    let id = ex
+        .start(outer::Machine::new(outer::Start { n: 3 }))
+        .await
+        .unwrap();
+    assert_eq!(
+        ex.finished(id).await.unwrap().status,
+        ExecutionStatus::Succeeded
+    );
+    let want: u32 = (1..=3).map(|n| 2 * n * 100 + 1).sum();
+    assert_eq!(ex.state(id).await.unwrap(), Outer::Finished { total: want });
+    let items = ex.store().list(ListQuery::new().parent(id)).await.unwrap();
+    assert_eq!(items.executions.len(), 3);
+    for item in &items.executions {
+        assert_eq!(
+            (item.machine.as_str(), item.status),
+            ("Inner", ExecutionStatus::Succeeded)
+        );
+        let branches = ex
+            .store()
+            .list(ListQuery::new().parent(item.id))
+            .await
+            .unwrap();
+        let ends: Vec<_> = branches
+            .executions
+            .iter()
+            .map(|b| (b.machine.as_str(), b.state_name.as_str(), b.status))
+            .collect();
+        assert_eq!(
+            ends,
+            [("Flaky", "Went", ExecutionStatus::Succeeded); 2],
+            "the branches of item {}",
+            item.id
+        );
+    }
+    ex.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -242,7 +242,12 @@ where
     let origin = children.clock().instant(row.created_at);
     let rec = Recorder::durable(id, host.recording(), def, origin, row.events as usize);
     let (at, policies) = ((row.step, row.attempt), host.policies());
-    let mut driver = Driver::stepwise(id, at, policies, Cold::default(), rec, &deadline);
+    // A branch that fans out keeps its own branches in the same store, linked to it.
+    let cold = Cold {
+        children: Some(children),
+        ..Cold::default()
+    };
+    let mut driver = Driver::stepwise(id, at, policies, cold, rec, &deadline);
     if resumed {
         let (name, changed) = (state.state_name(), row.fingerprint != *child.fingerprint);
         driver.rec.event_now(|| EventKind::ExecutionResumed {
@@ -259,9 +264,17 @@ where
     loop {
         // Each run of the loop takes one step, then pauses for its checkpoint.
         driver.cold().began = false;
+        let fans_out = B::DEFINITION.states[state.state_index()].fan_out.is_some();
         let stop = Guard::new(state.run::<Cloned>(host.steps(), &mut driver), &deadline).await;
         deadline.disarm();
         let verdict = deadline.take_verdict();
+        // Its own fan-out was interrupted: so is it, and its parent.
+        if let Some(error) = Some(children)
+            .filter(|_| fans_out)
+            .and_then(|c| c.interruption())
+        {
+            return Err(error);
+        }
         let (failed, error, timed_out) = match stopped(stop, verdict, &mut driver) {
             Stopped::Ended(end) => {
                 let outcome = driver.finish(end);
