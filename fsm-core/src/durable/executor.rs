@@ -646,9 +646,18 @@ where
         let save = w.save;
         let now = (self.client.clock.now(), self.client.fingerprint.as_str());
         let at = (w.step, w.attempt);
+        // A step of an execution this worker holds, on a store whose claims do not run out,
+        // keeps the due time the execution ran from: nothing claims it meanwhile, and left
+        // alone, the store's index of due executions is not rewritten at every step.
+        let kept = save.hold
+            && save.status == ExecutionStatus::Running
+            && row.status == ExecutionStatus::Running
+            && row.due_at.is_some()
+            && self.client.store.lease().is_none();
+        let due_at = if kept { row.due_at } else { save.due_at };
         let mut next = advanced(row, (json, name), save.status, at, events.len(), now);
         next.waiting_for = save.waiting_for;
-        next.due_at = save.due_at;
+        next.due_at = due_at;
         if save.hold {
             // Each checkpoint extends the claim (the renewal task does between them).
             next.lease_expires = Some(self.lease_until(next.updated_at));

@@ -154,7 +154,9 @@ pub struct ExecutionRecord {
     /// When its current step began (its first attempt, or the wait): when it entered the
     /// state it is in, or was redriven.
     pub entered_at: Millis,
-    /// When its next attempt is due (a retry), or when its wait times out.
+    /// When its next attempt is due (a retry), or when its wait times out. A running
+    /// execution is due from when it started or was released; a worker holding it on a store
+    /// whose claims do not run out (SQLite) leaves the time as it is from step to step.
     pub due_at: Option<Millis>,
     /// Why it errored, as `kind: message`.
     pub error: Option<String>,
