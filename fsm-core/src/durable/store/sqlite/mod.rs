@@ -1243,32 +1243,39 @@ fn create(c: &Connection, path: &Path, new: &NewExecution) -> Result<Created, St
     Ok(Created::New)
 }
 
+/// Statements that insert one to four events of an execution (a checkpoint has three or
+/// four): one statement a checkpoint rather than one an event. The execution is `?1`; event
+/// `k` from 0 is `?(2 + 5k)` to `?(6 + 5k)`.
+const INSERT_EVENTS: [&str; 4] = [
+    "INSERT INTO events (execution, seq, at, kind, state, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    "INSERT INTO events (execution, seq, at, kind, state, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6), (?1, ?7, ?8, ?9, ?10, ?11)",
+    "INSERT INTO events (execution, seq, at, kind, state, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6), (?1, ?7, ?8, ?9, ?10, ?11), (?1, ?12, ?13, ?14, ?15, ?16)",
+    "INSERT INTO events (execution, seq, at, kind, state, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6), (?1, ?7, ?8, ?9, ?10, ?11), (?1, ?12, ?13, ?14, ?15, ?16), (?1, ?17, ?18, ?19, ?20, ?21)",
+];
+
 fn insert_events(
     c: &Connection,
     path: &Path,
     id: ExecutionId,
     events: &[StoredEvent],
 ) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let mut stmt = c
-        .prepare_cached(
-            "INSERT INTO events (execution, seq, at, kind, state, detail) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .map_err(|e| error(path, e))?;
+    let err = |e| error(path, e);
     let id = id.to_string();
-    for e in events {
-        stmt.execute(params![
-            id,
-            e.seq,
-            ms(e.at_micros),
-            e.kind,
-            e.state,
-            e.detail
-        ])
-        .map_err(|e| error(path, e))?;
+    for chunk in events.chunks(INSERT_EVENTS.len()) {
+        let mut stmt = c
+            .prepare_cached(INSERT_EVENTS[chunk.len() - 1])
+            .map_err(err)?;
+        stmt.raw_bind_parameter(1, &id).map_err(err)?;
+        for (k, e) in chunk.iter().enumerate() {
+            let at = 2 + 5 * k;
+            stmt.raw_bind_parameter(at, e.seq).map_err(err)?;
+            stmt.raw_bind_parameter(at + 1, ms(e.at_micros))
+                .map_err(err)?;
+            stmt.raw_bind_parameter(at + 2, &e.kind).map_err(err)?;
+            stmt.raw_bind_parameter(at + 3, &e.state).map_err(err)?;
+            stmt.raw_bind_parameter(at + 4, &e.detail).map_err(err)?;
+        }
+        stmt.raw_execute().map_err(err)?;
     }
     Ok(())
 }
