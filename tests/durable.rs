@@ -2055,6 +2055,58 @@ fn a_worker_whose_lease_was_taken_over_can_neither_renew_nor_checkpoint() {
     });
 }
 
+/// SQLite: a worker holding a running execution leaves its due time as it was from step to
+/// step (it is the worker's to run; the store's index of due executions is not rewritten at
+/// every checkpoint). When the next worker opens the file after a crash and frees what the
+/// last one held, the execution is due from its last checkpoint: the monitor's backlog
+/// counts from there, not from when the execution started.
+#[test]
+fn a_held_execution_keeps_its_due_time_and_is_due_from_its_last_checkpoint_once_freed() {
+    let db = Db::sqlite("held_due");
+    let Db::Sqlite(path) = &db else {
+        unreachable!("a SQLite database")
+    };
+    runtime(false).block_on(async {
+        let (place, charge) = (
+            Arc::new(tokio::sync::Semaphore::new(0)),
+            Arc::new(tokio::sync::Semaphore::new(0)),
+        );
+        let worker = open(
+            &db,
+            Shop {
+                place_gate: Some(place.clone()),
+                charge_gate: Some(charge.clone()),
+                ..Shop::default()
+            },
+        )
+        .await;
+        let id = worker
+            .start(order::Machine::new(order::Placed { id: 4 }))
+            .await
+            .unwrap();
+        // The first step ends well after the start: its checkpoint is at a later time.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        place.add_permits(1);
+        until(|| worker.steps().charge_times.lock().unwrap().len() == 1).await;
+        let held = worker.get(id).await.unwrap();
+        assert_eq!(held.state_name, "Reserved");
+        assert_eq!(held.status, ExecutionStatus::Running);
+        assert!(held.updated_at >= held.created_at + 30, "{held:?}");
+        assert_eq!(held.due_at, Some(held.created_at), "{held:?}");
+        // The file as a crash leaves it (the worker is charging, and writes nothing).
+        let image = dir("held_due_image").join("orders.db");
+        std::fs::copy(path, &image).unwrap();
+        let wal = |p: &std::path::Path| p.with_file_name("orders.db-wal");
+        std::fs::copy(wal(path), wal(&image)).unwrap();
+        let next = SqliteStore::open(&image).unwrap();
+        let freed = next.get(id).await.unwrap().unwrap();
+        assert_eq!(freed.lease_owner, None);
+        assert_eq!(freed.state_name, "Reserved");
+        assert_eq!(freed.due_at, Some(held.updated_at), "{freed:?}");
+        charge.add_permits(1);
+    });
+}
+
 /// A worker, a client that runs nothing, and order `order` started by the client.
 async fn worker_and_client(
     db: &Db,
