@@ -239,17 +239,9 @@ impl<'b, M: Fsm> Driver<'b, M> {
                 execution = %self.id
             ),
         );
-        let yields = if self.step % YIELD_EVERY == YIELD_EVERY - 1 {
-            // The last step number is never used: an execution that reaches it has no key
-            // left to give a step, and ends (see `Verdict::Halted`).
-            if self.step == u32::MAX {
-                HALT
-            } else {
-                YIELD
-            }
-        } else {
-            0
-        };
+        // YIELD is 1: one test and one flag, no branch. (The last step number halts through
+        // `checks`, set when the execution reaches it: see `Driver::advance`.)
+        let yields = u8::from(self.step % YIELD_EVERY == YIELD_EVERY - 1);
         Attempt {
             step,
             limits: self.deadline,
@@ -308,9 +300,25 @@ impl<'b, M: Fsm> Driver<'b, M> {
         if self.watched {
             self.watch_done(transition);
         }
+        // A step never runs with the last step number (it halts), so this does not overflow.
         self.step += 1;
         self.attempt = 1;
         self.kept = None;
+        if self.step == u32::MAX {
+            self.checks |= HALT;
+        }
+    }
+
+    /// Moves on to the next step number, at its first attempt, after a step that did not
+    /// end through [`Driver::done`] (an error route, an answered wait). The last step number
+    /// is never used: an execution that reaches it has no key left to give a step, and
+    /// halts before its next attempt (see `Verdict::Halted`).
+    pub(crate) fn advance(&mut self) {
+        self.step = self.step.saturating_add(1);
+        self.attempt = 1;
+        if self.step == u32::MAX {
+            self.checks |= HALT;
+        }
     }
 
     #[inline(never)]
@@ -325,7 +333,11 @@ impl<'b, M: Fsm> Driver<'b, M> {
         }
         self.index = index;
         // Only a watched execution has checks: they are set here for each step.
-        self.checks = if self.rec.is_full() { HALT } else { 0 };
+        self.checks = if self.rec.is_full() || self.step == u32::MAX {
+            HALT
+        } else {
+            0
+        };
         if self.rec.is_active() {
             let started = self.rec.start_attempt();
             let state = M::DEFINITION.states[index].name;
@@ -481,14 +493,14 @@ impl<T, F: Future<Output = Result<T, StepError>>> Future for Attempt<'_, F> {
     fn poll(self: Pin<&mut Self>, cx: &mut core::task::Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         if *this.checks & (YIELD | HALT) != 0 {
-            if *this.checks & YIELD != 0 {
-                *this.checks &= !YIELD;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
+            if *this.checks & HALT != 0 {
+                this.limits.set_verdict(Verdict::Halted);
+                // The executor tells a pause and the last step number from a full history.
+                return Poll::Ready(Err(history_full()));
             }
-            this.limits.set_verdict(Verdict::Halted);
-            // The executor tells a pause and the last step number from a full history.
-            return Poll::Ready(Err(history_full()));
+            *this.checks &= !YIELD;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         match this.step.poll(cx) {
             Poll::Ready(Ok(_)) if *this.checks & TIMED != 0 && this.limits.overdue() => {
@@ -611,7 +623,9 @@ mod tests {
     #[test]
     fn the_last_step_number_halts_the_execution_instead_of_running_the_step() {
         let deadline = Deadline::new(false);
-        let driver = driver(u32::MAX, &deadline);
+        let mut driver = driver(u32::MAX - 1, &deadline);
+        driver.done(0);
+        assert_eq!(driver.step, u32::MAX);
         let mut attempt = core::pin::pin!(driver.attempt(async { Ok::<(), StepError>(()) }));
         assert!(matches!(poll(attempt.as_mut()), Poll::Ready(Err(_))));
         assert_eq!(deadline.take_verdict(), Verdict::Halted);

@@ -773,8 +773,7 @@ pub(crate) fn after_failure<M: Dispatch<H> + Clone, H>(
         Ok((next, t)) => {
             let at = rec.stamp();
             rec.transition(at, t);
-            driver.step = driver.step.saturating_add(1);
-            driver.attempt = 1;
+            driver.advance();
             AfterFailure::Routed(next)
         }
         Err(error) => AfterFailure::Errored(failed, error),
@@ -809,8 +808,7 @@ impl<M: crate::Fsm> Driver<'_, M> {
             by_hand,
         });
         self.rec.transition(at, transition);
-        self.step = self.step.saturating_add(1);
-        self.attempt = 1;
+        self.advance();
     }
 
     /// Records that the wait in `state` was failed from outside (by `by`, if named): the
