@@ -306,6 +306,11 @@ fn choice_enums(src: &mut Src, g: &Graph) {
     let module_vis = src.outer_vis.clone();
     let (event_vis, enum_vis) = (m.typed_vis.to_string(), m.choice_vis.to_string());
     let derives = std_derives(m);
+    let names = if derives.is_empty() {
+        ""
+    } else {
+        "#[allow(unused_imports)] use super::super::*;"
+    };
     let doc = lit(&format!(
         "The choice enums of the machine's branching events: `choice::<event>::<state>`, the \
          targets of `<event>` from `<state>` (for example `{}`).",
@@ -323,10 +328,13 @@ fn choice_enums(src: &mut Src, g: &Graph) {
         let doc = lit(&format!(
             "The choice enums of the branching event `{shown}`, one per state it leaves from."
         ));
-        // An event's name may be in any case; the module is named exactly like it.
+        // An event's name may be in any case; the module is named exactly like it. The
+        // variants name their data by path; the derives are the only names resolved here,
+        // as in the enum's module. Without derives the module imports nothing: a glob of
+        // the machine's module (every state) costs rustc a binding per name per module,
+        // 8% of a touch rebuild at 200 states with 39 branching events.
         src.outer_write(format_args!(
-            "#[doc = {doc}] #[allow(non_snake_case)] {event_vis} mod {event} {{\
-               #[allow(unused_imports)] use super::super::*;"
+            "#[doc = {doc}] #[allow(non_snake_case)] {event_vis} mod {event} {{{names}"
         ));
         for (from, targets) in &states {
             let state = src.state(*from);
