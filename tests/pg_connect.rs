@@ -148,12 +148,14 @@ fn tls_to_the_server_with_require_and_prefer() {
             let store = PgStore::connect_with(&url, PgOptions::new().tls(rustls_trusting(&ca)))
                 .await
                 .unwrap();
-            // Every session of the store (writer, reader, listener) is encrypted.
+            // Every session of the store (writer, reader, listener) is encrypted. The
+            // listener connects in a task of its own, and may still be on its way.
             let (client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
                 .await
                 .unwrap();
             tokio::spawn(conn);
-            let (plain, encrypted): (i64, i64) = {
+            let mut sessions = (0, 0);
+            for _ in 0..100 {
                 let row = client
                     .query_one(
                         "SELECT count(*) FILTER (WHERE NOT s.ssl), count(*) FILTER (WHERE s.ssl) \
@@ -163,9 +165,14 @@ fn tls_to_the_server_with_require_and_prefer() {
                     )
                     .await
                     .unwrap();
-                (row.get(0), row.get(1))
-            };
-            assert_eq!((plain, encrypted), (0, 3), "sslmode={mode}");
+                sessions = (row.get::<_, i64>(0), row.get::<_, i64>(1));
+                assert_eq!(sessions.0, 0, "sslmode={mode}: a session in the clear");
+                if sessions.1 == 3 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(sessions, (0, 3), "sslmode={mode}");
             round_trip(store).await;
             // The store's sessions end with it (its listener looks every second).
             let mut gone = false;
