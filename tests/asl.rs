@@ -280,6 +280,29 @@ fn interpreter(test: &str) -> Option<PathBuf> {
     dir
 }
 
+/// The export's input that starts where the executor's run of execution `id` started, in
+/// `start`: its envelope at step 0.
+fn start_input<M: Fsm + serde::Serialize>(
+    start: &M,
+    id: fsm_core::ExecutionId,
+) -> serde_json::Value {
+    serde_json::json!({
+        "state": start.state_name(),
+        "data": serde_json::to_value(start).unwrap(),
+        "step": 0,
+        "execution": id.to_string(),
+    })
+}
+
+/// The states of the exported machine itself that the interpreter's run entered, in order
+/// (not the Choices, routes and branches the export adds, whose names hold a `.`).
+fn entered(report: &serde_json::Value) -> Vec<String> {
+    (report["entered"].as_array().unwrap().iter())
+        .map(|s| s.as_str().unwrap().to_owned())
+        .filter(|s| !s.contains('.'))
+        .collect()
+}
+
 /// Runs the export in `definition` in the interpreter of `dir` from `input`, its Tasks
 /// calling `adapter` (with `args`); returns its report.
 fn interpret(
@@ -390,20 +413,9 @@ fn the_exported_checkout_takes_the_executors_path_in_an_asl_interpreter() {
         }
         let our_keys = once(executor.steps().keys.lock().unwrap().clone());
         // The interpreter, its Tasks calling the step adapter.
-        let input = serde_json::json!({
-            "state": "Submitted",
-            "data": serde_json::to_value(&start).unwrap(),
-            "step": 0,
-            "execution": outcome.id.to_string(),
-        });
+        let input = start_input(&start, outcome.id);
         let report = interpret(&dir, &definition, &adapter, &[], &input);
-        let theirs: Vec<String> = report["entered"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap().to_owned())
-            .filter(|s| !s.contains('.'))
-            .collect();
+        let theirs = entered(&report);
         assert_eq!(
             theirs, ours,
             "{scenario}: the interpreter's path, then ours"
@@ -633,12 +645,7 @@ fn a_fatal_error_is_never_retried_whatever_its_kind_and_is_routed_as_the_executo
             .filter(|e| matches!(e.kind, fsm_core::EventKind::RetryScheduled { .. }))
             .count();
         assert_eq!(outcome.state.state_name(), ends_in);
-        let input = serde_json::json!({
-            "state": "Queued",
-            "data": serde_json::to_value(&start).unwrap(),
-            "step": 0,
-            "execution": outcome.id.to_string(),
-        });
+        let input = start_input(&start, outcome.id);
         let report = interpret(
             &dir,
             &definition,
@@ -967,12 +974,7 @@ fn the_exported_fan_outs_run_in_an_asl_interpreter_as_in_the_executor() {
         let executor = fsm_core::Executor::<Shipment, _>::new(Packer::default());
         let outcome = rt.block_on(executor.run(start.clone()));
         assert_eq!(outcome.state.state_name(), ends_in, "{}", outcome.history);
-        let input = serde_json::json!({
-            "state": "Packing",
-            "data": serde_json::to_value(&start).unwrap(),
-            "step": 0,
-            "execution": outcome.id.to_string(),
-        });
+        let input = start_input(&start, outcome.id);
         let report = interpret(
             &dir,
             &definition,
@@ -980,13 +982,7 @@ fn the_exported_fan_outs_run_in_an_asl_interpreter_as_in_the_executor() {
             &["--exact", "shipment_adapter", "--nocapture", "--quiet"],
             &input,
         );
-        let path: Vec<&str> = report["entered"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap())
-            .filter(|s| !s.contains('.'))
-            .collect();
+        let path = entered(&report);
         assert_eq!(path, ["Packing", ends_in], "{parcels:?}: {report}");
         if ends_in == "Held" {
             assert_eq!(report["status"], "failed");

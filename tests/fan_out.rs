@@ -456,9 +456,7 @@ impl relay::Steps for Hops {
 
 #[tokio::test]
 async fn a_durable_parent_stores_its_fan_out_history() {
-    let dir = std::env::temp_dir().join(format!("fsm-fan-out-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("fsm-fan-out");
     let store = fsm_core::SqliteStore::open(dir.join("relay.db")).unwrap();
     let ex = Executor::<Relay, _>::builder(Hops).durable(store).unwrap();
     let id = ex
@@ -774,9 +772,7 @@ impl batch::Steps for Gate {
 #[tokio::test]
 async fn cancelling_a_durable_parent_cancels_its_branches() {
     use fsm_core::{ExecutionStatus, Operator, OpsError};
-    let dir = std::env::temp_dir().join(format!("fsm-fan-out-cancel-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("fsm-fan-out-cancel");
     let path = dir.join("batch.db");
     let store = fsm_core::SqliteStore::open(&path).unwrap();
     let ex = Executor::<Batch, _>::builder(Gate::default())
@@ -837,9 +833,7 @@ async fn cancelling_a_durable_parent_cancels_its_branches() {
 async fn a_durable_branch_that_fans_out_stores_its_own_branches() {
     use fsm_core::store::ListQuery;
     use fsm_core::{ExecutionStatus, Store as _};
-    let dir = std::env::temp_dir().join(format!("fsm-fan-out-nested-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("fsm-fan-out-nested");
     let store = fsm_core::SqliteStore::open(dir.join("outer.db")).unwrap();
     let ex = Executor::<Outer, _>::builder(Nested::default())
         .durable(store)
@@ -880,4 +874,12 @@ async fn a_durable_branch_that_fans_out_stores_its_own_branches() {
     }
     ex.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An empty directory of this test process's own, `<name>-<pid>` in the temporary directory.
+fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

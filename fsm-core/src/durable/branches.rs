@@ -21,7 +21,7 @@ use crate::durable::store::{
 };
 use crate::runtime::driver::{Cloned, Cold, Deadline, Driver, Guard};
 use crate::runtime::executor::{after_failure, stopped, AfterFailure, Host, Outcome, Stopped};
-use crate::runtime::fan_out::BranchData;
+use crate::runtime::fan_out::{fans_out, BranchData};
 use crate::runtime::random::JitterSource;
 use crate::runtime::recorder::Recorder;
 use crate::{Dispatch, EventKind, ExecutionId, Fsm, History, HistoryEvent, Status, StepError};
@@ -264,15 +264,12 @@ where
     loop {
         // Each run of the loop takes one step, then pauses for its checkpoint.
         driver.cold().began = false;
-        let fans_out = B::DEFINITION.states[state.state_index()].fan_out.is_some();
+        let fanning = fans_out(&state);
         let stop = Guard::new(state.run::<Cloned>(host.steps(), &mut driver), &deadline).await;
         deadline.disarm();
         let verdict = deadline.take_verdict();
         // Its own fan-out was interrupted: so is it, and its parent.
-        if let Some(error) = Some(children)
-            .filter(|_| fans_out)
-            .and_then(|c| c.interruption())
-        {
+        if let Some(error) = fanning.then(|| children.interruption()).flatten() {
             return Err(error);
         }
         let (failed, error, timed_out) = match stopped(stop, verdict, &mut driver) {

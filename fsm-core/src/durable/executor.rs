@@ -30,7 +30,7 @@ use crate::runtime::driver::{Cloned, Cold, Deadline, Driver, Guard};
 use crate::runtime::executor::{
     after_failure, stopped, AfterFailure, Core, ExecutorBuilder, Stopped,
 };
-use crate::runtime::fan_out::BranchData;
+use crate::runtime::fan_out::{fans_out, BranchData};
 use crate::runtime::random::JitterSource;
 use crate::runtime::recorder::Recorder;
 use crate::{
@@ -931,7 +931,7 @@ where
         let core = &self.core;
         driver.cold().began = false;
         let deadline = driver.deadline;
-        let fans_out = M::DEFINITION.states[state.state_index()].fan_out.is_some();
+        let fanning = fans_out(&state);
         let stop = Guard::new(state.run::<Cloned>(&core.steps, driver), deadline).await;
         deadline.disarm();
         let verdict = deadline.take_verdict();
@@ -939,7 +939,7 @@ where
         // unrecorded, and the execution goes on from its last checkpoint (its branches from
         // theirs) where it is claimed next.
         let children = driver.cold.as_ref().and_then(|c| c.children);
-        if let Some(error) = children.filter(|_| fans_out).and_then(|c| c.interruption()) {
+        if let Some(error) = children.filter(|_| fanning).and_then(|c| c.interruption()) {
             return Err(error);
         }
         Ok(match stopped(stop, verdict, driver) {

@@ -456,7 +456,7 @@ impl<'i, M: crate::Fsm + BranchData> Envelope<'i, M> {
         let data = input
             .get("data")
             .ok_or_else(|| TaskFailure::input("the input has no `data`"))?;
-        let state = M::from_json(&data.to_string())
+        let state = M::from_value(data)
             .map_err(|e| TaskFailure::input(format!("`data` is not a `{}`: {e}", def.name)))?;
         if state.state_name() != name {
             return Err(TaskFailure::input(format!(
@@ -489,13 +489,10 @@ fn envelope_of<M: crate::Fsm + BranchData>(
     execution: ExecutionId,
     step: u32,
 ) -> Result<Value, TaskFailure> {
-    let data = next
-        .to_json()
-        .and_then(|json| serde_json::from_str::<Value>(&json))
-        .map_err(|e| TaskFailure {
-            error: "fsm.Serialize".into(),
-            cause: e.to_string(),
-        })?;
+    let data = next.to_value().map_err(|e| TaskFailure {
+        error: "fsm.Serialize".into(),
+        cause: e.to_string(),
+    })?;
     Ok(json!({
         "state": next.state_name(),
         "data": data,
@@ -551,10 +548,7 @@ pub(crate) fn branch_start<B: crate::Fsm + BranchData>(
     position: u32,
     start: &B,
 ) -> Result<Value, StepError> {
-    let data = start
-        .to_json()
-        .and_then(|json| serde_json::from_str::<Value>(&json))
-        .map_err(|e| StepError::fatal("serialize", e.to_string()))?;
+    let data = (start.to_value()).map_err(|e| StepError::fatal("serialize", e.to_string()))?;
     Ok(json!({
         "machine": B::DEFINITION.name,
         "state": start.state_name(),
@@ -581,7 +575,7 @@ pub(crate) fn branch_end<B: crate::Fsm + BranchData>(
     let data = end
         .get("data")
         .ok_or_else(|| bad("the end has no `data`".into()))?;
-    let state = B::from_json(&data.to_string())
+    let state = B::from_value(data)
         .map_err(|e| bad(format!("`data` is not a `{}`: {e}", B::DEFINITION.name)))?;
     if B::DEFINITION.states[state.state_index()].kind != StateKind::Success {
         let message = format!(
@@ -737,7 +731,7 @@ where
     // The Task says which state it is for: an error route's Task (`<State>.catch.<Target>`)
     // runs that route's handler, any other Task its state's step, and only for that state.
     let route = task.split_once(".catch.");
-    let fan_out = def.states[state.state_index()].fan_out.is_some();
+    let fan_out = crate::runtime::fan_out::fans_out(&state);
     // A fanning-out state's join (`<State>.join`): the branches' ends are in `ends`.
     let join = task.strip_suffix(".join").filter(|_| fan_out);
     let for_state = join.unwrap_or_else(|| route.map_or(task, |(from, _)| from));
@@ -826,22 +820,22 @@ where
     let stop = Guard::new(state.run::<Cloned>(steps, &mut driver), &deadline).await;
     let verdict = deadline.take_verdict();
     let next_step = driver.step;
-    let fanned = match fan_out_slot
+    // The branches' starting envelopes, if the step handed them out (a failure to build
+    // them is the step's error).
+    let branches = match fan_out_slot
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take()
     {
-        Some(AslFanOut::Started(starts)) => Some(starts),
+        Some(AslFanOut::Started(Ok(branches))) => Some(branches),
         _ => None,
     };
     match (stop, driver.kept.take()) {
         // The state's step ran and handed out its branches: the state's envelope, with
         // theirs for the Parallel or Map state that follows.
-        (Stop::Done(Err(_)), Some(fanning)) if fanned.as_ref().is_some_and(Result::is_ok) => {
+        (Stop::Done(Err(_)), Some(fanning)) if branches.is_some() => {
             let mut out = envelope(&fanning, next_step)?;
-            if let Some(Ok(branches)) = fanned {
-                out["branches"] = Value::Array(branches);
-            }
+            out["branches"] = Value::Array(branches.unwrap_or_default());
             Ok(out)
         }
         (Stop::Done(Ok(end)), _) => envelope(&end, next_step),
