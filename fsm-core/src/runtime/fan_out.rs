@@ -37,10 +37,6 @@ pub trait BranchData: Sized {
     fn to_json(&self) -> Result<String, serde_json::Error>;
     /// The branch's state read back.
     fn from_json(json: &str) -> Result<Self, serde_json::Error>;
-    /// The branch's state as a JSON value (the step adapter's envelopes).
-    fn to_value(&self) -> Result<serde_json::Value, serde_json::Error>;
-    /// The branch's state read from a JSON value.
-    fn from_value(value: &serde_json::Value) -> Result<Self, serde_json::Error>;
 }
 
 #[cfg(any(feature = "durable", feature = "asl"))]
@@ -50,12 +46,6 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> BranchData for T {
     }
     fn from_json(json: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(json)
-    }
-    fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
-        serde_json::to_value(self)
-    }
-    fn from_value(value: &serde_json::Value) -> Result<Self, serde_json::Error> {
-        T::deserialize(value)
     }
 }
 
@@ -68,7 +58,7 @@ pub trait BranchData {}
 #[cfg(not(any(feature = "durable", feature = "asl")))]
 impl<T> BranchData for T {}
 
-/// Whether the step of the state `state` is in fans out (a Parallel or Map state).
+/// Whether the step of the state `state` is in fans out: a Parallel or Map state.
 #[cfg(any(feature = "durable", feature = "asl"))]
 pub(crate) fn fans_out<M: Fsm>(state: &M) -> bool {
     M::DEFINITION.states[state.state_index()].fan_out.is_some()

@@ -456,7 +456,7 @@ impl<'i, M: crate::Fsm + BranchData> Envelope<'i, M> {
         let data = input
             .get("data")
             .ok_or_else(|| TaskFailure::input("the input has no `data`"))?;
-        let state = M::from_value(data)
+        let state = M::from_json(&data.to_string())
             .map_err(|e| TaskFailure::input(format!("`data` is not a `{}`: {e}", def.name)))?;
         if state.state_name() != name {
             return Err(TaskFailure::input(format!(
@@ -489,10 +489,13 @@ fn envelope_of<M: crate::Fsm + BranchData>(
     execution: ExecutionId,
     step: u32,
 ) -> Result<Value, TaskFailure> {
-    let data = next.to_value().map_err(|e| TaskFailure {
-        error: "fsm.Serialize".into(),
-        cause: e.to_string(),
-    })?;
+    let data = next
+        .to_json()
+        .and_then(|json| serde_json::from_str::<Value>(&json))
+        .map_err(|e| TaskFailure {
+            error: "fsm.Serialize".into(),
+            cause: e.to_string(),
+        })?;
     Ok(json!({
         "state": next.state_name(),
         "data": data,
@@ -548,7 +551,10 @@ pub(crate) fn branch_start<B: crate::Fsm + BranchData>(
     position: u32,
     start: &B,
 ) -> Result<Value, StepError> {
-    let data = (start.to_value()).map_err(|e| StepError::fatal("serialize", e.to_string()))?;
+    let data = start
+        .to_json()
+        .and_then(|json| serde_json::from_str::<Value>(&json))
+        .map_err(|e| StepError::fatal("serialize", e.to_string()))?;
     Ok(json!({
         "machine": B::DEFINITION.name,
         "state": start.state_name(),
@@ -575,7 +581,7 @@ pub(crate) fn branch_end<B: crate::Fsm + BranchData>(
     let data = end
         .get("data")
         .ok_or_else(|| bad("the end has no `data`".into()))?;
-    let state = B::from_value(data)
+    let state = B::from_json(&data.to_string())
         .map_err(|e| bad(format!("`data` is not a `{}`: {e}", B::DEFINITION.name)))?;
     if B::DEFINITION.states[state.state_index()].kind != StateKind::Success {
         let message = format!(
